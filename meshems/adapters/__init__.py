@@ -1,0 +1,1 @@
+"""Adapters: one outside thing each (pysyncobj, files, HTTP), translated to core types."""

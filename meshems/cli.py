@@ -1,0 +1,298 @@
+"""The `meshems` command: argument parsing, output (tables or JSON) and exit codes.
+
+Owns presentation only: every subcommand calls the runtime or the API client. Exit codes:
+0 ok, 1 the operation failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from meshems.adapters.secret import init_secret, read_secret
+from meshems.core import commands
+from meshems.core.config import ClusterConfig, load_config
+from meshems.core.errors import MeshemsError
+from meshems.ops.client import NodeClient
+
+EXAMPLES = {
+    "secret init": "meshems secret init --config cluster-configs/local-3.yaml",
+    "node run": "meshems node run --config cluster-configs/local-3.yaml --node n1",
+    "status": "meshems status --config cluster-configs/local-3.yaml -o json",
+    "setpoint set": "meshems setpoint set --config cluster-configs/local-3.yaml n1-bat -12.5",
+    "setpoint get": "meshems setpoint get --config cluster-configs/local-3.yaml n1-bat -o json",
+    "member add": "meshems member add --config cluster-configs/local-4.yaml n4",
+    "member remove": "meshems member remove --config cluster-configs/local-4.yaml n4",
+    "demo": "meshems demo --config cluster-configs/local-3.yaml",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meshems",
+        description="An edge energy-management mesh: gateways that govern a microgrid over Raft.",
+        epilog="Example: " + EXAMPLES["status"],
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(parent: Any, name: str, key: str, help_: str) -> argparse.ArgumentParser:
+        sp = parent.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"Example: {EXAMPLES[key]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.add_argument("--config", "-c", required=True, help="cluster config (YAML)")
+        return sp
+
+    secret = sub.add_parser("secret", help="manage the cluster's Raft secret").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    s = add(secret, "init", "secret init", "create the Raft secret file (mode 0600) the config names")
+    s.add_argument("--force", action="store_true", help="replace an existing secret")
+
+    node = sub.add_parser("node", help="run a node").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    s = add(node, "run", "node run", "run one gateway's node daemon (one process per gateway)")
+    s.add_argument("--node", "-n", required=True, help="node id from the config")
+    s.add_argument(
+        "--reset-journal",
+        action="store_true",
+        help="move this node's Raft files aside and catch up from its peers",
+    )
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    s = add(sub, "status", "status", "show every node's Raft status, like etcdctl endpoint status")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    s.add_argument("--timeout", type=float, default=1.5, help="per-node timeout in seconds")
+
+    sp = sub.add_parser("setpoint", help="write or read committed setpoints").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    s = add(sp, "set", "setpoint set", "write a setpoint through Raft (returns after commit)")
+    s.add_argument("device_id", metavar="DEVICE_ID")
+    s.add_argument("kw", metavar="KW", type=float, help="kW; + delivers to the site, - consumes")
+    s.add_argument("--node", "-n", help="node to send it through (default: any)")
+    s.add_argument("--rid", help="request id (default: random; reuse it to retry safely)")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    s = add(sp, "get", "setpoint get", "read committed setpoints with their term and index")
+    s.add_argument("device_id", metavar="DEVICE_ID", nargs="?")
+    s.add_argument("--node", "-n", help="node to read from (default: first that answers)")
+    s.add_argument(
+        "--consistent",
+        action="store_true",
+        help="commit a barrier first, so the read reflects every earlier commit",
+    )
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    mem = sub.add_parser("member", help="change cluster membership at run time").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    for action in ("add", "remove"):
+        s = add(
+            mem,
+            action,
+            f"member {action}",
+            f"{action} a node (declared in the config) "
+            f"{'to' if action == 'add' else 'from'} the running cluster",
+        )
+        s.add_argument("node_id", metavar="NODE_ID")
+        s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    s = add(sub, "demo", "demo", "start a local mesh from the config and show it live (Ctrl-C stops)")
+    s.add_argument("--duration", type=float, default=0, help="stop after S seconds (0 = until Ctrl-C)")
+    s.add_argument("--no-writes", action="store_true", help="do not write demo setpoints")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(args.config)
+        handler = HANDLERS[(args.cmd, getattr(args, "sub", None))]
+        return handler(cfg, args)
+    except MeshemsError as exc:
+        console.print(
+            f"[red]error[/red] {exc.code}: {exc.message}",
+            highlight=False,
+            markup=True,
+            soft_wrap=True,
+        )
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _client(cfg: ClusterConfig, args: Any) -> NodeClient:
+    return NodeClient(cfg, read_secret(cfg.secret_path, args.config))
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_secret_init(cfg: ClusterConfig, args: Any) -> int:
+    path = init_secret(cfg.secret_path, force=args.force)
+    print(f"wrote the Raft secret to {path.resolve()} (mode 0600); copy it to every gateway")
+    return 0
+
+
+def cmd_node_run(cfg: ClusterConfig, args: Any) -> int:
+    from meshems import logs
+    from meshems.runtime import run_node
+
+    logs.setup(args.node, args.log_level)
+    return run_node(cfg, args.node, args.config, reset_journal=args.reset_journal)
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=None, show_lines=False, header_style="bold")
+    for col in (
+        "ID",
+        "ENDPOINT",
+        "REACHABLE",
+        "ROLE",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+        "QUORUM",
+        "UPTIME",
+        "LEADER",
+    ):
+        t.add_column(col, justify="right" if col in ("TERM", "COMMIT", "APPLIED", "LAG") else "left")
+    for r in rows:
+        if not r.get("reachable"):
+            t.add_row(r["id"], r["endpoint"], "[red]no[/red]", "-", "-", "-", "-", "-", "-", "-", "-")
+            continue
+        role = r["role"]
+        role_s = f"[bold green]{role}[/bold green]" if role == "leader" else role
+        t.add_row(
+            r["id"],
+            r["endpoint"],
+            "yes",
+            role_s,
+            str(r["term"]),
+            str(r["commit_index"]),
+            str(r["applied_index"]),
+            "-" if r.get("lag") is None else str(r["lag"]),
+            "yes" if r["has_quorum"] else "[red]no[/red]",
+            f"{r['uptime_s']:.0f}s",
+            r.get("leader") or "-",
+        )
+    return t
+
+
+def cmd_status(cfg: ClusterConfig, args: Any) -> int:
+    rows = _client(cfg, args).status_all(timeout_s=args.timeout)
+    if args.output == "json":
+        _print_json(rows)
+    else:
+        Console().print(status_table(rows))
+        up = [r for r in rows if r.get("reachable")]
+        if up:
+            leader = next((r for r in up if r["role"] == "leader"), None)
+            print(
+                f"zone {cfg.zone}: leader {leader['id'] if leader else 'none'}, "
+                f"{up[0]['devices']} devices, {up[0]['setpoints']} setpoints, "
+                f"{sum(1 for r in rows if not r.get('reachable'))} unreachable"
+            )
+    if not any(r.get("reachable") for r in rows):
+        print("error E_UNREACHABLE: no node answered", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_setpoint_set(cfg: ClusterConfig, args: Any) -> int:
+    rid = args.rid or f"cli-{uuid.uuid4().hex}"
+    data = commands.encode("set_setpoint", rid, device_id=args.device_id, kw=args.kw, source="operator")
+    res = _client(cfg, args).propose(data, prefer=args.node)
+    if args.output == "json":
+        _print_json({**res, "rid": rid})
+    elif res.get("ok"):
+        dup = " (already applied earlier: retry deduplicated)" if res.get("duplicate") else ""
+        print(
+            f"committed {args.device_id} = {args.kw} kW at term {res['term']}, index "
+            f"{res['index']}{dup}  [rid {rid}]"
+        )
+    else:
+        print(f"error {res.get('code')}: {res.get('message')}", file=sys.stderr)
+    return 0 if res.get("ok") else 1
+
+
+def cmd_setpoint_get(cfg: ClusterConfig, args: Any) -> int:
+    client = _client(cfg, args)
+    if args.consistent:
+        client.propose(commands.encode("barrier", f"cli-{uuid.uuid4().hex}"), prefer=args.node)
+    path = "/v1/setpoints" + (f"?device={args.device_id}" if args.device_id else "")
+    last_err = "no node answered"
+    for node in client.ordered_nodes(args.node):
+        try:
+            code, body = client.request(node, "GET", path)
+        except MeshemsError as exc:
+            last_err = exc.message
+            continue
+        if code != 200:
+            print(f"error {body.get('code')}: {body.get('message')}", file=sys.stderr)
+            return 1
+        if args.output == "json":
+            _print_json(body["setpoints"])
+        else:
+            t = Table(
+                header_style="bold",
+                caption=f"read from {body['node']} at applied index {body['applied_index']}",
+            )
+            for col in ("DEVICE", "KW", "TERM", "INDEX", "SOURCE", "RID"):
+                t.add_column(col)
+            for sp in body["setpoints"]:
+                t.add_row(
+                    sp["device_id"],
+                    f"{sp['kw']:g}",
+                    str(sp["term"]),
+                    str(sp["index"]),
+                    sp["source"],
+                    sp["rid"],
+                )
+            Console().print(t)
+        return 0
+    print(f"error E_UNREACHABLE: {last_err}", file=sys.stderr)
+    return 1
+
+
+def _member(cfg: ClusterConfig, args: Any, action: str) -> int:
+    cfg.node(args.node_id)
+    res = _client(cfg, args).members(action, args.node_id)
+    if args.output == "json":
+        _print_json(res)
+    elif res.get("ok"):
+        print(res["message"])
+    else:
+        print(f"error {res.get('code')}: {res.get('message')}", file=sys.stderr)
+    return 0 if res.get("ok") else 1
+
+
+def cmd_demo(cfg: ClusterConfig, args: Any) -> int:
+    from meshems.demo import run_demo
+
+    return run_demo(cfg, args.config, duration_s=args.duration, writes=not args.no_writes)
+
+
+HANDLERS = {
+    ("secret", "init"): cmd_secret_init,
+    ("node", "run"): cmd_node_run,
+    ("status", None): cmd_status,
+    ("setpoint", "set"): cmd_setpoint_set,
+    ("setpoint", "get"): cmd_setpoint_get,
+    ("member", "add"): lambda c, a: _member(c, a, "add"),
+    ("member", "remove"): lambda c, a: _member(c, a, "remove"),
+    ("demo", None): cmd_demo,
+}

@@ -1,0 +1,250 @@
+"""The replicated zone state and `apply`, the function every replica runs on the Raft log.
+
+Rules of this module (as h11 writes its rules at the top):
+- `apply(state, data, term, index)` is pure: the same state and the same log entry give the
+  same new state and result on every replica; no I/O, clock, randomness or threads.
+- States are immutable; `apply` returns a new one and shares what did not change.
+- A malformed or refused command changes nothing but the applied position and the dedup
+  window, and is refused with the same code everywhere.
+- A command whose request id was already applied returns the first result and changes
+  nothing (client retries after E_LEADER_CHANGED / E_UNKNOWN_OUTCOME are safe).
+- Committed setpoints carry the (term, index) of their log entry: the fencing token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+
+from meshems.core.commands import Command, Rejection, decode, peek_rid
+
+#: Request ids remembered per generation; the window holds between 1x and 2x this many.
+RID_GENERATION = 4096
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: str
+    raft: str
+    api: str
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    kind: str
+    owner: str
+    min_kw: float
+    max_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Setpoint:
+    """A committed setpoint and its fencing token (term, index)."""
+
+    device_id: str
+    kw: float
+    term: int
+    index: int
+    rid: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What applying one log entry returned to the proposer."""
+
+    ok: bool
+    code: str
+    message: str
+    term: int
+    index: int
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "code": self.code,
+            "message": self.message,
+            "term": self.term,
+            "index": self.index,
+            "duplicate": self.duplicate,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneState:
+    last_term: int = 0
+    last_index: int = 0
+    members: Mapping[str, Member] = field(default_factory=dict)
+    devices: Mapping[str, Device] = field(default_factory=dict)
+    setpoints: Mapping[str, Setpoint] = field(default_factory=dict)
+    rids_recent: Mapping[str, Result] = field(default_factory=dict)
+    rids_old: Mapping[str, Result] = field(default_factory=dict)
+
+
+def _remember(state: ZoneState, rid: str | None, result: Result) -> dict[str, Any]:
+    """The dedup window after recording `rid` (two generations, bounded)."""
+    if rid is None:
+        return {}
+    if len(state.rids_recent) >= RID_GENERATION:
+        return {"rids_old": state.rids_recent, "rids_recent": {rid: result}}
+    return {"rids_recent": {**state.rids_recent, rid: result}}
+
+
+def seen(state: ZoneState, rid: str) -> Result | None:
+    return state.rids_recent.get(rid) or state.rids_old.get(rid)
+
+
+def apply(state: ZoneState, data: bytes, term: int, index: int) -> tuple[ZoneState, Result]:
+    """Apply one committed log entry (command bytes at `term`, `index`)."""
+    if index <= state.last_index:
+        # A replay of an entry already in the state (e.g. after restore): no effect.
+        return state, Result(False, "E_CMD_REPLAYED", "entry already applied", term, index)
+    cmd = decode(data)
+    if isinstance(cmd, Rejection):
+        result = Result(False, cmd.code, cmd.message, term, index)
+        return _advance(state, term, index, peek_rid(data), result, {}), result
+    earlier = seen(state, cmd.rid)
+    if earlier is not None:
+        dup = replace(earlier, duplicate=True)
+        return replace(state, last_term=term, last_index=index), dup
+    changes, result = _HANDLERS[cmd.type](state, cmd, term, index)
+    return _advance(state, term, index, cmd.rid, result, changes), result
+
+
+def _advance(
+    state: ZoneState, term: int, index: int, rid: str | None, result: Result, changes: dict
+) -> ZoneState:
+    return replace(state, last_term=term, last_index=index, **changes, **_remember(state, rid, result))
+
+
+def _ok(term: int, index: int, message: str = "") -> Result:
+    return Result(True, "OK", message, term, index)
+
+
+def _refuse(code: str, message: str, term: int, index: int) -> Result:
+    return Result(False, code, message, term, index)
+
+
+def _declare_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    f = cmd.fields
+    node_id = f["node_id"]
+    for dev in f["devices"]:
+        owner = state.devices.get(dev["id"])
+        if owner is not None and owner.owner != node_id:
+            msg = f"device {dev['id']!r} is owned by node {owner.owner!r}"
+            return {}, _refuse("E_DEVICE_OWNED", msg, term, index)
+    declared = {d["id"] for d in f["devices"]}
+    devices = {k: v for k, v in state.devices.items() if v.owner != node_id or k in declared}
+    for d in f["devices"]:
+        devices[d["id"]] = Device(d["id"], d["kind"], node_id, d["min_kw"], d["max_kw"])
+    setpoints = {k: v for k, v in state.setpoints.items() if k in devices}
+    members = {**state.members, node_id: Member(node_id, f["raft"], f["api"])}
+    changes = {"members": members, "devices": devices, "setpoints": setpoints}
+    return changes, _ok(term, index, f"node {node_id} declared with {len(declared)} devices")
+
+
+def _remove_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    node_id = cmd.fields["node_id"]
+    if node_id not in state.members:
+        return {}, _refuse("E_UNKNOWN_NODE", f"node {node_id!r} is not a member", term, index)
+    members = {k: v for k, v in state.members.items() if k != node_id}
+    devices = {k: v for k, v in state.devices.items() if v.owner != node_id}
+    setpoints = {k: v for k, v in state.setpoints.items() if k in devices}
+    changes = {"members": members, "devices": devices, "setpoints": setpoints}
+    return changes, _ok(term, index, f"node {node_id} removed")
+
+
+def _set_setpoint(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    f = cmd.fields
+    dev = state.devices.get(f["device_id"])
+    if dev is None:
+        known = ", ".join(sorted(state.devices)) or "none yet"
+        msg = f"the zone knows no device {f['device_id']!r} (known: {known})"
+        return {}, _refuse("E_UNKNOWN_DEVICE", msg, term, index)
+    if not dev.min_kw <= f["kw"] <= dev.max_kw:
+        msg = f"{f['kw']} kW is outside {dev.id}'s limits [{dev.min_kw}, {dev.max_kw}] kW"
+        return {}, _refuse("E_LIMIT", msg, term, index)
+    sp = Setpoint(dev.id, f["kw"], term, index, cmd.rid, f["source"])
+    return {"setpoints": {**state.setpoints, dev.id: sp}}, _ok(term, index)
+
+
+def _barrier(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    return {}, _ok(term, index)
+
+
+_HANDLERS = {
+    "declare_node": _declare_node,
+    "set_setpoint": _set_setpoint,
+    "remove_node": _remove_node,
+    "barrier": _barrier,
+}
+
+
+# --- snapshot, restore, hash -------------------------------------------------------------
+
+
+def _result_row(r: Result) -> list:
+    return [r.ok, r.code, r.message, r.term, r.index]
+
+
+def to_snapshot(state: ZoneState) -> dict[str, Any]:
+    """A canonical plain-data form of the state (sorted, msgpack-ready)."""
+    return {
+        "v": SNAPSHOT_VERSION,
+        "last_term": state.last_term,
+        "last_index": state.last_index,
+        "members": [[m.node_id, m.raft, m.api] for _, m in sorted(state.members.items())],
+        "devices": [[d.id, d.kind, d.owner, d.min_kw, d.max_kw] for _, d in sorted(state.devices.items())],
+        "setpoints": [
+            [s.device_id, s.kw, s.term, s.index, s.rid, s.source] for _, s in sorted(state.setpoints.items())
+        ],
+        # Order matters for eviction, so the windows keep insertion order.
+        "rids_recent": [[k, *_result_row(v)] for k, v in state.rids_recent.items()],
+        "rids_old": [[k, *_result_row(v)] for k, v in state.rids_old.items()],
+    }
+
+
+def snapshot(state: ZoneState) -> bytes:
+    return msgpack.packb(to_snapshot(state))
+
+
+def restore(data: bytes) -> ZoneState:
+    """Rebuild a state from `snapshot` bytes; raises ValueError on a damaged snapshot."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        if raw.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {raw.get('v')!r} is not {SNAPSHOT_VERSION}")
+        return ZoneState(
+            last_term=raw["last_term"],
+            last_index=raw["last_index"],
+            members={r[0]: Member(*r) for r in raw["members"]},
+            devices={r[0]: Device(*r) for r in raw["devices"]},
+            setpoints={r[0]: Setpoint(*r) for r in raw["setpoints"]},
+            rids_recent={r[0]: Result(*r[1:]) for r in raw["rids_recent"]},
+            rids_old={r[0]: Result(*r[1:]) for r in raw["rids_old"]},
+        )
+    except (KeyError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
+
+
+def state_hash(state: ZoneState) -> str:
+    """SHA-256 of the canonical snapshot: equal on replicas that applied the same log."""
+    return hashlib.sha256(snapshot(state)).hexdigest()
+
+
+def setpoint_dict(sp: Setpoint) -> dict[str, Any]:
+    return {
+        "device_id": sp.device_id,
+        "kw": sp.kw,
+        "term": sp.term,
+        "index": sp.index,
+        "rid": sp.rid,
+        "source": sp.source,
+    }

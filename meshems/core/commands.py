@@ -1,0 +1,167 @@
+"""Replicated commands: their msgpack wire form and their validation.
+
+A command is a msgpack map with `type`, `v` (schema version) and `rid` (request id,
+unique per client request, reused on retry). Every replica validates the same bytes the
+same way, so a malformed command is rejected identically everywhere. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+SCHEMA_VERSION = 1
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_RID_LEN = 64
+MAX_ID_LEN = 63
+DEVICE_KINDS = frozenset({"battery", "pv", "meter", "relay", "load"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a command was refused: a stable code and a message for humans."""
+
+    code: str
+    message: str
+
+
+class Invalid(Exception):
+    """Raised inside validation; turned into a Rejection by `decode`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _str(cmd: Mapping[str, Any], key: str, max_len: int = MAX_ID_LEN) -> str:
+    val = cmd.get(key)
+    if not isinstance(val, str) or not val or len(val) > max_len:
+        raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a non-empty string of <= {max_len}")
+    return val
+
+
+def _num(cmd: Mapping[str, Any], key: str) -> float:
+    val = cmd.get(key)
+    if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val):
+        raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a finite number")
+    return float(val)
+
+
+def _device(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise Invalid("E_CMD_MALFORMED", "each device must be a map")
+    dev = {
+        "id": _str(raw, "id"),
+        "kind": _str(raw, "kind"),
+        "min_kw": _num(raw, "min_kw"),
+        "max_kw": _num(raw, "max_kw"),
+    }
+    if dev["kind"] not in DEVICE_KINDS:
+        raise Invalid("E_CMD_MALFORMED", f"device kind {dev['kind']!r} is not one of {sorted(DEVICE_KINDS)}")
+    if dev["min_kw"] > dev["max_kw"]:
+        raise Invalid("E_CMD_MALFORMED", f"device {dev['id']!r}: min_kw above max_kw")
+    if set(raw) - {"id", "kind", "min_kw", "max_kw"}:
+        raise Invalid("E_CMD_MALFORMED", f"device {dev['id']!r}: unknown fields")
+    return dev
+
+
+def _declare_node(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    devices = cmd.get("devices")
+    if not isinstance(devices, list) or len(devices) > 1000:
+        raise Invalid("E_CMD_MALFORMED", "field 'devices' must be a list of at most 1000")
+    devs = [_device(d) for d in devices]
+    if len({d["id"] for d in devs}) != len(devs):
+        raise Invalid("E_CMD_MALFORMED", "device ids must be unique within a node")
+    return {
+        "node_id": _str(cmd, "node_id"),
+        "raft": _str(cmd, "raft", 255),
+        "api": _str(cmd, "api", 255),
+        "devices": devs,
+    }
+
+
+def _set_setpoint(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "device_id": _str(cmd, "device_id"),
+        "kw": _num(cmd, "kw"),
+        "source": _str(cmd, "source"),
+    }
+
+
+def _remove_node(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    return {"node_id": _str(cmd, "node_id")}
+
+
+def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+#: command type -> (validator returning the normalised fields, allowed field names)
+SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozenset[str]]] = {
+    "declare_node": (_declare_node, frozenset({"node_id", "raft", "api", "devices"})),
+    "set_setpoint": (_set_setpoint, frozenset({"device_id", "kw", "source"})),
+    "remove_node": (_remove_node, frozenset({"node_id"})),
+    "barrier": (_barrier, frozenset()),
+}
+ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated command: its type, request id and normalised fields."""
+
+    type: str
+    rid: str
+    fields: Mapping[str, Any]
+
+
+def encode(type_: str, rid: str, **fields: Any) -> bytes:
+    """Build the wire form of a command (validation happens in `decode`)."""
+    return msgpack.packb({"type": type_, "v": SCHEMA_VERSION, "rid": rid, **fields})
+
+
+def peek_rid(data: bytes) -> str | None:
+    """The request id of a command if one can be read, else None (for dedup of rejects)."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception:
+        return None
+    rid = raw.get("rid") if isinstance(raw, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= MAX_RID_LEN else None
+
+
+def decode(data: bytes) -> Command | Rejection:
+    """Decode and validate command bytes; never raises on bad input."""
+    if not isinstance(data, bytes | bytearray) or len(data) > MAX_COMMAND_BYTES:
+        return Rejection("E_CMD_MALFORMED", f"a command must be bytes of <= {MAX_COMMAND_BYTES}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        return Rejection("E_CMD_MALFORMED", f"not msgpack: {type(exc).__name__}")
+    if not isinstance(raw, dict):
+        return Rejection("E_CMD_MALFORMED", "a command must be a msgpack map")
+    try:
+        type_ = _str(raw, "type", 32)
+        rid = _str(raw, "rid", MAX_RID_LEN)
+        version = raw.get("v")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise Invalid("E_CMD_MALFORMED", "field 'v' (schema version) must be an integer")
+        if version != SCHEMA_VERSION:
+            raise Invalid(
+                "E_CMD_VERSION",
+                f"schema version {version} is not supported (want {SCHEMA_VERSION})",
+            )
+        if type_ not in SCHEMAS:
+            raise Invalid("E_CMD_UNKNOWN_TYPE", f"unknown command type {type_!r}")
+        validator, allowed = SCHEMAS[type_]
+        extra = set(raw) - allowed - ENVELOPE_FIELDS
+        if extra:
+            raise Invalid("E_CMD_MALFORMED", f"unknown fields for {type_}: {sorted(map(str, extra))}")
+        return Command(type_, rid, validator(raw))
+    except Invalid as exc:
+        return Rejection(exc.code, exc.message)

@@ -1,0 +1,202 @@
+"""Cluster config: the YAML schema, validated once at load into frozen typed objects.
+
+Owns the schema and its error messages (file, key, what is wrong). Reading the file is
+the only I/O here (`load_config`); everything downstream takes a `ClusterConfig`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from meshems.core.errors import ConfigError
+
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+NameStr = Annotated[str, Field(pattern=NAME)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Frozen):
+    """A field device declared on a node. Power sign: + delivers to the site, - consumes."""
+
+    id: NameStr
+    kind: Literal["battery", "pv", "meter", "relay", "load"]
+    min_kw: float = Field(default=0.0, description="lowest setpoint (negative = charge/consume)")
+    max_kw: float = Field(default=0.0, description="highest setpoint (positive = discharge)")
+    capacity_kwh: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> DeviceConfig:
+        if self.min_kw > self.max_kw:
+            raise ValueError(f"min_kw ({self.min_kw}) is above max_kw ({self.max_kw})")
+        return self
+
+
+class NodeConfig(_Frozen):
+    id: NameStr
+    address: str = Field(min_length=1, description="address Raft and the API bind to")
+    raft_port: Port
+    api_port: Port
+    initial: bool = Field(
+        default=True,
+        description="member of the cluster from the start; false = joins later via member add",
+    )
+    devices: tuple[DeviceConfig, ...] = ()
+
+    @property
+    def raft_endpoint(self) -> str:
+        return f"{self.address}:{self.raft_port}"
+
+    @property
+    def api_endpoint(self) -> str:
+        return f"{self.address}:{self.api_port}"
+
+
+class RaftConfig(_Frozen):
+    secret_file: str = Field(description="path of the cluster secret (relative to the config)")
+    data_dir: str = Field(default=".meshems", description="journals live in DATA_DIR/NODE_ID/")
+    election_timeout_min_s: float = Field(default=0.15, gt=0)
+    election_timeout_max_s: float = Field(default=0.3, gt=0)
+    heartbeat_s: float = Field(default=0.04, gt=0)
+    leader_fallback_s: float | None = Field(
+        default=None, gt=0, description="an isolated leader steps down after this; default = max"
+    )
+    connection_timeout_s: float = Field(default=0.5, gt=0)
+    max_in_flight: int = Field(default=128, ge=1, le=10000)
+    commit_timeout_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timing(self) -> RaftConfig:
+        if self.election_timeout_max_s <= self.election_timeout_min_s:
+            raise ValueError("election_timeout_max_s must be above election_timeout_min_s")
+        if self.election_timeout_min_s <= 3 * self.heartbeat_s:
+            raise ValueError(
+                "election_timeout_min_s must be above 3 x heartbeat_s "
+                f"({self.election_timeout_min_s} <= 3 x {self.heartbeat_s})"
+            )
+        return self
+
+    @property
+    def effective_leader_fallback_s(self) -> float:
+        return self.leader_fallback_s or self.election_timeout_max_s
+
+
+class ClusterConfig(_Frozen):
+    cluster: NameStr
+    zone: NameStr
+    raft: RaftConfig
+    nodes: tuple[NodeConfig, ...] = Field(min_length=1)
+    source: str = Field(default="<memory>", exclude=True, description="the file it came from")
+
+    @model_validator(mode="after")
+    def _unique(self) -> ClusterConfig:
+        seen_nodes: set[str] = set()
+        seen_devices: dict[str, str] = {}
+        seen_endpoints: set[str] = set()
+        for i, node in enumerate(self.nodes):
+            if node.id in seen_nodes:
+                raise ValueError(f"nodes[{i}].id: node id {node.id!r} is declared twice")
+            seen_nodes.add(node.id)
+            for label, endpoint in (
+                ("raft_port", node.raft_endpoint),
+                ("api_port", node.api_endpoint),
+            ):
+                if endpoint in seen_endpoints:
+                    raise ValueError(f"nodes[{i}].{label}: {endpoint} is used twice")
+                seen_endpoints.add(endpoint)
+            for j, dev in enumerate(node.devices):
+                if dev.id in seen_devices:
+                    raise ValueError(
+                        f"nodes[{i}].devices[{j}].id: device {dev.id!r} is already declared "
+                        f"on node {seen_devices[dev.id]!r}"
+                    )
+                seen_devices[dev.id] = node.id
+        if not any(n.initial for n in self.nodes):
+            raise ValueError("nodes: at least one node must have initial: true")
+        return self
+
+    def node(self, node_id: str) -> NodeConfig:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"{self.source}: no node {node_id!r} in nodes (known: {known})", key="nodes")
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the config relative to the config file's folder."""
+        p = Path(relative).expanduser()
+        if p.is_absolute() or self.source == "<memory>":
+            return p
+        return Path(self.source).resolve().parent / p
+
+    @property
+    def secret_path(self) -> Path:
+        return self.path(self.raft.secret_file)
+
+    def data_dir(self, node_id: str) -> Path:
+        return self.path(self.raft.data_dir) / node_id
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
+    """Validate a decoded YAML document; raise ConfigError naming the file and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a YAML mapping", file=source)
+    try:
+        return ClusterConfig.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        lines = []
+        first_key = ""
+        for err in exc.errors():
+            key = _key(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            m = re.match(r"^([\w.\[\]]+): (.*)$", msg)
+            if (m and key in ("(top level)", "raft", "nodes")) or (m and key.endswith("]")):
+                key, msg = (
+                    (f"{key}.{m.group(1)}" if key not in ("(top level)",) else m.group(1)),
+                    m.group(2),
+                )
+                key = key.replace("nodes.nodes", "nodes").replace("raft.raft", "raft")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (misspelt?)"
+            lines.append(f"{source}: {key}: {msg}")
+            first_key = first_key or key
+        raise ConfigError("\n".join(lines), file=source, key=first_key) from None
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    """Read and validate a cluster config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found", file=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}", file=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}", file=str(p)) from None
+    return parse_config(data, str(p))

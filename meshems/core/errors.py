@@ -1,0 +1,86 @@
+"""The one exception hierarchy of meshems, each class with a stable code.
+
+Codes appear in logs, in API answers and in `meshems status`; never rename one.
+Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+
+class MeshemsError(Exception):
+    """Base of every error meshems raises on purpose."""
+
+    code = "E_MESHEMS"
+    exit_code = 1
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ConfigError(MeshemsError):
+    """The cluster config (or a file it names) is missing or invalid."""
+
+    code = "E_CONFIG"
+    exit_code = 2
+
+
+class SecretError(MeshemsError):
+    """The Raft secret is missing, unreadable or too widely readable."""
+
+    code = "E_SECRET"
+    exit_code = 2
+
+
+class AuthError(MeshemsError):
+    """A peer or client presented the wrong credentials."""
+
+    code = "E_AUTH_FAIL"
+
+
+class JournalCorruptError(MeshemsError):
+    """The node's Raft journal is truncated or damaged; it must not be replayed."""
+
+    code = "E_JOURNAL_CORRUPT"
+
+
+class QuorumError(MeshemsError):
+    """No leader or no quorum: the write was not committed (safe to retry)."""
+
+    code = "E_QUORUM"
+
+
+class TimeoutError_(MeshemsError):
+    """A request got no answer in time; its outcome may be unknown."""
+
+    code = "E_TIMEOUT"
+
+
+class UnknownOutcomeError(MeshemsError):
+    """The write may or may not have committed; retry with the same request id."""
+
+    code = "E_UNKNOWN_OUTCOME"
+
+
+class BusyError(MeshemsError):
+    """Too many proposals in flight on this node; back off and retry."""
+
+    code = "E_BUSY"
+
+
+class UnreachableError(MeshemsError):
+    """No node of the cluster answered."""
+
+    code = "E_UNREACHABLE"
+
+
+class CommandRejected(MeshemsError):
+    """The replicated state machine refused a command (same answer on every replica)."""
+
+    def __init__(self, code: str, message: str, **context: object) -> None:
+        super().__init__(message, **context)
+        self.code = code

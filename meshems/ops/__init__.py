@@ -1,0 +1,1 @@
+"""Operations pieces: the per-node status API and its client."""

@@ -1,0 +1,127 @@
+"""Client of the node API for the CLI: status of every node, proposals with retries.
+
+Owns retries and fail-over across nodes: a proposal is retried with the same request id
+(so it applies at most once) on E_QUORUM, E_LEADER_CHANGED, E_UNKNOWN_OUTCOME, E_TIMEOUT,
+E_BUSY and unreachable nodes, until its deadline. Must not decide anything about the zone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from meshems.adapters.secret import api_token
+from meshems.core.config import ClusterConfig, NodeConfig
+from meshems.core.errors import MeshemsError, UnreachableError
+
+RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
+
+
+class NodeClient:
+    def __init__(self, cfg: ClusterConfig, secret: str, timeout_s: float = 2.0) -> None:
+        self.cfg = cfg
+        self.token = api_token(secret)
+        self.timeout_s = timeout_s
+
+    def request(
+        self,
+        node: NodeConfig,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        timeout_s: float | None = None,
+    ) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection(node.address, node.api_port, timeout=timeout_s or self.timeout_s)
+        try:
+            conn.request(method, path, body=body or None, headers={"Authorization": f"Bearer {self.token}"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        except (OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
+            raise UnreachableError(f"{node.id} ({node.api_endpoint}): {exc}", node=node.id) from None
+        finally:
+            conn.close()
+
+    def status_all(self, timeout_s: float = 1.5) -> list[dict[str, Any]]:
+        """One row per configured node; unreachable nodes get reachable=False."""
+
+        def one(node: NodeConfig) -> dict[str, Any]:
+            try:
+                code, body = self.request(node, "GET", "/v1/status", timeout_s=timeout_s)
+            except UnreachableError as exc:
+                return {
+                    "id": node.id,
+                    "endpoint": node.api_endpoint,
+                    "reachable": False,
+                    "error": exc.message,
+                }
+            if code != 200:
+                return {
+                    "id": node.id,
+                    "endpoint": node.api_endpoint,
+                    "reachable": False,
+                    "error": f"{body.get('code')}: {body.get('message')}",
+                }
+            return {**body, "endpoint": node.api_endpoint, "reachable": True}
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.cfg.nodes))) as pool:
+            rows = list(pool.map(one, self.cfg.nodes))
+        leaders = [r for r in rows if r.get("reachable") and r.get("role") == "leader"]
+        # The leader with the highest term is the current one (an old one may not know yet).
+        leader = max(leaders, key=lambda r: r["term"]) if leaders else None
+        for r in rows:
+            if not r.get("reachable"):
+                continue
+            r["lag"] = max(0, leader["commit_index"] - r["applied_index"]) if leader else None
+        return rows
+
+    def ordered_nodes(self, prefer: str | None = None) -> list[NodeConfig]:
+        nodes = list(self.cfg.nodes)
+        if prefer:
+            nodes.sort(key=lambda n: n.id != prefer)
+        return nodes
+
+    def propose(self, data: bytes, prefer: str | None = None, deadline_s: float = 15.0) -> dict[str, Any]:
+        """Propose through any node, retrying safely until committed or refused."""
+        end = time.monotonic() + deadline_s
+        last: dict[str, Any] | None = None
+        attempt = 0
+        nodes = self.ordered_nodes(prefer)
+        while time.monotonic() < end:
+            node = nodes[attempt % len(nodes)]
+            attempt += 1
+            try:
+                _, body = self.request(
+                    node, "POST", "/v1/propose", data, timeout_s=self.cfg.raft.commit_timeout_s + 2
+                )
+            except UnreachableError as exc:
+                last = {"ok": False, "code": "E_UNREACHABLE", "message": exc.message}
+                continue
+            if body.get("ok") or body.get("code") not in RETRYABLE:
+                return {**body, "attempts": attempt}
+            last = body
+            time.sleep(min(0.05 * attempt, 0.5))
+        raise MeshemsError(
+            f"not committed within {deadline_s} s after {attempt} attempts; last answer: "
+            f"{(last or {}).get('code')}: {(last or {}).get('message')}"
+        )
+
+    def members(self, action: str, node_id: str) -> dict[str, Any]:
+        body = json.dumps({"action": action, "node_id": node_id}).encode()
+        last: dict[str, Any] = {}
+        for node in self.cfg.nodes:
+            if node.id == node_id and action == "add":
+                continue
+            try:
+                _, res = self.request(
+                    node, "POST", "/v1/members", body, timeout_s=self.cfg.raft.commit_timeout_s + 2
+                )
+            except UnreachableError as exc:
+                last = {"ok": False, "code": "E_UNREACHABLE", "message": exc.message}
+                continue
+            if res.get("ok") or res.get("code") not in RETRYABLE | {"E_UNREACHABLE"}:
+                return res
+            last = res
+        return last

@@ -1,0 +1,126 @@
+"""Start, kill and stop local `meshems node run` processes (for the demo, tests, benches).
+
+Owns child processes only: their command lines, log files and clean shutdown (SIGTERM,
+then SIGKILL after a bound). Must not talk Raft; it reads status through NodeClient.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from meshems.core.config import ClusterConfig
+from meshems.ops.client import NodeClient
+
+
+class LocalCluster:
+    def __init__(self, cfg: ClusterConfig, config_path: str, secret: str, log_dir: Path) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.client = NodeClient(cfg, secret, timeout_s=1.0)
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    def start(self, node_id: str, *extra: str) -> subprocess.Popen[bytes]:
+        self.cfg.node(node_id)
+        old = self.procs.get(node_id)
+        if old is not None and old.poll() is None:
+            raise RuntimeError(f"node {node_id} is already running (pid {old.pid})")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{node_id}.log", "ab")  # noqa: SIM115 - closed in stop
+        cmd = [
+            sys.executable,
+            "-m",
+            "meshems",
+            "node",
+            "run",
+            "--config",
+            self.config_path,
+            "--node",
+            node_id,
+            *extra,
+        ]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[node_id], self._logs[node_id] = proc, log
+        return proc
+
+    def start_all(self) -> None:
+        for n in self.cfg.nodes:
+            if n.initial:
+                self.start(n.id)
+
+    def signal(self, node_id: str, sig: int) -> None:
+        proc = self.procs[node_id]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def kill(self, node_id: str) -> None:
+        """kill -9, and reap it."""
+        proc = self.procs[node_id]
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+    def stop(self, node_id: str, grace_s: float = 5.0) -> int | None:
+        proc = self.procs.get(node_id)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log = self._logs.pop(node_id, None)
+        if log:
+            log.close()
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for node_id in list(self.procs):
+            self.stop(node_id)
+
+    def running(self, node_id: str) -> bool:
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
+    def log_text(self, node_id: str) -> str:
+        p = self.log_dir / f"{node_id}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def wait_leader(self, timeout_s: float = 15.0, exclude: set[str] | frozenset = frozenset()) -> str:
+        """Wait until one reachable node (not in `exclude`) says it leads with quorum."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rows = self.client.status_all(timeout_s=0.5)
+            for r in rows:
+                if (
+                    r.get("reachable")
+                    and r["role"] == "leader"
+                    and r["has_quorum"]
+                    and r["id"] not in exclude
+                ):
+                    return str(r["id"])
+            time.sleep(0.05)
+        raise TimeoutError(f"no leader within {timeout_s} s")
+
+    def wait_api(self, node_id: str, timeout_s: float = 15.0) -> None:
+        node = self.cfg.node(node_id)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if not self.running(node_id):
+                raise RuntimeError(f"node {node_id} exited:\n{self.log_text(node_id)[-2000:]}")
+            try:
+                self.client.request(node, "GET", "/v1/status", timeout_s=0.5)
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise TimeoutError(f"node {node_id} API not up within {timeout_s} s")

@@ -1,0 +1,304 @@
+"""The node daemon: one asyncio loop that wires the Raft adapter, the status API and the
+node's own duties (declaring its devices to the zone) together.
+
+Owns process lifetime: start-up checks (secret, journal), signals, clean shutdown. Zone
+logic stays in `core`; Raft stays in `adapters.consensus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import msgpack
+
+from meshems.adapters.consensus import RaftNode
+from meshems.adapters.journal import check_node_files, quarantine
+from meshems.adapters.secret import read_secret, token_ok
+from meshems.core import commands
+from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
+from meshems.core.config import ClusterConfig, NodeConfig
+from meshems.core.errors import JournalCorruptError
+from meshems.logs import log
+from meshems.ops.http import HttpApi, Request
+
+RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
+
+
+def declaration(node: NodeConfig) -> bytes:
+    """The declare_node command of a node; its request id is derived from its content, so
+    every node proposing it (the node itself, or a leader on its behalf) dedups to one."""
+    devices = [{"id": d.id, "kind": d.kind, "min_kw": d.min_kw, "max_kw": d.max_kw} for d in node.devices]
+    body = msgpack.packb([node.id, node.raft_endpoint, node.api_endpoint, devices])
+    rid = f"declare-{node.id}-{hashlib.sha256(body).hexdigest()[:16]}"
+    return commands.encode(
+        "declare_node",
+        rid,
+        node_id=node.id,
+        raft=node.raft_endpoint,
+        api=node.api_endpoint,
+        devices=devices,
+    )
+
+
+def prepare_journal(cfg: ClusterConfig, node_id: str, reset: bool) -> None:
+    """Check the node's Raft files before pysyncobj replays them (or move them aside)."""
+    folder = cfg.data_dir(node_id)
+    if reset and folder.exists():
+        moved = quarantine(folder)
+        log(
+            "warning",
+            "W_JOURNAL_RESET",
+            "moved Raft files aside; catching up from peers",
+            files=[str(p) for p in moved],
+        )
+    report = check_node_files(folder / "raft.journal")
+    if report is not None:
+        log(
+            "info",
+            "I_JOURNAL_OK",
+            "journal checked",
+            entries=report.entries,
+            last_index=report.last_index,
+            last_term=report.last_term,
+        )
+
+
+class NodeDaemon:
+    """A running meshems node: Raft member + status API."""
+
+    def __init__(self, cfg: ClusterConfig, node_id: str, secret: str) -> None:
+        self.cfg = cfg
+        self.node = cfg.node(node_id)
+        self.secret = secret
+        self.started = time.monotonic()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.raft = RaftNode(cfg, node_id, secret, on_state_changed=self._on_state_changed)
+        self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
+        self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
+        self._stop = asyncio.Event()
+        self.last_leader: str | None = None
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self._stop.set)
+        if os.geteuid() == 0:
+            log("warning", "W_ROOT", "running as root; run the daemon as a dedicated user")
+        self.raft.start()
+        log(
+            "info",
+            "I_RAFT_START",
+            "Raft member started",
+            raft=self.node.raft_endpoint,
+            partners=self.raft.partners,
+        )
+        self._routes()
+        await self.api.start(self.node.address, self.node.api_port)
+        log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
+        declare = asyncio.create_task(self._declare_loop())
+        try:
+            await self._stop.wait()
+        finally:
+            log("info", "I_STOP", "stopping")
+            declare.cancel()
+            await self.api.stop()
+            await asyncio.to_thread(self.raft.stop)
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        names = {0: "follower", 1: "candidate", 2: "leader"}
+        log(
+            "info",
+            "I_ROLE",
+            f"role {names.get(old)} -> {names.get(new)}",
+            role=names.get(new),
+            term=self.raft.syncobj.raftCurrentTerm,
+        )
+
+    def _auth_fail(self, req: Request) -> None:
+        log("warning", "E_AUTH_FAIL", "API request with a wrong token", peer=req.peer, path=req.path)
+
+    # --- proposals ----------------------------------------------------------------------
+
+    async def propose(self, data: bytes, timeout_s: float | None = None) -> dict[str, Any]:
+        """Propose command bytes and wait for commit; returns a result dict with `code`."""
+        timeout_s = timeout_s or self.cfg.raft.commit_timeout_s
+        try:
+            await asyncio.wait_for(self._in_flight.acquire(), timeout=0.5)
+        except TimeoutError:
+            return {"ok": False, "code": "E_BUSY", "message": "too many proposals in flight"}
+        try:
+            assert self.loop is not None
+            fut: asyncio.Future[tuple[Any, Any, str]] = self.loop.create_future()
+            loop = self.loop
+
+            def done(res: dict[str, Any] | None, code: str | None, text: str) -> None:
+                loop.call_soon_threadsafe(_settle, fut, (res, code, text))
+
+            self.raft.propose(data, done)
+            try:
+                res, code, text = await asyncio.wait_for(fut, timeout_s)
+            except TimeoutError:
+                return {
+                    "ok": False,
+                    "code": "E_TIMEOUT",
+                    "message": f"no commit within {timeout_s} s; outcome unknown, retry "
+                    "with the same request id",
+                }
+            if code is not None:
+                return {"ok": False, "code": code, "message": text}
+            return res
+        finally:
+            self._in_flight.release()
+
+    async def _declare_loop(self) -> None:
+        """Declare this node's devices once a leader exists; as leader, also declare any
+        configured node missing from the zone (so the zone knows every configured device)."""
+        mine = declaration(self.node)
+        declared = False
+        while not self._stop.is_set():
+            st = self.raft.status()
+            if st.leader is not None:
+                state = self.raft.state
+                todo = [] if declared else [mine]
+                if st.role == "leader":
+                    todo += [
+                        declaration(n)
+                        for n in self.cfg.nodes
+                        if n.initial and n.id not in state.members and n.id != self.node.id
+                    ]
+                for data in todo:
+                    res = await self.propose(data)
+                    if data is mine and (res.get("ok") or res.get("code") not in RETRYABLE):
+                        declared = True
+                        log("info", "I_DECLARED", "devices declared to the zone", result=res)
+            await asyncio.sleep(0.5 if declared else 0.1)
+
+    # --- API ----------------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        self.api.route("GET", "/v1/status", self._h_status)
+        self.api.route("GET", "/v1/setpoints", self._h_setpoints)
+        self.api.route("POST", "/v1/propose", self._h_propose)
+        self.api.route("POST", "/v1/members", self._h_members)
+
+    def status_dict(self) -> dict[str, Any]:
+        st = self.raft.status()
+        state: ZoneState = self.raft.state
+        return {
+            "id": self.node.id,
+            "cluster": self.cfg.cluster,
+            "zone": self.cfg.zone,
+            "role": st.role,
+            "term": st.term,
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
+            "leader": st.leader,
+            "has_quorum": st.has_quorum,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "raft_uptime_s": st.uptime_s,
+            "partners": st.partners,
+            "match_index": st.match_index,
+            "members": sorted(state.members),
+            "devices": len(state.devices),
+            "setpoints": len(state.setpoints),
+            "state_index": state.last_index,
+            "state_hash": state_hash(state),
+            "alarms": [],
+            "pid": os.getpid(),
+        }
+
+    async def _h_status(self, req: Request) -> tuple[int, Any]:
+        return 200, self.status_dict()
+
+    async def _h_setpoints(self, req: Request) -> tuple[int, Any]:
+        state = self.raft.state
+        device = req.query.get("device")
+        if device is not None and device not in state.devices:
+            return 404, {
+                "ok": False,
+                "code": "E_UNKNOWN_DEVICE",
+                "message": f"the zone knows no device {device!r}",
+                "known": sorted(state.devices),
+            }
+        rows = [
+            setpoint_dict(sp) for d, sp in sorted(state.setpoints.items()) if device is None or d == device
+        ]
+        return 200, {"node": self.node.id, "applied_index": state.last_index, "setpoints": rows}
+
+    async def _h_propose(self, req: Request) -> tuple[int, Any]:
+        res = await self.propose(req.body)
+        return 200, {**res, "node": self.node.id}
+
+    async def _h_members(self, req: Request) -> tuple[int, Any]:
+        body = req.json()
+        action, node_id = body.get("action"), body.get("node_id")
+        if action not in ("add", "remove") or not isinstance(node_id, str):
+            return 400, {
+                "ok": False,
+                "code": "E_BAD_REQUEST",
+                "message": "body must be {action: add|remove, node_id: ID}",
+            }
+        try:
+            target = self.cfg.node(node_id)
+        except Exception as exc:
+            return 404, {"ok": False, "code": "E_UNKNOWN_NODE", "message": str(exc)}
+        assert self.loop is not None
+        fut: asyncio.Future[tuple[Any, int]] = self.loop.create_future()
+        loop = self.loop
+
+        def done(res: Any, err: int) -> None:
+            loop.call_soon_threadsafe(_settle, fut, (res, err))
+
+        if action == "add":
+            self.raft.add_member(target.raft_endpoint, done)
+        else:
+            self.raft.remove_member(target.raft_endpoint, done)
+        try:
+            _, err = await asyncio.wait_for(fut, self.cfg.raft.commit_timeout_s)
+        except TimeoutError:
+            return 504, {"ok": False, "code": "E_TIMEOUT", "message": "membership change timed out"}
+        if err != 0:
+            from meshems.adapters.consensus import FAILURES
+
+            code, text = FAILURES.get(err, ("E_RAFT", f"pysyncobj failure {err}"))
+            if err == 6:
+                text = "denied: another membership change is in progress or the node is already in that state"
+            return 409, {"ok": False, "code": code, "message": text}
+        if action == "remove":
+            rid = f"remove-{node_id}-{uuid.uuid4().hex[:12]}"
+            res = await self.propose(commands.encode("remove_node", rid, node_id=node_id))
+            return 200, {"ok": True, "code": "OK", "message": f"{node_id} removed", "zone": res}
+        return 200, {
+            "ok": True,
+            "code": "OK",
+            "message": f"{node_id} added; start it with: meshems node run --node {node_id}",
+        }
+
+
+def _settle(fut: asyncio.Future, value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def run_node(cfg: ClusterConfig, node_id: str, config_path: str, reset_journal: bool = False) -> int:
+    """Start-up checks, then the daemon until SIGINT/SIGTERM. Returns the exit code."""
+    secret = read_secret(cfg.secret_path, config_path)
+    try:
+        prepare_journal(cfg, node_id, reset_journal)
+    except JournalCorruptError as exc:
+        log("error", exc.code, exc.message, **exc.context)
+        raise
+    daemon = NodeDaemon(cfg, node_id, secret)
+    asyncio.run(daemon.run())
+    return 0
+
+
+__all__ = ["NodeDaemon", "Result", "declaration", "run_node"]
