@@ -136,6 +136,11 @@ def _client(cfg: ClusterConfig, args: Any) -> NodeClient:
     return NodeClient(cfg, read_secret(cfg.secret_path, args.config))
 
 
+def out_console() -> Console:
+    """stdout console; a pipe or file gets full-width tables instead of 80 truncated columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -197,7 +202,7 @@ def cmd_status(cfg: ClusterConfig, args: Any) -> int:
     if args.output == "json":
         _print_json(rows)
     else:
-        Console().print(status_table(rows))
+        out_console().print(status_table(rows))
         up = [r for r in rows if r.get("reachable")]
         if up:
             leader = next((r for r in up if r["role"] == "leader"), None)
@@ -262,7 +267,7 @@ def cmd_setpoint_get(cfg: ClusterConfig, args: Any) -> int:
                     sp["source"],
                     sp["rid"],
                 )
-            Console().print(t)
+            out_console().print(t)
         return 0
     print(f"error E_UNREACHABLE: {last_err}", file=sys.stderr)
     return 1

@@ -78,7 +78,10 @@ class NodeDaemon:
         self.secret = secret
         self.started = time.monotonic()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.raft = RaftNode(cfg, node_id, secret, on_state_changed=self._on_state_changed)
+        self.raft = RaftNode(
+            cfg, node_id, secret, on_state_changed=self._on_state_changed, on_auth_fail=self._raft_auth_fail
+        )
+        self._auth_logged_at = -1e9
         self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
         self._stop = asyncio.Event()
@@ -121,6 +124,18 @@ class NodeDaemon:
             role=names.get(new),
             term=self.raft.syncobj.raftCurrentTerm,
         )
+
+    def _raft_auth_fail(self, count: int) -> None:
+        """Raft thread: a peer's data failed authentication (wrong secret?). Rate-limited."""
+        now = time.monotonic()
+        if now - self._auth_logged_at >= 10:
+            self._auth_logged_at = now
+            log(
+                "warning",
+                "E_AUTH_FAIL",
+                "a Raft peer failed authentication (wrong cluster secret?); connection dropped",
+                failures_total=count,
+            )
 
     def _auth_fail(self, req: Request) -> None:
         log("warning", "E_AUTH_FAIL", "API request with a wrong token", peer=req.peer, path=req.path)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from meshems.adapters.journal import frame, unframe
@@ -125,6 +126,44 @@ def syncobj_conf(cfg: ClusterConfig, secret: str, journal: Path, **overrides: An
     return conf
 
 
+class _AuthAuditingEncryptor:
+    """Wraps pysyncobj's Fernet so a failed authentication is reported, not only dropped
+    (pysyncobj disconnects silently). Stateless apart from the callback."""
+
+    def __init__(self, inner: Any, on_fail: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_fail = on_fail
+
+    def encrypt_at_time(self, data: bytes, at: int) -> bytes:
+        return self._inner.encrypt_at_time(data, at)
+
+    def extract_timestamp(self, data: bytes) -> int:
+        try:
+            return self._inner.extract_timestamp(data)
+        except InvalidToken:
+            self._on_fail()
+            raise
+
+    def decrypt(self, data: bytes) -> bytes:
+        try:
+            return self._inner.decrypt(data)
+        except InvalidToken:
+            self._on_fail()
+            raise
+
+
+class _AuditedSyncObj(SyncObj):
+    """SyncObj whose transport reports peers that fail authentication."""
+
+    on_auth_fail: Callable[[], None] = staticmethod(lambda: None)
+
+    @property
+    def encryptor(self) -> Any:
+        inner = self._getEncryptor()
+        # Built per access, not stored: attributes on a SyncObj end up in its snapshots.
+        return None if inner is None else _AuthAuditingEncryptor(inner, type(self).on_auth_fail)
+
+
 class RaftNode:
     """One Raft member: a SyncObj with a ZoneReplica, started and stopped explicitly."""
 
@@ -136,6 +175,7 @@ class RaftNode:
         on_applied: AppliedCallback | None = None,
         on_state_changed: Callable[[int, int], None] | None = None,
         partners: list[str] | None = None,
+        on_auth_fail: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = cfg.node(node_id)
@@ -148,6 +188,8 @@ class RaftNode:
         self._secret = secret
         self._on_state_changed = on_state_changed
         self._syncobj: SyncObj | None = None
+        self._on_auth_fail = on_auth_fail
+        self.auth_failures = 0
         self._lock = threading.Lock()
         self.endpoint_to_id = {n.raft_endpoint: n.id for n in cfg.nodes}
 
@@ -156,7 +198,13 @@ class RaftNode:
         conf = syncobj_conf(self.cfg, self._secret, self.journal)
         if self._on_state_changed is not None:
             conf.onStateChanged = self._on_state_changed
-        self._syncobj = SyncObj(self.node.raft_endpoint, self.partners, conf, consumers=[self.replica])
+        audited = type("AuditedSyncObj", (_AuditedSyncObj,), {"on_auth_fail": staticmethod(self._auth_fail)})
+        self._syncobj = audited(self.node.raft_endpoint, self.partners, conf, consumers=[self.replica])
+
+    def _auth_fail(self) -> None:
+        self.auth_failures += 1
+        if self._on_auth_fail is not None:
+            self._on_auth_fail(self.auth_failures)
 
     def stop(self) -> None:
         if self._syncobj is not None:

@@ -44,7 +44,18 @@ def unframe(framed: bytes) -> bytes | None:
 class _SafeUnpickler(pickle.Unpickler):
     """Allows plain data and pysyncobj's node class only: a journal cannot run code."""
 
-    ALLOWED = frozenset({("pysyncobj.node", "TCPNode"), ("pysyncobj.node", "Node")})
+    # _codecs.encode is how pickle protocol 2 (pysyncobj's) writes bytes.
+    ALLOWED = frozenset(
+        {
+            ("pysyncobj.node", "TCPNode"),
+            ("pysyncobj.node", "Node"),
+            ("_codecs", "encode"),
+            ("builtins", "set"),
+            ("__builtin__", "set"),
+            ("builtins", "frozenset"),
+            ("__builtin__", "frozenset"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> type:
         if (module, name) in self.ALLOWED:

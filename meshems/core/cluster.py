@@ -107,13 +107,16 @@ def apply(state: ZoneState, data: bytes, term: int, index: int) -> tuple[ZoneSta
         # A replay of an entry already in the state (e.g. after restore): no effect.
         return state, Result(False, "E_CMD_REPLAYED", "entry already applied", term, index)
     cmd = decode(data)
-    if isinstance(cmd, Rejection):
-        result = Result(False, cmd.code, cmd.message, term, index)
-        return _advance(state, term, index, peek_rid(data), result, {}), result
-    earlier = seen(state, cmd.rid)
+    # Dedup before anything else, also for a rejected command whose rid is readable: a
+    # retry gets the first result, and a reject never overwrites an earlier rid's result.
+    rid = peek_rid(data) if isinstance(cmd, Rejection) else cmd.rid
+    earlier = seen(state, rid) if rid is not None else None
     if earlier is not None:
         dup = replace(earlier, duplicate=True)
         return replace(state, last_term=term, last_index=index), dup
+    if isinstance(cmd, Rejection):
+        result = Result(False, cmd.code, cmd.message, term, index)
+        return _advance(state, term, index, rid, result, {}), result
     changes, result = _HANDLERS[cmd.type](state, cmd, term, index)
     return _advance(state, term, index, cmd.rid, result, changes), result
 
@@ -230,7 +233,7 @@ def restore(data: bytes) -> ZoneState:
             rids_recent={r[0]: Result(*r[1:]) for r in raw["rids_recent"]},
             rids_old={r[0]: Result(*r[1:]) for r in raw["rids_old"]},
         )
-    except (KeyError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+    except (KeyError, IndexError, TypeError, AttributeError, msgpack.UnpackException) as exc:
         raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
 
 

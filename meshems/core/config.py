@@ -190,6 +190,8 @@ def load_config(path: str | Path) -> ClusterConfig:
         raise ConfigError(f"{p}: config file not found", file=str(p)) from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror}", file=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): {exc.reason}", file=str(p)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

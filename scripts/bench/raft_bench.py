@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Raft benchmark: meshems' replicated zone state vs a bare pysyncobj ReplDict, in one run.
+
+Three worker processes per cluster on 127.0.0.1, same SyncObjConf (password, journal, no
+batching, timeouts from the config). Prints a table of medians/p99 and meshems/baseline
+ratios; never asserts on time. `--json` prints one JSON object, `--quick` a smaller run.
+
+    python scripts/bench/raft_bench.py [--quick] [--json] [--trials 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from meshems.core import commands
+from meshems.core.config import ClusterConfig, parse_config
+
+SECRET = "b" * 64
+NODES = ("n1", "n2", "n3")
+
+
+def make_config(folder: Path, base_port: int) -> ClusterConfig:
+    doc = {
+        "cluster": "bench",
+        "zone": "z",
+        "raft": {"secret_file": str(folder / "secret"), "data_dir": str(folder / "data")},
+        "nodes": [
+            {
+                "id": n,
+                "address": "127.0.0.1",
+                "raft_port": base_port + i,
+                "api_port": base_port + 10 + i,
+                "devices": [{"id": f"{n}-bat", "kind": "battery", "min_kw": -1e9, "max_kw": 1e9}],
+            }
+            for i, n in enumerate(NODES)
+        ],
+    }
+    return parse_config(doc, str(folder / "bench.yaml"))
+
+
+# --- worker side --------------------------------------------------------------------------
+
+
+class _Bare:
+    """A bare pysyncobj node: ReplDict with the same SyncObjConf as meshems."""
+
+    def __init__(self, cfg: ClusterConfig, node_id: str) -> None:
+        from pysyncobj import SyncObj
+        from pysyncobj.batteries import ReplDict
+
+        from meshems.adapters.consensus import initial_partners, syncobj_conf
+
+        journal = cfg.data_dir(node_id) / "raft.journal"
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        self.d = ReplDict()
+        conf = syncobj_conf(cfg, SECRET, journal)
+        self.so = SyncObj(
+            cfg.node(node_id).raft_endpoint, initial_partners(cfg, node_id), conf, consumers=[self.d]
+        )
+        self.i = 0
+
+    def propose(self, cb: Any) -> None:
+        self.i += 1
+        self.d.set(f"k{self.i % 100}", self.i, callback=lambda res, err: cb(err == 0))
+
+    def role(self) -> str:
+        return {0: "follower", 1: "candidate", 2: "leader"}[self.so.getStatus()["state"]]
+
+
+class _Meshems:
+    def __init__(self, cfg: ClusterConfig, node_id: str) -> None:
+        from meshems.adapters.consensus import RaftNode
+
+        self.node = RaftNode(cfg, node_id, SECRET)
+        self.node.start()
+        self.prefix = uuid.uuid4().hex[:8]
+        self.i = 0
+
+    def propose(self, cb: Any) -> None:
+        self.i += 1
+        data = commands.encode(
+            "set_setpoint",
+            f"{self.prefix}-{self.i}",
+            device_id="n1-bat",
+            kw=float(self.i % 1000),
+            source="bench",
+        )
+        self.node.propose(data, lambda res, code, text: cb(code is None and res["ok"]))
+
+    def role(self) -> str:
+        return self.node.status().role
+
+
+def worker(kind: str, cfg: ClusterConfig, node_id: str, conn: Any) -> None:
+    impl: Any = _Meshems(cfg, node_id) if kind == "meshems" else _Bare(cfg, node_id)
+    conn.send("ready")
+    while True:
+        msg = conn.recv()
+        op = msg[0]
+        if op == "role":
+            conn.send(impl.role())
+        elif op == "seq":
+            lat, errors = [], 0
+            for _ in range(msg[1]):
+                ev, ok = threading.Event(), []
+                t0 = time.perf_counter()
+                impl.propose(lambda good, ev=ev, ok=ok: (ok.append(good), ev.set()))
+                ev.wait(5)
+                lat.append((time.perf_counter() - t0) * 1000)
+                errors += not (ok and ok[0])
+            conn.send((lat, errors))
+        elif op == "pipe":
+            n, window = msg[1], msg[2]
+            sem, done, errs = threading.Semaphore(window), threading.Semaphore(0), []
+
+            def cb(good: bool, sem: Any = sem, done: Any = done, errs: list = errs) -> None:
+                if not good:
+                    errs.append(1)
+                sem.release()
+                done.release()
+
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sem.acquire(timeout=10)
+                impl.propose(cb)
+            for _ in range(n):
+                done.acquire(timeout=10)
+            conn.send((n / (time.perf_counter() - t0), len(errs)))
+        elif op == "until_commit":
+            deadline = time.monotonic() + msg[1]
+            attempts = 0
+            while time.monotonic() < deadline:
+                attempts += 1
+                ev, ok = threading.Event(), []
+                impl.propose(lambda good, ev=ev, ok=ok: (ok.append(good), ev.set()))
+                ev.wait(1.0)
+                if ok and ok[0]:
+                    conn.send((time.monotonic(), attempts))
+                    break
+                time.sleep(0.002)
+            else:
+                conn.send((None, attempts))
+        elif op == "raw":  # meshems only: propose these command bytes, return the result
+            ev, out = threading.Event(), []
+            impl.node.propose(
+                msg[1], lambda res, code, text, ev=ev, out=out: (out.append(res or code), ev.set())
+            )
+            ev.wait(10)
+            conn.send(out[0] if out else None)
+        elif op == "hash":  # meshems only: (applied index, state hash)
+            from meshems.core.cluster import state_hash
+
+            st = impl.node.state
+            conn.send((st.last_index, state_hash(st)))
+        elif op == "stop":
+            conn.send("bye")
+            os._exit(0)
+
+
+# --- orchestrator side --------------------------------------------------------------------
+
+
+class Cluster:
+    def __init__(self, kind: str, folder: Path, base_port: int) -> None:
+        self.kind = kind
+        self.cfg = make_config(folder, base_port)
+        self.ctx = mp.get_context("spawn")
+        self.procs: dict[str, Any] = {}
+        self.conns: dict[str, Any] = {}
+
+    def start(self, node_id: str) -> None:
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=worker, args=(self.kind, self.cfg, node_id, child), daemon=True)
+        p.start()
+        if not parent.poll(30):
+            raise RuntimeError(f"{self.kind} worker {node_id} did not start")
+        parent.recv()
+        self.procs[node_id], self.conns[node_id] = p, parent
+
+    def ask(self, node_id: str, *msg: Any, timeout: float = 120) -> Any:
+        conn = self.conns[node_id]
+        conn.send(msg)
+        if not conn.poll(timeout):
+            raise TimeoutError(f"{node_id} did not answer {msg[0]}")
+        return conn.recv()
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.is_alive()]
+
+    def leader(self, timeout: float = 15) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for n in self.alive():
+                if self.ask(n, "role", timeout=5) == "leader":
+                    return n
+            time.sleep(0.02)
+        raise TimeoutError("no leader")
+
+    def kill(self, node_id: str) -> None:
+        os.kill(self.procs[node_id].pid, signal.SIGKILL)
+        self.procs[node_id].join(10)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+            p.join(5)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+def measure_cluster(kind: str, folder: Path, port: int, n_seq: int, n_pipe: int) -> dict[str, Any]:
+    c = Cluster(kind, folder, port)
+    try:
+        for n in NODES:
+            c.start(n)
+        leader = c.leader()
+        follower = next(n for n in NODES if n != leader)
+        if kind == "meshems":
+            declare(c, leader)
+        c.ask(leader, "seq", 50)  # warm-up
+        lat_l, err_l = c.ask(leader, "seq", n_seq)
+        lat_f, err_f = c.ask(follower, "seq", n_seq)
+        tput_l, perr_l = c.ask(leader, "pipe", n_pipe, 100)
+        tput_f, perr_f = c.ask(follower, "pipe", n_pipe, 100)
+        replicas_equal = None
+        if kind == "meshems":  # after the load: did every replica reach the same state?
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                seen = {c.ask(n, "hash") for n in NODES}
+                if len(seen) == 1:
+                    break
+                time.sleep(0.05)
+            replicas_equal = len(seen) == 1
+        return {
+            "replicas_equal": replicas_equal,
+            "p50_leader": statistics.median(lat_l),
+            "p99_leader": pct(lat_l, 99),
+            "p50_follower": statistics.median(lat_f),
+            "p99_follower": pct(lat_f, 99),
+            "tput_leader": tput_l,
+            "tput_follower": tput_f,
+            "errors": err_l + err_f + perr_l + perr_f,
+        }
+    finally:
+        c.stop()
+
+
+def declare(c: Cluster, via: str) -> None:
+    """Declare the device the benchmark writes target (meshems refuses unknown devices)."""
+    from meshems.runtime import declaration
+
+    res = c.ask(via, "raw", declaration(c.cfg.node("n1")))
+    if not isinstance(res, dict) or not res.get("ok"):
+        raise RuntimeError(f"declare failed: {res}")
+
+
+def failover_and_stepdown(folder: Path, port: int, trials: int, stepdowns: int) -> dict[str, Any]:
+    c = Cluster("meshems", folder, port)
+    fail_ms: list[float] = []
+    step_ms: list[float] = []
+    try:
+        for n in NODES:
+            c.start(n)
+        declare(c, c.leader())
+        for t in range(trials):
+            leader = c.leader()
+            survivor = next(n for n in NODES if n != leader)
+            c.ask(survivor, "seq", 5)
+            t0 = time.monotonic()
+            c.kill(leader)
+            t_ok, _ = c.ask(survivor, "until_commit", 10.0)
+            if t_ok is not None:
+                fail_ms.append((t_ok - t0) * 1000)
+            c.start(leader)  # restart from its journal for the next trial
+            c.ask(leader, "seq", 3)
+            print(
+                f"  failover trial {t + 1}/{trials}: {fail_ms[-1] if t_ok else float('nan'):.0f} ms",
+                file=sys.stderr,
+            )
+        for t in range(stepdowns):
+            leader = c.leader()
+            others = [n for n in NODES if n != leader]
+            t0 = time.monotonic()
+            for n in others:
+                os.kill(c.procs[n].pid, signal.SIGSTOP)
+            end = t0 + 10
+            while time.monotonic() < end and c.ask(leader, "role", timeout=5) == "leader":
+                time.sleep(0.005)
+            step_ms.append((time.monotonic() - t0) * 1000)
+            for n in others:
+                os.kill(c.procs[n].pid, signal.SIGCONT)
+            c.leader()
+            print(f"  step-down trial {t + 1}/{stepdowns}: {step_ms[-1]:.0f} ms", file=sys.stderr)
+    finally:
+        c.stop()
+    return {"failover": fail_ms, "stepdown": step_ms, "failover_missing": trials - len(fail_ms)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--trials", type=int, default=None, help="failover trials (default 10)")
+    args = ap.parse_args()
+    n_seq, n_pipe = (200, 2000) if args.quick else (1000, 20000)
+    trials = args.trials or (3 if args.quick else 10)
+    stepdowns = 2 if args.quick else 5
+    folder = Path(tempfile.mkdtemp(prefix="meshems-bench-"))
+    base = 30000 + (os.getpid() % 2000) * 10
+    try:
+        print("bench: bare pysyncobj ReplDict cluster...", file=sys.stderr)
+        bare = measure_cluster("bare", folder / "bare", base, n_seq, n_pipe)
+        print("bench: meshems cluster...", file=sys.stderr)
+        mesh = measure_cluster("meshems", folder / "mesh", base + 100, n_seq, n_pipe)
+        print("bench: failover and step-down...", file=sys.stderr)
+        fo = failover_and_stepdown(folder / "fo", base + 200, trials, stepdowns)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    out = {
+        "commit_p50_ms_leader": round(mesh["p50_leader"], 3),
+        "commit_p99_ms_leader": round(mesh["p99_leader"], 3),
+        "commit_p50_ms_follower": round(mesh["p50_follower"], 3),
+        "commit_p99_ms_follower": round(mesh["p99_follower"], 3),
+        "throughput_ops_s": round(mesh["tput_leader"]),
+        "throughput_ops_s_follower": round(mesh["tput_follower"]),
+        "failover_median_ms": round(statistics.median(fo["failover"]), 1) if fo["failover"] else None,
+        "failover_max_ms": round(max(fo["failover"]), 1) if fo["failover"] else None,
+        "failover_trials": len(fo["failover"]),
+        "failover_missing": fo["failover_missing"],
+        "stepdown_ms": round(statistics.median(fo["stepdown"]), 1) if fo["stepdown"] else None,
+        "stepdown_max_ms": round(max(fo["stepdown"]), 1) if fo["stepdown"] else None,
+        "overhead_ratio": round(mesh["p50_follower"] / bare["p50_follower"], 3),
+        "overhead_ratio_leader": round(mesh["p50_leader"] / bare["p50_leader"], 3),
+        "throughput_ratio": round(mesh["tput_leader"] / bare["tput_leader"], 3),
+        "baseline": {k: round(v, 3) for k, v in bare.items() if isinstance(v, float | int)},
+        "errors": mesh["errors"] + bare["errors"],
+        "replica_hashes_equal": mesh["replicas_equal"],
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    rows = [
+        ("commit p50, from leader (ms)", mesh["p50_leader"], bare["p50_leader"]),
+        ("commit p99, from leader (ms)", mesh["p99_leader"], bare["p99_leader"]),
+        ("commit p50, from follower (ms)", mesh["p50_follower"], bare["p50_follower"]),
+        ("commit p99, from follower (ms)", mesh["p99_follower"], bare["p99_follower"]),
+        ("throughput, 100 in flight, leader (ops/s)", mesh["tput_leader"], bare["tput_leader"]),
+        ("throughput, 100 in flight, follower (ops/s)", mesh["tput_follower"], bare["tput_follower"]),
+    ]
+    print(f"{'metric':<46}{'meshems':>12}{'bare':>12}{'ratio':>8}")
+    for name, m, b in rows:
+        print(f"{name:<46}{m:>12.2f}{b:>12.2f}{m / b:>8.2f}")
+    f = fo["failover"]
+    print(
+        f"{'failover kill -9 -> commit, median (ms)':<46}{statistics.median(f) if f else float('nan'):>12.1f}"
+        f"{'':>12}{'':>8}  ({len(f)} trials)"
+    )
+    print(f"{'failover kill -9 -> commit, max (ms)':<46}{max(f) if f else float('nan'):>12.1f}")
+    s = fo["stepdown"]
+    print(
+        f"{'isolated leader steps down, median (ms)':<46}{statistics.median(s):>12.1f}"
+        f"{'':>12}{'':>8}  ({len(s)} trials)"
+    )
+    print(f"{'isolated leader steps down, max (ms)':<46}{max(s):>12.1f}")
+    print(
+        f"errors during the measured runs: {out['errors']}; "
+        f"replica state hashes equal after the load: {'yes' if mesh['replicas_equal'] else 'NO'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Fixtures that start real `meshems node run` processes on 127.0.0.1 and always stop them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshems.adapters.secret import init_secret, read_secret
+from meshems.core.config import load_config
+from meshems.ops.supervisor import LocalCluster
+from tests.conftest import write_config
+
+
+def meshems_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshems", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+class ClusterFactory:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.clusters: list[LocalCluster] = []
+
+    def __call__(self, nodes: int = 3, joiners: int = 0, start: bool = True) -> LocalCluster:
+        folder = self.tmp_path / f"c{len(self.clusters)}"
+        folder.mkdir()
+        path = write_config(folder, nodes=nodes, joiners=joiners)
+        cfg = load_config(path)
+        init_secret(cfg.secret_path)
+        cluster = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), folder / "logs")
+        self.clusters.append(cluster)
+        if start:
+            cluster.start_all()
+            for n in cfg.nodes:
+                if n.initial:
+                    cluster.wait_api(n.id)
+            cluster.wait_leader()
+            want = sum(len(n.devices) for n in cfg.nodes if n.initial)
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                rows = cluster.client.status_all(timeout_s=0.5)
+                if all(r.get("reachable") and r["devices"] == want for r in rows if r["id"] in
+                       {n.id for n in cfg.nodes if n.initial}):
+                    break
+                time.sleep(0.05)
+            else:
+                raise TimeoutError("devices were not declared within 15 s")
+        return cluster
+
+    def close(self) -> None:
+        for c in self.clusters:
+            c.stop_all()
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
+    factory = ClusterFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One 3-node cluster for tests that do not break it."""
+    factory = ClusterFactory(tmp_path_factory.mktemp("shared"))
+    try:
+        yield factory()
+    finally:
+        factory.close()
