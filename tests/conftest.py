@@ -50,3 +50,16 @@ def write_config(folder: Path, nodes: int = 3, joiners: int = 0, **raft: object)
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     return write_config(tmp_path)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Lab tests need root (network namespaces): skip with a reason, or fail when CI requires
+    them (MESHEMS_REQUIRE_LAB=1)."""
+    import os
+
+    if item.get_closest_marker("lab") is None or os.geteuid() == 0:
+        return
+    reason = "lab tests need root for network namespaces and wireguard-go"
+    if os.environ.get("MESHEMS_REQUIRE_LAB") == "1":
+        pytest.fail(f"{reason}, and MESHEMS_REQUIRE_LAB=1 requires them", pytrace=False)
+    pytest.skip(reason)
