@@ -15,9 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.core import commands
-from meshems.core.config import ClusterConfig, load_config
+from meshems.core.config import ClusterConfig
 from meshems.core.errors import MeshemsError
 from meshems.ops.client import NodeClient
 

@@ -85,7 +85,7 @@ class NodeDaemon:
         self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
         self._stop = asyncio.Event()
-        self.last_leader: str | None = None
+        self._hash_cache: tuple[ZoneState | None, str] = (None, "")
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -225,10 +225,18 @@ class NodeDaemon:
             "devices": len(state.devices),
             "setpoints": len(state.setpoints),
             "state_index": state.last_index,
-            "state_hash": state_hash(state),
+            "state_hash": self._state_hash(state),
             "alarms": [],
             "pid": os.getpid(),
         }
+
+    def _state_hash(self, state: ZoneState) -> str:
+        """Hash of the zone state, cached per (immutable) state object."""
+        cached_state, cached_hash = self._hash_cache
+        if cached_state is not state:
+            cached_hash = state_hash(state)
+            self._hash_cache = (state, cached_hash)
+        return cached_hash
 
     async def _h_status(self, req: Request) -> tuple[int, Any]:
         return 200, self.status_dict()

@@ -35,9 +35,7 @@ def write_config(folder: Path, nodes: int = 3, joiners: int = 0, **raft: object)
                 "raft_port": ports[2 * i],
                 "api_port": ports[2 * i + 1],
                 "initial": i < nodes,
-                "devices": [
-                    {"id": f"n{i + 1}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50}
-                ],
+                "devices": [{"id": f"n{i + 1}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50}],
             }
             for i in range(nodes + joiners)
         ],

@@ -22,8 +22,12 @@ import msgpack
 
 from meshems.core.commands import Command, Rejection, decode, peek_rid
 
-#: Request ids remembered per generation; the window holds between 1x and 2x this many.
-RID_GENERATION = 4096
+#: The dedup window: request ids are remembered in generations of RID_GENERATION ids, the
+#: newest RID_GENERATIONS generations are kept, so the window holds between
+#: (RID_GENERATIONS - 1) x RID_GENERATION and RID_GENERATIONS x RID_GENERATION ids. Small
+#: generations keep `apply` cheap: only the newest one is copied per entry.
+RID_GENERATION = 512
+RID_GENERATIONS = 16
 SNAPSHOT_VERSION = 1
 
 
@@ -84,21 +88,26 @@ class ZoneState:
     members: Mapping[str, Member] = field(default_factory=dict)
     devices: Mapping[str, Device] = field(default_factory=dict)
     setpoints: Mapping[str, Setpoint] = field(default_factory=dict)
-    rids_recent: Mapping[str, Result] = field(default_factory=dict)
-    rids_old: Mapping[str, Result] = field(default_factory=dict)
+    #: request id -> first result, newest generation first (see RID_GENERATION)
+    rids: tuple[Mapping[str, Result], ...] = ()
 
 
 def _remember(state: ZoneState, rid: str | None, result: Result) -> dict[str, Any]:
-    """The dedup window after recording `rid` (two generations, bounded)."""
+    """The dedup window after recording `rid` (bounded generations, oldest dropped)."""
     if rid is None:
         return {}
-    if len(state.rids_recent) >= RID_GENERATION:
-        return {"rids_old": state.rids_recent, "rids_recent": {rid: result}}
-    return {"rids_recent": {**state.rids_recent, rid: result}}
+    rids = state.rids
+    if not rids or len(rids[0]) >= RID_GENERATION:
+        return {"rids": ({rid: result}, *rids[: RID_GENERATIONS - 1])}
+    return {"rids": ({**rids[0], rid: result}, *rids[1:])}
 
 
 def seen(state: ZoneState, rid: str) -> Result | None:
-    return state.rids_recent.get(rid) or state.rids_old.get(rid)
+    for generation in state.rids:
+        found = generation.get(rid)
+        if found is not None:
+            return found
+    return None
 
 
 def apply(state: ZoneState, data: bytes, term: int, index: int) -> tuple[ZoneState, Result]:
@@ -147,7 +156,12 @@ def _declare_node(state: ZoneState, cmd: Command, term: int, index: int) -> tupl
     devices = {k: v for k, v in state.devices.items() if v.owner != node_id or k in declared}
     for d in f["devices"]:
         devices[d["id"]] = Device(d["id"], d["kind"], node_id, d["min_kw"], d["max_kw"])
-    setpoints = {k: v for k, v in state.setpoints.items() if k in devices}
+    # A setpoint outside its device's (possibly narrowed) limits is no longer actuated.
+    setpoints = {
+        k: v
+        for k, v in state.setpoints.items()
+        if k in devices and devices[k].min_kw <= v.kw <= devices[k].max_kw
+    }
     members = {**state.members, node_id: Member(node_id, f["raft"], f["api"])}
     changes = {"members": members, "devices": devices, "setpoints": setpoints}
     return changes, _ok(term, index, f"node {node_id} declared with {len(declared)} devices")
@@ -208,9 +222,8 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
         "setpoints": [
             [s.device_id, s.kw, s.term, s.index, s.rid, s.source] for _, s in sorted(state.setpoints.items())
         ],
-        # Order matters for eviction, so the windows keep insertion order.
-        "rids_recent": [[k, *_result_row(v)] for k, v in state.rids_recent.items()],
-        "rids_old": [[k, *_result_row(v)] for k, v in state.rids_old.items()],
+        # Generations in order (newest first), each in insertion order: eviction depends on it.
+        "rids": [[[k, *_result_row(v)] for k, v in gen.items()] for gen in state.rids],
     }
 
 
@@ -230,8 +243,7 @@ def restore(data: bytes) -> ZoneState:
             members={r[0]: Member(*r) for r in raw["members"]},
             devices={r[0]: Device(*r) for r in raw["devices"]},
             setpoints={r[0]: Setpoint(*r) for r in raw["setpoints"]},
-            rids_recent={r[0]: Result(*r[1:]) for r in raw["rids_recent"]},
-            rids_old={r[0]: Result(*r[1:]) for r in raw["rids_old"]},
+            rids=tuple({r[0]: Result(*r[1:]) for r in gen} for gen in raw["rids"]),
         )
     except (KeyError, IndexError, TypeError, AttributeError, msgpack.UnpackException) as exc:
         raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None

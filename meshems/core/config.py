@@ -1,7 +1,7 @@
 """Cluster config: the YAML schema, validated once at load into frozen typed objects.
 
-Owns the schema and its error messages (file, key, what is wrong). Reading the file is
-the only I/O here (`load_config`); everything downstream takes a `ClusterConfig`.
+Owns the schema and its error messages (file, key, what is wrong). Pure: the file is read
+by `adapters.config_file.load_config`; everything downstream takes a `ClusterConfig`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from meshems.core.errors import ConfigError
@@ -159,6 +158,8 @@ def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
     """Validate a decoded YAML document; raise ConfigError naming the file and the key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping", file=source)
+    if "source" in data:  # an internal field, not a config key
+        raise ConfigError(f"{source}: source: unknown key (misspelt?)", file=source, key="source")
     try:
         return ClusterConfig.model_validate({**data, "source": source})
     except ValidationError as exc:
@@ -179,26 +180,3 @@ def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
             lines.append(f"{source}: {key}: {msg}")
             first_key = first_key or key
         raise ConfigError("\n".join(lines), file=source, key=first_key) from None
-
-
-def load_config(path: str | Path) -> ClusterConfig:
-    """Read and validate a cluster config file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found", file=str(p)) from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror}", file=str(p)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): {exc.reason}", file=str(p)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{p}: invalid YAML{where}: {problem}", file=str(p)) from None
-    return parse_config(data, str(p))

@@ -114,7 +114,7 @@ def test_damaged_entry_data_fails_its_crc(tmp_path: Path) -> None:
     pos = buf.index(b"source", off)  # inside the msgpack command, still valid pickle text
     buf[pos] ^= 0x01
     path.write_bytes(bytes(buf))
-    with pytest.raises(JournalCorruptError, match="record 2 .*CRC mismatch"):
+    with pytest.raises(JournalCorruptError, match=r"record 2 .*CRC mismatch"):
         check_journal(path)
 
 
@@ -135,7 +135,7 @@ def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     j.add(b"\x01", 1, 0)
     j.add(b"\x00" + pickle.dumps((0, (Boom(),)), protocol=2), 2, 1)
     j._destroy()
-    with pytest.raises(JournalCorruptError, match="forbidden class .*print"):
+    with pytest.raises(JournalCorruptError, match=r"forbidden class .*print"):
         check_journal(path)
 
 

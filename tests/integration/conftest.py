@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
-from meshems.core.config import load_config
 from meshems.ops.supervisor import LocalCluster
 from tests.conftest import write_config
 
@@ -45,8 +45,11 @@ class ClusterFactory:
             end = time.monotonic() + 15
             while time.monotonic() < end:
                 rows = cluster.client.status_all(timeout_s=0.5)
-                if all(r.get("reachable") and r["devices"] == want for r in rows if r["id"] in
-                       {n.id for n in cfg.nodes if n.initial}):
+                if all(
+                    r.get("reachable") and r["devices"] == want
+                    for r in rows
+                    if r["id"] in {n.id for n in cfg.nodes if n.initial}
+                ):
                     break
                 time.sleep(0.05)
             else:

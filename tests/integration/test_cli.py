@@ -25,8 +25,18 @@ def test_status_json_has_a_row_per_node(shared_cluster: LocalCluster) -> None:
     rows = json.loads(out.stdout)
     assert [r["id"] for r in rows] == ["n1", "n2", "n3"]
     for r in rows:
-        for key in ("id", "reachable", "role", "term", "commit_index", "applied_index",
-                    "has_quorum", "lag", "uptime_s", "leader"):
+        for key in (
+            "id",
+            "reachable",
+            "role",
+            "term",
+            "commit_index",
+            "applied_index",
+            "has_quorum",
+            "lag",
+            "uptime_s",
+            "leader",
+        ):
             assert key in r
     assert sum(r["role"] == "leader" for r in rows) == 1
     assert len({r["leader"] for r in rows}) == 1
@@ -64,11 +74,19 @@ def test_syncobj_admin_status_works(shared_cluster: LocalCluster) -> None:
     assert admin, "syncobj_admin is installed with pysyncobj"
     node = shared_cluster.cfg.node("n1")
     secret = shared_cluster.cfg.secret_path.read_text().strip()
-    out = subprocess.run([admin, "-conn", node.raft_endpoint, "-pass", secret, "-status"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [admin, "-conn", node.raft_endpoint, "-pass", secret, "-status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "raft_term:" in out.stdout and "leader:" in out.stdout, out.stdout + out.stderr
-    wrong = subprocess.run([admin, "-conn", node.raft_endpoint, "-pass", "wrong", "-status"],
-                           capture_output=True, text=True, timeout=30)
+    wrong = subprocess.run(
+        [admin, "-conn", node.raft_endpoint, "-pass", "wrong", "-status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "raft_term:" not in wrong.stdout
 
 
@@ -139,6 +157,10 @@ def test_damaged_journal_is_reported_then_reset_catches_up(make_cluster) -> None
     c.start(victim, "--reset-journal")
     c.wait_api(victim)
     assert list(journal.parent.glob("raft.journal.corrupt-*"))
-    wait_until(lambda: status_of(c, victim)["state_hash"] == status_of(c, "n1" if victim != "n1"
-               else "n2")["state_hash"], what="reset node converges")
+    wait_until(
+        lambda: (
+            status_of(c, victim)["state_hash"] == status_of(c, "n1" if victim != "n1" else "n2")["state_hash"]
+        ),
+        what="reset node converges",
+    )
     assert set_sp(c, "n2-bat", 1.0, via=victim)["ok"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,14 +150,18 @@ def test_peer_with_wrong_secret_cannot_join_or_write(make_cluster, tmp_path) -> 
     assert c.client.members("add", "n4")["ok"]
     # n4 runs from a copy of the config whose secret differs
     rogue_cfg = tmp_path / "rogue.yaml"
-    text = open(c.config_path).read().replace("secret/raft.secret", "rogue/raft.secret")
+    text = Path(c.config_path).read_text().replace("secret/raft.secret", "rogue/raft.secret")
     rogue_cfg.write_text(text)
+    from meshems.adapters.config_file import load_config
     from meshems.adapters.secret import init_secret
-    from meshems.core.config import load_config
 
     init_secret(load_config(rogue_cfg).secret_path)
-    rogue = LocalCluster(load_config(rogue_cfg), str(rogue_cfg),
-                         (rogue_cfg.parent / "rogue/raft.secret").read_text().strip(), tmp_path / "rl")
+    rogue = LocalCluster(
+        load_config(rogue_cfg),
+        str(rogue_cfg),
+        (rogue_cfg.parent / "rogue/raft.secret").read_text().strip(),
+        tmp_path / "rl",
+    )
     try:
         rogue.start("n4")
         rogue.wait_api("n4")

@@ -1,0 +1,34 @@
+"""Reading config files: duplicate YAML keys and the reserved `source` key are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshems.adapters.config_file import load_config
+from meshems.core.errors import ConfigError
+from tests.conftest import write_config
+
+
+def test_duplicate_keys_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("zone: zone-t\n", "zone: zone-t\nzone: other\n"))
+    with pytest.raises(ConfigError, match=r"line 3.*duplicate key 'zone'") as exc:
+        load_config(path)
+    assert str(path) in exc.value.message
+
+
+def test_source_is_not_a_config_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + "source: /etc/elsewhere.yaml\n")
+    with pytest.raises(ConfigError, match="source: unknown key"):
+        load_config(path)
+
+
+def test_a_good_file_loads_and_remembers_where_it_came_from(tmp_path: Path) -> None:
+    path = write_config(tmp_path, nodes=2, joiners=1)
+    cfg = load_config(path)
+    assert cfg.source == str(path)
+    assert [n.initial for n in cfg.nodes] == [True, True, False]
+    assert cfg.secret_path == tmp_path / "secret" / "raft.secret"
