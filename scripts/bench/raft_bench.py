@@ -2,8 +2,10 @@
 """Raft benchmark: meshems' replicated zone state vs a bare pysyncobj ReplDict, in one run.
 
 Three worker processes per cluster on 127.0.0.1, same SyncObjConf (password, journal, no
-batching, timeouts from the config). Prints a table of medians/p99 and meshems/baseline
-ratios; never asserts on time. `--json` prints one JSON object, `--quick` a smaller run.
+batching, timeouts from the config). The baseline stores the same information per write
+(device -> kW, request id, source) in a ReplDict, without validation, dedup or fencing.
+Prints a table of medians/p99 and meshems/baseline ratios; never asserts on time.
+`--json` prints one JSON object, `--quick` a smaller run.
 
     python scripts/bench/raft_bench.py [--quick] [--json] [--trials 10]
 """
@@ -72,11 +74,14 @@ class _Bare:
         self.so = SyncObj(
             cfg.node(node_id).raft_endpoint, initial_partners(cfg, node_id), conf, consumers=[self.d]
         )
+        self.prefix = uuid.uuid4().hex[:8]
         self.i = 0
 
     def propose(self, cb: Any) -> None:
+        # The same information as a meshems setpoint: device -> (kW, request id, source).
         self.i += 1
-        self.d.set(f"k{self.i % 100}", self.i, callback=lambda res, err: cb(err == 0))
+        value = {"kw": float(self.i % 1000), "rid": f"{self.prefix}-{self.i}", "source": "bench"}
+        self.d.set("n1-bat", value, callback=lambda res, err: cb(err == 0))
 
     def role(self) -> str:
         return {0: "follower", 1: "candidate", 2: "leader"}[self.so.getStatus()["state"]]

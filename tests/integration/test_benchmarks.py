@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark scripts: they run, print the keys the issues name, and their
+own correctness checks hold (no errors, equal replicas). Figures are not judged here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RAFT_KEYS = {
+    "commit_p50_ms_leader",
+    "commit_p99_ms_leader",
+    "commit_p50_ms_follower",
+    "commit_p99_ms_follower",
+    "throughput_ops_s",
+    "failover_median_ms",
+    "failover_max_ms",
+    "stepdown_ms",
+    "overhead_ratio",
+}
+
+
+def test_raft_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/raft_bench.py"), "--quick", "--json", "--trials", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) >= RAFT_KEYS
+    assert result["errors"] == 0
+    assert result["replica_hashes_equal"] is True
+    assert result["failover_trials"] == 2 and result["failover_missing"] == 0
+    assert all(isinstance(result[k], int | float) and result[k] > 0 for k in RAFT_KEYS)
