@@ -31,6 +31,8 @@ EXAMPLES = {
     "member add": "meshems member add --config cluster-configs/local-4.yaml n4",
     "member remove": "meshems member remove --config cluster-configs/local-4.yaml n4",
     "demo": "meshems demo --config cluster-configs/local-3.yaml",
+    "sim": "meshems sim --site cluster-configs/sites/site-n1.yaml",
+    "devices": "meshems devices --config cluster-configs/local-3.yaml -o json",
 }
 
 
@@ -108,6 +110,20 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("node_id", metavar="NODE_ID")
         s.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
+    s = sub.add_parser(
+        "sim",
+        help="run simulated DER devices as real Modbus servers",
+        description="run simulated DER devices (meter, battery, PV, relays) as real Modbus "
+        "servers with site physics and fault injection",
+        epilog=f"Example: {EXAMPLES['sim']}",
+    )
+    s.add_argument("--site", required=True, help="site file (YAML)")
+    s.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+
+    s = add(sub, "devices", "devices", "show every field device of the nodes: health, rates, errors")
+    s.add_argument("--node", "-n", help="only this node")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
     s = add(sub, "demo", "demo", "start a local mesh from the config and show it live (Ctrl-C stops)")
     s.add_argument("--duration", type=float, default=0, help="stop after S seconds (0 = until Ctrl-C)")
     s.add_argument("--no-writes", action="store_true", help="do not write demo setpoints")
@@ -117,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
+    if args.cmd == "sim":
+        from meshems.sim_main import run_sim
+
+        return run_sim(args.site, args.ready_file)
     try:
         cfg = load_config(args.config)
         handler = HANDLERS[(args.cmd, getattr(args, "sub", None))]
@@ -286,6 +306,68 @@ def _member(cfg: ClusterConfig, args: Any, action: str) -> int:
     return 0 if res.get("ok") else 1
 
 
+def cmd_devices(cfg: ClusterConfig, args: Any) -> int:
+    client = _client(cfg, args)
+    nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
+    rows: list[dict[str, Any]] = []
+    answered = 0
+    for node in nodes:
+        try:
+            code, body = client.request(node, "GET", "/v1/devices")
+        except MeshemsError as exc:
+            print(f"warning: {node.id} unreachable: {exc.message}", file=sys.stderr)
+            continue
+        if code != 200:
+            print(f"warning: {node.id}: {body.get('code')}: {body.get('message')}", file=sys.stderr)
+            continue
+        answered += 1
+        rows += [{"node": node.id, **d} for d in body["devices"]]
+    if args.output == "json":
+        _print_json(rows)
+    else:
+        t = Table(header_style="bold")
+        for col in (
+            "NODE",
+            "DEVICE",
+            "KIND",
+            "BUS",
+            "UNIT",
+            "STATE",
+            "AGE",
+            "RATE",
+            "POLLS",
+            "TIMEOUTS",
+            "CRC",
+            "FRAME",
+            "EXCEPTIONS",
+            "VALUES",
+        ):
+            t.add_column(col)
+        for r in rows:
+            state = r["state"]
+            color = {"ok": "green", "stale": "yellow", "defective": "red"}.get(state, "white")
+            values = ", ".join(f"{k}={v:.2f}" for k, v in sorted(r["values"].items()))
+            exc = ", ".join(f"{k}:{v}" for k, v in sorted(r["exceptions"].items())) or "-"
+            t.add_row(
+                r["node"],
+                r["id"],
+                r["kind"],
+                str(r["bus"]),
+                str(r["unit_id"]),
+                f"[{color}]{state}[/{color}]",
+                "-" if r["age_s"] is None else f"{r['age_s']:.1f}s",
+                "-" if r["rate_hz"] is None else f"{r['rate_hz']:.2f}/s",
+                str(r["polls"]),
+                str(r["timeouts"]),
+                str(r["crc_errors"]),
+                str(r["frame_errors"]),
+                exc,
+                values,
+            )
+        out_console().print(t)
+    return 0 if answered else 1
+
+
 def cmd_demo(cfg: ClusterConfig, args: Any) -> int:
     from meshems.demo import run_demo
 
@@ -301,4 +383,5 @@ HANDLERS = {
     ("member", "add"): lambda c, a: _member(c, a, "add"),
     ("member", "remove"): lambda c, a: _member(c, a, "remove"),
     ("demo", None): cmd_demo,
+    ("devices", None): cmd_devices,
 }

@@ -44,6 +44,9 @@ def run_demo(cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes
         f"starting {sum(n.initial for n in cfg.nodes)} nodes of zone {cfg.zone} "
         f"(logs in {log_dir.resolve()}); Ctrl-C stops them"
     )
+    if any(n.sim_site for n in cfg.nodes):
+        console.print("starting the simulated sites (Modbus devices with physics)")
+        cluster.start_sims()
     cluster.start_all()
     batteries = [d for n in cfg.nodes for d in n.devices if d.kind == "battery"]
     values = itertools.cycle([10.0, -5.0, 0.0, 20.0, -15.0])

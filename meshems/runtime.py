@@ -17,17 +17,22 @@ from typing import Any
 
 import msgpack
 
+from meshems.actuation import Actuator
 from meshems.adapters.consensus import RaftNode
 from meshems.adapters.journal import check_node_files, quarantine
+from meshems.adapters.poller import Poller
+from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
 from meshems.core.config import ClusterConfig, NodeConfig
 from meshems.core.errors import JournalCorruptError
+from meshems.core.registers import Profile
 from meshems.logs import log
 from meshems.ops.http import HttpApi, Request
 
 RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
+REPORT_INTERVAL_S = 1.0
 
 
 def declaration(node: NodeConfig) -> bytes:
@@ -72,15 +77,25 @@ def prepare_journal(cfg: ClusterConfig, node_id: str, reset: bool) -> None:
 class NodeDaemon:
     """A running meshems node: Raft member + status API."""
 
-    def __init__(self, cfg: ClusterConfig, node_id: str, secret: str) -> None:
+    def __init__(
+        self, cfg: ClusterConfig, node_id: str, secret: str, profiles: dict[str, Profile] | None = None
+    ) -> None:
         self.cfg = cfg
         self.node = cfg.node(node_id)
         self.secret = secret
         self.started = time.monotonic()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.raft = RaftNode(
-            cfg, node_id, secret, on_state_changed=self._on_state_changed, on_auth_fail=self._raft_auth_fail
+            cfg,
+            node_id,
+            secret,
+            on_state_changed=self._on_state_changed,
+            on_auth_fail=self._raft_auth_fail,
+            on_applied=self._on_applied,
         )
+        self.poller = Poller(self.node, profiles or {}) if profiles else None
+        self.actuator = Actuator(self.node, self.poller) if self.poller else None
+        self._report_seq = 0
         self._auth_logged_at = -1e9
         self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
@@ -106,14 +121,55 @@ class NodeDaemon:
         self._routes()
         await self.api.start(self.node.address, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
-        declare = asyncio.create_task(self._declare_loop())
+        tasks = [asyncio.create_task(self._declare_loop())]
+        if self.poller is not None and self.actuator is not None:
+            await self.poller.start()
+            self.actuator.on_state(self.raft.state)
+            tasks += [asyncio.create_task(self._report_loop()), asyncio.create_task(self.actuator.run())]
+            log(
+                "info",
+                "I_FIELD_START",
+                "polling field devices",
+                devices=len(self.poller.devices),
+                buses=len(self.poller.buses),
+            )
         try:
             await self._stop.wait()
         finally:
             log("info", "I_STOP", "stopping")
-            declare.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.poller is not None:
+                await self.poller.stop()
             await self.api.stop()
             await asyncio.to_thread(self.raft.stop)
+
+    def _on_applied(self, state: ZoneState, result: Result) -> None:
+        """Raft thread: an entry was applied. Hand the new state to the loop."""
+        if self.actuator is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.actuator.on_state, state)
+
+    async def _report_loop(self) -> None:
+        """About once per second, propose this node's measurement summary (not every register)."""
+        assert self.poller is not None
+        while not self._stop.is_set():
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            st = self.raft.status()
+            if st.leader is None or self.node.id not in self.raft.state.members:
+                continue
+            previous = self.raft.state.reports.get(self.node.id)
+            self._report_seq = max(self._report_seq + 1, (previous.seq + 1) if previous else 0)
+            readings = [
+                {"id": d["id"], "state": d["state"], "values": d["values"]} for d in self.poller.snapshot()
+            ]
+            data = commands.encode(
+                "report", f"report-{self.node.id}-{self._report_seq}", node_id=self.node.id,
+                seq=self._report_seq, devices=readings,
+            )  # fmt: skip
+            res = await self.propose(data, timeout_s=2.0)
+            if not res.get("ok") and res.get("code") not in RETRYABLE | {"E_STALE_REPORT"}:
+                log("warning", res.get("code", "E_REPORT"), f"report refused: {res.get('message')}")
 
     def _on_state_changed(self, old: int, new: int) -> None:
         names = {0: "follower", 1: "candidate", 2: "leader"}
@@ -203,6 +259,7 @@ class NodeDaemon:
         self.api.route("GET", "/v1/setpoints", self._h_setpoints)
         self.api.route("POST", "/v1/propose", self._h_propose)
         self.api.route("POST", "/v1/members", self._h_members)
+        self.api.route("GET", "/v1/devices", self._h_devices)
 
     def status_dict(self) -> dict[str, Any]:
         st = self.raft.status()
@@ -227,6 +284,14 @@ class NodeDaemon:
             "state_index": state.last_index,
             "state_hash": self._state_hash(state),
             "alarms": [],
+            "zone_reports": {
+                r.node_id: {"seq": r.seq, "term": r.term, "index": r.index, "devices": len(r.readings)}
+                for r in state.reports.values()
+            },
+            "readings": {
+                d["id"]: {"state": d["state"], "age_s": d["age_s"], "values": d["values"]}
+                for d in (self.poller.snapshot() if self.poller is not None else [])
+            },
             "pid": os.getpid(),
         }
 
@@ -240,6 +305,17 @@ class NodeDaemon:
 
     async def _h_status(self, req: Request) -> tuple[int, Any]:
         return 200, self.status_dict()
+
+    async def _h_devices(self, req: Request) -> tuple[int, Any]:
+        devices = self.poller.snapshot() if self.poller is not None else []
+        actuation = None
+        if self.actuator is not None:
+            actuation = {
+                "applied": {k: list(v) for k, v in self.actuator.applied.items()},
+                "refused_stale": self.actuator.refused_stale,
+                "last_writes": self.actuator.writes,
+            }
+        return 200, {"node": self.node.id, "devices": devices, "actuation": actuation}
 
     async def _h_setpoints(self, req: Request) -> tuple[int, Any]:
         state = self.raft.state
@@ -311,6 +387,12 @@ def _settle(fut: asyncio.Future, value: Any) -> None:
         fut.set_result(value)
 
 
+def node_profiles(cfg: ClusterConfig, node_id: str) -> dict[str, Profile]:
+    """The register profile of each wired device of a node (ConfigError on a bad profile)."""
+    base = cfg.path(".")
+    return {d.id: load_profile(d.profile, base) for d in cfg.node(node_id).devices if d.bus and d.profile}
+
+
 def run_node(cfg: ClusterConfig, node_id: str, config_path: str, reset_journal: bool = False) -> int:
     """Start-up checks, then the daemon until SIGINT/SIGTERM. Returns the exit code."""
     secret = read_secret(cfg.secret_path, config_path)
@@ -319,7 +401,7 @@ def run_node(cfg: ClusterConfig, node_id: str, config_path: str, reset_journal: 
     except JournalCorruptError as exc:
         log("error", exc.code, exc.message, **exc.context)
         raise
-    daemon = NodeDaemon(cfg, node_id, secret)
+    daemon = NodeDaemon(cfg, node_id, secret, node_profiles(cfg, node_id))
     asyncio.run(daemon.run())
     return 0
 

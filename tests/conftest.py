@@ -21,8 +21,37 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_config(folder: Path, nodes: int = 3, joiners: int = 0, **raft: object) -> Path:
-    """A cluster config with `nodes` initial members and `joiners` that join at run time."""
+def write_site(folder: Path, node_id: str, modbus_port: int, seed: int = 1) -> Path:
+    """A simulated site for one node: meter, battery, PV, relays on one Modbus TCP server."""
+    doc = {
+        "site": {"seed": seed, "start_h": 12, "soc_pct": 60},
+        "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": modbus_port}],
+        "devices": [
+            {"server": "main", "unit_id": 1, "model": "meter", "profile": "meter"},
+            {"server": "main", "unit_id": 2, "model": "battery", "profile": "battery"},
+            {"server": "main", "unit_id": 3, "model": "pv", "profile": "pv"},
+            {"server": "main", "unit_id": 4, "model": "relay", "profile": "relay"},
+        ],
+    }
+    path = folder / f"site-{node_id}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def wired_devices(node_id: str, revert_timeout_s: float = 3.0) -> list[dict[str, object]]:
+    return [
+        {"id": f"{node_id}-meter", "kind": "meter", "bus": "site", "unit_id": 1, "profile": "meter"},
+        {"id": f"{node_id}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50, "bus": "site", "unit_id": 2,
+         "profile": "battery", "revert_timeout_s": revert_timeout_s},
+        {"id": f"{node_id}-pv", "kind": "pv", "min_kw": 0, "max_kw": 40, "rated_kw": 40, "bus": "site",
+         "unit_id": 3, "profile": "pv", "revert_timeout_s": revert_timeout_s},
+        {"id": f"{node_id}-relays", "kind": "relay", "bus": "site", "unit_id": 4, "profile": "relay"},
+    ]  # fmt: skip
+
+
+def write_config(folder: Path, nodes: int = 3, joiners: int = 0, wired: bool = False, **raft: object) -> Path:
+    """A cluster config with `nodes` initial members and `joiners` that join at run time;
+    `wired` gives each node a simulated site (sim_site) and its four Modbus devices."""
     ports = free_ports(2 * (nodes + joiners))
     doc = {
         "cluster": "test",
@@ -40,6 +69,15 @@ def write_config(folder: Path, nodes: int = 3, joiners: int = 0, **raft: object)
             for i in range(nodes + joiners)
         ],
     }
+    if wired:
+        modbus = free_ports(nodes + joiners)
+        for i, n in enumerate(doc["nodes"]):
+            site = write_site(folder, n["id"], modbus[i], seed=i + 1)
+            n["sim_site"] = site.name
+            n["buses"] = [
+                {"id": "site", "type": "tcp", "host": "127.0.0.1", "port": modbus[i], "timeout_s": 0.3}
+            ]
+            n["devices"] = wired_devices(n["id"])
     path = folder / "cluster.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -34,6 +34,11 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 def load_config(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster config file."""
+    return parse_config(load_yaml(path), str(path))
+
+
+def load_yaml(path: str | Path) -> object:
+    """Read a YAML file strictly (duplicate keys are errors); ConfigError names the file."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -52,4 +57,4 @@ def load_config(path: str | Path) -> ClusterConfig:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}", file=str(p)) from None
-    return parse_config(data, str(p))
+    return data

@@ -82,12 +82,33 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """One device's summary in a node report: health and values by role."""
+
+    device_id: str
+    state: str
+    values: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """A node's latest measurement summary (about 1 Hz), stamped with its log position."""
+
+    node_id: str
+    seq: int
+    term: int
+    index: int
+    readings: tuple[Reading, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneState:
     last_term: int = 0
     last_index: int = 0
     members: Mapping[str, Member] = field(default_factory=dict)
     devices: Mapping[str, Device] = field(default_factory=dict)
     setpoints: Mapping[str, Setpoint] = field(default_factory=dict)
+    reports: Mapping[str, NodeReport] = field(default_factory=dict)
     #: request id -> first result, newest generation first (see RID_GENERATION)
     rids: tuple[Mapping[str, Result], ...] = ()
 
@@ -174,7 +195,8 @@ def _remove_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
     members = {k: v for k, v in state.members.items() if k != node_id}
     devices = {k: v for k, v in state.devices.items() if v.owner != node_id}
     setpoints = {k: v for k, v in state.setpoints.items() if k in devices}
-    changes = {"members": members, "devices": devices, "setpoints": setpoints}
+    reports = {k: v for k, v in state.reports.items() if k != node_id}
+    changes = {"members": members, "devices": devices, "setpoints": setpoints, "reports": reports}
     return changes, _ok(term, index, f"node {node_id} removed")
 
 
@@ -196,7 +218,29 @@ def _barrier(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dic
     return {}, _ok(term, index)
 
 
+def _report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    f = cmd.fields
+    node_id = f["node_id"]
+    if node_id not in state.members:
+        return {}, _refuse("E_UNKNOWN_NODE", f"node {node_id!r} is not a member", term, index)
+    previous = state.reports.get(node_id)
+    if previous is not None and f["seq"] <= previous.seq:
+        msg = f"report {f['seq']} of {node_id} is not newer than {previous.seq}"
+        return {}, _refuse("E_STALE_REPORT", msg, term, index)
+    for r in f["devices"]:
+        dev = state.devices.get(r["id"])
+        if dev is None or dev.owner != node_id:
+            return {}, _refuse("E_DEVICE_OWNED", f"{node_id} does not own device {r['id']!r}", term, index)
+    readings = tuple(
+        Reading(r["id"], r["state"], tuple(r["values"].items()))
+        for r in sorted(f["devices"], key=lambda r: r["id"])
+    )
+    report = NodeReport(node_id, f["seq"], term, index, readings)
+    return {"reports": {**state.reports, node_id: report}}, _ok(term, index)
+
+
 _HANDLERS = {
+    "report": _report,
     "declare_node": _declare_node,
     "set_setpoint": _set_setpoint,
     "remove_node": _remove_node,
@@ -222,6 +266,16 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
         "setpoints": [
             [s.device_id, s.kw, s.term, s.index, s.rid, s.source] for _, s in sorted(state.setpoints.items())
         ],
+        "reports": [
+            [
+                r.node_id,
+                r.seq,
+                r.term,
+                r.index,
+                [[x.device_id, x.state, [list(v) for v in x.values]] for x in r.readings],
+            ]
+            for _, r in sorted(state.reports.items())
+        ],
         # Generations in order (newest first), each in insertion order: eviction depends on it.
         "rids": [[[k, *_result_row(v)] for k, v in gen.items()] for gen in state.rids],
     }
@@ -243,9 +297,19 @@ def restore(data: bytes) -> ZoneState:
             members={r[0]: Member(*r) for r in raw["members"]},
             devices={r[0]: Device(*r) for r in raw["devices"]},
             setpoints={r[0]: Setpoint(*r) for r in raw["setpoints"]},
+            reports={
+                r[0]: NodeReport(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    tuple(Reading(x[0], x[1], tuple((k, v) for k, v in x[2])) for x in r[4]),
+                )
+                for r in raw["reports"]
+            },
             rids=tuple({r[0]: Result(*r[1:]) for r in gen} for gen in raw["rids"]),
         )
-    except (KeyError, IndexError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
 
 

@@ -97,6 +97,40 @@ def _remove_node(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {"node_id": _str(cmd, "node_id")}
 
 
+DEVICE_STATES = frozenset({"unknown", "ok", "stale", "defective"})
+MAX_REPORT_VALUES = 32
+
+
+def _reading(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict) or set(raw) - {"id", "state", "values"}:
+        raise Invalid("E_CMD_MALFORMED", "each reading must be a map of id, state, values")
+    state = _str(raw, "state", 16)
+    if state not in DEVICE_STATES:
+        raise Invalid("E_CMD_MALFORMED", f"reading state {state!r} is not one of {sorted(DEVICE_STATES)}")
+    values = raw.get("values")
+    if not isinstance(values, dict) or len(values) > MAX_REPORT_VALUES:
+        raise Invalid("E_CMD_MALFORMED", f"reading values must be a map of at most {MAX_REPORT_VALUES}")
+    clean = {}
+    for k in sorted(values, key=str):
+        if not isinstance(k, str) or not k or len(k) > 32:
+            raise Invalid("E_CMD_MALFORMED", "value names must be strings of 1-32 characters")
+        clean[k] = _num(values, k)
+    return {"id": _str(raw, "id"), "state": state, "values": clean}
+
+
+def _report(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    seq = cmd.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise Invalid("E_CMD_MALFORMED", "field 'seq' must be a non-negative integer")
+    devices = cmd.get("devices")
+    if not isinstance(devices, list) or len(devices) > 1000:
+        raise Invalid("E_CMD_MALFORMED", "field 'devices' must be a list of at most 1000 readings")
+    readings = [_reading(d) for d in devices]
+    if len({r["id"] for r in readings}) != len(readings):
+        raise Invalid("E_CMD_MALFORMED", "a report names each device once")
+    return {"node_id": _str(cmd, "node_id"), "seq": seq, "devices": readings}
+
+
 def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -107,6 +141,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "set_setpoint": (_set_setpoint, frozenset({"device_id", "kw", "source"})),
     "remove_node": (_remove_node, frozenset({"node_id"})),
     "barrier": (_barrier, frozenset()),
+    "report": (_report, frozenset({"node_id", "seq", "devices"})),
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 

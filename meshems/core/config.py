@@ -23,6 +23,45 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BusConfig(_Frozen):
+    """A field bus of a node: Modbus TCP, RTU on a serial port, or RTU framing over TCP
+    (a serial-to-Ethernet converter). A serial bus carries one request at a time."""
+
+    id: NameStr
+    type: Literal["tcp", "rtu", "rtu-over-tcp"]
+    host: str | None = Field(default=None, description="tcp, rtu-over-tcp: device or gateway host")
+    port: Port | None = Field(default=None, description="tcp, rtu-over-tcp: TCP port (502 on devices)")
+    serial_port: str | None = Field(default=None, description="rtu: e.g. /dev/ttyUSB0")
+    baud: int = Field(default=9600, ge=300, le=1_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    concurrency: int = Field(default=1, ge=1, le=64, description="requests in flight (tcp only)")
+    timeout_s: float = Field(default=0.5, gt=0, le=30)
+    model_line_time: bool = Field(
+        default=True, description="rtu*: pace requests by the line time at `baud` (a pty ignores baud)"
+    )
+
+    @model_validator(mode="after")
+    def _fields(self) -> BusConfig:
+        if self.type in ("tcp", "rtu-over-tcp"):
+            if self.host is None or self.port is None:
+                raise ValueError(f"bus type {self.type} needs host and port")
+            if self.serial_port is not None:
+                raise ValueError(f"serial_port is for type rtu, not {self.type}")
+        else:
+            if self.serial_port is None:
+                raise ValueError("bus type rtu needs serial_port")
+            if self.host is not None or self.port is not None:
+                raise ValueError("host/port are for tcp and rtu-over-tcp, not rtu")
+        if self.type != "tcp" and self.concurrency != 1:
+            raise ValueError(f"concurrency must be 1 on a serial line ({self.type})")
+        return self
+
+    @property
+    def serial(self) -> bool:
+        return self.type != "tcp"
+
+
 class DeviceConfig(_Frozen):
     """A field device declared on a node. Power sign: + delivers to the site, - consumes."""
 
@@ -31,11 +70,21 @@ class DeviceConfig(_Frozen):
     min_kw: float = Field(default=0.0, description="lowest setpoint (negative = charge/consume)")
     max_kw: float = Field(default=0.0, description="highest setpoint (positive = discharge)")
     capacity_kwh: float | None = Field(default=None, gt=0)
+    rated_kw: float | None = Field(default=None, gt=0, description="pv: rated power for kW -> % limits")
+    bus: NameStr | None = Field(default=None, description="bus id on this node; none = not wired yet")
+    unit_id: int = Field(default=1, ge=1, le=247)
+    profile: str | None = Field(default=None, description="built-in profile name or a YAML file path")
+    poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    revert_timeout_s: float = Field(
+        default=0.0, ge=0, description="written to the device: it reverts an unrefreshed setpoint (0 = off)"
+    )
 
     @model_validator(mode="after")
     def _range(self) -> DeviceConfig:
         if self.min_kw > self.max_kw:
             raise ValueError(f"min_kw ({self.min_kw}) is above max_kw ({self.max_kw})")
+        if self.bus is not None and self.profile is None:
+            raise ValueError("a wired device (bus set) needs a profile")
         return self
 
 
@@ -48,7 +97,35 @@ class NodeConfig(_Frozen):
         default=True,
         description="member of the cluster from the start; false = joins later via member add",
     )
+    buses: tuple[BusConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
+    sim_site: str | None = Field(
+        default=None, description="demo only: the simulated site file `meshems demo` starts for this node"
+    )
+
+    @model_validator(mode="after")
+    def _wiring(self) -> NodeConfig:
+        bus_ids = [b.id for b in self.buses]
+        for i, b in enumerate(self.buses):
+            if bus_ids.index(b.id) != i:
+                raise ValueError(f"buses[{i}].id: bus {b.id!r} is declared twice")
+        units: dict[tuple[str, int], str] = {}
+        for j, d in enumerate(self.devices):
+            if d.bus is None:
+                continue
+            if d.bus not in bus_ids:
+                known = ", ".join(bus_ids) or "none"
+                raise ValueError(f"devices[{j}].bus: no bus {d.bus!r} on this node (buses: {known})")
+            if (d.bus, d.unit_id) in units:
+                raise ValueError(
+                    f"devices[{j}].unit_id: unit {d.unit_id} on bus {d.bus!r} is already "
+                    f"device {units[(d.bus, d.unit_id)]!r}"
+                )
+            units[(d.bus, d.unit_id)] = d.id
+        return self
+
+    def bus(self, bus_id: str) -> BusConfig:
+        return next(b for b in self.buses if b.id == bus_id)
 
     @property
     def raft_endpoint(self) -> str:

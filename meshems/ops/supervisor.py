@@ -6,6 +6,7 @@ then SIGKILL after a bound). Must not talk Raft; it reads status through NodeCli
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,36 @@ class LocalCluster:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[node_id], self._logs[node_id] = proc, log
         return proc
+
+    def start_sim(self, node_id: str, site_file: str | None = None, timeout_s: float = 20.0) -> dict:
+        """Start `meshems sim` for a node's simulated site; wait until it serves. Returns the
+        sim's ready info (bound ports)."""
+        node = self.cfg.node(node_id)
+        site = site_file or node.sim_site
+        if site is None:
+            raise RuntimeError(f"node {node_id} has no sim_site")
+        key = f"sim-{node_id}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        ready = self.log_dir / f"{key}.ready"
+        ready.unlink(missing_ok=True)
+        log = open(self.log_dir / f"{key}.log", "ab")  # noqa: SIM115 - closed in stop
+        cmd = [sys.executable, "-m", "meshems", "sim", "--site", str(self.cfg.path(site)),
+               "--ready-file", str(ready)]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[key], self._logs[key] = proc, log
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if ready.exists() and ready.stat().st_size:
+                return json.loads(ready.read_text())
+            if proc.poll() is not None:
+                raise RuntimeError(f"sim for {node_id} exited:\n{self.log_text(key)[-2000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"sim for {node_id} not serving within {timeout_s} s")
+
+    def start_sims(self) -> None:
+        for n in self.cfg.nodes:
+            if n.initial and n.sim_site:
+                self.start_sim(n.id)
 
     def start_all(self) -> None:
         for n in self.cfg.nodes:

@@ -27,15 +27,19 @@ class ClusterFactory:
         self.tmp_path = tmp_path
         self.clusters: list[LocalCluster] = []
 
-    def __call__(self, nodes: int = 3, joiners: int = 0, start: bool = True) -> LocalCluster:
+    def __call__(
+        self, nodes: int = 3, joiners: int = 0, start: bool = True, wired: bool = False
+    ) -> LocalCluster:
         folder = self.tmp_path / f"c{len(self.clusters)}"
         folder.mkdir()
-        path = write_config(folder, nodes=nodes, joiners=joiners)
+        path = write_config(folder, nodes=nodes, joiners=joiners, wired=wired)
         cfg = load_config(path)
         init_secret(cfg.secret_path)
         cluster = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), folder / "logs")
         self.clusters.append(cluster)
         if start:
+            if wired:
+                cluster.start_sims()
             cluster.start_all()
             for n in cfg.nodes:
                 if n.initial:

@@ -1,0 +1,199 @@
+"""The Modbus driver: one pymodbus client connection behind meshems' own small interface.
+
+Owns connecting (with our own capped backoff, forever), the request calls, and turning
+pymodbus outcomes into stable error codes: E_TIMEOUT (no answer, or gateway exceptions
+0x0A/0x0B), E_CRC (an RTU frame with a bad checksum), E_FRAME (bytes that are no valid
+answer), E_EXCEPTION (other Modbus exception codes), E_CONNECT. pymodbus is pinned to
+3.16 and never leaks past this module. Must not schedule anything: the poller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from meshems.core.config import BusConfig
+
+# pymodbus logs every timeout at ERROR; we count them per device instead.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+GATEWAY_EXCEPTIONS = {0x0A, 0x0B}
+#: function codes whose answers pymodbus can decode
+KNOWN_FUNCTION_CODES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43})
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target device failed to respond",
+}
+
+
+class FieldError(Exception):
+    """A failed Modbus request, with a stable code (and the exception code if any)."""
+
+    def __init__(self, code: str, detail: str, exception_code: int | None = None) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.exception_code = exception_code
+
+
+def crc16(data: bytes) -> int:
+    """Modbus RTU CRC-16 (poly 0xA001, init 0xFFFF)."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
+
+
+def line_time_s(bus: BusConfig, request_bytes: int, response_bytes: int) -> float:
+    """Time a request/response pair occupies a serial line at the bus's baud rate
+    (11 bits per character, 3.5 characters of silence after each frame)."""
+    char_s = 11 / bus.baud
+    return (request_bytes + response_bytes + 7) * char_s
+
+
+@dataclass
+class _Rx:
+    bytes_seen: int = 0
+    buffer: bytes = b""
+
+
+class ModbusLink:
+    """One connection to a bus: one request in flight at a time (pymodbus' own lock)."""
+
+    BACKOFF_MIN_S = 0.2
+    BACKOFF_MAX_S = 10.0
+
+    def __init__(self, bus: BusConfig) -> None:
+        self.bus = bus
+        self._rx = _Rx()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._next_connect = 0.0
+        self._backoff_s = self.BACKOFF_MIN_S
+        self.connects = 0
+        self.connect_failures = 0
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            self._rx = _Rx()
+            return data
+        self._rx.bytes_seen += len(data)
+        self._rx.buffer = (self._rx.buffer + data)[-512:]
+        if self.bus.type == "tcp" and len(data) >= 8 and (data[7] & 0x7F) not in KNOWN_FUNCTION_CODES:
+            # pymodbus 3.16 raises inside data_received on an undecodable PDU, and asyncio
+            # then drops the connection: swallow the garbage, the request times out and is
+            # counted as E_FRAME (bytes were seen).
+            return b""
+        return data
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        b = self.bus
+        common = {"timeout": b.timeout_s, "retries": 0, "reconnect_delay": 0, "trace_packet": self._trace}
+        if b.type == "tcp":
+            return AsyncModbusTcpClient(b.host or "", port=b.port or 502, framer=FramerType.SOCKET, **common)
+        if b.type == "rtu-over-tcp":
+            return AsyncModbusTcpClient(b.host or "", port=b.port or 502, framer=FramerType.RTU, **common)
+        return AsyncModbusSerialClient(
+            b.serial_port or "", framer=FramerType.RTU, baudrate=b.baud, parity=b.parity,
+            stopbits=b.stopbits, bytesize=8, **common,
+        )  # fmt: skip
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    async def connect(self) -> None:
+        """Connect unless connected; during backoff raise E_CONNECT at once."""
+        if self.connected:
+            return
+        now = time.monotonic()
+        if now < self._next_connect:
+            raise FieldError(
+                "E_CONNECT", f"bus {self.bus.id}: reconnecting in {self._next_connect - now:.1f} s"
+            )
+        if self._client is not None:
+            self._client.close()
+        self._client = self._make_client()
+        ok = False
+        try:
+            ok = await asyncio.wait_for(self._client.connect(), timeout=max(1.0, self.bus.timeout_s * 2))
+        except (TimeoutError, OSError, ModbusException):
+            ok = False
+        if not ok or not self._client.connected:
+            self.connect_failures += 1
+            self._next_connect = time.monotonic() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, self.BACKOFF_MAX_S)
+            raise FieldError("E_CONNECT", f"bus {self.bus.id}: cannot connect to {self._where()}")
+        self.connects += 1
+        self._backoff_s = self.BACKOFF_MIN_S
+
+    def _where(self) -> str:
+        return self.bus.serial_port or f"{self.bus.host}:{self.bus.port}"
+
+    async def read(self, unit_id: int, address: int, count: int) -> list[int]:
+        await self.connect()
+        assert self._client is not None
+        try:
+            rr = await self._client.read_holding_registers(address, count=count, device_id=unit_id)
+        except ModbusIOException as exc:
+            raise self._io_error(exc) from None
+        except (ConnectionException, OSError) as exc:
+            raise FieldError("E_CONNECT", f"bus {self.bus.id}: {exc}") from None
+        if rr.isError():
+            raise self._exception(rr)
+        if len(rr.registers) != count:
+            raise FieldError("E_FRAME", f"asked {count} registers, got {len(rr.registers)}")
+        return list(rr.registers)
+
+    async def write(self, unit_id: int, address: int, values: list[int]) -> None:
+        await self.connect()
+        assert self._client is not None
+        try:
+            rr = await self._client.write_registers(address, values, device_id=unit_id)
+        except ModbusIOException as exc:
+            raise self._io_error(exc) from None
+        except (ConnectionException, OSError) as exc:
+            raise FieldError("E_CONNECT", f"bus {self.bus.id}: {exc}") from None
+        if rr.isError():
+            raise self._exception(rr)
+
+    def _io_error(self, exc: ModbusIOException) -> FieldError:
+        text = str(exc)
+        if "transaction id" in text or "device id" in text:
+            return FieldError("E_FRAME", "answer to another request (late or misrouted frame)")
+        if self._rx.bytes_seen:
+            if self.bus.serial and not crc_ok(self._rx.buffer):
+                return FieldError("E_CRC", f"{self._rx.bytes_seen} bytes with a bad CRC")
+            return FieldError("E_FRAME", f"{self._rx.bytes_seen} bytes that are no valid answer")
+        return FieldError("E_TIMEOUT", f"no answer within {self.bus.timeout_s} s")
+
+    @staticmethod
+    def _exception(rr: object) -> FieldError:
+        code = int(getattr(rr, "exception_code", 0) or 0)
+        name = EXCEPTION_NAMES.get(code, "unknown")
+        if code in GATEWAY_EXCEPTIONS:
+            return FieldError("E_TIMEOUT", f"gateway exception 0x{code:02X} ({name})", code)
+        return FieldError("E_EXCEPTION", f"exception 0x{code:02X} ({name})", code)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

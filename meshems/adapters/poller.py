@@ -1,0 +1,293 @@
+"""The polling engine: one asyncio loop polls every wired device of a node.
+
+Owns scheduling and per-device bookkeeping. Per bus, one worker per connection takes the
+device whose poll is due earliest (fair: earliest deadline first), so one slow or silent
+device costs at most its timeout per poll and, once backed off, almost nothing; the others
+keep their cadence. Serial lines carry one request at a time, paced by their modelled
+line time. Writes jump the queue, are read back and verified. Health rules live in
+`core.health`, register maps in `core.registers`; pymodbus stays behind `adapters.modbus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshems.adapters.modbus import FieldError, ModbusLink, line_time_s
+from meshems.core.config import BusConfig, DeviceConfig, NodeConfig
+from meshems.core.health import device_state, next_poll_at
+from meshems.core.registers import Block, Point, Profile, decode, decode_block, encode
+
+#: frame errors (garbage, CRC) are retried once at once; timeouts wait for the next poll
+RETRY_AT_ONCE = {"E_CRC", "E_FRAME"}
+
+
+@dataclass
+class DeviceRuntime:
+    """What the poller knows of one device; mutated only by the poller's own tasks."""
+
+    cfg: DeviceConfig
+    profile: Profile
+    blocks: tuple[Block, ...]
+    due: float
+    failures: int = 0
+    last_ok: float | None = None
+    values: dict[str, float] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
+    exceptions: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+    poll_starts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def role_values(self) -> dict[str, float]:
+        out = {}
+        for role, point in self.profile.roles.items():
+            v = self.values.get(point)
+            if v is not None and not math.isnan(v):
+                out[role] = v
+        return out
+
+    def rate_hz(self) -> float | None:
+        s = self.poll_starts
+        if len(s) < 2 or s[-1] <= s[0]:
+            return None
+        return (len(s) - 1) / (s[-1] - s[0])
+
+
+@dataclass
+class WriteJob:
+    device: DeviceRuntime
+    point: Point
+    words: list[int]
+    verify: bool
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass
+class _Bus:
+    cfg: BusConfig
+    links: list[ModbusLink]
+    heap: list[tuple[float, int, DeviceRuntime]] = field(default_factory=list)
+    urgent: deque[WriteJob] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Poller:
+    def __init__(
+        self,
+        node: NodeConfig,
+        profiles: dict[str, Profile],
+        clock: Callable[[], float] = time.monotonic,
+        on_poll: Callable[[DeviceRuntime], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.clock = clock
+        self.on_poll = on_poll
+        self._seq = itertools.count()
+        self.devices: dict[str, DeviceRuntime] = {}
+        self.buses: dict[str, _Bus] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        now = clock()
+        for bus in node.buses:
+            self.buses[bus.id] = _Bus(bus, [ModbusLink(bus) for _ in range(bus.concurrency)])
+        wired = [d for d in node.devices if d.bus is not None and d.profile is not None]
+        for i, dev in enumerate(wired):
+            profile = profiles[dev.id]
+            # spread first polls over one interval so a node does not start with a burst
+            first = now + (i % 100) / 100 * min(dev.poll_interval_s, 1.0)
+            rt = DeviceRuntime(dev, profile, profile.read_blocks(), first)
+            self.devices[dev.id] = rt
+            assert dev.bus is not None
+            heapq.heappush(self.buses[dev.bus].heap, (first, next(self._seq), rt))
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for bus in self.buses.values():
+            for link in bus.links:
+                self._tasks.append(asyncio.create_task(self._worker(bus, link), name=f"poll-{bus.cfg.id}"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for bus in self.buses.values():
+            for link in bus.links:
+                await link.close()
+
+    # --- scheduling ---------------------------------------------------------------------
+
+    async def _worker(self, bus: _Bus, link: ModbusLink) -> None:
+        while not self._stopping:
+            if bus.urgent:
+                await self._write(bus, link, bus.urgent.popleft())
+                continue
+            if not bus.heap:
+                bus.wake.clear()
+                await bus.wake.wait()
+                continue
+            due = bus.heap[0][0]
+            delay = due - self.clock()
+            if delay > 0:
+                bus.wake.clear()
+                try:
+                    async with asyncio.timeout(delay):
+                        await bus.wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            _, _, dev = heapq.heappop(bus.heap)
+            try:
+                await self._poll(bus, link, dev, due)
+            finally:
+                nxt = next_poll_at(due, self.clock(), dev.cfg.poll_interval_s, dev.failures)
+                dev.due = nxt
+                heapq.heappush(bus.heap, (nxt, next(self._seq), dev))
+                if bus.heap[0][2] is dev and len(bus.links) > 1:
+                    bus.wake.set()  # now the earliest: a sleeping sibling must re-check
+
+    async def _request(self, bus: _Bus, link: ModbusLink, call: Callable[[], Any], words: int) -> Any:
+        """One request on the link, retried once at once on a frame/CRC error, paced on
+        serial lines by the modelled line time (a pty ignores baud)."""
+        start = self.clock()
+        try:
+            for attempt in (0, 1):
+                try:
+                    return await call()
+                except FieldError as exc:
+                    if attempt == 0 and exc.code in RETRY_AT_ONCE:
+                        continue
+                    raise
+        finally:
+            if bus.cfg.serial and bus.cfg.model_line_time:
+                rest = line_time_s(bus.cfg, 8, 5 + 2 * words) - (self.clock() - start)
+                if rest > 0:
+                    await asyncio.sleep(rest)
+
+    async def _poll(self, bus: _Bus, link: ModbusLink, dev: DeviceRuntime, due: float) -> None:
+        start = self.clock()
+        dev.lateness_s.append(max(0.0, start - due))
+        dev.poll_starts.append(start)
+        dev.counters["polls"] += 1
+        unit = dev.cfg.unit_id
+        values: dict[str, float] = {}
+        try:
+            for block in dev.blocks:
+                words = await self._request(
+                    bus, link, lambda b=block: link.read(unit, b.start, b.count), block.count
+                )
+                values.update(decode_block(block, words))
+        except FieldError as exc:
+            self._count_error(dev, exc)
+            dev.failures += 1
+        else:
+            dev.values = values
+            dev.failures = 0
+            dev.last_ok = self.clock()
+            dev.counters["ok"] += 1
+        if self.on_poll is not None:
+            self.on_poll(dev)
+
+    @staticmethod
+    def _count_error(dev: DeviceRuntime, exc: FieldError) -> None:
+        key = {
+            "E_TIMEOUT": "timeouts",
+            "E_CRC": "crc_errors",
+            "E_FRAME": "frame_errors",
+            "E_CONNECT": "connect_errors",
+            "E_EXCEPTION": "exceptions",
+        }.get(exc.code, "other_errors")
+        dev.counters[key] += 1
+        if exc.exception_code is not None:
+            dev.exceptions[f"0x{exc.exception_code:02X}"] += 1
+        dev.last_error = f"{exc.code}: {exc.detail}"
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def write(
+        self, device_id: str, point_name: str, value: float, verify: bool = True
+    ) -> dict[str, Any]:
+        """Write one engineering value (absolute, so idempotent); with `verify`, read it back.
+        Returns {ok, code, message, written, read_back}."""
+        dev = self.devices.get(device_id)
+        if dev is None:
+            return {"ok": False, "code": "E_UNKNOWN_DEVICE", "message": f"{device_id} is not wired here"}
+        try:
+            point = dev.profile.point(point_name)
+            words = encode(point, value)
+        except (KeyError, ValueError) as exc:
+            return {"ok": False, "code": "E_LIMIT", "message": str(exc)}
+        assert dev.cfg.bus is not None
+        bus = self.buses[dev.cfg.bus]
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        bus.urgent.append(WriteJob(dev, point, words, verify, fut))
+        bus.wake.set()
+        return await fut
+
+    async def _write(self, bus: _Bus, link: ModbusLink, job: WriteJob) -> None:
+        dev, point, unit = job.device, job.point, job.device.cfg.unit_id
+        result: dict[str, Any]
+        try:
+            await self._request(bus, link, lambda: link.write(unit, point.address, job.words), 0)
+            dev.counters["writes"] += 1
+            result = {"ok": True, "code": "OK", "message": "", "written": decode(point, job.words)}
+            if job.verify:
+                back = await self._request(
+                    bus, link, lambda: link.read(unit, point.address, point.count), point.count
+                )
+                result["read_back"] = decode(point, back)
+                if back != job.words:
+                    dev.counters["write_mismatches"] += 1
+                    result.update(
+                        ok=False,
+                        code="E_WRITE_VERIFY",
+                        message=f"read back {result['read_back']} after writing {result['written']}",
+                    )
+        except FieldError as exc:
+            self._count_error(dev, exc)
+            dev.counters["write_errors"] += 1
+            result = {"ok": False, "code": exc.code, "message": exc.detail}
+        if not job.future.done():
+            job.future.set_result(result)
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def device_status(self, dev: DeviceRuntime, now: float | None = None) -> dict[str, Any]:
+        now = self.clock() if now is None else now
+        c = dev.counters
+        return {
+            "id": dev.cfg.id,
+            "kind": dev.cfg.kind,
+            "bus": dev.cfg.bus,
+            "unit_id": dev.cfg.unit_id,
+            "profile": dev.profile.name,
+            "state": device_state(now, dev.last_ok, dev.cfg.poll_interval_s, dev.failures),
+            "age_s": None if dev.last_ok is None else round(now - dev.last_ok, 3),
+            "poll_interval_s": dev.cfg.poll_interval_s,
+            "rate_hz": None if (r := dev.rate_hz()) is None else round(r, 3),
+            "polls": c["polls"],
+            "ok": c["ok"],
+            "timeouts": c["timeouts"],
+            "crc_errors": c["crc_errors"],
+            "frame_errors": c["frame_errors"],
+            "connect_errors": c["connect_errors"],
+            "exceptions": dict(dev.exceptions),
+            "writes": c["writes"],
+            "write_errors": c["write_errors"],
+            "failures_in_a_row": dev.failures,
+            "last_error": dev.last_error,
+            "values": dev.role_values(),
+        }
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [self.device_status(d, now) for d in self.devices.values()]

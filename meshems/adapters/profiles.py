@@ -1,0 +1,81 @@
+"""Reading device-profile files: YAML text -> `core.registers.parse_profile`.
+
+Owns the file I/O: the built-in profiles shipped in `meshems/profiles/` (found with
+importlib.resources) and operators' own profile files; duplicate YAML keys are errors, not
+last-one-wins. The schema and its messages live in the pure `core.registers`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshems.core.errors import ConfigError
+from meshems.core.registers import Profile, parse_profile
+
+BUILTIN = ("meter", "battery", "pv", "relay")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _parse(text: str, source: str) -> Profile:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}", file=source) from None
+    return parse_profile(data, source)
+
+
+def load_profile(ref: str, base_dir: Path | None = None) -> Profile:
+    """A built-in profile by name ("meter", "battery", "pv", "relay") or a profile YAML file.
+
+    Built-in names win over a file of the same name; write "./meter" to mean the file. A
+    relative path is resolved against `base_dir` (usually the config file's folder), else
+    against the working directory.
+    """
+    if ref in BUILTIN:
+        resource = resources.files("meshems.profiles") / f"{ref}.yaml"
+        return _parse(resource.read_text(encoding="utf-8"), str(resource))
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: profile file not found (built-in profiles: {', '.join(BUILTIN)})", file=source
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read profile: {exc.strerror}", file=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start}): {exc.reason}", file=source) from None
+    return _parse(text, source)
+
+
+def builtin_profiles() -> dict[str, Profile]:
+    """The four built-in profiles by their short name."""
+    return {name: load_profile(name) for name in BUILTIN}

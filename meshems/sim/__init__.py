@@ -1,0 +1,1 @@
+"""Simulated field devices: pure physics and Modbus servers that serve it."""
