@@ -74,7 +74,13 @@ def mutated(change: Any) -> dict[str, Any]:
 def test_the_shipped_local_3_config_loads() -> None:
     cfg = load_config(LOCAL_3)
     assert [n.id for n in cfg.nodes] == ["n1", "n2", "n3"]
-    assert [d.id for n in cfg.nodes for d in n.devices] == ["n1-bat", "n2-bat", "n3-bat"]
+    batteries = [d.id for n in cfg.nodes for d in n.devices if d.kind == "battery"]
+    assert batteries == ["n1-bat", "n2-bat", "n3-bat"]
+    # every device is wired to its node's simulated site (profiles exist, buses resolve)
+    for n in cfg.nodes:
+        assert n.sim_site is not None and (LOCAL_3.parent / n.sim_site).exists()
+        assert {d.kind for d in n.devices} == {"meter", "battery", "pv", "relay"}
+        assert all(d.bus == "site" and d.profile for d in n.devices)
     assert (cfg.cluster, cfg.zone) == ("demo", "zone-a")
     assert cfg.source == str(LOCAL_3)
     assert cfg.node("n2").raft_endpoint == "127.0.0.1:17102"
