@@ -11,22 +11,32 @@ line time. Writes jump the queue, are read back and verified. Health rules live 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshems.adapters.modbus import FieldError, ModbusLink, line_time_s
 from meshems.core.config import BusConfig, DeviceConfig, NodeConfig
 from meshems.core.health import device_state, next_poll_at
-from meshems.core.registers import Block, Point, Profile, decode, decode_block, encode
+from meshems.core.registers import Block, Point, Profile, compile_block, decode, encode
 
 #: frame errors (garbage, CRC) are retried once at once; timeouts wait for the next poll
 RETRY_AT_ONCE = {"E_CRC", "E_FRAME"}
+#: workers wake on a shared time grid (seconds) and may poll a device this much early,
+#: so wake-ups are shared by many polls instead of one timer per poll
+GRID_S = 0.02
+EARLY_S = 0.01
+
+
+def _release(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 @dataclass
@@ -45,6 +55,7 @@ class DeviceRuntime:
     last_error: str = ""
     poll_starts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    decoders: tuple[Callable[[Sequence[int]], dict[str, float]], ...] = ()
 
     def role_values(self) -> dict[str, float]:
         out = {}
@@ -76,7 +87,7 @@ class _Bus:
     links: list[ModbusLink]
     heap: list[tuple[float, int, DeviceRuntime]] = field(default_factory=list)
     urgent: deque[WriteJob] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sleepers: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class Poller:
@@ -104,6 +115,7 @@ class Poller:
             # spread first polls over one interval so a node does not start with a burst
             first = now + (i % 100) / 100 * min(dev.poll_interval_s, 1.0)
             rt = DeviceRuntime(dev, profile, profile.read_blocks(), first)
+            rt.decoders = tuple(compile_block(b) for b in rt.blocks)
             self.devices[dev.id] = rt
             assert dev.bus is not None
             heapq.heappush(self.buses[dev.bus].heap, (first, next(self._seq), rt))
@@ -132,18 +144,14 @@ class Poller:
                 await self._write(bus, link, bus.urgent.popleft())
                 continue
             if not bus.heap:
-                bus.wake.clear()
-                await bus.wake.wait()
+                await self._sleep(bus, None)
                 continue
             due = bus.heap[0][0]
-            delay = due - self.clock()
-            if delay > 0:
-                bus.wake.clear()
-                try:
-                    async with asyncio.timeout(delay):
-                        await bus.wake.wait()
-                except TimeoutError:
-                    pass
+            now = self.clock()
+            if due > now + EARLY_S:
+                # Wake on a shared grid: every worker of every bus that has work around the
+                # same instant wakes together, so one event-loop pass serves many requests.
+                await self._sleep(bus, math.ceil(due / GRID_S) * GRID_S - now)
                 continue
             _, _, dev = heapq.heappop(bus.heap)
             try:
@@ -153,7 +161,27 @@ class Poller:
                 dev.due = nxt
                 heapq.heappush(bus.heap, (nxt, next(self._seq), dev))
                 if bus.heap[0][2] is dev and len(bus.links) > 1:
-                    bus.wake.set()  # now the earliest: a sleeping sibling must re-check
+                    self._wake(bus)  # now the earliest: a sleeping sibling must re-check
+
+    async def _sleep(self, bus: _Bus, delay: float | None) -> None:
+        """Sleep `delay` seconds (None: until woken) or until `_wake(bus)`; no exceptions raised
+        on the hot path, unlike asyncio.timeout."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        bus.sleepers.append(fut)
+        handle = loop.call_later(max(delay, 0.0), _release, fut) if delay is not None else None
+        try:
+            await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            with contextlib.suppress(ValueError):
+                bus.sleepers.remove(fut)
+
+    @staticmethod
+    def _wake(bus: _Bus) -> None:
+        for fut in bus.sleepers:
+            _release(fut)
 
     async def _request(self, bus: _Bus, link: ModbusLink, call: Callable[[], Any], words: int) -> Any:
         """One request on the link, retried once at once on a frame/CRC error, paced on
@@ -181,11 +209,11 @@ class Poller:
         unit = dev.cfg.unit_id
         values: dict[str, float] = {}
         try:
-            for block in dev.blocks:
+            for block, decode_words in zip(dev.blocks, dev.decoders, strict=True):
                 words = await self._request(
                     bus, link, lambda b=block: link.read(unit, b.start, b.count), block.count
                 )
-                values.update(decode_block(block, words))
+                values.update(decode_words(words))
         except FieldError as exc:
             self._count_error(dev, exc)
             dev.failures += 1
@@ -230,7 +258,7 @@ class Poller:
         bus = self.buses[dev.cfg.bus]
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         bus.urgent.append(WriteJob(dev, point, words, verify, fut))
-        bus.wake.set()
+        self._wake(bus)
         return await fut
 
     async def _write(self, bus: _Bus, link: ModbusLink, job: WriteJob) -> None:

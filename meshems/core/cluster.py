@@ -185,6 +185,10 @@ def _declare_node(state: ZoneState, cmd: Command, term: int, index: int) -> tupl
     }
     members = {**state.members, node_id: Member(node_id, f["raft"], f["api"])}
     changes = {"members": members, "devices": devices, "setpoints": setpoints}
+    report = state.reports.get(node_id)
+    if report is not None and any(r.device_id not in declared for r in report.readings):
+        kept = tuple(r for r in report.readings if r.device_id in declared)
+        changes["reports"] = {**state.reports, node_id: replace(report, readings=kept)}
     return changes, _ok(term, index, f"node {node_id} declared with {len(declared)} devices")
 
 

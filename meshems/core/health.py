@@ -41,6 +41,8 @@ def next_poll_at(due: float, now: float, interval_s: float, failures: int) -> fl
         nxt = due + interval_s
         if nxt <= now:  # we fell behind: skip to the next slot in the future
             nxt = due + interval_s * (int((now - due) / interval_s) + 1)
+            while nxt <= now:  # float rounding can land exactly on `now`
+                nxt += interval_s
         return nxt
     backoff = interval_s * (2 ** min(failures - 1, 16))
     return now + min(max(backoff, interval_s), max(BACKOFF_CAP_S, interval_s))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Literal
@@ -198,6 +198,46 @@ def decode_block(block: Block, words: Sequence[int]) -> dict[str, float]:
     if len(words) != block.count:
         raise CodecError(f"block at {block.start}: expected {block.count} words, got {len(words)}")
     return {p.name: decode(p, words[p.address - block.start : p.end - block.start]) for p in block.points}
+
+
+_STRUCT_CODES = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
+
+
+def compile_block(block: Block) -> Callable[[Sequence[int]], dict[str, float]]:
+    """A faster `decode_block` for one block (the poller's hot path): one struct unpack for
+    all big-word-order points; other points fall back to `decode`. Same results."""
+    fast = [p for p in block.points if p.word_order == "big" or p.count == 1]
+    slow = [p for p in block.points if p not in fast]
+    offsets = [
+        (p.name, (p.address - block.start) * 2, struct.Struct(">" + _STRUCT_CODES[p.type]), p) for p in fast
+    ]
+    words_struct = struct.Struct(f">{block.count}H")
+
+    def decode_fast(words: Sequence[int]) -> dict[str, float]:
+        if len(words) != block.count:
+            raise CodecError(f"block at {block.start}: expected {block.count} words, got {len(words)}")
+        try:
+            raw_bytes = words_struct.pack(*words)
+        except struct.error:
+            return decode_block(block, words)  # out-of-range words: let decode name the point
+        out: dict[str, float] = {}
+        for name, offset, st, p in offsets:
+            v = st.unpack_from(raw_bytes, offset)[0]
+            if (
+                p.type != "float32"
+                and (v if p.type[0] == "u" else v & _MASK[p.type]) == NOT_IMPLEMENTED[p.type]
+            ):
+                out[name] = math.nan
+            else:
+                out[name] = v * p.scale
+        for p in slow:
+            out[p.name] = decode(p, words[p.address - block.start : p.end - block.start])
+        return out
+
+    return decode_fast
+
+
+_MASK = {"int16": 0xFFFF, "int32": 0xFFFF_FFFF}
 
 
 # --- roles and profiles ---------------------------------------------------------------------

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Polling benchmark: the meshems poller against simulated meters served by real pymodbus
+servers in their own processes, beside a naive sequential loop and the bare pymodbus client.
+
+For each size (100, 500, 2000 devices x 10 registers, 1 s interval) it reports achieved
+polls/s, p50/p99 lateness against each device's schedule, CPU % of one core and CPU us per
+poll of the poller process alone, and its RSS. In the same run: a naive sequential loop
+with the same pymodbus client, and the bare client's CPU us per request at the same
+concurrency (the floor for us), with ratios. One more row: a silent device on a shared bus
+and how much the other devices' rate changes. Never asserts on time.
+
+    python scripts/bench/poll_bench.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+PROFILE = str(Path(__file__).resolve().parent / "bench-meter.yaml")
+UNITS_PER_SERVER = 200
+
+
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+# --- simulators (separate processes) ------------------------------------------------------
+
+
+class Sims:
+    def __init__(self, folder: Path, devices: int, per_server: int = UNITS_PER_SERVER) -> None:
+        self.folder = folder
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.servers: list[tuple[int, int]] = []  # (port, units)
+        n_servers = (devices + per_server - 1) // per_server
+        ports = free_ports(n_servers)
+        left = devices
+        for i, port in enumerate(ports):
+            units = min(per_server, left)
+            left -= units
+            self.servers.append((port, units))
+            site = {
+                "site": {"seed": i, "speed": 1.0, "tick_s": 1.0},
+                "servers": [{"id": "s", "type": "tcp", "host": "127.0.0.1", "port": port}],
+                "devices": [
+                    {"server": "s", "unit_id": 1, "model": "meter", "profile": PROFILE, "count": units}
+                ],
+            }
+            (folder / f"site{i}.yaml").write_text(yaml.safe_dump(site))
+
+    def start(self) -> None:
+        for i in range(len(self.servers)):
+            ready = self.folder / f"site{i}.ready"
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "meshems", "sim", "--site", str(self.folder / f"site{i}.yaml"),
+                 "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+            ))  # fmt: skip
+        end = time.monotonic() + 60
+        for i in range(len(self.servers)):
+            ready = self.folder / f"site{i}.ready"
+            while not (ready.exists() and ready.stat().st_size):
+                if time.monotonic() > end:
+                    raise TimeoutError("simulators did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+# --- worker side (runs in its own process so its CPU is its own) ----------------------------
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
+    from meshems.adapters.poller import Poller
+    from meshems.adapters.profiles import load_profile
+    from meshems.core.config import NodeConfig
+
+    profile = load_profile(PROFILE)
+    buses, devices = [], []
+    for i, (port, units) in enumerate(spec["servers"]):
+        buses.append({"id": f"b{i}", "type": "tcp", "host": "127.0.0.1", "port": port,
+                      "concurrency": spec["concurrency"], "timeout_s": spec["timeout_s"]})  # fmt: skip
+        for u in range(1, units + 1):
+            devices.append({"id": f"d{i}-{u}", "kind": "meter", "bus": f"b{i}", "unit_id": u,
+                            "profile": "bench", "poll_interval_s": spec["interval_s"]})  # fmt: skip
+    node = NodeConfig.model_validate(
+        {
+            "id": "bench",
+            "address": "127.0.0.1",
+            "raft_port": 1,
+            "api_port": 2,
+            "buses": buses,
+            "devices": devices,
+        }
+    )
+    poller = Poller(node, {d.id: profile for d in node.devices})
+    await poller.start()
+    await asyncio.sleep(spec["warmup_s"])
+    polls0 = {k: d.counters["polls"] for k, d in poller.devices.items()}
+    oks0 = sum(d.counters["ok"] for d in poller.devices.values())
+    for d in poller.devices.values():
+        d.lateness_s.clear()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(spec["measure_s"])
+    cpu1, t1 = time.process_time(), time.monotonic()
+    polls = {k: d.counters["polls"] - polls0[k] for k, d in poller.devices.items()}
+    oks = sum(d.counters["ok"] for d in poller.devices.values()) - oks0
+    late = sorted(x for d in poller.devices.values() for x in d.lateness_s)
+    silent = spec.get("silent_unit")
+    others = [v for k, v in polls.items() if k != f"d0-{silent}"]
+    result = {
+        "polls_per_s": sum(polls.values()) / (t1 - t0),
+        "ok_per_s": oks / (t1 - t0),
+        "others_rate_hz": statistics.mean(others) / (t1 - t0) if others else 0.0,
+        "lateness_p50_ms": 1000 * late[len(late) // 2] if late else float("nan"),
+        "lateness_p99_ms": 1000 * late[min(len(late) - 1, int(len(late) * 0.99))] if late else float("nan"),
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "cpu_us_per_poll": 1e6 * (cpu1 - cpu0) / max(1, sum(polls.values())),
+        "rss_mb": rss_mb(),
+        "errors": sum(d.counters["polls"] - d.counters["ok"] for d in poller.devices.values()),
+    }
+    await poller.stop()
+    return result
+
+
+async def run_naive(spec: dict[str, Any]) -> dict[str, Any]:
+    """A naive loop: one pymodbus client per server, devices read one after another."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    clients = []
+    for port, units in spec["servers"]:
+        c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=spec["timeout_s"], retries=0)
+        await c.connect()
+        clients.append((c, units))
+    interval = spec["interval_s"]
+    polls, lateness = 0, []
+    t_end = time.monotonic() + spec["warmup_s"] + spec["measure_s"]
+    t_measure = time.monotonic() + spec["warmup_s"]
+    cpu0 = t0 = None
+    cycle_start = time.monotonic()
+    while time.monotonic() < t_end:
+        if cpu0 is None and time.monotonic() >= t_measure:
+            cpu0, t0, polls = time.process_time(), time.monotonic(), 0
+        for c, units in clients:
+            for u in range(1, units + 1):
+                await c.read_holding_registers(40070, count=10, device_id=u)
+                polls += 1
+        done = time.monotonic()
+        lateness.append(max(0.0, done - cycle_start - interval))
+        cycle_start = max(cycle_start + interval, done)
+        await asyncio.sleep(max(0.0, cycle_start - time.monotonic()))
+    cpu1, t1 = time.process_time(), time.monotonic()
+    for c, _ in clients:
+        c.close()
+    assert cpu0 is not None and t0 is not None
+    lateness.sort()
+    return {
+        "polls_per_s": polls / (t1 - t0),
+        "cpu_us_per_poll": 1e6 * (cpu1 - cpu0) / max(1, polls),
+        "cycle_overrun_p50_ms": 1000 * lateness[len(lateness) // 2],
+    }
+
+
+async def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
+    """The bare client at the same concurrency: N clients per server, back-to-back requests."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    clients = []
+    for port, units in spec["servers"]:
+        for _ in range(spec["concurrency"]):
+            c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=spec["timeout_s"], retries=0)
+            await c.connect()
+            clients.append((c, units))
+    stop = time.monotonic() + spec["measure_s"]
+    counts = [0] * len(clients)
+
+    async def loop(i: int, c: Any, units: int) -> None:
+        u = 0
+        while time.monotonic() < stop:
+            u = u % units + 1
+            await c.read_holding_registers(40070, count=10, device_id=u)
+            counts[i] += 1
+
+    cpu0, t0 = time.process_time(), time.monotonic()
+    await asyncio.gather(*(loop(i, c, u) for i, (c, u) in enumerate(clients)))
+    cpu1, t1 = time.process_time(), time.monotonic()
+    for c, _ in clients:
+        c.close()
+    return {
+        "requests_per_s": sum(counts) / (t1 - t0),
+        "cpu_us_per_request": 1e6 * (cpu1 - cpu0) / sum(counts),
+    }
+
+
+def worker(mode: str, spec_json: str) -> None:
+    import logging
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    spec = json.loads(spec_json)
+    fn = {"poller": run_poller, "naive": run_naive, "bare": run_bare}[mode]
+    print(json.dumps(asyncio.run(fn(spec))))
+
+
+def in_worker(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", mode, "--spec", json.dumps(spec)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def measure_size(folder: Path, devices: int, measure_s: float, concurrency: int) -> dict[str, Any]:
+    sims = Sims(folder, devices)
+    sims.start()
+    try:
+        spec = {"servers": sims.servers, "concurrency": concurrency, "timeout_s": 0.5, "interval_s": 1.0,
+                "warmup_s": 3.0, "measure_s": measure_s}  # fmt: skip
+        poller = in_worker("poller", spec)
+        naive = in_worker("naive", spec)
+        bare = in_worker("bare", {**spec, "measure_s": min(5.0, measure_s)})
+    finally:
+        sims.stop()
+    return {"devices": devices, "poller": poller, "naive": naive, "bare": bare}
+
+
+def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
+    """100 devices on ONE shared bus (one connection): others' rate with and without a silent one."""
+    results = {}
+    for silent in (False, True):
+        sims = Sims(folder, 100, per_server=100)
+        if silent:  # a silent device from the start, via the site file's faults
+            site_file = folder / "site0.yaml"
+            doc = yaml.safe_load(site_file.read_text())
+            doc["faults"] = [{"server": "s", "unit_id": 1, "kind": "silent"}]
+            site_file.write_text(yaml.safe_dump(doc))
+        sims.start()
+        try:
+            spec = {"servers": sims.servers, "concurrency": 1, "timeout_s": 0.5, "interval_s": 1.0,
+                    "warmup_s": 5.0, "measure_s": measure_s, "silent_unit": 1 if silent else None}  # fmt: skip
+            results["silent" if silent else "clean"] = in_worker("poller", spec)
+        finally:
+            sims.stop()
+    clean, dirty = results["clean"]["others_rate_hz"], results["silent"]["others_rate_hz"]
+    return {**results, "rate_change_pct": 100 * (dirty - clean) / clean}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="100 and 500 devices, short runs")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--concurrency", type=int, default=4, help="connections per simulated server")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.spec)
+        return 0
+    sizes = (100, 500) if args.quick else (100, 500, 2000)
+    measure_s = 5.0 if args.quick else 10.0
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="meshems-pollbench-") as tmp:
+        for n in sizes:
+            print(f"bench: {n} devices...", file=sys.stderr)
+            folder = Path(tmp) / f"n{n}"
+            folder.mkdir()
+            rows.append(measure_size(folder, n, measure_s, args.concurrency))
+        print("bench: silent device on a shared bus...", file=sys.stderr)
+        folder = Path(tmp) / "silent"
+        folder.mkdir()
+        silent = measure_silent(folder, measure_s)
+    out: dict[str, Any] = {"sizes": rows, "silent": silent,
+                           "silent_device_rate_change_pct": round(silent["rate_change_pct"], 2)}  # fmt: skip
+    for r in rows:
+        n, p, b = r["devices"], r["poller"], r["bare"]
+        out[f"polls_per_s_{n}"] = round(p["polls_per_s"], 1)
+        out[f"cpu_pct_{n}"] = round(p["cpu_pct"], 1)
+        out[f"lateness_p50_ms_{n}"] = round(p["lateness_p50_ms"], 2)
+        out[f"lateness_p99_ms_{n}"] = round(p["lateness_p99_ms"], 2)
+        out[f"rss_mb_{n}"] = round(p["rss_mb"], 1)
+        out[f"cpu_us_per_poll_{n}"] = round(p["cpu_us_per_poll"], 1)
+        out[f"cpu_per_poll_vs_bare_{n}"] = round(p["cpu_us_per_poll"] / b["cpu_us_per_request"], 2)
+        out[f"errors_{n}"] = p["errors"]
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(
+        f"{'devices':>8} {'polls/s':>9} {'late p50':>9} {'late p99':>9} {'CPU %':>7} {'us/poll':>8} "
+        f"{'RSS MB':>7} {'naive p/s':>10} {'naive us':>9} {'bare us':>8} {'vs bare':>8} {'vs naive':>9}"
+    )
+    for r in rows:
+        p, nv, b = r["poller"], r["naive"], r["bare"]
+        print(f"{r['devices']:>8} {p['polls_per_s']:>9.1f} {p['lateness_p50_ms']:>8.1f}ms {p['lateness_p99_ms']:>7.1f}ms"
+              f" {p['cpu_pct']:>7.1f} {p['cpu_us_per_poll']:>8.1f} {p['rss_mb']:>7.1f} {nv['polls_per_s']:>10.1f}"
+              f" {nv['cpu_us_per_poll']:>9.1f} {b['cpu_us_per_request']:>8.1f}"
+              f" {p['cpu_us_per_poll'] / b['cpu_us_per_request']:>7.2f}x"
+              f" {p['cpu_us_per_poll'] / nv['cpu_us_per_poll']:>8.2f}x")  # fmt: skip
+    s = silent
+    print(
+        f"silent device on a shared bus (100 devices, one connection): others' rate "
+        f"{s['clean']['others_rate_hz']:.3f} Hz -> {s['silent']['others_rate_hz']:.3f} Hz "
+        f"({s['rate_change_pct']:+.2f} %)"
+    )
+    print(
+        "errors (failed polls) per size: "
+        + ", ".join(f"{r['devices']}: {r['poller']['errors']}" for r in rows)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
