@@ -84,6 +84,7 @@ class ModbusLink:
 
     def __init__(self, bus: BusConfig) -> None:
         self.bus = bus
+        self._serial = bus.serial
         self._rx = _Rx()
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._next_connect = 0.0
@@ -92,12 +93,15 @@ class ModbusLink:
         self.connect_failures = 0
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
+        rx = self._rx
         if sending:
-            self._rx = _Rx()
+            rx.bytes_seen = 0
+            rx.buffer = b""
             return data
-        self._rx.bytes_seen += len(data)
-        self._rx.buffer = (self._rx.buffer + data)[-512:]
-        if self.bus.type == "tcp" and len(data) >= 8 and (data[7] & 0x7F) not in KNOWN_FUNCTION_CODES:
+        rx.bytes_seen += len(data)
+        if self._serial:
+            rx.buffer = (rx.buffer + data)[-512:]  # kept to tell CRC errors from other garbage
+        elif len(data) >= 8 and (data[7] & 0x7F) not in KNOWN_FUNCTION_CODES:
             # pymodbus 3.16 raises inside data_received on an undecodable PDU, and asyncio
             # then drops the connection: swallow the garbage, the request times out and is
             # counted as E_FRAME (bytes were seen).
@@ -149,7 +153,8 @@ class ModbusLink:
         return self.bus.serial_port or f"{self.bus.host}:{self.bus.port}"
 
     async def read(self, unit_id: int, address: int, count: int) -> list[int]:
-        await self.connect()
+        if not self.connected:
+            await self.connect()
         assert self._client is not None
         try:
             rr = await self._client.read_holding_registers(address, count=count, device_id=unit_id)
@@ -164,7 +169,8 @@ class ModbusLink:
         return list(rr.registers)
 
     async def write(self, unit_id: int, address: int, values: list[int]) -> None:
-        await self.connect()
+        if not self.connected:
+            await self.connect()
         assert self._client is not None
         try:
             rr = await self._client.write_registers(address, values, device_id=unit_id)

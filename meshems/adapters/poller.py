@@ -186,17 +186,17 @@ class Poller:
     async def _request(self, bus: _Bus, link: ModbusLink, call: Callable[[], Any], words: int) -> Any:
         """One request on the link, retried once at once on a frame/CRC error, paced on
         serial lines by the modelled line time (a pty ignores baud)."""
-        start = self.clock()
+        paced = bus.cfg.serial and bus.cfg.model_line_time
+        start = self.clock() if paced else 0.0
         try:
-            for attempt in (0, 1):
-                try:
-                    return await call()
-                except FieldError as exc:
-                    if attempt == 0 and exc.code in RETRY_AT_ONCE:
-                        continue
+            try:
+                return await call()
+            except FieldError as exc:
+                if exc.code not in RETRY_AT_ONCE:
                     raise
+            return await call()
         finally:
-            if bus.cfg.serial and bus.cfg.model_line_time:
+            if paced:
                 rest = line_time_s(bus.cfg, 8, 5 + 2 * words) - (self.clock() - start)
                 if rest > 0:
                     await asyncio.sleep(rest)

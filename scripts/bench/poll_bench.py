@@ -152,7 +152,11 @@ async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
         "cpu_us_per_poll": 1e6 * (cpu1 - cpu0) / max(1, sum(polls.values())),
         "rss_mb": rss_mb(),
-        "errors": sum(d.counters["polls"] - d.counters["ok"] for d in poller.devices.values()),
+        "errors": sum(
+            d.counters[k]
+            for d in poller.devices.values()
+            for k in ("timeouts", "crc_errors", "frame_errors", "connect_errors", "exceptions", "other_errors")
+        ),
     }
     await poller.stop()
     return result
@@ -289,6 +293,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="100 and 500 devices, short runs")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--concurrency", type=int, default=4, help="connections per simulated server")
+    ap.add_argument("--sizes", help="comma-separated device counts (default 100,500,2000)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -296,6 +301,8 @@ def main() -> int:
         worker(args.worker, args.spec)
         return 0
     sizes = (100, 500) if args.quick else (100, 500, 2000)
+    if args.sizes:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
     measure_s = 5.0 if args.quick else 10.0
     rows = []
     with tempfile.TemporaryDirectory(prefix="meshems-pollbench-") as tmp:

@@ -40,3 +40,22 @@ def test_raft_bench_quick_json() -> None:
     assert result["replica_hashes_equal"] is True
     assert result["failover_trials"] == 2 and result["failover_missing"] == 0
     assert all(isinstance(result[k], int | float) and result[k] > 0 for k in RAFT_KEYS)
+
+
+POLL_KEYS = {
+    "polls_per_s_100", "cpu_pct_100", "lateness_p99_ms_100", "rss_mb_100", "cpu_per_poll_vs_bare_100",
+    "silent_device_rate_change_pct",
+}  # fmt: skip
+
+
+def test_poll_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/poll_bench.py"), "--quick", "--sizes", "100", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) >= POLL_KEYS
+    assert result["errors_100"] == 0
+    assert result["polls_per_s_100"] == pytest.approx(100, rel=0.1)  # every device polled at 1 Hz
+    assert abs(result["silent_device_rate_change_pct"]) < 20
