@@ -73,10 +73,23 @@ class Sims:
     def start(self) -> None:
         for i in range(len(self.servers)):
             ready = self.folder / f"site{i}.ready"
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "meshems", "sim", "--site", str(self.folder / f"site{i}.yaml"),
-                 "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-            ))  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "meshems",
+                        "sim",
+                        "--site",
+                        str(self.folder / f"site{i}.yaml"),
+                        "--ready-file",
+                        str(ready),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=ROOT,
+                )
+            )
         end = time.monotonic() + 60
         for i in range(len(self.servers)):
             ready = self.folder / f"site{i}.ready"
@@ -113,11 +126,27 @@ async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
     profile = load_profile(PROFILE)
     buses, devices = [], []
     for i, (port, units) in enumerate(spec["servers"]):
-        buses.append({"id": f"b{i}", "type": "tcp", "host": "127.0.0.1", "port": port,
-                      "concurrency": spec["concurrency"], "timeout_s": spec["timeout_s"]})  # fmt: skip
+        buses.append(
+            {
+                "id": f"b{i}",
+                "type": "tcp",
+                "host": "127.0.0.1",
+                "port": port,
+                "concurrency": spec["concurrency"],
+                "timeout_s": spec["timeout_s"],
+            }
+        )
         for u in range(1, units + 1):
-            devices.append({"id": f"d{i}-{u}", "kind": "meter", "bus": f"b{i}", "unit_id": u,
-                            "profile": "bench", "poll_interval_s": spec["interval_s"]})  # fmt: skip
+            devices.append(
+                {
+                    "id": f"d{i}-{u}",
+                    "kind": "meter",
+                    "bus": f"b{i}",
+                    "unit_id": u,
+                    "profile": "bench",
+                    "poll_interval_s": spec["interval_s"],
+                }
+            )
     node = NodeConfig.model_validate(
         {
             "id": "bench",
@@ -155,7 +184,14 @@ async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": sum(
             d.counters[k]
             for d in poller.devices.values()
-            for k in ("timeouts", "crc_errors", "frame_errors", "connect_errors", "exceptions", "other_errors")
+            for k in (
+                "timeouts",
+                "crc_errors",
+                "frame_errors",
+                "connect_errors",
+                "exceptions",
+                "other_errors",
+            )
         ),
     }
     await poller.stop()
@@ -243,8 +279,11 @@ def worker(mode: str, spec_json: str) -> None:
 def in_worker(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", mode, "--spec", json.dumps(spec)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -257,8 +296,14 @@ def measure_size(folder: Path, devices: int, measure_s: float, concurrency: int)
     sims = Sims(folder, devices)
     sims.start()
     try:
-        spec = {"servers": sims.servers, "concurrency": concurrency, "timeout_s": 0.5, "interval_s": 1.0,
-                "warmup_s": 3.0, "measure_s": measure_s}  # fmt: skip
+        spec = {
+            "servers": sims.servers,
+            "concurrency": concurrency,
+            "timeout_s": 0.5,
+            "interval_s": 1.0,
+            "warmup_s": 3.0,
+            "measure_s": measure_s,
+        }
         poller = in_worker("poller", spec)
         naive = in_worker("naive", spec)
         bare = in_worker("bare", {**spec, "measure_s": min(5.0, measure_s)})
@@ -279,8 +324,15 @@ def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
             site_file.write_text(yaml.safe_dump(doc))
         sims.start()
         try:
-            spec = {"servers": sims.servers, "concurrency": 1, "timeout_s": 0.5, "interval_s": 1.0,
-                    "warmup_s": 5.0, "measure_s": measure_s, "silent_unit": 1 if silent else None}  # fmt: skip
+            spec = {
+                "servers": sims.servers,
+                "concurrency": 1,
+                "timeout_s": 0.5,
+                "interval_s": 1.0,
+                "warmup_s": 5.0,
+                "measure_s": measure_s,
+                "silent_unit": 1 if silent else None,
+            }
             results["silent" if silent else "clean"] = in_worker("poller", spec)
         finally:
             sims.stop()
@@ -315,8 +367,11 @@ def main() -> int:
         folder = Path(tmp) / "silent"
         folder.mkdir()
         silent = measure_silent(folder, measure_s)
-    out: dict[str, Any] = {"sizes": rows, "silent": silent,
-                           "silent_device_rate_change_pct": round(silent["rate_change_pct"], 2)}  # fmt: skip
+    out: dict[str, Any] = {
+        "sizes": rows,
+        "silent": silent,
+        "silent_device_rate_change_pct": round(silent["rate_change_pct"], 2),
+    }
     for r in rows:
         n, p, b = r["devices"], r["poller"], r["bare"]
         out[f"polls_per_s_{n}"] = round(p["polls_per_s"], 1)
@@ -330,17 +385,38 @@ def main() -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(
-        f"{'devices':>8} {'polls/s':>9} {'late p50':>9} {'late p99':>9} {'CPU %':>7} {'us/poll':>8} "
-        f"{'RSS MB':>7} {'naive p/s':>10} {'naive us':>9} {'bare us':>8} {'vs bare':>8} {'vs naive':>9}"
+    header = (
+        "devices",
+        "polls/s",
+        "late p50",
+        "late p99",
+        "CPU %",
+        "us/poll",
+        "RSS MB",
+        "naive p/s",
+        "naive us",
+        "bare us",
+        "vs bare",
+        "vs naive",
     )
+    print(" ".join(f"{h:>9}" for h in header))
     for r in rows:
         p, nv, b = r["poller"], r["naive"], r["bare"]
-        print(f"{r['devices']:>8} {p['polls_per_s']:>9.1f} {p['lateness_p50_ms']:>8.1f}ms {p['lateness_p99_ms']:>7.1f}ms"
-              f" {p['cpu_pct']:>7.1f} {p['cpu_us_per_poll']:>8.1f} {p['rss_mb']:>7.1f} {nv['polls_per_s']:>10.1f}"
-              f" {nv['cpu_us_per_poll']:>9.1f} {b['cpu_us_per_request']:>8.1f}"
-              f" {p['cpu_us_per_poll'] / b['cpu_us_per_request']:>7.2f}x"
-              f" {p['cpu_us_per_poll'] / nv['cpu_us_per_poll']:>8.2f}x")  # fmt: skip
+        cells = [
+            f"{r['devices']}",
+            f"{p['polls_per_s']:.1f}",
+            f"{p['lateness_p50_ms']:.1f}ms",
+            f"{p['lateness_p99_ms']:.1f}ms",
+            f"{p['cpu_pct']:.1f}",
+            f"{p['cpu_us_per_poll']:.1f}",
+            f"{p['rss_mb']:.1f}",
+            f"{nv['polls_per_s']:.1f}",
+            f"{nv['cpu_us_per_poll']:.1f}",
+            f"{b['cpu_us_per_request']:.1f}",
+            f"{p['cpu_us_per_poll'] / b['cpu_us_per_request']:.2f}x",
+            f"{p['cpu_us_per_poll'] / nv['cpu_us_per_poll']:.2f}x",
+        ]
+        print(" ".join(f"{c:>9}" for c in cells))
     s = silent
     print(
         f"silent device on a shared bus (100 devices, one connection): others' rate "
