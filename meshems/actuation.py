@@ -1,9 +1,10 @@
-"""Actuation: this node writes the committed setpoints of its own devices to the field.
+"""Actuation: this node writes the committed setpoints and relay states of its own devices.
 
-Owns when to write: a committed setpoint is written once its fencing token (term, index)
-is newer than the last one applied to the device, and refreshed before the device's revert
+Owns when to write: a committed value is written once its fencing token (term, index) is
+newer than the last one applied to the device, and refreshed before the device's revert
 timeout while it stays committed (a device whose commands stop falls back to its safe
-default). Only committed state drives devices; nothing here proposes anything.
+default). In survival mode (no quorum) the node's own dispatch inside its envelope takes
+over; protection trips lock loads out for a hold time. Nothing here proposes anything.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 from meshems.adapters.poller import Poller
 from meshems.core.cluster import ZoneState
 from meshems.core.config import DeviceConfig, NodeConfig
+from meshems.core.dispatch import DispatchResult
 from meshems.core.fencing import Token, newer, pv_limit_pct
+from meshems.core.protection import Trip
 from meshems.logs import log
 
 #: refresh interval when the device has no revert timeout
@@ -29,6 +32,7 @@ class Actuator:
         self.own: dict[str, DeviceConfig] = {
             d.id: d for d in node.devices if d.id in poller.devices and d.kind in ("battery", "pv")
         }
+        self.relay_devices = {d.id for d in node.devices if d.id in poller.devices and d.kind == "relay"}
         self.applied: dict[str, Token] = {}
         self.last_write: dict[str, float] = {}
         self.refused_stale = 0
@@ -36,6 +40,9 @@ class Actuator:
         self.state: ZoneState | None = None
         self.wake = asyncio.Event()
         self._revert_written: set[str] = set()
+        self._lockout_until: dict[str, float] = {}
+        self.survival: DispatchResult | None = None
+        self._survival_shed: dict[str, float] = {}
 
     def on_state(self, state: ZoneState) -> None:
         """Loop thread: the zone state changed (a new entry was applied)."""
@@ -58,6 +65,8 @@ class Actuator:
             await self.step()
 
     async def step(self) -> None:
+        if self.survival is not None:
+            return  # survival writes come from apply_survival
         state = self.state
         if state is None:
             return
@@ -67,28 +76,34 @@ class Actuator:
             sp = state.setpoints.get(dev_id)
             if sp is None:
                 continue
-            token = (sp.term, sp.index)
-            applied = self.applied.get(dev_id)
-            if not newer(token, applied) and token != applied:
-                self.refused_stale += 1
-                log(
-                    "warning",
-                    "W_STALE_SETPOINT",
-                    "refused a setpoint older than one already applied",
-                    device=dev_id,
-                    token=list(token),
-                    applied=list(applied or ()),
-                )
+            if self._fenced(dev_id, (sp.term, sp.index), now, self.refresh_s(dev)):
+                await self._write_setpoint(dev, sp.kw, (sp.term, sp.index))
+        for load, rs in state.relays.items():
+            device_id, _, ch = load.rpartition(":")
+            if device_id not in self.relay_devices or self.locked_out(load):
                 continue
-            due = token != applied or now - self.last_write.get(dev_id, 0.0) >= self.refresh_s(dev)
-            if due:
-                await self._write(dev, sp.kw, token)
+            if self._fenced(load, (rs.term, rs.index), now, IDLE_REFRESH_S):
+                await self._write_relay(
+                    load, device_id, int(ch), rs.closed, (rs.term, rs.index), rs.controller
+                )
 
-    async def _write(self, dev: DeviceConfig, kw: float, token: Token) -> None:
+    def _fenced(self, key: str, token: Token, now: float, refresh_s: float) -> bool:
+        """Whether to write now: a newer token, or the same one due for a refresh. An older
+        token than the one applied is refused (and counted)."""
+        applied = self.applied.get(key)
+        if applied is not None and token != applied and not newer(token, applied):
+            self.refused_stale += 1
+            log("warning", "W_STALE_SETPOINT", "refused a value older than one already applied",
+                target=key, token=list(token), applied=list(applied))  # fmt: skip
+            return False
+        return token != applied or now - self.last_write.get(key, 0.0) >= refresh_s
+
+    async def _write_setpoint(
+        self, dev: DeviceConfig, kw: float, token: Token | None, source: str = ""
+    ) -> None:
         rt = self.poller.devices[dev.id]
         if dev.kind == "battery":
-            point = rt.profile.role("setpoint_kw")
-            value = kw
+            point, value = rt.profile.role("setpoint_kw"), kw
         else:
             point = rt.profile.role("limit_pct")
             rated = dev.rated_kw or rt.role_values().get("rated_kw") or 0.0
@@ -96,28 +111,35 @@ class Actuator:
         if point is None:
             return
         res = await self.poller.write(dev.id, point.name, value)
-        self.last_write[dev.id] = time.monotonic()
-        entry = {"device": dev.id, "kw": kw, "term": token[0], "index": token[1], **res}
+        self._record(dev.id, token, res, {"kw": kw, "source": source or "committed"})
+        if res.get("ok") and token is not None and self.applied.get(dev.id) != token:
+            log("info", "I_ACTUATED", f"{dev.id} <- {value:g} ({point.name})", device=dev.id,
+                term=token[0], index=token[1])  # fmt: skip
+
+    async def _write_relay(
+        self, load: str, device_id: str, channel: int, closed: bool, token: Token | None, why: str
+    ) -> dict[str, Any]:
+        point = self.poller.devices[device_id].profile.role(f"relay_{channel}")
+        if point is None:
+            return {"ok": False, "code": "E_PROFILE", "message": f"{device_id} has no relay_{channel}"}
+        res = await self.poller.write(device_id, point.name, 1.0 if closed else 0.0)
+        self._record(load, token, res, {"closed": closed, "source": why})
+        return res
+
+    def _record(self, key: str, token: Token | None, res: dict[str, Any], extra: dict[str, Any]) -> None:
+        self.last_write[key] = time.monotonic()
+        entry = {"device": key, **extra, **res}
+        if token is not None:
+            entry.update(term=token[0], index=token[1])
+            if res.get("ok"):
+                self.applied[key] = token
         self.writes = [*self.writes[-19:], entry]
-        if res.get("ok"):
-            if self.applied.get(dev.id) != token:
-                log(
-                    "info",
-                    "I_ACTUATED",
-                    f"{dev.id} <- {value:g} ({point.name})",
-                    device=dev.id,
-                    term=token[0],
-                    index=token[1],
-                )
-            self.applied[dev.id] = token
-        else:
+        if not res.get("ok"):
             log(
                 "warning",
                 res.get("code", "E_WRITE"),
-                f"writing {dev.id} failed: {res.get('message')}",
-                device=dev.id,
-                term=token[0],
-                index=token[1],
+                f"writing {key} failed: {res.get('message')}",
+                target=key,
             )
 
     async def _ensure_revert_timeout(self, dev: DeviceConfig) -> None:
@@ -130,3 +152,52 @@ class Actuator:
         res = await self.poller.write(dev.id, point.name, dev.revert_timeout_s)
         if res.get("ok"):
             self._revert_written.add(dev.id)
+
+    # --- protection -----------------------------------------------------------------------
+
+    def lock_out(self, target: str, hold_s: float) -> None:
+        self._lockout_until[target] = time.monotonic() + hold_s
+
+    def locked_out(self, target: str) -> bool:
+        return self._lockout_until.get(target, 0.0) > time.monotonic()
+
+    async def protective_write(self, trip: Trip) -> dict[str, Any]:
+        if trip.kind == "shed":
+            device_id, _, ch = trip.target.rpartition(":")
+            return await self._write_relay(trip.target, device_id, int(ch), False, None, "protection")
+        rt = self.poller.devices[trip.target]
+        point = rt.profile.role("limit_pct")
+        if point is None:
+            return {"ok": False, "code": "E_PROFILE", "message": f"{trip.target} has no limit_pct"}
+        res = await self.poller.write(trip.target, point.name, trip.pv_limit_pct)
+        self._record(trip.target, None, res, {"limit_pct": trip.pv_limit_pct, "source": "protection"})
+        return res
+
+    # --- survival -------------------------------------------------------------------------
+
+    def survival_shed_kw(self) -> dict[str, float]:
+        return dict(self._survival_shed)
+
+    async def apply_survival(self, result: DispatchResult) -> None:
+        """Write this node's own dispatch (inside its envelope) while it has no quorum."""
+        self.survival = result
+        for dev_id, kw, controller, _why in result.setpoints:
+            dev = self.own.get(dev_id)
+            if dev is not None:
+                await self._write_setpoint(dev, kw, None, source=f"survival:{controller}")
+        for load, closed, controller, _why, expected in result.relays:
+            device_id, _, ch = load.rpartition(":")
+            if device_id in self.relay_devices and not self.locked_out(load):
+                await self._write_relay(load, device_id, int(ch), closed, None, f"survival:{controller}")
+                if closed:
+                    self._survival_shed.pop(load, None)
+                else:
+                    self._survival_shed[load] = expected
+
+    def leave_survival(self) -> None:
+        """Quorum is back: write the committed values again at once (fencing stays: tokens
+        older than ones already applied are still refused)."""
+        self.survival = None
+        self._survival_shed.clear()
+        self.last_write.clear()
+        self.wake.set()

@@ -19,7 +19,7 @@ from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.core import commands
 from meshems.core.config import ClusterConfig
-from meshems.core.errors import MeshemsError
+from meshems.core.errors import ConfigError, MeshemsError
 from meshems.ops.client import NodeClient
 
 EXAMPLES = {
@@ -32,6 +32,10 @@ EXAMPLES = {
     "member remove": "meshems member remove --config cluster-configs/local-4.yaml n4",
     "demo": "meshems demo --config cluster-configs/local-3.yaml",
     "sim": "meshems sim --site cluster-configs/sites/site-n1.yaml",
+    "policy set": "meshems policy set --config cluster-configs/local-3.yaml import_limit_kw=40 "
+    "shed_order=n1-relays:4,n2-relays:4",
+    "policy get": "meshems policy get --config cluster-configs/local-3.yaml -o json",
+    "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
     "devices": "meshems devices --config cluster-configs/local-3.yaml -o json",
 }
 
@@ -119,6 +123,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--site", required=True, help="site file (YAML)")
     s.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+
+    pol = sub.add_parser(
+        "policy", help="show or change the zone policy (committed through Raft)"
+    ).add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
+    s = add(pol, "set", "policy set", "change zone policy fields (KEY=VALUE; lists comma-separated)")
+    s.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    s = add(pol, "get", "policy get", "show the committed zone policy, envelopes and last dispatch")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    s = add(
+        sub, "explain", "explain", "why a device has its current setpoint: cycle, term, controller, inputs"
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID", help="a device id, or a load RELAY_DEVICE:CHANNEL")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
     s = add(sub, "devices", "devices", "show every field device of the nodes: health, rates, errors")
     s.add_argument("--node", "-n", help="only this node")
@@ -368,6 +386,109 @@ def cmd_devices(cfg: ClusterConfig, args: Any) -> int:
     return 0 if answered else 1
 
 
+def _parse_policy_values(items: list[str]) -> dict[str, Any]:
+    from meshems.core.policy import Policy
+
+    defaults = Policy()
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not hasattr(defaults, key):
+            raise ConfigError(
+                f"policy: {item!r} is not KEY=VALUE with a known key ({', '.join(defaults.to_dict())})"
+            )
+        if key == "shed_order":
+            out[key] = [x for x in raw.split(",") if x]
+        elif key == "reserve_forecast":
+            out[key] = raw.lower() in ("1", "true", "yes", "on")
+        else:
+            try:
+                out[key] = float(raw)
+            except ValueError:
+                raise ConfigError(f"policy: {key} needs a number, got {raw!r}") from None
+    return out
+
+
+def cmd_policy_set(cfg: ClusterConfig, args: Any) -> int:
+    values = _parse_policy_values(args.values)
+    res = _client(cfg, args).propose(commands.encode("set_policy", f"cli-{uuid.uuid4().hex}", values=values))
+    if res.get("ok"):
+        print(f"policy committed at term {res['term']}, index {res['index']}: {values}")
+        return 0
+    print(f"error {res.get('code')}: {res.get('message')}", file=sys.stderr)
+    return 1
+
+
+def _first_answer(cfg: ClusterConfig, args: Any, path: str) -> tuple[int, dict[str, Any]]:
+    client = _client(cfg, args)
+    last = "no node answered"
+    for node in client.ordered_nodes(getattr(args, "node", None)):
+        try:
+            return client.request(node, "GET", path)
+        except MeshemsError as exc:
+            last = exc.message
+    raise MeshemsError(f"E_UNREACHABLE: {last}")
+
+
+def cmd_policy_get(cfg: ClusterConfig, args: Any) -> int:
+    _, body = _first_answer(cfg, args, "/v1/control")
+    if args.output == "json":
+        _print_json(body)
+        return 0
+    pol = body.get("policy")
+    if pol is None:
+        print("no policy committed yet (add a policy: section to the config, or meshems policy set)")
+        return 0
+    for k, v in pol.items():
+        print(f"{k:>20}: {v}")
+    ld = body.get("last_dispatch")
+    if ld:
+        print(
+            f"last dispatch: cycle {ld['cycle']} at term {ld['term']}, index {ld['index']}: "
+            + ", ".join(f"{k}={v:g}" for k, v in ld["inputs"].items())
+        )
+    for node, env in sorted(body.get("envelopes", {}).items()):
+        print(
+            f"envelope {node}: import <= {env['import_limit_kw']:.1f} kW, export <= "
+            f"{env['export_limit_kw']:.1f} kW, SoC reserve {env['soc_reserve_pct']:.0f} %, shed {env['shed']}"
+        )
+    return 0
+
+
+def cmd_explain(cfg: ClusterConfig, args: Any) -> int:
+    from urllib.parse import quote
+
+    code, body = _first_answer(cfg, args, f"/v1/explain?device={quote(args.device_id)}")
+    if code != 200:
+        print(f"error {body.get('code')}: {body.get('message')}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        _print_json(body)
+        return 0
+    sp, relay, d = body.get("setpoint"), body.get("relay"), body.get("dispatch")
+    if sp:
+        print(
+            f"{args.device_id}: {sp['kw']:g} kW, committed at term {sp['term']}, index {sp['index']} "
+            f"(source {sp['source']})"
+        )
+    if relay:
+        print(
+            f"{args.device_id}: {'closed' if relay['closed'] else 'OPEN (shed)'} by {relay['controller']} "
+            f"at term {relay['term']}, index {relay['index']}"
+        )
+    if d and d.get("controller"):
+        print(
+            f"set by controller '{d['controller']}' in dispatch cycle {d['cycle']} (term {d['term']}, index "
+            f"{d['index']}): {d['reason']}"
+        )
+        print("inputs: " + ", ".join(f"{k}={v:g}" for k, v in d["inputs"].items()))
+    elif sp:
+        print("not set by dispatch (an operator or earlier write)")
+    if body.get("reading"):
+        print("latest reading: " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(body["reading"].items())))
+    return 0
+
+
 def cmd_demo(cfg: ClusterConfig, args: Any) -> int:
     from meshems.demo import run_demo
 
@@ -384,4 +505,7 @@ HANDLERS = {
     ("member", "remove"): lambda c, a: _member(c, a, "remove"),
     ("demo", None): cmd_demo,
     ("devices", None): cmd_devices,
+    ("policy", "set"): cmd_policy_set,
+    ("policy", "get"): cmd_policy_get,
+    ("explain", None): cmd_explain,
 }

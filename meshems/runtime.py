@@ -23,6 +23,7 @@ from meshems.adapters.journal import check_node_files, quarantine
 from meshems.adapters.poller import Poller
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
+from meshems.control import ZoneControl
 from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
 from meshems.core.config import ClusterConfig, NodeConfig
@@ -95,6 +96,9 @@ class NodeDaemon:
         )
         self.poller = Poller(self.node, profiles or {}) if profiles else None
         self.actuator = Actuator(self.node, self.poller) if self.poller else None
+        self.control = ZoneControl(cfg, self.node, self.raft, self.poller, self.actuator, self.propose)
+        if self.poller is not None:
+            self.poller.on_poll = self.control.on_poll
         self._report_seq = 0
         self._auth_logged_at = -1e9
         self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
@@ -121,7 +125,11 @@ class NodeDaemon:
         self._routes()
         await self.api.start(self.node.address, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
-        tasks = [asyncio.create_task(self._declare_loop())]
+        tasks = [
+            asyncio.create_task(self._declare_loop()),
+            asyncio.create_task(self.control.leader_loop()),
+            asyncio.create_task(self.control.survival_loop()),
+        ]
         if self.poller is not None and self.actuator is not None:
             await self.poller.start()
             self.actuator.on_state(self.raft.state)
@@ -164,9 +172,12 @@ class NodeDaemon:
                 {"id": d["id"], "state": d["state"], "values": d["values"]} for d in self.poller.snapshot()
             ]
             data = commands.encode(
-                "report", f"report-{self.node.id}-{self._report_seq}", node_id=self.node.id,
-                seq=self._report_seq, devices=readings,
-            )  # fmt: skip
+                "report",
+                f"report-{self.node.id}-{self._report_seq}",
+                node_id=self.node.id,
+                seq=self._report_seq,
+                devices=readings,
+            )
             res = await self.propose(data, timeout_s=2.0)
             if not res.get("ok") and res.get("code") not in RETRYABLE | {"E_STALE_REPORT"}:
                 log("warning", res.get("code", "E_REPORT"), f"report refused: {res.get('message')}")
@@ -260,6 +271,8 @@ class NodeDaemon:
         self.api.route("POST", "/v1/propose", self._h_propose)
         self.api.route("POST", "/v1/members", self._h_members)
         self.api.route("GET", "/v1/devices", self._h_devices)
+        self.api.route("GET", "/v1/explain", self._h_explain)
+        self.api.route("GET", "/v1/control", self._h_control)
 
     def status_dict(self) -> dict[str, Any]:
         st = self.raft.status()
@@ -316,6 +329,75 @@ class NodeDaemon:
                 "last_writes": self.actuator.writes,
             }
         return 200, {"node": self.node.id, "devices": devices, "actuation": actuation}
+
+    async def _h_control(self, req: Request) -> tuple[int, Any]:
+        state = self.raft.state
+        return 200, {
+            "node": self.node.id,
+            "mode": self.control.mode,
+            "policy": state.policy.to_dict() if state.policy else None,
+            "envelopes": {
+                k: {
+                    "import_limit_kw": e.import_limit_kw,
+                    "export_limit_kw": e.export_limit_kw,
+                    "soc_reserve_pct": e.soc_reserve_pct,
+                    "shed": list(e.shed),
+                }
+                for k, e in state.envelopes.items()
+            },
+            "last_dispatch": None
+            if state.last_dispatch is None
+            else {
+                "cycle": state.last_dispatch.cycle,
+                "term": state.last_dispatch.term,
+                "index": state.last_dispatch.index,
+                "inputs": dict(state.last_dispatch.inputs),
+            },
+            "relays": {
+                k: {"closed": r.closed, "controller": r.controller, "term": r.term, "index": r.index}
+                for k, r in state.relays.items()
+            },
+            "trips": self.control.trips,
+        }
+
+    async def _h_explain(self, req: Request) -> tuple[int, Any]:
+        state = self.raft.state
+        target = req.query.get("device", "")
+        sp = state.setpoints.get(target)
+        relay = state.relays.get(target)
+        if sp is None and relay is None and target not in state.devices:
+            return 404, {
+                "ok": False,
+                "code": "E_UNKNOWN_DEVICE",
+                "message": f"the zone knows no {target!r}",
+                "known": sorted([*state.devices, *state.relays]),
+            }
+        out: dict[str, Any] = {"device": target, "node": self.node.id, "applied_index": state.last_index}
+        if sp is not None:
+            out["setpoint"] = setpoint_dict(sp)
+        if relay is not None:
+            out["relay"] = {
+                "closed": relay.closed,
+                "term": relay.term,
+                "index": relay.index,
+                "controller": relay.controller,
+                "expected_kw": relay.expected_kw,
+            }
+        rec = state.last_dispatch
+        if rec is not None:
+            decision = next((d for d in rec.decisions if d[0] == target), None)
+            out["dispatch"] = {
+                "cycle": rec.cycle,
+                "term": rec.term,
+                "index": rec.index,
+                "inputs": dict(rec.inputs),
+                "controller": decision[1] if decision else None,
+                "reason": decision[2] if decision else None,
+            }
+        readings = {r.device_id: dict(r.values) for rep in state.reports.values() for r in rep.readings}
+        if target in readings:
+            out["reading"] = readings[target]
+        return 200, out
 
     async def _h_setpoints(self, req: Request) -> tuple[int, Any]:
         state = self.raft.state

@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 
 from meshems.core.commands import Command, Rejection, decode, peek_rid
+from meshems.core.policy import Envelope, Policy, with_changes
 
 #: The dedup window: request ids are remembered in generations of RID_GENERATION ids, the
 #: newest RID_GENERATIONS generations are kept, so the window holds between
@@ -102,6 +103,29 @@ class NodeReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayState:
+    """A committed state of one relay-switched load (from dispatch), with its token."""
+
+    load: str
+    closed: bool
+    term: int
+    index: int
+    controller: str
+    expected_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRecord:
+    """What the last committed dispatch used and decided (for `meshems explain`)."""
+
+    cycle: int
+    term: int
+    index: int
+    inputs: tuple[tuple[str, float], ...]
+    decisions: tuple[tuple[str, str, str], ...]  # device or load id, controller, reason
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneState:
     last_term: int = 0
     last_index: int = 0
@@ -109,6 +133,10 @@ class ZoneState:
     devices: Mapping[str, Device] = field(default_factory=dict)
     setpoints: Mapping[str, Setpoint] = field(default_factory=dict)
     reports: Mapping[str, NodeReport] = field(default_factory=dict)
+    policy: Policy | None = None
+    relays: Mapping[str, RelayState] = field(default_factory=dict)
+    envelopes: Mapping[str, Envelope] = field(default_factory=dict)
+    last_dispatch: DispatchRecord | None = None
     #: request id -> first result, newest generation first (see RID_GENERATION)
     rids: tuple[Mapping[str, Result], ...] = ()
 
@@ -243,7 +271,52 @@ def _report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict
     return {"reports": {**state.reports, node_id: report}}, _ok(term, index)
 
 
+def _set_policy(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    policy = with_changes(state.policy or Policy(), cmd.fields["values"])
+    return {"policy": policy}, _ok(term, index, "policy updated")
+
+
+def _dispatch(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    f = cmd.fields
+    if state.last_dispatch is not None and f["cycle"] <= state.last_dispatch.cycle:
+        msg = f"dispatch cycle {f['cycle']} is not newer than {state.last_dispatch.cycle}"
+        return {}, _refuse("E_STALE_DISPATCH", msg, term, index)
+    for sp in f["setpoints"]:
+        dev = state.devices.get(sp["device_id"])
+        if dev is None or dev.kind not in ("battery", "pv"):
+            return {}, _refuse("E_UNKNOWN_DEVICE", f"dispatch names {sp['device_id']!r}", term, index)
+        if not dev.min_kw <= sp["kw"] <= dev.max_kw:
+            msg = f"dispatch sets {dev.id} to {sp['kw']} kW outside [{dev.min_kw}, {dev.max_kw}]"
+            return {}, _refuse("E_LIMIT", msg, term, index)
+    for r in f["relays"]:
+        dev = state.devices.get(r["load"].rpartition(":")[0])
+        if dev is None or dev.kind != "relay":
+            return {}, _refuse(
+                "E_UNKNOWN_DEVICE", f"dispatch switches unknown load {r['load']!r}", term, index
+            )
+    setpoints = dict(state.setpoints)
+    decisions = []
+    for sp in f["setpoints"]:
+        setpoints[sp["device_id"]] = Setpoint(sp["device_id"], sp["kw"], term, index, cmd.rid,
+                                              f"dispatch:{sp['controller']}")  # fmt: skip
+        decisions.append((sp["device_id"], sp["controller"], sp["reason"]))
+    relays = dict(state.relays)
+    for r in f["relays"]:
+        relays[r["load"]] = RelayState(r["load"], r["closed"], term, index, r["controller"], r["expected_kw"])
+        decisions.append((r["load"], r["controller"], r["reason"]))
+    envelopes = {
+        e["node_id"]: Envelope(e["node_id"], e["import_limit_kw"], e["export_limit_kw"], e["soc_reserve_pct"],
+                               tuple(str(x) for x in e["shed"]))
+        for e in f["envelopes"]
+    }  # fmt: skip
+    record = DispatchRecord(f["cycle"], term, index, tuple(f["inputs"].items()), tuple(sorted(decisions)))
+    changes = {"setpoints": setpoints, "relays": relays, "envelopes": envelopes, "last_dispatch": record}
+    return changes, _ok(term, index, f"dispatch cycle {f['cycle']}")
+
+
 _HANDLERS = {
+    "set_policy": _set_policy,
+    "dispatch": _dispatch,
     "report": _report,
     "declare_node": _declare_node,
     "set_setpoint": _set_setpoint,
@@ -280,6 +353,24 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
             ]
             for _, r in sorted(state.reports.items())
         ],
+        "policy": None if state.policy is None else state.policy.to_dict(),
+        "relays": [
+            [r.load, r.closed, r.term, r.index, r.controller, r.expected_kw]
+            for _, r in sorted(state.relays.items())
+        ],
+        "envelopes": [
+            [e.node_id, e.import_limit_kw, e.export_limit_kw, e.soc_reserve_pct, list(e.shed)]
+            for _, e in sorted(state.envelopes.items())
+        ],
+        "last_dispatch": None
+        if state.last_dispatch is None
+        else [
+            state.last_dispatch.cycle,
+            state.last_dispatch.term,
+            state.last_dispatch.index,
+            [list(x) for x in state.last_dispatch.inputs],
+            [list(x) for x in state.last_dispatch.decisions],
+        ],
         # Generations in order (newest first), each in insertion order: eviction depends on it.
         "rids": [[[k, *_result_row(v)] for k, v in gen.items()] for gen in state.rids],
     }
@@ -311,6 +402,18 @@ def restore(data: bytes) -> ZoneState:
                 )
                 for r in raw["reports"]
             },
+            policy=None if raw["policy"] is None else with_changes(Policy(), raw["policy"]),
+            relays={r[0]: RelayState(*r) for r in raw["relays"]},
+            envelopes={e[0]: Envelope(e[0], e[1], e[2], e[3], tuple(e[4])) for e in raw["envelopes"]},
+            last_dispatch=None
+            if raw["last_dispatch"] is None
+            else DispatchRecord(
+                raw["last_dispatch"][0],
+                raw["last_dispatch"][1],
+                raw["last_dispatch"][2],
+                tuple((k, v) for k, v in raw["last_dispatch"][3]),
+                tuple((a, b, c) for a, b, c in raw["last_dispatch"][4]),
+            ),
             rids=tuple({r[0]: Result(*r[1:]) for r in gen} for gen in raw["rids"]),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError, msgpack.UnpackException) as exc:

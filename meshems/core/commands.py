@@ -14,6 +14,8 @@ from typing import Any
 
 import msgpack
 
+from meshems.core.policy import policy_problems
+
 SCHEMA_VERSION = 1
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_RID_LEN = 64
@@ -131,6 +133,64 @@ def _report(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {"node_id": _str(cmd, "node_id"), "seq": seq, "devices": readings}
 
 
+def _set_policy(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    values = cmd.get("values")
+    if not isinstance(values, dict) or not values:
+        raise Invalid("E_CMD_MALFORMED", "field 'values' must be a non-empty map of policy fields")
+    problems = policy_problems(values)
+    if problems:
+        raise Invalid("E_POLICY", "; ".join(problems))
+    return {"values": values}
+
+
+def _map_list(
+    cmd: Mapping[str, Any], key: str, fields: dict[str, type | tuple[type, ...]], limit: int
+) -> list:
+    rows = cmd.get(key)
+    if not isinstance(rows, list) or len(rows) > limit:
+        raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a list of at most {limit}")
+    out = []
+    for row in rows:
+        if not isinstance(row, dict) or set(row) != set(fields):
+            raise Invalid("E_CMD_MALFORMED", f"each {key} entry needs exactly {sorted(fields)}")
+        for name, kind in fields.items():
+            v = row[name]
+            if kind is float:
+                _num(row, name)
+            elif not isinstance(v, kind) or isinstance(v, bool) is not (kind is bool):
+                raise Invalid("E_CMD_MALFORMED", f"{key}.{name} has the wrong type")
+        out.append({k: (float(row[k]) if fields[k] is float else row[k]) for k in fields})
+    return out
+
+
+def _dispatch(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    cycle = cmd.get("cycle")
+    if isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 0:
+        raise Invalid("E_CMD_MALFORMED", "field 'cycle' must be a non-negative integer")
+    setpoints = _map_list(
+        cmd, "setpoints", {"device_id": str, "kw": float, "controller": str, "reason": str}, 2000
+    )
+    relays = _map_list(
+        cmd, "relays",
+        {"load": str, "closed": bool, "controller": str, "reason": str, "expected_kw": float}, 2000,
+    )  # fmt: skip
+    envelopes = _map_list(
+        cmd, "envelopes",
+        {"node_id": str, "import_limit_kw": float, "export_limit_kw": float, "soc_reserve_pct": float,
+         "shed": list}, 1000,
+    )  # fmt: skip
+    inputs = cmd.get("inputs")
+    if not isinstance(inputs, dict) or len(inputs) > 64:
+        raise Invalid("E_CMD_MALFORMED", "field 'inputs' must be a map of at most 64 numbers")
+    clean_inputs = {str(k): _num(inputs, k) for k in sorted(inputs, key=str)}
+    for r in relays:
+        dev, _, ch = r["load"].rpartition(":")
+        if not dev or not ch.isdigit():
+            raise Invalid("E_CMD_MALFORMED", f"load id {r['load']!r} is not RELAY_DEVICE:CHANNEL")
+    return {"cycle": cycle, "setpoints": setpoints, "relays": relays, "envelopes": envelopes,
+            "inputs": clean_inputs}  # fmt: skip
+
+
 def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -142,6 +202,8 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "remove_node": (_remove_node, frozenset({"node_id"})),
     "barrier": (_barrier, frozenset()),
     "report": (_report, frozenset({"node_id", "seq", "devices"})),
+    "set_policy": (_set_policy, frozenset({"values"})),
+    "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 

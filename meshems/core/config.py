@@ -88,6 +88,14 @@ class DeviceConfig(_Frozen):
         return self
 
 
+class ProtectionConfig(_Frozen):
+    """Fast local protection at the node's point of connection (no leader, no cloud)."""
+
+    max_import_kw: float = Field(gt=0, description="above this import, shed loads at once")
+    max_export_kw: float = Field(default=1e9, gt=0, description="above this export, curtail PV at once")
+    hold_s: float = Field(default=60.0, ge=0, description="keep tripped loads off at least this long")
+
+
 class NodeConfig(_Frozen):
     id: NameStr
     address: str = Field(min_length=1, description="address Raft and the API bind to")
@@ -99,6 +107,7 @@ class NodeConfig(_Frozen):
     )
     buses: tuple[BusConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
+    protection: ProtectionConfig | None = None
     sim_site: str | None = Field(
         default=None, description="demo only: the simulated site file `meshems demo` starts for this node"
     )
@@ -165,10 +174,34 @@ class RaftConfig(_Frozen):
         return self.leader_fallback_s or self.election_timeout_max_s
 
 
+class PolicyConfig(_Frozen):
+    """The zone policy committed at start (change it at run time with `meshems policy set`)."""
+
+    import_limit_kw: float = Field(gt=0)
+    export_limit_kw: float = Field(default=1e9, gt=0)
+    soc_floor_pct: float = Field(default=10.0, ge=0, le=100)
+    soc_ceiling_pct: float = Field(default=95.0, ge=0, le=100)
+    shed_order: tuple[str, ...] = ()
+    cycle_s: float = Field(default=1.0, ge=0.1, le=60)
+    margin_kw: float = Field(default=2.0, ge=0)
+    restore_margin_kw: float = Field(default=5.0, ge=0)
+    reserve_forecast: bool = True
+
+    @model_validator(mode="after")
+    def _soc(self) -> PolicyConfig:
+        if self.soc_floor_pct >= self.soc_ceiling_pct:
+            raise ValueError("soc_floor_pct must be below soc_ceiling_pct")
+        for i, load in enumerate(self.shed_order):
+            if ":" not in load:
+                raise ValueError(f"shed_order[{i}]: {load!r} is not RELAY_DEVICE:CHANNEL")
+        return self
+
+
 class ClusterConfig(_Frozen):
     cluster: NameStr
     zone: NameStr
     raft: RaftConfig
+    policy: PolicyConfig | None = None
     nodes: tuple[NodeConfig, ...] = Field(min_length=1)
     source: str = Field(default="<memory>", exclude=True, description="the file it came from")
 

@@ -1,0 +1,216 @@
+"""Small controllers, each one rule of the zone policy, run in priority order by dispatch.
+
+Pure. Each takes the process image, the policy and the plan so far, and returns the plan
+with its own decisions added; a later controller never overrides an earlier one's decision
+(it may only use what is left). Every decision carries the controller's name and a reason,
+which `meshems explain` shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from meshems.core.policy import Policy
+from meshems.core.process_image import BatteryImage, ProcessImage
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kw: float
+    controller: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDecision:
+    closed: bool
+    controller: str
+    reason: str
+    expected_kw: float  # the load's power when it was on (to know when restoring is safe)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Dispatch state within one cycle."""
+
+    base_kw: float  # zone import with every battery at 0 (loads - PV)
+    need_discharge_kw: float = 0.0  # battery power that keeps import under the limit
+    need_charge_kw: float = 0.0  # battery charge that keeps export under the limit
+    batteries: dict[str, Decision] = field(default_factory=dict)
+    pvs: dict[str, Decision] = field(default_factory=dict)
+    relays: dict[str, RelayDecision] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def battery_kw(self) -> float:
+        return sum(d.kw for d in self.batteries.values())
+
+
+def import_limit(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
+    """Peak shaving: how much battery discharge keeps zone import under the limit."""
+    upper = policy.import_limit_kw - policy.margin_kw
+    if plan.base_kw > upper:
+        need = plan.base_kw - upper
+        return replace(plan, need_discharge_kw=need, notes=(*plan.notes, f"import_limit: need {need:.1f} kW"))
+    return plan
+
+
+def export_limit(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
+    """Export limit: how much battery charge (else PV curtailment) keeps export under it."""
+    lower = -(policy.export_limit_kw - policy.margin_kw)
+    if plan.base_kw < lower:
+        need = lower - plan.base_kw
+        return replace(plan, need_charge_kw=need, notes=(*plan.notes, f"export_limit: need {need:.1f} kW"))
+    return plan
+
+
+def _discharge_room(b: BatteryImage, policy: Policy) -> float:
+    return b.max_discharge_kw if b.ok and b.soc_pct > policy.soc_floor_pct else 0.0
+
+
+def _charge_room(b: BatteryImage, policy: Policy) -> float:
+    return b.max_charge_kw if b.ok and b.soc_pct < policy.soc_ceiling_pct else 0.0
+
+
+def allocate(total_kw: float, batteries: tuple[BatteryImage, ...], policy: Policy) -> dict[str, float]:
+    """Split a zone battery power (+ discharge) across batteries by state of charge and
+    headroom: discharge in proportion to energy above the floor, charge in proportion to room
+    below the ceiling, each within its power limits (water-filling, so nothing is lost)."""
+    out = {b.id: 0.0 for b in batteries}
+    if total_kw == 0:
+        return out
+    discharging = total_kw > 0
+    weights, caps = {}, {}
+    for b in batteries:
+        if discharging:
+            caps[b.id] = _discharge_room(b, policy)
+            weights[b.id] = max(0.0, b.soc_pct - policy.soc_floor_pct) * max(b.capacity_kwh, 1e-6)
+        else:
+            caps[b.id] = _charge_room(b, policy)
+            weights[b.id] = max(0.0, policy.soc_ceiling_pct - b.soc_pct) * max(b.capacity_kwh, 1e-6)
+    left = abs(total_kw)
+    active = [i for i in caps if caps[i] > 0 and weights[i] > 0]
+    for _ in range(len(active) + 1):  # water-filling: at most one round per battery
+        if left <= 1e-9 or not active:
+            break
+        wsum = sum(weights[i] for i in active)
+        saturated = []
+        for i in active:
+            share = left * weights[i] / wsum
+            room = caps[i] - abs(out[i])
+            take = min(share, room)
+            out[i] += take if discharging else -take
+            if take >= room - 1e-9:
+                saturated.append(i)
+        left = abs(total_kw) - sum(abs(v) for v in out.values())
+        active = [i for i in active if i not in saturated]
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def battery_balancing(image: ProcessImage, policy: Policy, plan: Plan, reserve_kwh: float = 0.0) -> Plan:
+    """Battery setpoints: cover what the limit controllers need; otherwise store surplus PV,
+    and (with a forecast peak ahead) charge up to the reserve it needs from spare headroom."""
+    upper = policy.import_limit_kw - policy.margin_kw
+    if plan.need_discharge_kw > 0:
+        total, why = (
+            plan.need_discharge_kw,
+            f"peak shaving: zone import {plan.base_kw:.1f} kW over {upper:.1f}",
+        )
+        name = "import_limit"
+    elif plan.need_charge_kw > 0:
+        total, why = -plan.need_charge_kw, f"export limit: surplus {-plan.base_kw:.1f} kW"
+        name = "export_limit"
+    else:
+        stored = sum(
+            max(0.0, b.soc_pct - policy.soc_floor_pct) / 100 * b.capacity_kwh for b in image.batteries if b.ok
+        )
+        if plan.base_kw < 0:
+            total, why, name = (
+                plan.base_kw,
+                f"self-consumption: storing {-plan.base_kw:.1f} kW surplus",
+                "balancing",
+            )
+        elif reserve_kwh > stored + 0.5 and upper - plan.base_kw > 1.0:
+            total = -(upper - plan.base_kw) * 0.5
+            why = f"reserve: forecast peak needs {reserve_kwh:.1f} kWh, {stored:.1f} stored"
+            name = "reserve"
+        else:
+            total, why, name = 0.0, "within limits: hold", "balancing"
+    split = allocate(total, tuple(b for b in image.batteries), policy)
+    batteries = dict(plan.batteries)
+    for b in image.batteries:
+        if b.id in batteries or not b.ok:
+            continue
+        kw = split.get(b.id, 0.0)
+        reason = why if kw != 0 or total == 0 else f"{why}; no room (SoC {b.soc_pct:.0f} %)"
+        batteries[b.id] = Decision(kw, name, f"{reason}; SoC {b.soc_pct:.1f} %")
+    return replace(plan, batteries=batteries)
+
+
+def load_shedding(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
+    """Shed loads in the policy's order while batteries cannot cover the excess import."""
+    excess = plan.need_discharge_kw - plan.battery_kw
+    if excess <= 0.05:
+        return plan
+    loads = {ld.id: ld for ld in image.loads}
+    relays = dict(plan.relays)
+    for load_id in policy.shed_order:
+        ld = loads.get(load_id)
+        if excess <= 0.05:
+            break
+        if ld is None or not ld.ok or not ld.closed or load_id in relays:
+            continue
+        relays[load_id] = RelayDecision(
+            False,
+            "load_shedding",
+            f"batteries short by {excess:.1f} kW; shed {ld.power_kw:.1f} kW",
+            ld.power_kw,
+        )
+        excess -= ld.power_kw
+    return replace(plan, relays=relays)
+
+
+def pv_curtailment(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
+    """Curtail PV (proportionally) when battery charging cannot absorb the excess export."""
+    # what battery charging could not absorb (battery_kw is negative while charging)
+    excess = plan.need_charge_kw + plan.battery_kw if plan.need_charge_kw > 0 else 0.0
+    pvs = dict(plan.pvs)
+    producing = [p for p in image.pvs if p.ok and p.power_kw > 0 and p.id not in pvs]
+    total = sum(p.power_kw for p in producing)
+    if excess <= 0.05 or total <= 0:
+        for p in image.pvs:
+            if p.ok and p.id not in pvs:
+                pvs[p.id] = Decision(p.rated_kw, "pv_curtailment", "no curtailment needed")
+        return replace(plan, pvs=pvs)
+    cut_total = min(excess, total)
+    for p in producing:
+        cut = cut_total * p.power_kw / total
+        # the PV setpoint is a kW limit; the plan books the curtailment as a negative delta
+        pvs[p.id] = Decision(max(0.0, round(p.power_kw - cut, 3)), "pv_curtailment",
+                             f"export over limit by {excess:.1f} kW; cut {cut:.1f} kW")  # fmt: skip
+    return replace(plan, pvs=pvs)
+
+
+def restore(image: ProcessImage, policy: Policy, plan: Plan, shed_kw: dict[str, float]) -> Plan:
+    """Close one shed load per cycle (last shed first) once the headroom allows it safely."""
+    if any(not r.closed for r in plan.relays.values()):
+        return plan  # shedding this cycle: nothing to restore
+    upper = policy.import_limit_kw - policy.margin_kw
+    headroom = upper - plan.base_kw + plan.battery_kw
+    loads = {ld.id: ld for ld in image.loads}
+    relays = dict(plan.relays)
+    for load_id in reversed(policy.shed_order):
+        ld = loads.get(load_id)
+        if ld is None or not ld.ok or ld.closed:
+            continue
+        expected = shed_kw.get(load_id, 0.0)
+        if headroom - expected >= policy.restore_margin_kw:
+            relays[load_id] = RelayDecision(
+                True, "restore", f"headroom {headroom:.1f} kW for {expected:.1f} kW", 0.0
+            )
+        else:
+            relays[load_id] = RelayDecision(
+                False, "restore", f"kept off: headroom {headroom:.1f} kW", expected
+            )
+        break
+    return replace(plan, relays=relays)
