@@ -25,6 +25,7 @@ from meshems.core.protection import LoadState, protect
 from meshems.logs import log
 
 SURVIVAL_AFTER_S = 1.5
+STALE_REPORT_S = 3.0
 RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
 
 
@@ -48,6 +49,7 @@ class ZoneControl:
         self._no_quorum_since: float | None = None
         self.trips: list[dict[str, Any]] = []
         self.last_cycle_result: dict[str, Any] = {}
+        self._report_seen: dict[str, tuple[int, float]] = {}
 
     # --- leader dispatch ----------------------------------------------------------------
 
@@ -73,9 +75,21 @@ class ZoneControl:
                 continue
             await self._dispatch_once(state.policy, st.term)
 
+    def _stale_nodes(self) -> frozenset[str]:
+        """Nodes whose report has not advanced for STALE_REPORT_S (their gateway is gone)."""
+        now = time.monotonic()
+        stale = set()
+        for node, rep in self.raft.state.reports.items():
+            seen = self._report_seen.get(node)
+            if seen is None or seen[0] != rep.seq:
+                self._report_seen[node] = (rep.seq, now)
+            elif now - seen[1] > STALE_REPORT_S:
+                stale.add(node)
+        return frozenset(stale)
+
     async def _dispatch_once(self, policy: Policy, term: int) -> None:
         state = self.raft.state
-        image = build_image(state)
+        image = build_image(state, stale_nodes=self._stale_nodes())
         if not image.nodes:
             return
         shed_kw = {k: r.expected_kw for k, r in state.relays.items() if not r.closed}

@@ -21,10 +21,11 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_site(folder: Path, node_id: str, modbus_port: int, seed: int = 1) -> Path:
+def write_site(folder: Path, node_id: str, modbus_port: int, seed: int = 1, control_port: int = 0) -> Path:
     """A simulated site for one node: meter, battery, PV, relays on one Modbus TCP server."""
     doc = {
         "site": {"seed": seed, "start_h": 12, "soc_pct": 60},
+        "control": {"host": "127.0.0.1", "port": control_port},
         "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": modbus_port}],
         "devices": [
             {"server": "main", "unit_id": 1, "model": "meter", "profile": "meter"},
@@ -49,10 +50,20 @@ def wired_devices(node_id: str, revert_timeout_s: float = 3.0) -> list[dict[str,
     ]  # fmt: skip
 
 
-def write_config(folder: Path, nodes: int = 3, joiners: int = 0, wired: bool = False, **raft: object) -> Path:
+def write_config(
+    folder: Path,
+    nodes: int = 3,
+    joiners: int = 0,
+    wired: bool = False,
+    policy: dict[str, object] | None = None,
+    protection: dict[str, object] | None = None,
+    **raft: object,
+) -> Path:
     """A cluster config with `nodes` initial members and `joiners` that join at run time;
     `wired` gives each node a simulated site (sim_site) and its four Modbus devices."""
-    ports = free_ports(2 * (nodes + joiners))
+    # every port in one call: ports taken in two calls can collide (the first ones are closed)
+    all_ports = free_ports(4 * (nodes + joiners) if wired else 2 * (nodes + joiners))
+    ports, modbus = all_ports[: 2 * (nodes + joiners)], all_ports[2 * (nodes + joiners) :]
     doc = {
         "cluster": "test",
         "zone": "zone-t",
@@ -69,13 +80,16 @@ def write_config(folder: Path, nodes: int = 3, joiners: int = 0, wired: bool = F
             for i in range(nodes + joiners)
         ],
     }
+    if policy is not None:
+        doc["policy"] = policy
     if wired:
-        modbus = free_ports(nodes + joiners)
         for i, n in enumerate(doc["nodes"]):
-            site = write_site(folder, n["id"], modbus[i], seed=i + 1)
+            site = write_site(folder, n["id"], modbus[2 * i], seed=i + 1, control_port=modbus[2 * i + 1])
+            if protection is not None:
+                n["protection"] = protection
             n["sim_site"] = site.name
             n["buses"] = [
-                {"id": "site", "type": "tcp", "host": "127.0.0.1", "port": modbus[i], "timeout_s": 0.3}
+                {"id": "site", "type": "tcp", "host": "127.0.0.1", "port": modbus[2 * i], "timeout_s": 0.3}
             ]
             n["devices"] = wired_devices(n["id"])
     path = folder / "cluster.yaml"

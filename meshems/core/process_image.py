@@ -71,14 +71,36 @@ class ProcessImage:
         return all(n.meter_ok for n in self.nodes)
 
 
-def build_image(state: ZoneState, nodes: tuple[str, ...] | None = None) -> ProcessImage:
-    """The image of the zone (or of `nodes` only) from the replicated reports."""
+def build_image(
+    state: ZoneState, nodes: tuple[str, ...] | None = None, stale_nodes: frozenset[str] = frozenset()
+) -> ProcessImage:
+    """The image of the zone (or of `nodes` only) from the replicated reports. A node in
+    `stale_nodes` has stopped reporting: its batteries count as reverted to 0 (they will
+    be, after their revert timeout) and its meter as its last import plus that battery
+    power, the conservative guess."""
     readings = {
         r.device_id: (r.state, dict(r.values))
         for rep in state.reports.values()
         if nodes is None or rep.node_id in nodes
         for r in rep.readings
     }
+    for rep in state.reports.values():
+        if rep.node_id not in stale_nodes:
+            continue
+        lost_kw = 0.0
+        for r in rep.readings:
+            dev = state.devices.get(r.device_id)
+            values = dict(r.values)
+            if dev is not None and dev.kind == "battery":
+                lost_kw += values.get("power_kw", 0.0)
+                readings[r.device_id] = ("stale", values)
+        for r in rep.readings:
+            dev = state.devices.get(r.device_id)
+            if dev is not None and dev.kind == "meter":
+                values = dict(r.values)
+                values["power_kw"] = values.get("power_kw", 0.0) + lost_kw
+                readings[r.device_id] = ("ok", values)
+                lost_kw = 0.0
     devices = [
         DeviceInfo(d.id, d.kind, d.owner, d.min_kw, d.max_kw)
         for d in state.devices.values()

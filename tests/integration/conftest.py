@@ -28,11 +28,19 @@ class ClusterFactory:
         self.clusters: list[LocalCluster] = []
 
     def __call__(
-        self, nodes: int = 3, joiners: int = 0, start: bool = True, wired: bool = False
+        self,
+        nodes: int = 3,
+        joiners: int = 0,
+        start: bool = True,
+        wired: bool = False,
+        policy: dict | None = None,
+        protection: dict | None = None,
     ) -> LocalCluster:
         folder = self.tmp_path / f"c{len(self.clusters)}"
         folder.mkdir()
-        path = write_config(folder, nodes=nodes, joiners=joiners, wired=wired)
+        path = write_config(
+            folder, nodes=nodes, joiners=joiners, wired=wired, policy=policy, protection=protection
+        )
         cfg = load_config(path)
         init_secret(cfg.secret_path)
         cluster = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), folder / "logs")
