@@ -144,7 +144,14 @@ def _parser() -> argparse.ArgumentParser:
 
     s = add(sub, "demo", "demo", "start a local mesh from the config and show it live (Ctrl-C stops)")
     s.add_argument("--duration", type=float, default=0, help="stop after S seconds (0 = until Ctrl-C)")
-    s.add_argument("--no-writes", action="store_true", help="do not write demo setpoints")
+    s.add_argument("--no-writes", action="store_true", help="do not write demo setpoints (without a policy)")
+    s.add_argument(
+        "--chaos",
+        type=float,
+        default=0,
+        metavar="N",
+        help="kill -9 the leader every N seconds (restarted 3 s later) to show control continuing",
+    )
     return p
 
 
@@ -492,7 +499,7 @@ def cmd_explain(cfg: ClusterConfig, args: Any) -> int:
 def cmd_demo(cfg: ClusterConfig, args: Any) -> int:
     from meshems.demo import run_demo
 
-    return run_demo(cfg, args.config, duration_s=args.duration, writes=not args.no_writes)
+    return run_demo(cfg, args.config, duration_s=args.duration, writes=not args.no_writes, chaos_s=args.chaos)
 
 
 HANDLERS = {

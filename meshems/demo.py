@@ -12,6 +12,7 @@ import uuid
 
 from rich.console import Group
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from meshems.adapters.secret import init_secret, read_secret
@@ -32,7 +33,54 @@ def _demo_write(cluster: LocalCluster, dev: DeviceConfig, kw: float) -> str:
     return f"{res.get('code')}: {res.get('message')}"
 
 
-def run_demo(cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes: bool = True) -> int:
+def control_view(cluster: LocalCluster, rows: list[dict]) -> Group | None:
+    """Zone import vs limit, each site's battery/PV/loads and which controller set them."""
+    leader = next((r for r in rows if r.get("reachable") and r.get("role") == "leader"), None)
+    if leader is None:
+        return None
+    try:
+        _, ctl = cluster.client.request(cluster.cfg.node(leader["id"]), "GET", "/v1/control", timeout_s=0.5)
+    except Exception:
+        return None
+    ld = ctl.get("last_dispatch")
+    if not ctl.get("policy") or not ld:
+        return None
+    inputs, decisions = ld["inputs"], ld.get("decisions", {})
+    limit = inputs.get("import_limit_kw", 0.0)
+    zone = inputs.get("zone_import_kw", 0.0)
+    style = "bold red" if zone > limit + 0.5 else "bold green"
+    head = Text.assemble(
+        ("zone import ", ""),
+        (f"{zone:.1f} kW", style),
+        (f" / limit {limit:.0f} kW", ""),
+        (f"   dispatch cycle {ld['cycle']} (term {ld['term']}) by {leader['id']}", "dim"),
+    )
+    t = Table(header_style="bold")
+    for col in ("NODE", "MODE", "GRID kW", "BATTERY kW", "SoC %", "PV kW", "SHED", "BATTERY SET BY"):
+        t.add_column(col)
+    shed = {k for k, r in ctl.get("relays", {}).items() if not r["closed"]}
+    for r in rows:
+        readings = r.get("readings") or {}
+        vals = {k.split("-", 1)[-1]: v.get("values", {}) for k, v in readings.items()}
+        bat, pv, meter = vals.get("bat", {}), vals.get("pv", {}), vals.get("meter", {})
+        node_shed = sorted(x.split(":")[1] for x in shed if x.startswith(f"{r['id']}-"))
+        dec = decisions.get(f"{r['id']}-bat", {})
+        t.add_row(
+            r["id"],
+            "-" if not r.get("reachable") else r.get("role", ""),
+            f"{meter.get('power_kw', float('nan')):.1f}",
+            f"{bat.get('power_kw', float('nan')):.1f}",
+            f"{bat.get('soc_pct', float('nan')):.1f}",
+            f"{pv.get('power_kw', float('nan')):.1f}",
+            ",".join(node_shed) or "-",
+            dec.get("controller", "-"),
+        )
+    return Group(head, t)
+
+
+def run_demo(
+    cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes: bool = True, chaos_s: float = 0
+) -> int:
     console = out_console()
     if not cfg.secret_path.exists():
         init_secret(cfg.secret_path)
@@ -53,23 +101,44 @@ def run_demo(cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes
     last_write = "no write yet"
     started = time.monotonic()
     next_write, last_print = started + 3.0, 0.0
+    next_chaos = started + chaos_s + 5
+    restart: tuple[float, str] | None = None
+    chaos_note = ""
     # A terminal gets a live view; a pipe or a log file gets a table every few seconds.
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
     try:
         with live or contextlib.nullcontext():
             while duration_s <= 0 or time.monotonic() - started < duration_s:
                 rows = cluster.client.status_all(timeout_s=0.5)
-                if writes and batteries and time.monotonic() >= next_write:
+                now = time.monotonic()
+                if chaos_s > 0 and restart is not None and now >= restart[0]:
+                    cluster.start(restart[1])
+                    chaos_note = f"chaos: restarted {restart[1]}"
+                    restart = None
+                elif chaos_s > 0 and now >= next_chaos:
+                    leader = next((r["id"] for r in rows if r.get("role") == "leader"), None)
+                    if leader is not None:
+                        cluster.kill(leader)
+                        chaos_note = f"chaos: killed the leader {leader} (kill -9); restarting it in 3 s"
+                        restart = (now + 3.0, leader)
+                    next_chaos = now + chaos_s
+                has_policy = cfg.policy is not None
+                if writes and not has_policy and batteries and time.monotonic() >= next_write:
                     next_write = time.monotonic() + 2.0
                     dev = batteries[int(time.monotonic()) % len(batteries)]
                     last_write = _demo_write(cluster, dev, max(dev.min_kw, min(dev.max_kw, next(values))))
                 dead = [n for n in cluster.procs if not cluster.running(n)]
                 exited = f"exited: {', '.join(dead)} (see logs)\n" if dead else ""
-                view = Group(
+                parts = [
                     Text(f"meshems demo: cluster {cfg.cluster}, zone {cfg.zone}", style="bold"),
                     status_table(rows),
-                    Text(f"\n{last_write}\n{exited}Ctrl-C to stop\n"),
-                )
+                ]
+                ctl = control_view(cluster, rows)
+                if ctl is not None:
+                    parts.append(ctl)
+                note = last_write if not has_policy else chaos_note
+                parts.append(Text(f"\n{note}\n{exited}Ctrl-C to stop\n"))
+                view = Group(*parts)
                 if live is not None:
                     live.update(view, refresh=True)
                 elif time.monotonic() - last_print >= 3.0:

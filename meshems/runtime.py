@@ -352,6 +352,7 @@ class NodeDaemon:
                 "term": state.last_dispatch.term,
                 "index": state.last_dispatch.index,
                 "inputs": dict(state.last_dispatch.inputs),
+                "decisions": {d: {"controller": c, "reason": r} for d, c, r in state.last_dispatch.decisions},
             },
             "relays": {
                 k: {"closed": r.closed, "controller": r.controller, "term": r.term, "index": r.index}

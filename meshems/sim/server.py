@@ -65,6 +65,7 @@ class SimSite:
         p = spec.site
         self.spec = spec
         self.clock = clock
+        self.speed = spec.site.speed
         self.site = Site.demo(
             seed=p.seed,
             peak_load_kw=p.peak_load_kw,
@@ -121,7 +122,7 @@ class SimSite:
                 "power_kw": b.power_kw,
                 "setpoint_kw": b.setpoint_kw,
                 "soc_pct": b.soc_pct,
-                "revert_timeout_s": b.revert_timeout_s,
+                "revert_timeout_s": b.revert_timeout_s / self.speed,
                 "max_charge_kw": b.max_charge_kw,
                 "max_discharge_kw": b.max_discharge_kw,
                 "capacity_kwh": b.capacity_kwh,
@@ -131,7 +132,7 @@ class SimSite:
             return {
                 "power_kw": pv.power_kw,
                 "limit_pct": pv.limit_pct,
-                "revert_timeout_s": pv.revert_timeout_s,
+                "revert_timeout_s": pv.revert_timeout_s / self.speed,
                 "rated_kw": pv.rated_kw,
             }.get(role)
         if dev.model == "relay" and role.startswith(("relay_", "load_")):
@@ -148,13 +149,13 @@ class SimSite:
         if dev.model == "battery" and s.battery is not None:
             if role == "setpoint_kw":
                 self.site = dataclasses.replace(s, battery=s.battery.write_setpoint(value))
-            elif role == "revert_timeout_s":
-                self.site = dataclasses.replace(s, battery=s.battery.write_revert_timeout(value))
+            elif role == "revert_timeout_s":  # device timers run on the wall clock, physics may not
+                self.site = dataclasses.replace(s, battery=s.battery.write_revert_timeout(value * self.speed))
         elif dev.model == "pv" and s.pv is not None:
             if role == "limit_pct":
                 self.site = dataclasses.replace(s, pv=s.pv.write_limit_pct(value))
             elif role == "revert_timeout_s":
-                self.site = dataclasses.replace(s, pv=s.pv.write_revert_timeout(value))
+                self.site = dataclasses.replace(s, pv=s.pv.write_revert_timeout(value * self.speed))
         elif dev.model == "relay" and role.startswith("relay_"):
             ch = int(role.split("_")[1])
             if ch <= len(s.loads):
@@ -300,6 +301,13 @@ class SimRunner:
         self._tmp = Path(tempfile.mkdtemp(prefix="meshems-sim-"))
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # leave no socat or half-started server behind
+            raise
+
+    async def _start(self) -> None:
         for s in self.spec.servers:
             devices = self.sim.sim_devices(s.id)
             if s.type == "rtu-pty":
