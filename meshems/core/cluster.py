@@ -273,6 +273,9 @@ def _report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict
 
 def _set_policy(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
     policy = with_changes(state.policy or Policy(), cmd.fields["values"])
+    if policy.soc_floor_pct >= policy.soc_ceiling_pct:
+        msg = f"soc_floor_pct {policy.soc_floor_pct} must be below soc_ceiling_pct {policy.soc_ceiling_pct}"
+        return {}, _refuse("E_POLICY", msg, term, index)
     return {"policy": policy}, _ok(term, index, "policy updated")
 
 

@@ -8,6 +8,7 @@ which `meshems explain` shows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from meshems.core.policy import Policy
@@ -104,7 +105,8 @@ def allocate(total_kw: float, batteries: tuple[BatteryImage, ...], policy: Polic
                 saturated.append(i)
         left = abs(total_kw) - sum(abs(v) for v in out.values())
         active = [i for i in active if i not in saturated]
-    return {k: round(v, 3) for k, v in out.items()}
+    # round to 1 W toward zero, so rounding can never push a setpoint past a limit
+    return {k: math.copysign(math.floor(abs(v) * 1000 + 1e-6) / 1000, v) for k, v in out.items()}
 
 
 def battery_balancing(image: ProcessImage, policy: Policy, plan: Plan, reserve_kwh: float = 0.0) -> Plan:
@@ -186,8 +188,10 @@ def pv_curtailment(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
     for p in producing:
         cut = cut_total * p.power_kw / total
         # the PV setpoint is a kW limit; the plan books the curtailment as a negative delta
-        pvs[p.id] = Decision(max(0.0, round(p.power_kw - cut, 3)), "pv_curtailment",
-                             f"export over limit by {excess:.1f} kW; cut {cut:.1f} kW")  # fmt: skip
+        limit_kw = min(p.rated_kw, max(0.0, math.floor((p.power_kw - cut) * 1000) / 1000))
+        pvs[p.id] = Decision(
+            limit_kw, "pv_curtailment", f"export over limit by {excess:.1f} kW; cut {cut:.1f} kW"
+        )
     return replace(plan, pvs=pvs)
 
 

@@ -184,7 +184,10 @@ def _levels(series: np.ndarray, window: int) -> np.ndarray:
 
 
 def _fit_profile(series: np.ndarray, t_s: np.ndarray, step_s: float, window: int) -> np.ndarray:
-    """Median of load / trailing level per (day type, slot), floored; gaps filled by neighbours."""
+    """Median of load / trailing level per (day type, slot), floored at _PROFILE_FLOOR.
+
+    A day type absent from the history takes the mean shape of the others (else 1.0).
+    """
     ratio = series / _levels(series, window)
     day_type, slot = _day_type_and_slot(t_s, step_s)
     n_slots = slots_per_day(step_s)
@@ -199,7 +202,6 @@ def _fit_profile(series: np.ndarray, t_s: np.ndarray, step_s: float, window: int
     upper = ratio[starts + counts // 2]
     profile[groups] = 0.5 * (lower + upper)
     profile = profile.reshape(len(DAY_TYPES), n_slots)
-    # a day type never seen in training borrows the shape of the others, then 1.0
     with np.errstate(all="ignore"):
         fill = np.nanmean(profile, axis=0) if np.any(np.isfinite(profile)) else np.ones(n_slots)
     profile = np.where(np.isfinite(profile), profile, fill[None, :])
@@ -207,16 +209,12 @@ def _fit_profile(series: np.ndarray, t_s: np.ndarray, step_s: float, window: int
     return np.maximum(profile, _PROFILE_FLOOR)
 
 
-def _profile_at(profile: np.ndarray, t_s: np.ndarray, step_s: float) -> np.ndarray:
-    day_type, slot = _day_type_and_slot(t_s, step_s)
-    return profile[day_type, slot]
-
-
 # --- features ---------------------------------------------------------------------------
 
 
-def _day_steps(step_s: float, window: int) -> int:
-    return max(1, min(window, round(DAY_S / step_s)))
+def _day_steps(step_s: float) -> int:
+    """Steps in a day (rounded): how far "the same time on another day" is."""
+    return max(1, round(DAY_S / step_s))
 
 
 def _similar_days(
@@ -272,7 +270,7 @@ def _prepare(
     day_type, slot = _day_type_and_slot(times, step_s)
     prof = profile[day_type, slot]
     shape_free = series / prof
-    day_steps = _day_steps(step_s, lags[-1])
+    day_steps = _day_steps(step_s)
     target = np.arange(series.size)
     # Whole days back from a target T are known and inside the lag window for every issue
     # time n with T - day_steps <= n < T, so for those the median depends on T alone.
@@ -281,7 +279,7 @@ def _prepare(
         series=series,
         shape_free=shape_free,
         level=_levels(series, lags[-1]),
-        dev_day=_trailing_mean(shape_free, day_steps),
+        dev_day=_trailing_mean(shape_free, min(day_steps, lags[-1])),
         profile=prof,
         day_type=day_type,
         calendar=_calendar(times),
@@ -338,7 +336,7 @@ def features_at(model: ForecastModel, recent_kw: np.ndarray, t_now_s: float) -> 
     n = window - 1  # index of t_now within `padded`
     prepared = _prepare(padded, t_now_s - n * step_s, step_s, lags, model.profile)
     target = n + np.arange(1, horizon + 1)
-    x, _, scale_kw = _rows(prepared, np.full(horizon, n), target, horizon, lags, _day_steps(step_s, window))
+    x, _, scale_kw = _rows(prepared, np.full(horizon, n), target, horizon, lags, _day_steps(step_s))
     return x, scale_kw
 
 
@@ -417,7 +415,7 @@ def fit(
     scales = np.ones((horizon_steps, n_features))
     abs_err_kw, n_err = 0.0, 0
     prepared = _prepare(series, t0_s, step_s, lags, profile)
-    day_steps = _day_steps(step_s, lags[-1])
+    day_steps = _day_steps(step_s)
     for h in range(1, horizon_steps + 1):
         issue = np.arange(lags[-1] - 1, series.size - h)
         x, y, scale_kw = _rows(prepared, issue, issue + h, horizon_steps, lags, day_steps)

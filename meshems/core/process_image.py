@@ -136,10 +136,9 @@ def image_from_readings(
                 min(dev.max_kw, v.get("max_discharge_kw", dev.max_kw)),
             ))  # fmt: skip
         elif dev.kind == "pv":
-            rated = (
-                min(v.get("rated_kw", dev.max_kw), dev.max_kw) if dev.max_kw > 0 else v.get("rated_kw", 0.0)
-            )
-            pvs.append(PVImage(dev.id, dev.owner, ok, v.get("power_kw", 0.0), rated))
+            # a PV declared without max_kw is not dispatchable: the zone knows no range for it
+            rated = min(v.get("rated_kw", dev.max_kw), dev.max_kw)
+            pvs.append(PVImage(dev.id, dev.owner, ok and dev.max_kw > 0, v.get("power_kw", 0.0), rated))
         elif dev.kind == "meter":
             meters.setdefault(dev.owner, []).append((ok and "power_kw" in v, v.get("power_kw", 0.0)))
         elif dev.kind == "relay":

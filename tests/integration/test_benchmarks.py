@@ -59,3 +59,14 @@ def test_poll_bench_quick_json() -> None:
     assert result["errors_100"] == 0
     assert result["polls_per_s_100"] == pytest.approx(100, rel=0.1)  # every device polled at 1 Hz
     assert abs(result["silent_device_rate_change_pct"]) < 20
+
+
+def test_forecast_skill_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/forecast_skill.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"forecast_mae_vs_seasonal_naive", "fit_ms", "predict_ms"} <= set(result)
+    assert 0 < result["forecast_mae_vs_seasonal_naive"] < 1.0  # beats same-time-last-week
