@@ -36,13 +36,12 @@ def envelopes(
         return ()
     needs = [max(n.grid_kw + n.battery_kw, 0.0) + 0.1 for n in nodes]
     total = sum(needs)
+    load_node = {ld.id: ld.node for ld in image.loads}
     out = []
     for n, need in zip(nodes, needs, strict=True):
         imp = math.floor(policy.import_limit_kw * need / total * 1000) / 1000
         exp = math.floor(policy.export_limit_kw / len(nodes) * 1000) / 1000
-        shed = tuple(
-            x for x in policy.shed_order if any(ld.id == x and ld.node == n.node_id for ld in image.loads)
-        )
+        shed = tuple(x for x in policy.shed_order if load_node.get(x) == n.node_id)
         reserve = policy.soc_floor_pct if soc_reserve_pct is None else soc_reserve_pct
         out.append(Envelope(n.node_id, imp, exp, reserve, shed))
     return tuple(out)

@@ -70,3 +70,22 @@ def test_forecast_skill_quick_json() -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"forecast_mae_vs_seasonal_naive", "fit_ms", "predict_ms"} <= set(result)
     assert 0 < result["forecast_mae_vs_seasonal_naive"] < 1.0  # beats same-time-last-week
+
+
+def test_control_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/control_bench.py"), "--quick", "--json", "--no-cluster"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in (
+        "dispatch_ms_1000",
+        "protection_p99_ms",
+        "peak_reduction_vs_optimum",
+        "forecast_mae_vs_seasonal_naive",
+    ):
+        assert isinstance(result[key], int | float), key
+    q = result["quality"][0]
+    # the controlled day never has a higher peak than the uncontrolled one, the optimum is the floor
+    assert q["optimum"]["peak_kw"] <= q["controlled"]["peak_kw"] <= q["none"]["peak_kw"] + 1e-6
