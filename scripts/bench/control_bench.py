@@ -423,7 +423,7 @@ def main() -> int:
         "peak_reduction_vs_optimum": round(
             statistics.median(r["peak_reduction_vs_optimum"] for r in qual), 3
         ),
-        "forecast_mae_vs_seasonal_naive": None,
+        "forecast_mae_vs_seasonal_naive": forecast_ratio(args.quick),
         "quality": qual,
     }
     if args.json:
