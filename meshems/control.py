@@ -25,6 +25,7 @@ from meshems.core.protection import LoadState, protect
 from meshems.logs import log
 
 SURVIVAL_AFTER_S = 1.5
+LEADER_TICK_S = 0.05
 STALE_REPORT_S = 3.0
 RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
 
@@ -54,16 +55,20 @@ class ZoneControl:
     # --- leader dispatch ----------------------------------------------------------------
 
     async def leader_loop(self) -> None:
+        """Dispatch once per cycle while leading; a new leader dispatches at once, so the
+        control gap at a leader change is the election plus one round trip."""
+        last_dispatch = 0.0
+        was_leader = False
         while True:
-            state = self.raft.state
-            policy = state.policy
-            await asyncio.sleep(policy.cycle_s if policy else 1.0)
+            await asyncio.sleep(LEADER_TICK_S)
             st = self.raft.status()
             if st.role != "leader" or not st.has_quorum:
+                was_leader = False
                 continue
             state = self.raft.state
             if state.policy is None:
-                if self.cfg.policy is not None:
+                if self.cfg.policy is not None and time.monotonic() - last_dispatch >= 1.0:
+                    last_dispatch = time.monotonic()
                     values = self.cfg.policy.model_dump()
                     values["shed_order"] = list(values["shed_order"])
                     res = await self.propose(
@@ -71,8 +76,11 @@ class ZoneControl:
                     )
                     log("info", "I_POLICY", "committed the configured zone policy", result=res.get("code"))
                 continue
-            if not state.reports:
+            now = time.monotonic()
+            if not state.reports or (was_leader and now - last_dispatch < state.policy.cycle_s):
                 continue
+            was_leader = True
+            last_dispatch = now
             await self._dispatch_once(state.policy, st.term)
 
     def _stale_nodes(self) -> frozenset[str]:
