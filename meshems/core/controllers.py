@@ -47,6 +47,10 @@ class Plan:
         return sum(d.kw for d in self.batteries.values())
 
 
+#: hold this much more than the forecast says (losses on the way out, forecast error)
+RESERVE_SAFETY = 1.15
+
+
 def import_limit(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
     """Peak shaving: how much battery discharge keeps zone import under the limit."""
     upper = policy.import_limit_kw - policy.margin_kw
@@ -132,8 +136,8 @@ def battery_balancing(image: ProcessImage, policy: Policy, plan: Plan, reserve_k
                 f"self-consumption: storing {-plan.base_kw:.1f} kW surplus",
                 "balancing",
             )
-        elif reserve_kwh > stored + 0.5 and upper - plan.base_kw > 1.0:
-            total = -(upper - plan.base_kw) * 0.5
+        elif reserve_kwh * RESERVE_SAFETY > stored and upper - plan.base_kw > 1.0:
+            total = -(upper - plan.base_kw)
             why = f"reserve: forecast peak needs {reserve_kwh:.1f} kWh, {stored:.1f} stored"
             name = "reserve"
         else:

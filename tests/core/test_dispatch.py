@@ -403,11 +403,11 @@ CASES = [
     ),
     # --- reserve -------------------------------------------------------------------------
     Case(
-        "reserve above stored energy with headroom: batteries charge (half the headroom)",
-        # stored (20-10)% of 10 kWh = 1 kWh; headroom 38 - 10 = 28 -> charge 14
+        "reserve above stored energy with headroom: batteries charge with all the headroom",
+        # stored (20-10)% of 10 kWh = 1 kWh; headroom 38 - 10 = 28 -> charge, capped at 20 kW
         image(meter("m", 10.0), battery("b1", 20, 10)),
         Policy(import_limit_kw=40.0),
-        {"b1": (-14.0, "reserve")},
+        {"b1": (-20.0, "reserve")},
         {},
         reserve_kwh=50.0,
     ),
@@ -425,7 +425,7 @@ CASES = [
         Policy(import_limit_kw=40.0),
         {"b1": (0.0, "balancing")},
         {},
-        reserve_kwh=1.4,
+        reserve_kwh=0.8,  # x 1.15 safety = 0.92 kWh < 1 kWh stored
     ),
     Case(
         "reserve with reserve_forecast off: hold",
