@@ -19,6 +19,7 @@ import msgpack
 
 from meshems.actuation import Actuator
 from meshems.adapters.consensus import RaftNode
+from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
 from meshems.adapters.journal import check_node_files, quarantine
 from meshems.adapters.poller import Poller
 from meshems.adapters.profiles import load_profile
@@ -28,6 +29,7 @@ from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
 from meshems.core.config import ClusterConfig, NodeConfig
 from meshems.core.errors import JournalCorruptError
+from meshems.core.load_history import forecast_reserve_kwh
 from meshems.core.registers import Profile
 from meshems.logs import log
 from meshems.ops.http import HttpApi, Request
@@ -100,6 +102,12 @@ class NodeDaemon:
         if self.poller is not None:
             self.poller.on_poll = self.control.on_poll
         self._report_seq = 0
+        self._kind = {d.id: d.kind for d in self.node.devices}
+        data_dir = cfg.data_dir(node_id)
+        self.history = load_history(data_dir / "load_history.npz")
+        self._history_saved = time.time()
+        self.forecast_model = load_model_if_any(data_dir / "forecast.npz")
+        self.forecast_how = "no history yet"
         self._auth_logged_at = -1e9
         self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
@@ -158,6 +166,34 @@ class NodeDaemon:
         if self.actuator is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(self.actuator.on_state, state)
 
+    def _add_forecast(self, readings: list[dict[str, Any]]) -> None:
+        """Record the node's base load and put the forecast battery reserve in its report
+        (on the site meter's reading), for the leader's dispatch."""
+        meter = next(
+            (
+                r
+                for r in readings
+                if r["state"] == "ok" and "power_kw" in r["values"] and self._kind.get(r["id"]) == "meter"
+            ),
+            None,
+        )
+        if meter is None:
+            return
+        batteries = sum(
+            r["values"].get("power_kw", 0.0) for r in readings if self._kind.get(r["id"]) == "battery"
+        )
+        now = time.time()
+        self.history.add(now, meter["values"]["power_kw"] + batteries)
+        envelope = self.raft.state.envelopes.get(self.node.id)
+        if envelope is None:
+            return
+        reserve, how = forecast_reserve_kwh(self.history, now, envelope.import_limit_kw, self.forecast_model)
+        meter["values"]["reserve_kwh"] = round(reserve, 3)
+        self.forecast_how = how
+        if now - self._history_saved > 900:
+            self._history_saved = now
+            save_history(self.history, self.cfg.data_dir(self.node.id) / "load_history.npz")
+
     async def _report_loop(self) -> None:
         """About once per second, propose this node's measurement summary (not every register)."""
         assert self.poller is not None
@@ -169,8 +205,10 @@ class NodeDaemon:
             previous = self.raft.state.reports.get(self.node.id)
             self._report_seq = max(self._report_seq + 1, (previous.seq + 1) if previous else 0)
             readings = [
-                {"id": d["id"], "state": d["state"], "values": d["values"]} for d in self.poller.snapshot()
+                {"id": d["id"], "state": d["state"], "values": dict(d["values"])}
+                for d in self.poller.snapshot()
             ]
+            self._add_forecast(readings)
             data = commands.encode(
                 "report",
                 f"report-{self.node.id}-{self._report_seq}",

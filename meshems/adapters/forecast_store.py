@@ -16,6 +16,7 @@ import numpy as np
 
 from meshems.core import forecast
 from meshems.core.errors import MeshemsError
+from meshems.core.load_history import LoadHistory
 
 
 class ForecastFileError(MeshemsError):
@@ -80,3 +81,44 @@ def load(path: Path, expected_digest: str | None = None) -> forecast.ForecastMod
                 expected_digest=expected_digest,
             )
     return model
+
+
+def load_model_if_any(path: Path) -> forecast.ForecastModel | None:
+    """The node's fitted model if one was saved (`meshems forecast fit`); a damaged file is
+    reported and ignored: the node falls back to the same time yesterday."""
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except ForecastFileError as exc:
+        import logging
+
+        logging.getLogger("meshems").warning("%s", exc.message, extra={"code": exc.code, "fields": {}})
+        return None
+
+
+def save_history(history: LoadHistory, path: Path) -> None:
+    """Persist a node's load history (so a restart does not lose its forecast basis)."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        t0_s=np.array([history.t0_s if history.t0_s is not None else np.nan]),
+        step_s=np.array([history.step_s]),
+        values=history.series(),
+    )
+    os.replace(tmp, path)
+
+
+def load_history(path: Path) -> LoadHistory:
+    """A saved history, or an empty one (missing or unreadable file)."""
+    history = LoadHistory()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            t0 = float(z["t0_s"][0])
+            values = [float(v) for v in z["values"]]
+            if np.isfinite(t0) and float(z["step_s"][0]) == history.step_s:
+                history.t0_s, history.values = t0, values
+                history._bin = int(t0 // history.step_s) + len(values)
+    except (OSError, KeyError, ValueError):
+        pass
+    return history
