@@ -72,6 +72,8 @@ class Actuator:
             return
         now = time.monotonic()
         for dev_id, dev in self.own.items():
+            if dev_id in self.poller.paused:
+                continue  # a shared device another gateway owns now
             await self._ensure_revert_timeout(dev)
             sp = state.setpoints.get(dev_id)
             if sp is None:

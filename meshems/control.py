@@ -57,7 +57,7 @@ class ZoneControl:
     async def leader_loop(self) -> None:
         """Dispatch once per cycle while leading; a new leader dispatches at once, so the
         control gap at a leader change is the election plus one round trip."""
-        last_dispatch = 0.0
+        last_dispatch = last_orphans = 0.0
         was_leader = False
         while True:
             await asyncio.sleep(LEADER_TICK_S)
@@ -66,6 +66,9 @@ class ZoneControl:
                 was_leader = False
                 continue
             state = self.raft.state
+            if state.shared and time.monotonic() - last_orphans >= 1.0:
+                last_orphans = time.monotonic()
+                await self._move_orphans(self._stale_nodes(), st.term)
             if state.policy is None:
                 if self.cfg.policy is not None and time.monotonic() - last_dispatch >= 1.0:
                     last_dispatch = time.monotonic()
@@ -95,9 +98,30 @@ class ZoneControl:
                 stale.add(node)
         return frozenset(stale)
 
-    async def _dispatch_once(self, policy: Policy, term: int) -> None:
+    async def _move_orphans(self, stale: frozenset[str], term: int) -> None:
+        """Bus ownership: a shared device whose owner stopped reporting moves to another
+        gateway that can reach it and still reports."""
         state = self.raft.state
-        image = build_image(state, stale_nodes=self._stale_nodes())
+        for dev_id, nodes in sorted(state.shared.items()):
+            dev = state.devices.get(dev_id)
+            if dev is None or dev.owner not in stale:
+                continue
+            heir = next((n for n in nodes if n != dev.owner and n not in stale and n in state.reports), None)
+            if heir is None:
+                continue
+            rid = f"transfer-{dev_id}-{heir}-{term}-{state.last_index}"
+            res = await self.propose(commands.encode("transfer_device", rid, device_id=dev_id, node_id=heir))
+            log(
+                "info",
+                "I_OWNERSHIP",
+                f"{dev_id}: owner {dev.owner} is gone, moved to {heir}",
+                result=res.get("code"),
+            )
+
+    async def _dispatch_once(self, policy: Policy, term: int) -> None:
+        stale = self._stale_nodes()
+        state = self.raft.state
+        image = build_image(state, stale_nodes=stale)
         if not image.nodes:
             return
         shed_kw = {k: r.expected_kw for k, r in state.relays.items() if not r.closed}

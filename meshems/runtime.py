@@ -41,7 +41,16 @@ REPORT_INTERVAL_S = 1.0
 def declaration(node: NodeConfig) -> bytes:
     """The declare_node command of a node; its request id is derived from its content, so
     every node proposing it (the node itself, or a leader on its behalf) dedups to one."""
-    devices = [{"id": d.id, "kind": d.kind, "min_kw": d.min_kw, "max_kw": d.max_kw} for d in node.devices]
+    devices = [
+        {
+            "id": d.id,
+            "kind": d.kind,
+            "min_kw": d.min_kw,
+            "max_kw": d.max_kw,
+            **({"shared": True} if d.shared else {}),
+        }
+        for d in node.devices
+    ]
     body = msgpack.packb([node.id, node.raft_endpoint, node.api_endpoint, devices])
     rid = f"declare-{node.id}-{hashlib.sha256(body).hexdigest()[:16]}"
     return commands.encode(
@@ -101,6 +110,8 @@ class NodeDaemon:
         self.control = ZoneControl(cfg, self.node, self.raft, self.poller, self.actuator, self.propose)
         if self.poller is not None:
             self.poller.on_poll = self.control.on_poll
+            # a shared device is polled only once the zone says this node owns it
+            self.poller.paused = {d.id for d in self.node.devices if d.shared}
         self._report_seq = 0
         self._kind = {d.id: d.kind for d in self.node.devices}
         data_dir = cfg.data_dir(node_id)
@@ -164,7 +175,27 @@ class NodeDaemon:
     def _on_applied(self, state: ZoneState, result: Result) -> None:
         """Raft thread: an entry was applied. Hand the new state to the loop."""
         if self.actuator is not None and self.loop is not None:
-            self.loop.call_soon_threadsafe(self.actuator.on_state, state)
+            self.loop.call_soon_threadsafe(self._state_changed, state)
+
+    def _state_changed(self, state: ZoneState) -> None:
+        """Loop thread: follow bus ownership of shared devices, then actuate."""
+        assert self.poller is not None and self.actuator is not None
+        paused = {
+            d.id
+            for d in self.node.devices
+            if d.shared and d.id in state.devices and state.devices[d.id].owner != self.node.id
+        }
+        if paused != self.poller.paused:
+            gained = self.poller.paused - paused
+            self.poller.paused = paused
+            for dev_id in sorted(gained):
+                log(
+                    "info",
+                    "I_OWNERSHIP",
+                    f"now the owner of shared device {dev_id}: polling it",
+                    device=dev_id,
+                )
+        self.actuator.on_state(state)
 
     def _add_forecast(self, readings: list[dict[str, Any]]) -> None:
         """Record the node's base load and put the forecast battery reserve in its report
@@ -397,6 +428,10 @@ class NodeDaemon:
                 for k, r in state.relays.items()
             },
             "trips": self.control.trips,
+            "shared": {
+                k: {"owner": state.devices[k].owner if k in state.devices else None, "reachable": list(v)}
+                for k, v in state.shared.items()
+            },
         }
 
     async def _h_explain(self, req: Request) -> tuple[int, Any]:

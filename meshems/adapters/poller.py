@@ -105,6 +105,8 @@ class Poller:
         self.devices: dict[str, DeviceRuntime] = {}
         self.buses: dict[str, _Bus] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: devices not polled now (shared devices owned by another gateway)
+        self.paused: set[str] = set()
         self._stopping = False
         now = clock()
         for bus in node.buses:
@@ -154,6 +156,10 @@ class Poller:
                 await self._sleep(bus, math.ceil(due / GRID_S) * GRID_S - now)
                 continue
             _, _, dev = heapq.heappop(bus.heap)
+            if dev.cfg.id in self.paused:  # a shared device another gateway owns: not ours to poll
+                dev.due = due + dev.cfg.poll_interval_s
+                heapq.heappush(bus.heap, (dev.due, next(self._seq), dev))
+                continue
             try:
                 await self._poll(bus, link, dev, due)
             finally:
@@ -317,5 +323,6 @@ class Poller:
         }
 
     def snapshot(self) -> list[dict[str, Any]]:
+        """Every device this node polls now (shared devices owned elsewhere are left out)."""
         now = self.clock()
-        return [self.device_status(d, now) for d in self.devices.values()]
+        return [self.device_status(d, now) for k, d in self.devices.items() if k not in self.paused]

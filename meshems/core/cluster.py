@@ -133,6 +133,8 @@ class ZoneState:
     devices: Mapping[str, Device] = field(default_factory=dict)
     setpoints: Mapping[str, Setpoint] = field(default_factory=dict)
     reports: Mapping[str, NodeReport] = field(default_factory=dict)
+    #: shared device -> the nodes that can reach it (its owner among them)
+    shared: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     policy: Policy | None = None
     relays: Mapping[str, RelayState] = field(default_factory=dict)
     envelopes: Mapping[str, Envelope] = field(default_factory=dict)
@@ -196,15 +198,28 @@ def _refuse(code: str, message: str, term: int, index: int) -> Result:
 def _declare_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
     f = cmd.fields
     node_id = f["node_id"]
+    shared = dict(state.shared)
     for dev in f["devices"]:
         owner = state.devices.get(dev["id"])
-        if owner is not None and owner.owner != node_id:
+        if owner is not None and owner.owner != node_id and not (dev.get("shared") and dev["id"] in shared):
             msg = f"device {dev['id']!r} is owned by node {owner.owner!r}"
             return {}, _refuse("E_DEVICE_OWNED", msg, term, index)
     declared = {d["id"] for d in f["devices"]}
+    # a node that no longer declares a shared device can no longer reach it
+    for dev_id, nodes in list(shared.items()):
+        if node_id in nodes and dev_id not in declared:
+            shared[dev_id] = tuple(n for n in nodes if n != node_id)
     devices = {k: v for k, v in state.devices.items() if v.owner != node_id or k in declared}
     for d in f["devices"]:
+        current = state.devices.get(d["id"])
+        if d.get("shared"):
+            shared[d["id"]] = tuple(sorted({*shared.get(d["id"], ()), node_id}))
+            if current is not None and current.owner != node_id:
+                continue  # reachable from here too; ownership stays until transferred
         devices[d["id"]] = Device(d["id"], d["kind"], node_id, d["min_kw"], d["max_kw"])
+    for dev_id in list(shared):
+        if dev_id not in devices or not shared[dev_id]:
+            del shared[dev_id]
     # A setpoint outside its device's (possibly narrowed) limits is no longer actuated.
     setpoints = {
         k: v
@@ -212,7 +227,7 @@ def _declare_node(state: ZoneState, cmd: Command, term: int, index: int) -> tupl
         if k in devices and devices[k].min_kw <= v.kw <= devices[k].max_kw
     }
     members = {**state.members, node_id: Member(node_id, f["raft"], f["api"])}
-    changes = {"members": members, "devices": devices, "setpoints": setpoints}
+    changes = {"members": members, "devices": devices, "setpoints": setpoints, "shared": shared}
     report = state.reports.get(node_id)
     if report is not None and any(r.device_id not in declared for r in report.readings):
         kept = tuple(r for r in report.readings if r.device_id in declared)
@@ -225,10 +240,23 @@ def _remove_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
     if node_id not in state.members:
         return {}, _refuse("E_UNKNOWN_NODE", f"node {node_id!r} is not a member", term, index)
     members = {k: v for k, v in state.members.items() if k != node_id}
-    devices = {k: v for k, v in state.devices.items() if v.owner != node_id}
+    shared = {k: tuple(n for n in v if n != node_id) for k, v in state.shared.items()}
+    devices = {}
+    for k, v in state.devices.items():
+        if v.owner != node_id:
+            devices[k] = v
+        elif shared.get(k):  # a shared device moves to the next gateway that reaches it
+            devices[k] = replace(v, owner=shared[k][0])
+    shared = {k: v for k, v in shared.items() if v and k in devices}
     setpoints = {k: v for k, v in state.setpoints.items() if k in devices}
     reports = {k: v for k, v in state.reports.items() if k != node_id}
-    changes = {"members": members, "devices": devices, "setpoints": setpoints, "reports": reports}
+    changes = {
+        "members": members,
+        "devices": devices,
+        "setpoints": setpoints,
+        "reports": reports,
+        "shared": shared,
+    }
     return changes, _ok(term, index, f"node {node_id} removed")
 
 
@@ -317,7 +345,24 @@ def _dispatch(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[di
     return changes, _ok(term, index, f"dispatch cycle {f['cycle']}")
 
 
+def _transfer_device(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    """Bus ownership: a shared device (a single-master Modbus device several gateways can
+    reach) moves to another gateway that declared it can reach it."""
+    f = cmd.fields
+    dev = state.devices.get(f["device_id"])
+    if dev is None or f["device_id"] not in state.shared:
+        return {}, _refuse("E_UNKNOWN_DEVICE", f"{f['device_id']!r} is not a shared device", term, index)
+    if f["node_id"] not in state.shared[f["device_id"]]:
+        msg = f"node {f['node_id']!r} has not declared it can reach {f['device_id']!r}"
+        return {}, _refuse("E_NOT_REACHABLE", msg, term, index)
+    if dev.owner == f["node_id"]:
+        return {}, _ok(term, index, "already the owner")
+    devices = {**state.devices, dev.id: replace(dev, owner=f["node_id"])}
+    return {"devices": devices}, _ok(term, index, f"{dev.id} now owned by {f['node_id']}")
+
+
 _HANDLERS = {
+    "transfer_device": _transfer_device,
     "set_policy": _set_policy,
     "dispatch": _dispatch,
     "report": _report,
@@ -356,6 +401,7 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
             ]
             for _, r in sorted(state.reports.items())
         ],
+        "shared": [[k, list(v)] for k, v in sorted(state.shared.items())],
         "policy": None if state.policy is None else state.policy.to_dict(),
         "relays": [
             [r.load, r.closed, r.term, r.index, r.controller, r.expected_kw]
@@ -405,6 +451,7 @@ def restore(data: bytes) -> ZoneState:
                 )
                 for r in raw["reports"]
             },
+            shared={r[0]: tuple(r[1]) for r in raw["shared"]},
             policy=None if raw["policy"] is None else with_changes(Policy(), raw["policy"]),
             relays={r[0]: RelayState(*r) for r in raw["relays"]},
             envelopes={e[0]: Envelope(e[0], e[1], e[2], e[3], tuple(e[4])) for e in raw["envelopes"]},

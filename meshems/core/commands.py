@@ -67,8 +67,13 @@ def _device(raw: object) -> dict[str, Any]:
         raise Invalid("E_CMD_MALFORMED", f"device kind {dev['kind']!r} is not one of {sorted(DEVICE_KINDS)}")
     if dev["min_kw"] > dev["max_kw"]:
         raise Invalid("E_CMD_MALFORMED", f"device {dev['id']!r}: min_kw above max_kw")
-    if set(raw) - {"id", "kind", "min_kw", "max_kw"}:
+    if set(raw) - {"id", "kind", "min_kw", "max_kw", "shared"}:
         raise Invalid("E_CMD_MALFORMED", f"device {dev['id']!r}: unknown fields")
+    if "shared" in raw:
+        if not isinstance(raw["shared"], bool):
+            raise Invalid("E_CMD_MALFORMED", f"device {dev['id']!r}: shared must be true or false")
+        if raw["shared"]:
+            dev["shared"] = True  # reachable from several gateways; one owner at a time
     return dev
 
 
@@ -191,6 +196,10 @@ def _dispatch(cmd: Mapping[str, Any]) -> dict[str, Any]:
             "inputs": clean_inputs}  # fmt: skip
 
 
+def _transfer_device(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    return {"device_id": _str(cmd, "device_id"), "node_id": _str(cmd, "node_id")}
+
+
 def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -203,6 +212,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "barrier": (_barrier, frozenset()),
     "report": (_report, frozenset({"node_id", "seq", "devices"})),
     "set_policy": (_set_policy, frozenset({"values"})),
+    "transfer_device": (_transfer_device, frozenset({"device_id", "node_id"})),
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})

@@ -78,6 +78,10 @@ class DeviceConfig(_Frozen):
     revert_timeout_s: float = Field(
         default=0.0, ge=0, description="written to the device: it reverts an unrefreshed setpoint (0 = off)"
     )
+    shared: bool = Field(
+        default=False,
+        description="a single-master device several gateways reach: declared on each, one owner polls it",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> DeviceConfig:
@@ -209,6 +213,7 @@ class ClusterConfig(_Frozen):
     def _unique(self) -> ClusterConfig:
         seen_nodes: set[str] = set()
         seen_devices: dict[str, str] = {}
+        shared_decl: dict[str, DeviceConfig] = {}
         seen_endpoints: set[str] = set()
         for i, node in enumerate(self.nodes):
             if node.id in seen_nodes:
@@ -223,10 +228,20 @@ class ClusterConfig(_Frozen):
                 seen_endpoints.add(endpoint)
             for j, dev in enumerate(node.devices):
                 if dev.id in seen_devices:
-                    raise ValueError(
-                        f"nodes[{i}].devices[{j}].id: device {dev.id!r} is already declared "
-                        f"on node {seen_devices[dev.id]!r}"
+                    first = shared_decl.get(dev.id)
+                    same = (
+                        first is not None
+                        and dev.shared
+                        and (first.kind, first.min_kw, first.max_kw) == (dev.kind, dev.min_kw, dev.max_kw)
                     )
+                    if not same:
+                        raise ValueError(
+                            f"nodes[{i}].devices[{j}].id: device {dev.id!r} is already declared "
+                            f"on node {seen_devices[dev.id]!r} (a device several gateways reach needs "
+                            "shared: true and the same kind and limits everywhere)"
+                        )
+                if dev.shared:
+                    shared_decl.setdefault(dev.id, dev)
                 seen_devices[dev.id] = node.id
         if not any(n.initial for n in self.nodes):
             raise ValueError("nodes: at least one node must have initial: true")
