@@ -145,6 +145,7 @@ class NodeDaemon:
         await self.api.start(self.node.address, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         tasks = [
+            asyncio.create_task(self._publish_forecast()),
             asyncio.create_task(self._declare_loop()),
             asyncio.create_task(self.control.leader_loop()),
             asyncio.create_task(self.control.survival_loop()),
@@ -224,6 +225,39 @@ class NodeDaemon:
         if now - self._history_saved > 900:
             self._history_saved = now
             save_history(self.history, self.cfg.data_dir(self.node.id) / "load_history.npz")
+
+    async def _publish_forecast(self) -> None:
+        """Replicate this node's fitted forecaster (its .npz, version and digest) to the zone."""
+        if self.forecast_model is None:
+            return
+        import io
+
+        import numpy as np
+
+        from meshems.core.forecast import model_digest, to_arrays
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **to_arrays(self.forecast_model))
+        version, digest = self.forecast_model.version, model_digest(self.forecast_model)
+        for _ in range(600):
+            known = self.raft.state.forecasts.get(self.node.id)
+            if known is not None and known.version >= version:
+                return
+            if self.raft.status().leader is not None and self.node.id in self.raft.state.members:
+                res = await self.propose(
+                    commands.encode(
+                        "forecast_model",
+                        f"model-{self.node.id}-{version}-{digest[:12]}",
+                        node_id=self.node.id,
+                        version=version,
+                        digest=digest,
+                        data=buf.getvalue(),
+                    )
+                )
+                if res.get("ok") or res.get("code") not in RETRYABLE:
+                    log("info", "I_FORECAST", f"forecast model v{version} replicated", result=res.get("code"))
+                    return
+            await asyncio.sleep(1.0)
 
     async def _report_loop(self) -> None:
         """About once per second, propose this node's measurement summary (not every register)."""
@@ -366,6 +400,11 @@ class NodeDaemon:
             "state_index": state.last_index,
             "state_hash": self._state_hash(state),
             "alarms": [],
+            "forecasts": {
+                k: {"version": r.version, "digest": r.digest[:16], "bytes": len(r.data), "index": r.index}
+                for k, r in state.forecasts.items()
+            },
+            "forecast_basis": self.forecast_how,
             "zone_reports": {
                 r.node_id: {"seq": r.seq, "term": r.term, "index": r.index, "devices": len(r.readings)}
                 for r in state.reports.values()

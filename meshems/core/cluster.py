@@ -126,6 +126,18 @@ class DispatchRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ForecastRecord:
+    """A node's load forecaster, replicated so peers hold it with its version and digest."""
+
+    node_id: str
+    version: int
+    digest: str
+    data: bytes  # the .npz (verified against the digest by whoever loads it)
+    term: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneState:
     last_term: int = 0
     last_index: int = 0
@@ -136,6 +148,7 @@ class ZoneState:
     #: shared device -> the nodes that can reach it (its owner among them)
     shared: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     policy: Policy | None = None
+    forecasts: Mapping[str, ForecastRecord] = field(default_factory=dict)
     relays: Mapping[str, RelayState] = field(default_factory=dict)
     envelopes: Mapping[str, Envelope] = field(default_factory=dict)
     last_dispatch: DispatchRecord | None = None
@@ -361,7 +374,22 @@ def _transfer_device(state: ZoneState, cmd: Command, term: int, index: int) -> t
     return {"devices": devices}, _ok(term, index, f"{dev.id} now owned by {f['node_id']}")
 
 
+def _forecast_model(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    f = cmd.fields
+    if f["node_id"] not in state.members:
+        return {}, _refuse("E_UNKNOWN_NODE", f"node {f['node_id']!r} is not a member", term, index)
+    current = state.forecasts.get(f["node_id"])
+    if current is not None and f["version"] <= current.version:
+        msg = f"forecast model v{f['version']} of {f['node_id']} is not newer than v{current.version}"
+        return {}, _refuse("E_STALE_MODEL", msg, term, index)
+    record = ForecastRecord(f["node_id"], f["version"], f["digest"], f["data"], term, index)
+    return {"forecasts": {**state.forecasts, f["node_id"]: record}}, _ok(
+        term, index, f"model v{f['version']}"
+    )
+
+
 _HANDLERS = {
+    "forecast_model": _forecast_model,
     "transfer_device": _transfer_device,
     "set_policy": _set_policy,
     "dispatch": _dispatch,
@@ -402,6 +430,10 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
             for _, r in sorted(state.reports.items())
         ],
         "shared": [[k, list(v)] for k, v in sorted(state.shared.items())],
+        "forecasts": [
+            [r.node_id, r.version, r.digest, r.data, r.term, r.index]
+            for _, r in sorted(state.forecasts.items())
+        ],
         "policy": None if state.policy is None else state.policy.to_dict(),
         "relays": [
             [r.load, r.closed, r.term, r.index, r.controller, r.expected_kw]
@@ -452,6 +484,7 @@ def restore(data: bytes) -> ZoneState:
                 for r in raw["reports"]
             },
             shared={r[0]: tuple(r[1]) for r in raw["shared"]},
+            forecasts={r[0]: ForecastRecord(*r) for r in raw["forecasts"]},
             policy=None if raw["policy"] is None else with_changes(Policy(), raw["policy"]),
             relays={r[0]: RelayState(*r) for r in raw["relays"]},
             envelopes={e[0]: Envelope(e[0], e[1], e[2], e[3], tuple(e[4])) for e in raw["envelopes"]},

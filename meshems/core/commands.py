@@ -196,6 +196,22 @@ def _dispatch(cmd: Mapping[str, Any]) -> dict[str, Any]:
             "inputs": clean_inputs}  # fmt: skip
 
 
+MAX_MODEL_BYTES = 56 * 1024
+
+
+def _forecast_model(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    version = cmd.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise Invalid("E_CMD_MALFORMED", "field 'version' must be a positive integer")
+    digest = _str(cmd, "digest", 64)
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise Invalid("E_CMD_MALFORMED", "field 'digest' must be a sha256 hex digest")
+    data = cmd.get("data")
+    if not isinstance(data, bytes) or not data or len(data) > MAX_MODEL_BYTES:
+        raise Invalid("E_CMD_MALFORMED", f"field 'data' must be the .npz bytes (<= {MAX_MODEL_BYTES})")
+    return {"node_id": _str(cmd, "node_id"), "version": version, "digest": digest, "data": data}
+
+
 def _transfer_device(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {"device_id": _str(cmd, "device_id"), "node_id": _str(cmd, "node_id")}
 
@@ -213,6 +229,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "report": (_report, frozenset({"node_id", "seq", "devices"})),
     "set_policy": (_set_policy, frozenset({"values"})),
     "transfer_device": (_transfer_device, frozenset({"device_id", "node_id"})),
+    "forecast_model": (_forecast_model, frozenset({"node_id", "version", "digest", "data"})),
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})

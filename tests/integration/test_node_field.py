@@ -88,3 +88,25 @@ def test_pv_setpoint_becomes_a_percent_limit(wired: LocalCluster) -> None:
         lambda: devices(wired, "n3")["n3-pv"]["values"].get("limit_pct") == pytest.approx(25.0),
         what="pv limited to 10 of 40 kW",
     )
+
+
+def test_a_fitted_forecaster_is_replicated_to_peers(make_cluster) -> None:
+    from meshems.adapters.forecast_store import save
+    from meshems.core.forecast import fit
+    from meshems.sim.load_data import synthetic_year
+
+    c = make_cluster(wired=True, start=False)
+    model = fit(synthetic_year(seed=1)[: 96 * 56], 0.0, version=7)
+    path = c.cfg.data_dir("n1") / "forecast.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = save(model, path)
+    c.start_sims()
+    c.start_all()
+    c.wait_leader()
+    wait_until(
+        lambda: status_of(c, "n3").get("forecasts", {}).get("n1", {}).get("version") == 7,
+        timeout_s=30,
+        what="n1's model on n3",
+    )
+    rec = status_of(c, "n2")["forecasts"]["n1"]
+    assert rec["digest"] == digest[:16] and rec["bytes"] > 1000
