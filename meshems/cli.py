@@ -150,7 +150,11 @@ def _parser() -> argparse.ArgumentParser:
         "15-minute steps) and save it as DATA_DIR/NODE/forecast.npz; the node loads it at start",
     )
     s.add_argument("--node", "-n", required=True)
-    s.add_argument("--csv", required=True, help="history: one 'unix_time_s,kw' row per 15 minutes (8+ weeks)")
+    s.add_argument(
+        "--csv",
+        help="history: one 'unix_time_s,kw' row per 15 minutes (8+ weeks); default: the "
+        "history the node recorded itself (DATA_DIR/NODE/load_history.npz)",
+    )
     s.add_argument("--version", type=int, default=1)
 
     s = add(sub, "devices", "devices", "show every field device of the nodes: health, rates, errors")
@@ -518,11 +522,21 @@ def cmd_forecast_fit(cfg: ClusterConfig, args: Any) -> int:
     from meshems.core.forecast import evaluate, fit
 
     cfg.node(args.node)
-    try:
-        rows = np.loadtxt(args.csv, delimiter=",", ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{args.csv}: cannot read 'unix_time_s,kw' rows: {exc}") from None
-    t, kw = rows[:, 0], rows[:, 1]
+    if args.csv:
+        try:
+            rows = np.loadtxt(args.csv, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.csv}: cannot read 'unix_time_s,kw' rows: {exc}") from None
+        t, kw = rows[:, 0], rows[:, 1]
+    else:
+        from meshems.adapters.forecast_store import load_history
+
+        hist_path = cfg.data_dir(args.node) / "load_history.npz"
+        history = load_history(hist_path)
+        if history.t0_s is None or not history.values:
+            raise ConfigError(f"{hist_path}: no recorded history yet; pass --csv")
+        kw = history.series()
+        t = history.t0_s + np.arange(len(kw)) * history.step_s
     try:
         model = fit(kw, float(t[0]), step_s=900.0, version=args.version)
         skill = evaluate(kw, float(t[0]), 900.0, train_days=max(8.0, len(kw) / 96 - 14), test_days=14)

@@ -9,6 +9,7 @@ envelope; protection reacts to every site-meter reading at once, with no one to 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,8 @@ class ZoneControl:
         self.trips: list[dict[str, Any]] = []
         self.last_cycle_result: dict[str, Any] = {}
         self._report_seen: dict[str, tuple[int, float]] = {}
+        #: the node's own forecast battery reserve (kWh), for survival; set by the daemon
+        self.local_reserve_kwh: Callable[[], float] = lambda: 0.0
 
     # --- leader dispatch ----------------------------------------------------------------
 
@@ -186,7 +189,13 @@ class ZoneControl:
         readings = {d["id"]: (d["state"], d["values"]) for d in self.poller.snapshot()}
         image = image_from_readings(devices, readings)
         shed_kw = self.actuator.survival_shed_kw()
-        result = dispatch(image, policy, shed_kw=shed_kw)
+        reserve = self.local_reserve_kwh() if base.reserve_forecast else 0.0
+        result = dispatch(
+            image,
+            dataclasses.replace(policy, reserve_forecast=base.reserve_forecast),
+            reserve_kwh=reserve,
+            shed_kw=shed_kw,
+        )
         await self.actuator.apply_survival(result)
 
     # --- protection ---------------------------------------------------------------------

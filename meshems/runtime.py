@@ -119,6 +119,8 @@ class NodeDaemon:
         self._history_saved = time.time()
         self.forecast_model = load_model_if_any(data_dir / "forecast.npz")
         self.forecast_how = "no history yet"
+        self._last_reserve_kwh = 0.0
+        self.control.local_reserve_kwh = lambda: self._last_reserve_kwh
         self._auth_logged_at = -1e9
         self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
@@ -221,6 +223,7 @@ class NodeDaemon:
             return
         reserve, how = forecast_reserve_kwh(self.history, now, envelope.import_limit_kw, self.forecast_model)
         meter["values"]["reserve_kwh"] = round(reserve, 3)
+        self._last_reserve_kwh = reserve
         self.forecast_how = how
         if now - self._history_saved > 900:
             self._history_saved = now

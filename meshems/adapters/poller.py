@@ -148,9 +148,10 @@ class Poller:
             if not bus.heap:
                 await self._sleep(bus, None)
                 continue
-            due = bus.heap[0][0]
+            due, _, top = bus.heap[0]
             now = self.clock()
-            if due > now + EARLY_S:
+            # early by at most a quarter interval, or fast devices bunch up in pairs
+            if due > now + min(EARLY_S, top.cfg.poll_interval_s / 4):
                 # Wake on a shared grid: every worker of every bus that has work around the
                 # same instant wakes together, so one event-loop pass serves many requests.
                 await self._sleep(bus, math.ceil(due / GRID_S) * GRID_S - now)
