@@ -105,9 +105,12 @@ class ZoneControl:
         """Bus ownership: a shared device whose owner stopped reporting moves to another
         gateway that can reach it and still reports."""
         state = self.raft.state
+        connected = self.raft.status().partners  # Raft's own view: is the owner's gateway there?
         for dev_id, nodes in sorted(state.shared.items()):
             dev = state.devices.get(dev_id)
-            if dev is None or dev.owner not in stale:
+            # both: its reports stopped, and the leader has lost its connection to it (a
+            # slow report alone must not move a single-master device back and forth)
+            if dev is None or dev.owner not in stale or connected.get(dev.owner, dev.owner == self.node.id):
                 continue
             heir = next((n for n in nodes if n != dev.owner and n not in stale and n in state.reports), None)
             if heir is None:
