@@ -700,15 +700,16 @@ def discharge_room(img: ProcessImage, policy: Policy) -> float:
 def check_import_target(cycle: Cycle, result: DispatchResult) -> None:
     """(d) with enough battery room, the projected import stays at the target.
 
-    Each battery setpoint is rounded to 1 W, so each may fall short by up to 0.5 W: with a
-    tolerance of 1e-6 alone this fails (e.g. 3 batteries sharing 0.01 kW get 0.003 each)."""
+    Each battery setpoint is rounded toward zero to 1 W (so rounding never passes a limit),
+    so each may fall short by up to 1 W: with a tolerance of 1e-6 alone this fails (e.g. 3
+    batteries sharing 0.01 kW get 0.003 each)."""
     img, policy, *_ = cycle
     base = img.grid_kw + sum(b.power_kw for b in img.batteries if b.ok)
     upper = policy.import_limit_kw - policy.margin_kw
     battery_ids = {b.id for b in img.batteries}
     battery_sum = sum(kw for d, kw, *_ in result.setpoints if d in battery_ids)
     if base > upper and discharge_room(img, policy) >= base - upper:
-        assert base - battery_sum <= upper + 1e-6 + 0.0005 * len(img.batteries)
+        assert base - battery_sum <= upper + 1e-6 + 0.001 * (len(img.batteries) + 1)
 
 
 @PROPS
