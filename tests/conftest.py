@@ -113,3 +113,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("MESHEMS_REQUIRE_LAB") == "1":
         pytest.fail(f"{reason}, and MESHEMS_REQUIRE_LAB=1 requires them", pytrace=False)
     pytest.skip(reason)
+
+
+def _hypothesis_profile() -> None:
+    """In CI (CI=true) property tests run derandomized: the same examples every run, so a
+    landing never depends on a lucky seed; developers' runs keep exploring new examples."""
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profile()
