@@ -48,13 +48,18 @@ def load_yaml(path: str | Path) -> object:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror}", file=str(p)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): {exc.reason}", file=str(p)) from None
+    return parse_yaml(text, str(p))
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """Decode YAML text strictly (duplicate keys are errors); ConfigError names the source,
+    line and column."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{p}: invalid YAML{where}: {problem}", file=str(p)) from None
-    return data
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}", file=source) from None
