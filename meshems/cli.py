@@ -36,6 +36,8 @@ EXAMPLES = {
     "shed_order=n1-relays:4,n2-relays:4",
     "policy get": "meshems policy get --config cluster-configs/local-3.yaml -o json",
     "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
+    "overlay keygen": "meshems overlay keygen --config cluster-configs/local-3.yaml",
+    "overlay render": "meshems overlay render --config cluster-configs/local-3.yaml --node n1",
     "forecast fit": "meshems forecast fit --config cluster-configs/local-3.yaml --node n1 --csv load.csv",
     "devices": "meshems devices --config cluster-configs/local-3.yaml -o json",
 }
@@ -138,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("device_id", metavar="DEVICE_ID", help="a device id, or a load RELAY_DEVICE:CHANNEL")
     s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    ov = sub.add_parser("overlay", help="WireGuard overlay keys and configs").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    s = add(ov, "keygen", "overlay keygen", "create WireGuard keys (X25519; private key 0600) for the nodes")
+    s.add_argument("--node", "-n", help="only this node (default: every node without keys)")
+    s.add_argument("--force", action="store_true", help="replace existing keys")
+    s = add(ov, "render", "overlay render", "print a node's wg-quick config with every peer")
+    s.add_argument("--node", "-n", required=True)
 
     fc = sub.add_parser("forecast", help="fit a node's load forecaster").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND"
@@ -515,6 +526,28 @@ def cmd_explain(cfg: ClusterConfig, args: Any) -> int:
     return 0
 
 
+def cmd_overlay_keygen(cfg: ClusterConfig, args: Any) -> int:
+    from meshems.adapters.wireguard import key_paths, keygen
+
+    if cfg.overlay is None:
+        raise ConfigError(f"{cfg.source}: overlay: no overlay section in the config")
+    nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
+    for n in nodes:
+        if not args.force and not args.node and key_paths(cfg, n.id)[0].exists():
+            print(f"{n.id}: keeping the existing key {key_paths(cfg, n.id)[0]}")
+            continue
+        path, public = keygen(cfg, n.id, force=args.force)
+        print(f"{n.id}: public key {public} (private key {path}, mode 0600)")
+    return 0
+
+
+def cmd_overlay_render(cfg: ClusterConfig, args: Any) -> int:
+    from meshems.adapters.wireguard import render
+
+    print(render(cfg, args.node), end="")
+    return 0
+
+
 def cmd_forecast_fit(cfg: ClusterConfig, args: Any) -> int:
     import numpy as np
 
@@ -572,4 +605,6 @@ HANDLERS = {
     ("policy", "get"): cmd_policy_get,
     ("explain", None): cmd_explain,
     ("forecast", "fit"): cmd_forecast_fit,
+    ("overlay", "keygen"): cmd_overlay_keygen,
+    ("overlay", "render"): cmd_overlay_render,
 }

@@ -112,6 +112,9 @@ class NodeConfig(_Frozen):
     buses: tuple[BusConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     protection: ProtectionConfig | None = None
+    overlay_address: str | None = Field(default=None, description="this node's address inside the overlay")
+    overlay_port: Port | None = Field(default=None, description="WireGuard listen port (default overlay's)")
+    overlay_endpoint: str | None = Field(default=None, description="host:port peers reach it at")
     sim_site: str | None = Field(
         default=None, description="demo only: the simulated site file `meshems demo` starts for this node"
     )
@@ -201,11 +204,24 @@ class PolicyConfig(_Frozen):
         return self
 
 
+class OverlayConfig(_Frozen):
+    """The WireGuard overlay between gateways (Raft and the API bind to overlay addresses)."""
+
+    key_dir: str = Field(
+        default=".meshems/overlay", description="node keys: KEY_DIR/NODE.key (0600) and .pub"
+    )
+    listen_port: Port = 51820
+    prefix_len: int = Field(default=24, ge=8, le=32)
+    keepalive_s: int = Field(default=25, ge=0, le=3600)
+    handshake_max_age_s: float = Field(default=180.0, gt=0)
+
+
 class ClusterConfig(_Frozen):
     cluster: NameStr
     zone: NameStr
     raft: RaftConfig
     policy: PolicyConfig | None = None
+    overlay: OverlayConfig | None = None
     nodes: tuple[NodeConfig, ...] = Field(min_length=1)
     source: str = Field(default="<memory>", exclude=True, description="the file it came from")
 

@@ -1,0 +1,115 @@
+"""WireGuard overlay keys and configs: X25519 keys from `cryptography` (private keys written
+0600) and a wg-quick style config per node rendered from the cluster config.
+
+Owns key files and config text only; bringing interfaces up (kernel module or wireguard-go)
+is the overlay runtime's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from meshems.core.config import ClusterConfig
+from meshems.core.errors import ConfigError
+
+RAW = serialization.Encoding.Raw
+
+
+def generate_keypair() -> tuple[str, str]:
+    """(private, public) keys in WireGuard's base64 form."""
+    key = X25519PrivateKey.generate()
+    private = key.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    public = key.public_key().public_bytes(RAW, serialization.PublicFormat.Raw)
+    return base64.b64encode(private).decode(), base64.b64encode(public).decode()
+
+
+def public_from_private(private_b64: str) -> str:
+    key = X25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
+    return base64.b64encode(key.public_key().public_bytes(RAW, serialization.PublicFormat.Raw)).decode()
+
+
+def key_paths(cfg: ClusterConfig, node_id: str) -> tuple[Path, Path]:
+    assert cfg.overlay is not None
+    folder = cfg.path(cfg.overlay.key_dir)
+    return folder / f"{node_id}.key", folder / f"{node_id}.pub"
+
+
+def keygen(cfg: ClusterConfig, node_id: str, force: bool = False) -> tuple[Path, str]:
+    """Write a node's key pair (private 0600, folder 0700); returns (private path, public key)."""
+    private_path, public_path = key_paths(cfg, node_id)
+    if private_path.exists() and not force:
+        raise ConfigError(f"{private_path} exists; keep it (peers know its public key) or pass --force")
+    private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private, public = generate_keypair()
+    tmp = private_path.with_name(private_path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (private + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, private_path)
+    public_path.write_text(public + "\n")
+    return private_path, public
+
+
+def _public(cfg: ClusterConfig, node_id: str) -> str:
+    _, public_path = key_paths(cfg, node_id)
+    try:
+        return public_path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{public_path}: no public key for {node_id}; run meshems overlay keygen --config {cfg.source}"
+        ) from None
+
+
+def render(cfg: ClusterConfig, node_id: str) -> str:
+    """A wg-quick style config for `node_id` with every other node as a peer."""
+    if cfg.overlay is None:
+        raise ConfigError(f"{cfg.source}: overlay: no overlay section in the config")
+    ov = cfg.overlay
+    me = cfg.node(node_id)
+    if me.overlay_address is None:
+        raise ConfigError(f"{cfg.source}: nodes[{node_id}].overlay_address: missing")
+    private_path, _ = key_paths(cfg, node_id)
+    try:
+        private = private_path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{private_path}: no private key; run meshems overlay keygen") from None
+    lines = [
+        "[Interface]",
+        f"# meshems node {node_id}, zone {cfg.zone}",
+        f"PrivateKey = {private}",
+        f"ListenPort = {me.overlay_port or ov.listen_port}",
+        f"Address = {me.overlay_address}/{ov.prefix_len}",
+    ]
+    for peer in cfg.nodes:
+        if peer.id == node_id:
+            continue
+        if peer.overlay_address is None:
+            raise ConfigError(f"{cfg.source}: nodes[{peer.id}].overlay_address: missing")
+        endpoint = peer.overlay_endpoint or f"{peer.address}:{peer.overlay_port or ov.listen_port}"
+        host = endpoint.rsplit(":", 1)[0]
+        if ":" in host and not host.startswith("["):  # an IPv6 endpoint needs brackets
+            endpoint = f"[{host}]:{endpoint.rsplit(':', 1)[1]}"
+        lines += [
+            "",
+            "[Peer]",
+            f"# {peer.id}",
+            f"PublicKey = {_public(cfg, peer.id)}",
+            f"AllowedIPs = {peer.overlay_address}/32",
+            f"Endpoint = {endpoint}",
+            f"PersistentKeepalive = {ov.keepalive_s}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def strip_wg_quick(text: str) -> str:
+    """The config without wg-quick-only fields (Address), as `wg setconf` wants it."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("Address", "#"))) + "\n"
