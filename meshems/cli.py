@@ -38,6 +38,9 @@ EXAMPLES = {
     "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
     "overlay keygen": "meshems overlay keygen --config cluster-configs/local-3.yaml",
     "overlay render": "meshems overlay render --config cluster-configs/local-3.yaml --node n1",
+    "overlay up": "meshems overlay up --config cluster-configs/local-3.yaml --node n1",
+    "overlay down": "meshems overlay down --config cluster-configs/local-3.yaml --node n1",
+    "overlay status": "meshems overlay status --config cluster-configs/local-3.yaml --node n1 -o json",
     "forecast fit": "meshems forecast fit --config cluster-configs/local-3.yaml --node n1 --csv load.csv",
     "devices": "meshems devices --config cluster-configs/local-3.yaml -o json",
 }
@@ -149,6 +152,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace existing keys")
     s = add(ov, "render", "overlay render", "print a node's wg-quick config with every peer")
     s.add_argument("--node", "-n", required=True)
+    for verb, text in (
+        ("up", "bring this gateway's overlay interface up (idempotent; root)"),
+        ("down", "remove this gateway's overlay interface (root)"),
+        ("status", "per-peer handshake age and transfer counters"),
+    ):
+        s = add(ov, verb, f"overlay {verb}", text)
+        s.add_argument("--node", "-n", required=True)
+        if verb == "status":
+            s.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
     fc = sub.add_parser("forecast", help="fit a node's load forecaster").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND"
@@ -548,6 +560,38 @@ def cmd_overlay_render(cfg: ClusterConfig, args: Any) -> int:
     return 0
 
 
+def cmd_overlay_up(cfg: ClusterConfig, args: Any) -> int:
+    from meshems.adapters.wireguard import interface_name, up
+
+    how = up(cfg, args.node)
+    print(f"{interface_name(args.node)} is up ({how}) with address {cfg.node(args.node).overlay_address}")
+    return 0
+
+
+def cmd_overlay_down(cfg: ClusterConfig, args: Any) -> int:
+    from meshems.adapters.wireguard import down, interface_name
+
+    print(f"{interface_name(args.node)} {'removed' if down(args.node) else 'was not there'}")
+    return 0
+
+
+def cmd_overlay_status(cfg: ClusterConfig, args: Any) -> int:
+    from meshems.adapters.wireguard import peer_status
+
+    rows = peer_status(cfg, args.node)
+    if args.output == "json":
+        _print_json(rows)
+    else:
+        for r in rows:
+            age = "never" if r["handshake_age_s"] is None else f"{r['handshake_age_s']:.0f} s ago"
+            flag = "  STALE" if r["stale"] else ""
+            print(
+                f"{r['peer']:>8}  {r['endpoint']:<24} handshake {age:<12} "
+                f"rx {r['rx_bytes']} tx {r['tx_bytes']}{flag}"
+            )
+    return 1 if any(r["stale"] for r in rows) else 0
+
+
 def cmd_forecast_fit(cfg: ClusterConfig, args: Any) -> int:
     import numpy as np
 
@@ -607,4 +651,7 @@ HANDLERS = {
     ("forecast", "fit"): cmd_forecast_fit,
     ("overlay", "keygen"): cmd_overlay_keygen,
     ("overlay", "render"): cmd_overlay_render,
+    ("overlay", "up"): cmd_overlay_up,
+    ("overlay", "down"): cmd_overlay_down,
+    ("overlay", "status"): cmd_overlay_status,
 }

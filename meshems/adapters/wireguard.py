@@ -1,21 +1,24 @@
 """WireGuard overlay keys and configs: X25519 keys from `cryptography` (private keys written
 0600) and a wg-quick style config per node rendered from the cluster config.
 
-Owns key files and config text only; bringing interfaces up (kernel module or wireguard-go)
-is the overlay runtime's job.
+Owns key files, config text and the interface (kernel module where present, wireguard-go
+where not); must run as root for `up`/`down`.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshems.core.config import ClusterConfig
-from meshems.core.errors import ConfigError
+from meshems.core.errors import ConfigError, MeshemsError
 
 RAW = serialization.Encoding.Raw
 
@@ -113,3 +116,100 @@ def render(cfg: ClusterConfig, node_id: str) -> str:
 def strip_wg_quick(text: str) -> str:
     """The config without wg-quick-only fields (Address), as `wg setconf` wants it."""
     return "\n".join(line for line in text.splitlines() if not line.startswith(("Address", "#"))) + "\n"
+
+
+# --- bringing the interface up and down (runs `ip`, `wg`, `wireguard-go`) -----------------------
+
+
+def interface_name(node_id: str) -> str:
+    """One interface name per node: wireguard-go's UAPI sockets share /var/run/wireguard."""
+    return f"mwg-{node_id}"[:15]
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
+    if check and out.returncode != 0:
+        raise OverlayError(f"{' '.join(cmd)} failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out
+
+
+class OverlayError(MeshemsError):
+    code = "E_OVERLAY"
+
+
+def link_exists(ifname: str) -> bool:
+    return _run("ip", "link", "show", ifname, check=False).returncode == 0
+
+
+def up(cfg: ClusterConfig, node_id: str) -> str:
+    """Bring the node's overlay up (idempotent): the kernel module where present, else
+    wireguard-go; then its keys and peers, its address and the link. Returns how."""
+    assert cfg.overlay is not None
+    me = cfg.node(node_id)
+    ifname = interface_name(node_id)
+    how = "existing interface"
+    if not link_exists(ifname):
+        if _run("ip", "link", "add", ifname, "type", "wireguard", check=False).returncode == 0:
+            how = "kernel module"
+        else:
+            env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
+            out = subprocess.run(
+                ["wireguard-go", ifname], capture_output=True, text=True, timeout=20, env=env
+            )
+            if out.returncode != 0:
+                raise OverlayError(f"wireguard-go {ifname} failed: {out.stderr.strip()}")
+            how = "wireguard-go"
+            for _ in range(100):
+                if link_exists(ifname):
+                    break
+                time.sleep(0.05)
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        os.chmod(f.name, 0o600)
+        f.write(strip_wg_quick(render(cfg, node_id)))
+    try:
+        _run("wg", "setconf", ifname, f.name)
+    finally:
+        os.unlink(f.name)
+    _run("ip", "address", "replace", f"{me.overlay_address}/{cfg.overlay.prefix_len}", "dev", ifname)
+    _run("ip", "link", "set", ifname, "up")
+    return how
+
+
+def down(node_id: str) -> bool:
+    """Remove the node's overlay interface (wireguard-go exits with it); False if absent."""
+    ifname = interface_name(node_id)
+    if not link_exists(ifname):
+        return False
+    _run("ip", "link", "del", ifname)
+    Path(f"/var/run/wireguard/{ifname}.sock").unlink(missing_ok=True)
+    return True
+
+
+def peer_status(cfg: ClusterConfig, node_id: str, now_s: float | None = None) -> list[dict[str, object]]:
+    """Per peer: handshake age, transfer counters and whether the handshake is too old."""
+    assert cfg.overlay is not None
+    ifname = interface_name(node_id)
+    out = _run("wg", "show", ifname, "dump")
+    now = time.time() if now_s is None else now_s
+    by_key = {}
+    for n in cfg.nodes:
+        if n.id != node_id:
+            try:
+                by_key[_public(cfg, n.id)] = n.id
+            except ConfigError:
+                continue
+    rows = []
+    for line in out.stdout.splitlines()[1:]:  # the first line is the interface itself
+        public, _psk, endpoint, _ips, handshake, rx, tx, _ka = line.split("\t")[:8]
+        age = None if handshake == "0" else round(now - int(handshake), 1)
+        rows.append(
+            {
+                "peer": by_key.get(public, public[:8]),
+                "endpoint": endpoint,
+                "handshake_age_s": age,
+                "rx_bytes": int(rx),
+                "tx_bytes": int(tx),
+                "stale": age is None or age > cfg.overlay.handshake_max_age_s,
+            }
+        )
+    return rows
