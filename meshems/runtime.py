@@ -144,7 +144,7 @@ class NodeDaemon:
             partners=self.raft.partners,
         )
         self._routes()
-        await self.api.start(self.node.address, self.node.api_port)
+        await self.api.start(self.node.bind_host, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         tasks = [
             asyncio.create_task(self._publish_forecast()),

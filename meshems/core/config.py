@@ -102,7 +102,9 @@ class ProtectionConfig(_Frozen):
 
 class NodeConfig(_Frozen):
     id: NameStr
-    address: str = Field(min_length=1, description="address Raft and the API bind to")
+    address: str = Field(
+        min_length=1, description="underlay address; Raft and the API bind here unless overlay_address is set"
+    )
     raft_port: Port
     api_port: Port
     initial: bool = Field(
@@ -144,12 +146,18 @@ class NodeConfig(_Frozen):
         return next(b for b in self.buses if b.id == bus_id)
 
     @property
+    def bind_host(self) -> str:
+        """Where Raft and the API listen: the overlay address when the node has one (the
+        mesh then runs over WireGuard), else `address`."""
+        return self.overlay_address or self.address
+
+    @property
     def raft_endpoint(self) -> str:
-        return f"{self.address}:{self.raft_port}"
+        return f"{self.bind_host}:{self.raft_port}"
 
     @property
     def api_endpoint(self) -> str:
-        return f"{self.address}:{self.api_port}"
+        return f"{self.bind_host}:{self.api_port}"
 
 
 class RaftConfig(_Frozen):

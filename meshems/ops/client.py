@@ -34,7 +34,7 @@ class NodeClient:
         body: bytes = b"",
         timeout_s: float | None = None,
     ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection(node.address, node.api_port, timeout=timeout_s or self.timeout_s)
+        conn = http.client.HTTPConnection(node.bind_host, node.api_port, timeout=timeout_s or self.timeout_s)
         try:
             conn.request(method, path, body=body or None, headers={"Authorization": f"Bearer {self.token}"})
             resp = conn.getresponse()

@@ -63,3 +63,15 @@ def test_render_without_keys_names_the_command(tmp_path: Path) -> None:
     keygen(cfg, "n1")
     with pytest.raises(ConfigError, match="meshems overlay keygen"):
         render(cfg, "n1")
+
+
+def test_raft_and_the_api_bind_to_the_overlay_address(tmp_path: Path) -> None:
+    cfg = overlay_config(tmp_path)
+    n1 = cfg.node("n1")
+    assert n1.bind_host == "10.77.0.1"
+    assert n1.raft_endpoint.startswith("10.77.0.1:") and n1.api_endpoint.startswith("10.77.0.1:")
+    # the tunnel itself runs over the underlay address
+    assert (
+        f"Endpoint = {cfg.node('n1').address}:51820"
+        in (keygen(cfg, "n1"), keygen(cfg, "n2"), keygen(cfg, "n3"), render(cfg, "n2"))[3]
+    )
