@@ -20,6 +20,7 @@ from meshems.adapters.poller import DeviceRuntime, Poller
 from meshems.core import commands
 from meshems.core.config import ClusterConfig, NodeConfig
 from meshems.core.dispatch import command_fields, dispatch
+from meshems.core.errors import RETRYABLE_CODES
 from meshems.core.policy import Policy
 from meshems.core.process_image import DeviceInfo, build_image, image_from_readings
 from meshems.core.protection import LoadState, protect
@@ -28,7 +29,6 @@ from meshems.logs import log
 SURVIVAL_AFTER_S = 1.5
 LEADER_TICK_S = 0.05
 STALE_REPORT_S = 3.0
-RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
 
 
 class ZoneControl:
@@ -143,7 +143,7 @@ class ZoneControl:
         data = commands.encode("dispatch", f"dispatch-{term}-{cycle}", **command_fields(result, cycle))
         res = await self.propose(data)
         self.last_cycle_result = {"cycle": cycle, **res}
-        if not res.get("ok") and res.get("code") not in RETRYABLE | {"E_STALE_DISPATCH"}:
+        if not res.get("ok") and res.get("code") not in RETRYABLE_CODES | {"E_STALE_DISPATCH"}:
             log("warning", res.get("code", "E_DISPATCH"), f"dispatch refused: {res.get('message')}")
 
     # --- survival -----------------------------------------------------------------------

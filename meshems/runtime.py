@@ -28,13 +28,12 @@ from meshems.control import ZoneControl
 from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
 from meshems.core.config import ClusterConfig, NodeConfig
-from meshems.core.errors import JournalCorruptError
+from meshems.core.errors import RETRYABLE_CODES, JournalCorruptError
 from meshems.core.load_history import forecast_reserve_kwh
 from meshems.core.registers import Profile
 from meshems.logs import log
 from meshems.ops.http import HttpApi, Request
 
-RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
 REPORT_INTERVAL_S = 1.0
 
 
@@ -257,7 +256,7 @@ class NodeDaemon:
                         data=buf.getvalue(),
                     )
                 )
-                if res.get("ok") or res.get("code") not in RETRYABLE:
+                if res.get("ok") or res.get("code") not in RETRYABLE_CODES:
                     log("info", "I_FORECAST", f"forecast model v{version} replicated", result=res.get("code"))
                     return
             await asyncio.sleep(1.0)
@@ -285,7 +284,7 @@ class NodeDaemon:
                 devices=readings,
             )
             res = await self.propose(data, timeout_s=2.0)
-            if not res.get("ok") and res.get("code") not in RETRYABLE | {"E_STALE_REPORT"}:
+            if not res.get("ok") and res.get("code") not in RETRYABLE_CODES | {"E_STALE_REPORT"}:
                 log("warning", res.get("code", "E_REPORT"), f"report refused: {res.get('message')}")
 
     def _on_state_changed(self, old: int, new: int) -> None:
@@ -364,7 +363,7 @@ class NodeDaemon:
                     ]
                 for data in todo:
                     res = await self.propose(data)
-                    if data is mine and (res.get("ok") or res.get("code") not in RETRYABLE):
+                    if data is mine and (res.get("ok") or res.get("code") not in RETRYABLE_CODES):
                         declared = True
                         log("info", "I_DECLARED", "devices declared to the zone", result=res)
             await asyncio.sleep(0.5 if declared else 0.1)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from meshems.core.errors import ConfigError
+from meshems.core.errors import ConfigError, key_path
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 NameStr = Annotated[str, Field(pattern=NAME)]
@@ -293,16 +293,6 @@ class ClusterConfig(_Frozen):
         return self.path(self.raft.data_dir) / node_id
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
     """Validate a decoded YAML document; raise ConfigError naming the file and the key."""
     if not isinstance(data, dict):
@@ -315,7 +305,7 @@ def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
         lines = []
         first_key = ""
         for err in exc.errors():
-            key = _key(err["loc"])
+            key = key_path(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             m = re.match(r"^([\w.\[\]]+): (.*)$", msg)
             if (m and key in ("(top level)", "raft", "nodes")) or (m and key.endswith("]")):

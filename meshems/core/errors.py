@@ -6,6 +6,17 @@ Pure: no I/O here.
 
 from __future__ import annotations
 
+#: answers after which the same request may be sent again (with the same request id)
+RETRYABLE_CODES = frozenset({"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"})
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """A validation error location as the key a user writes: `nodes[1].raft_port`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "(top level)"
+
 
 class MeshemsError(Exception):
     """Base of every error meshems raises on purpose."""

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from meshems.core.errors import ConfigError
+from meshems.core.errors import ConfigError, key_path
 
 RegType = Literal["int16", "uint16", "int32", "uint32", "float32"]
 WordOrder = Literal["big", "little"]
@@ -434,16 +434,6 @@ class _ProfileModel(_Strict):
     roles: dict[str, str]
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 def _end(p: _PointModel) -> int:
     return p.address + WORDS[p.type]
 
@@ -555,7 +545,7 @@ def parse_profile(data: object, source: str) -> Profile:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (misspelt?)"
-            errors.append((_key(err["loc"]), msg))
+            errors.append((key_path(err["loc"]), msg))
         raise _config_error(source, errors) from None
     errors = _point_errors(model.points)
     errors += _role_errors(model)

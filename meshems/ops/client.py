@@ -15,9 +15,7 @@ from typing import Any
 
 from meshems.adapters.secret import api_token
 from meshems.core.config import ClusterConfig, NodeConfig
-from meshems.core.errors import MeshemsError, UnreachableError
-
-RETRYABLE = {"E_QUORUM", "E_LEADER_CHANGED", "E_UNKNOWN_OUTCOME", "E_TIMEOUT", "E_BUSY"}
+from meshems.core.errors import RETRYABLE_CODES, MeshemsError, UnreachableError
 
 
 class NodeClient:
@@ -99,7 +97,7 @@ class NodeClient:
             except UnreachableError as exc:
                 last = {"ok": False, "code": "E_UNREACHABLE", "message": exc.message}
                 continue
-            if body.get("ok") or body.get("code") not in RETRYABLE:
+            if body.get("ok") or body.get("code") not in RETRYABLE_CODES:
                 return {**body, "attempts": attempt}
             last = body
             time.sleep(min(0.05 * attempt, 0.5))
@@ -121,7 +119,7 @@ class NodeClient:
             except UnreachableError as exc:
                 last = {"ok": False, "code": "E_UNREACHABLE", "message": exc.message}
                 continue
-            if res.get("ok") or res.get("code") not in RETRYABLE | {"E_UNREACHABLE"}:
+            if res.get("ok") or res.get("code") not in RETRYABLE_CODES | {"E_UNREACHABLE"}:
                 return res
             last = res
         return last

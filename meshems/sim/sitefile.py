@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from meshems.core.errors import ConfigError
+from meshems.core.errors import ConfigError, key_path
 
 FaultKind = Literal["none", "silent", "slow", "garbage", "crc", "exception"]
 
@@ -112,7 +112,7 @@ def parse_site(data: object, source: str) -> SiteFile:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+            key = key_path(err["loc"]) if err["loc"] else ""
             msg = err["msg"].removeprefix("Value error, ")
             m = re.match(r"^([\w.\[\]]+): (.*)$", msg)
             if m:
