@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from meshems.adapters.poller import Poller
@@ -36,6 +37,8 @@ class Actuator:
         self.applied: dict[str, Token] = {}
         self.last_write: dict[str, float] = {}
         self.refused_stale = 0
+        #: called with (device, kW, token) after a committed setpoint reached the device
+        self.on_actuated: Callable[[str, float, Token], None] | None = None
         self.writes: list[dict[str, Any]] = []  # the last few, for status
         self.state: ZoneState | None = None
         self.wake = asyncio.Event()
@@ -114,6 +117,8 @@ class Actuator:
             return
         res = await self.poller.write(dev.id, point.name, value)
         self._record(dev.id, token, res, {"kw": kw, "source": source or "committed"})
+        if res.get("ok") and token is not None and self.on_actuated is not None:
+            self.on_actuated(dev.id, kw, token)
         if res.get("ok") and token is not None and self.applied.get(dev.id) != token:
             log("info", "I_ACTUATED", f"{dev.id} <- {value:g} ({point.name})", device=dev.id,
                 term=token[0], index=token[1])  # fmt: skip

@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="move this node's Raft files aside and catch up from its peers",
     )
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="append every applied entry and actuated setpoint to FILE (for the lab's fault checker)",
+    )
 
     s = add(sub, "status", "status", "show every node's Raft status, like etcdctl endpoint status")
     s.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -244,7 +249,7 @@ def cmd_node_run(cfg: ClusterConfig, args: Any) -> int:
     from meshems.runtime import run_node
 
     logs.setup(args.node, args.log_level)
-    return run_node(cfg, args.node, args.config, reset_journal=args.reset_journal)
+    return run_node(cfg, args.node, args.config, reset_journal=args.reset_journal, trace_file=args.trace)
 
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
@@ -564,14 +569,15 @@ def cmd_overlay_up(cfg: ClusterConfig, args: Any) -> int:
     from meshems.adapters.wireguard import interface_name, up
 
     how = up(cfg, args.node)
-    print(f"{interface_name(args.node)} is up ({how}) with address {cfg.node(args.node).overlay_address}")
+    address = cfg.node(args.node).overlay_address
+    print(f"{interface_name(cfg, args.node)} is up ({how}) with address {address}")
     return 0
 
 
 def cmd_overlay_down(cfg: ClusterConfig, args: Any) -> int:
     from meshems.adapters.wireguard import down, interface_name
 
-    print(f"{interface_name(args.node)} {'removed' if down(args.node) else 'was not there'}")
+    print(f"{interface_name(cfg, args.node)} {'removed' if down(cfg, args.node) else 'was not there'}")
     return 0
 
 

@@ -13,22 +13,25 @@ import os
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgpack
 
 from meshems.actuation import Actuator
+from meshems.adapters.apply_trace import ApplyTrace
 from meshems.adapters.consensus import RaftNode
 from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
 from meshems.adapters.journal import check_node_files, quarantine
 from meshems.adapters.poller import Poller
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
+from meshems.adapters.wireguard import peer_status
 from meshems.control import ZoneControl
 from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
 from meshems.core.config import ClusterConfig, NodeConfig
-from meshems.core.errors import RETRYABLE_CODES, JournalCorruptError
+from meshems.core.errors import RETRYABLE_CODES, JournalCorruptError, MeshemsError
 from meshems.core.load_history import forecast_reserve_kwh
 from meshems.core.registers import Profile
 from meshems.logs import log
@@ -89,9 +92,15 @@ class NodeDaemon:
     """A running meshems node: Raft member + status API."""
 
     def __init__(
-        self, cfg: ClusterConfig, node_id: str, secret: str, profiles: dict[str, Profile] | None = None
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        secret: str,
+        profiles: dict[str, Profile] | None = None,
+        trace: ApplyTrace | None = None,
     ) -> None:
         self.cfg = cfg
+        self.trace = trace
         self.node = cfg.node(node_id)
         self.secret = secret
         self.started = time.monotonic()
@@ -106,6 +115,12 @@ class NodeDaemon:
         )
         self.poller = Poller(self.node, profiles or {}) if profiles else None
         self.actuator = Actuator(self.node, self.poller) if self.poller else None
+        if trace is not None:
+            self.raft.replica.on_restored = lambda st: trace.write("restore", i=st.last_index, t=st.last_term)
+            if self.actuator is not None:
+                self.actuator.on_actuated = lambda dev, kw, token: trace.write(
+                    "act", dev=dev, kw=kw, t=token[0], i=token[1]
+                )
         self.control = ZoneControl(cfg, self.node, self.raft, self.poller, self.actuator, self.propose)
         if self.poller is not None:
             self.poller.on_poll = self.control.on_poll
@@ -125,6 +140,8 @@ class NodeDaemon:
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
         self._stop = asyncio.Event()
         self._hash_cache: tuple[ZoneState | None, str] = (None, "")
+        #: per-peer WireGuard handshake age and counters (None without an overlay)
+        self.overlay_peers: list[dict[str, Any]] | dict[str, str] | None = None
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -146,6 +163,7 @@ class NodeDaemon:
         await self.api.start(self.node.bind_host, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         tasks = [
+            asyncio.create_task(self._overlay_loop()),
             asyncio.create_task(self._publish_forecast()),
             asyncio.create_task(self._declare_loop()),
             asyncio.create_task(self.control.leader_loop()),
@@ -153,7 +171,8 @@ class NodeDaemon:
         ]
         if self.poller is not None and self.actuator is not None:
             await self.poller.start()
-            self.actuator.on_state(self.raft.state)
+            if self.raft.ready():
+                self.actuator.on_state(self.raft.state)
             tasks += [asyncio.create_task(self._report_loop()), asyncio.create_task(self.actuator.run())]
             log(
                 "info",
@@ -174,8 +193,10 @@ class NodeDaemon:
             await self.api.stop()
             await asyncio.to_thread(self.raft.stop)
 
-    def _on_applied(self, state: ZoneState, result: Result) -> None:
+    def _on_applied(self, state: ZoneState, result: Result, entry: bytes, term: int, index: int) -> None:
         """Raft thread: an entry was applied. Hand the new state to the loop."""
+        if self.trace is not None:
+            self.trace.applied(term, index, result.code, entry)
         if self.actuator is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(self._state_changed, state)
 
@@ -197,6 +218,10 @@ class NodeDaemon:
                     f"now the owner of shared device {dev_id}: polling it",
                     device=dev_id,
                 )
+        if not self.raft.ready():
+            # Replaying the journal after a restart: these are old setpoints, long replaced.
+            # Actuate only once caught up with what a leader says is committed.
+            return
         self.actuator.on_state(state)
 
     def _add_forecast(self, readings: list[dict[str, Any]]) -> None:
@@ -227,6 +252,17 @@ class NodeDaemon:
         if now - self._history_saved > 900:
             self._history_saved = now
             save_history(self.history, self.cfg.data_dir(self.node.id) / "load_history.npz")
+
+    async def _overlay_loop(self) -> None:
+        """Refresh the overlay's per-peer handshake ages for status (every 2 s)."""
+        if self.cfg.overlay is None:
+            return
+        while True:
+            try:
+                self.overlay_peers = await asyncio.to_thread(peer_status, self.cfg, self.node.id)
+            except (MeshemsError, OSError, ValueError) as exc:
+                self.overlay_peers = {"error": str(exc)}
+            await asyncio.sleep(2.0)
 
     async def _publish_forecast(self) -> None:
         """Replicate this node's fitted forecaster (its .npz, version and digest) to the zone."""
@@ -402,6 +438,7 @@ class NodeDaemon:
             "state_index": state.last_index,
             "state_hash": self._state_hash(state),
             "alarms": [],
+            "overlay": self.overlay_peers,
             "forecasts": {
                 k: {"version": r.version, "digest": r.digest[:16], "bytes": len(r.data), "index": r.index}
                 for k, r in state.forecasts.items()
@@ -590,7 +627,13 @@ def node_profiles(cfg: ClusterConfig, node_id: str) -> dict[str, Profile]:
     return {d.id: load_profile(d.profile, base) for d in cfg.node(node_id).devices if d.bus and d.profile}
 
 
-def run_node(cfg: ClusterConfig, node_id: str, config_path: str, reset_journal: bool = False) -> int:
+def run_node(
+    cfg: ClusterConfig,
+    node_id: str,
+    config_path: str,
+    reset_journal: bool = False,
+    trace_file: str | None = None,
+) -> int:
     """Start-up checks, then the daemon until SIGINT/SIGTERM. Returns the exit code."""
     secret = read_secret(cfg.secret_path, config_path)
     try:
@@ -598,8 +641,13 @@ def run_node(cfg: ClusterConfig, node_id: str, config_path: str, reset_journal: 
     except JournalCorruptError as exc:
         log("error", exc.code, exc.message, **exc.context)
         raise
-    daemon = NodeDaemon(cfg, node_id, secret, node_profiles(cfg, node_id))
-    asyncio.run(daemon.run())
+    trace = ApplyTrace(Path(trace_file), node_id) if trace_file else None
+    daemon = NodeDaemon(cfg, node_id, secret, node_profiles(cfg, node_id), trace=trace)
+    try:
+        asyncio.run(daemon.run())
+    finally:
+        if trace is not None:
+            trace.close()
     return 0
 
 

@@ -38,7 +38,8 @@ FAILURES: dict[int, tuple[str, str]] = {
 }
 
 ProposeCallback = Callable[[dict[str, Any] | None, str | None, str], None]
-AppliedCallback = Callable[[ZoneState, Result], None]
+#: (state after, result, entry bytes, term, index); a duplicate's result names its first entry
+AppliedCallback = Callable[[ZoneState, Result, bytes, int, int], None]
 
 
 class ZoneReplica(SyncObjConsumer):
@@ -48,6 +49,7 @@ class ZoneReplica(SyncObjConsumer):
         super().__init__()
         self.state = ZoneState()
         self._on_applied = on_applied
+        self.on_restored: Callable[[ZoneState], None] | None = None
 
     def _entry_position(self) -> tuple[int, int]:
         """(term, index) of the entry being applied; pysyncobj 0.3.17 internals."""
@@ -70,7 +72,7 @@ class ZoneReplica(SyncObjConsumer):
         else:
             self.state, result = apply(self.state, data, term, index)
         if self._on_applied is not None:
-            self._on_applied(self.state, result)
+            self._on_applied(self.state, result, framed, term, index)
         return result.to_dict()
 
     def _serialize(self) -> dict[str, bytes]:
@@ -78,6 +80,8 @@ class ZoneReplica(SyncObjConsumer):
 
     def _deserialize(self, data: dict[str, bytes]) -> None:
         self.state = restore(data["zone"])
+        if self.on_restored is not None:
+            self.on_restored(self.state)
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,12 @@ class RaftNode:
             conf.onStateChanged = self._on_state_changed
         audited = type("AuditedSyncObj", (_AuditedSyncObj,), {"on_auth_fail": staticmethod(self._auth_fail)})
         self._syncobj = audited(self.node.raft_endpoint, self.partners, conf, consumers=[self.replica])
+
+    def ready(self) -> bool:
+        """Caught up: applied everything a leader said was committed since this start
+        (pysyncobj's isReady). Before that the state may be a replay of old history."""
+        so = getattr(self, "_syncobj", None)
+        return bool(so is not None and so.isReady())
 
     def _auth_fail(self) -> None:
         self.auth_failures += 1

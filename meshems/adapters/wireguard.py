@@ -121,9 +121,10 @@ def strip_wg_quick(text: str) -> str:
 # --- bringing the interface up and down (runs `ip`, `wg`, `wireguard-go`) -----------------------
 
 
-def interface_name(node_id: str) -> str:
+def interface_name(cfg: ClusterConfig, node_id: str) -> str:
     """One interface name per node: wireguard-go's UAPI sockets share /var/run/wireguard."""
-    return f"mwg-{node_id}"[:15]
+    prefix = cfg.overlay.interface_prefix if cfg.overlay is not None else "mwg-"
+    return f"{prefix}{node_id}"[:15]
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -146,7 +147,7 @@ def up(cfg: ClusterConfig, node_id: str) -> str:
     wireguard-go; then its keys and peers, its address and the link. Returns how."""
     assert cfg.overlay is not None
     me = cfg.node(node_id)
-    ifname = interface_name(node_id)
+    ifname = interface_name(cfg, node_id)
     how = "existing interface"
     if not link_exists(ifname):
         if _run("ip", "link", "add", ifname, "type", "wireguard", check=False).returncode == 0:
@@ -175,9 +176,9 @@ def up(cfg: ClusterConfig, node_id: str) -> str:
     return how
 
 
-def down(node_id: str) -> bool:
+def down(cfg: ClusterConfig, node_id: str) -> bool:
     """Remove the node's overlay interface (wireguard-go exits with it); False if absent."""
-    ifname = interface_name(node_id)
+    ifname = interface_name(cfg, node_id)
     if not link_exists(ifname):
         return False
     _run("ip", "link", "del", ifname)
@@ -188,7 +189,7 @@ def down(node_id: str) -> bool:
 def peer_status(cfg: ClusterConfig, node_id: str, now_s: float | None = None) -> list[dict[str, object]]:
     """Per peer: handshake age, transfer counters and whether the handshake is too old."""
     assert cfg.overlay is not None
-    ifname = interface_name(node_id)
+    ifname = interface_name(cfg, node_id)
     out = _run("wg", "show", ifname, "dump")
     now = time.time() if now_s is None else now_s
     by_key = {}

@@ -1,0 +1,267 @@
+"""The Jepsen-style fault run: a lab, a client writing setpoints through random nodes, a
+seeded fault schedule, then heal, converge and check.
+
+Owns the run's timeline (client threads, the injector, the final sweep) and its summary.
+Must not judge the history itself (checker.py) nor know how faults are made (gateways.py).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshems.adapters.apply_trace import read_trace
+from meshems.adapters.journal import frame
+from meshems.core import commands
+from meshems.core.errors import UnreachableError
+from meshems.lab.checker import Op, Verdict, Window, check
+from meshems.lab.gateways import Lab
+from meshems.lab.schedule import Fault, make_schedule, split
+
+#: answers that prove the write was not committed
+DEFINITE_FAILURES = frozenset({"E_QUORUM", "E_BUSY", "E_LIMIT", "E_UNKNOWN_DEVICE", "E_CMD_MALFORMED"})
+
+
+@dataclass
+class RunResult:
+    seed: int
+    duration_s: float
+    verdict: Verdict
+    faults: Counter[str] = field(default_factory=Counter)
+    injected: list[dict[str, Any]] = field(default_factory=list)
+    converged: bool = False
+    final: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "ok": v.ok and self.converged,
+            "seed": self.seed,
+            "duration_s": round(self.duration_s, 1),
+            "operations": v.operations,
+            "acknowledged": v.acknowledged,
+            "failed": v.failed,
+            "indeterminate": v.indeterminate,
+            "lost": v.lost,
+            "divergent": v.divergent,
+            "stale_term_actuations": v.stale_term_actuations,
+            "minority_commits": v.minority_commits,
+            "term_regressions": v.term_regressions,
+            "entries_checked": v.entries_checked,
+            "actuations_checked": v.actuations_checked,
+            "covered_by_snapshot": v.covered_by_snapshot,
+            "converged": self.converged,
+            "faults": dict(self.faults),
+            "injected": self.injected,
+            "problems": v.problems,
+        }
+
+
+class Workload:
+    """Client threads: each op writes a unique value to a battery through one random node,
+    once (no retry on another node, so the answer tells which node committed it)."""
+
+    def __init__(self, lab: Lab, seed: int, threads: int = 3, pause_s: float = 0.02) -> None:
+        self.lab = lab
+        self.rng = random.Random(seed)
+        self.threads = threads
+        self.pause_s = pause_s
+        self.ops: list[Op] = []
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self.devices = sorted(d.id for n in lab.cfg.nodes for d in n.devices if d.kind == "battery")
+
+    def _one(self, worker: int) -> None:
+        with self._lock:
+            op_id = self._next
+            self._next += 1
+            node = self.rng.choice(self.lab.plan.nodes)
+            device = self.rng.choice(self.devices)
+        kw = round(-49.0 + (op_id % 98_000) * 0.001, 3)  # unique within limits
+        data = commands.encode(
+            "set_setpoint", f"lab-{self.lab.plan.tag}-{op_id}", device_id=device, kw=kw, source="lab"
+        )
+        digest = zlib.crc32(frame(data))
+        submit = time.time()
+        try:
+            _, body = self.lab.client.request(
+                self.lab.cfg.node(node), "POST", "/v1/propose", data, timeout_s=3.0
+            )
+            code = str(body.get("code", ""))
+            outcome = "ok" if body.get("ok") else ("fail" if code in DEFINITE_FAILURES else "info")
+        except UnreachableError:
+            body, code, outcome = {}, "E_UNREACHABLE", "info"
+        op = Op(op_id, node, digest, submit, time.time(), outcome,
+                int(body.get("term") or 0), int(body.get("index") or 0), code)  # fmt: skip
+        with self._lock:
+            self.ops.append(op)
+
+    def _loop(self, worker: int) -> None:
+        while not self._stop.is_set():
+            self._one(worker)
+            self._stop.wait(self.pause_s)
+
+    def start(self) -> None:
+        for w in range(self.threads):
+            t = threading.Thread(target=self._loop, args=(w,), daemon=True, name=f"client-{w}")
+            t.start()
+            self._workers.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=10)
+
+
+def current_leader(lab: Lab, timeout_s: float = 10.0) -> str | None:
+    try:
+        return lab.wait_leader(timeout_s)
+    except TimeoutError:
+        return None
+
+
+class Injector:
+    """Applies one fault, then undoes it; records what it did and partition windows."""
+
+    def __init__(self, lab: Lab, say: Any) -> None:
+        self.lab = lab
+        self.say = say
+        self.windows: list[Window] = []
+        self.log: list[dict[str, Any]] = []
+        self.counts: Counter[str] = Counter()
+
+    def run(self, fault: Fault) -> None:
+        lab, nodes = self.lab, self.lab.plan.nodes
+        leader = current_leader(lab)
+        if leader is None:
+            self.say(f"  {fault.kind}: skipped, no leader")
+            self.log.append({"kind": fault.kind, "skipped": "no leader"})
+            return
+        followers = [n for n in nodes if n != leader]
+        anyone = nodes[fault.pick % len(nodes)]
+        entry: dict[str, Any] = {"kind": fault.kind, "at": round(time.time(), 3), "leader": leader}
+        if fault.kind == "kill_leader":
+            lab.kill(leader)
+            entry["target"] = leader
+            time.sleep(fault.hold_s)
+            lab.start_node(leader)
+        elif fault.kind == "pause_node":
+            lab.pause(anyone)
+            entry["target"] = anyone
+            time.sleep(fault.hold_s)
+            lab.resume(anyone)
+        elif fault.kind == "restart_node":
+            lab.restart(anyone)
+            entry["target"] = anyone
+        elif fault.kind == "cut_link":
+            peer = followers[fault.pick % len(followers)] if followers else leader
+            lab.cut(leader, peer)
+            entry["target"] = f"{leader}<->{peer}"
+            time.sleep(fault.hold_s)
+            lab.heal()
+        else:
+            minority, majority = split(nodes, leader, fault.kind == "partition_leader_minority", fault.pick)
+            lab.partition([minority, majority])
+            start = time.time()
+            entry["target"] = f"{','.join(minority)} | {','.join(majority)}"
+            time.sleep(fault.hold_s)
+            end = time.time()
+            lab.heal()
+            self.windows.append(Window(start, end, frozenset(minority)))
+        self.counts[fault.kind] += 1
+        self.log.append(entry)
+        self.say(
+            f"  {fault.kind:<27} {entry.get('target', '')} (leader was {leader}, held {fault.hold_s:.1f} s)"
+        )
+
+
+def converge(lab: Lab, timeout_s: float = 60.0) -> tuple[bool, dict[str, tuple[int, str]]]:
+    """Wait until every node answers at the same applied index with the same hash (or the
+    bound passes); returns (converged, node -> (index, hash)) of the last sweep."""
+    end = time.monotonic() + timeout_s
+    final: dict[str, tuple[int, str]] = {}
+    while time.monotonic() < end:
+        rows = lab.status(timeout_s=1.0)
+        final = {r["id"]: (int(r["state_index"]), str(r["state_hash"])) for r in rows if r.get("reachable")}
+        if len(final) == len(lab.plan.nodes) and len(set(final.values())) == 1:
+            return True, final
+        time.sleep(0.02)
+    return False, final
+
+
+def run_faults(
+    folder: Path,
+    seed: int,
+    duration_s: float,
+    nodes: int = 3,
+    kinds: tuple[str, ...] | None = None,
+    say: Any = print,
+) -> RunResult:
+    """Build a lab, run the workload under the seeded schedule, heal, check, tear down."""
+    schedule = make_schedule(seed, duration_s, **({"kinds": kinds} if kinds else {}))
+    lab = Lab.create(folder, nodes=nodes, sims=True, progress=say)
+    started = time.monotonic()
+    try:
+        say(f"leader: {lab.wait_leader(30)}; {len(schedule)} faults over {duration_s:.0f} s (seed {seed})")
+        workload = Workload(lab, seed)
+        injector = Injector(lab, say)
+        workload.start()
+        t0 = time.monotonic()
+        try:
+            for fault in schedule:
+                delay = t0 + fault.at_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                injector.run(fault)
+            rest = t0 + duration_s - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
+        finally:
+            lab.heal()
+            for n in lab.plan.nodes:
+                if lab.running(n):
+                    lab.resume(n)
+                else:
+                    lab.start_node(n)
+            workload.stop()
+        say(f"healed; {len(workload.ops)} operations; waiting for the replicas to converge")
+        converged, final = converge(lab)
+        traces = {n: read_trace(folder / "traces" / f"{n}.jsonl") for n in lab.plan.nodes}
+        verdict = check(workload.ops, traces, injector.windows, final)
+        return RunResult(
+            seed, time.monotonic() - started, verdict, injector.counts, injector.log, converged, final
+        )
+    finally:
+        lab.down()
+
+
+def summary_table(res: RunResult) -> str:
+    d = res.to_dict()
+    lines = [
+        f"fault run, seed {d['seed']}, {d['duration_s']} s: {'PASS' if d['ok'] else 'FAIL'}",
+        f"  {'operations':<28}{d['operations']:>8}",
+        f"  {'acknowledged':<28}{d['acknowledged']:>8}",
+        f"  {'failed (not committed)':<28}{d['failed']:>8}",
+        f"  {'indeterminate':<28}{d['indeterminate']:>8}",
+        f"  {'lost (must be 0)':<28}{d['lost']:>8}",
+        f"  {'divergent nodes (must be 0)':<28}{d['divergent']:>8}",
+        f"  {'stale-term actuations':<28}{d['stale_term_actuations']:>8}",
+        f"  {'minority commits':<28}{d['minority_commits']:>8}",
+        f"  {'term regressions':<28}{d['term_regressions']:>8}",
+        f"  {'entries checked':<28}{d['entries_checked']:>8}",
+        f"  {'actuations checked':<28}{d['actuations_checked']:>8}",
+        f"  {'converged after heal':<28}{'yes' if d['converged'] else 'NO':>8}",
+        "  faults by kind:",
+        *[f"    {k:<26}{n:>8}" for k, n in sorted(d["faults"].items())],
+    ]
+    if d["problems"]:
+        lines += ["  problems (first 10):", *[f"    {p}" for p in d["problems"][:10]]]
+    return "\n".join(lines)

@@ -1,0 +1,339 @@
+"""A lab of N simulated gateways on one Linux machine: each in its own network namespace,
+joined by a WireGuard (wireguard-go) mesh, running a real `meshems node run` and, unless
+asked not to, a simulated site with real Modbus servers.
+
+Owns the lab folder (config, keys, secret, logs, traces, `lab-state.json`) and the
+processes it starts; kills, pauses, resumes, restarts nodes and cuts/heals links through
+netlab. Must not decide what a fault schedule is (schedule.py) or judge a run (checker.py).
+The state file is written before anything is created, so `meshems lab down` can always undo
+a lab, even after the process that built it crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from meshems.adapters.config_file import load_config
+from meshems.adapters.secret import init_secret, read_secret
+from meshems.adapters.wireguard import keygen
+from meshems.core.config import ClusterConfig
+from meshems.lab import netlab
+from meshems.lab.netlab import LabError, NetPlan
+from meshems.ops.client import NodeClient
+
+STATE = "lab-state.json"
+RAFT_PORT, API_PORT, MODBUS_PORT = 17101, 17201, 1502
+
+
+def _site(seed: int) -> dict[str, Any]:
+    return {
+        "site": {"seed": seed, "start_h": 12, "soc_pct": 60},
+        "control": {"host": "127.0.0.1", "port": 0},
+        "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": MODBUS_PORT}],
+        "devices": [
+            {"server": "main", "unit_id": 1, "model": "meter", "profile": "meter"},
+            {"server": "main", "unit_id": 2, "model": "battery", "profile": "battery"},
+            {"server": "main", "unit_id": 3, "model": "pv", "profile": "pv"},
+            {"server": "main", "unit_id": 4, "model": "relay", "profile": "relay"},
+        ],
+    }
+
+
+def _devices(node: str) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{node}-meter", "kind": "meter", "bus": "site", "unit_id": 1, "profile": "meter"},
+        {"id": f"{node}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50, "bus": "site",
+         "unit_id": 2, "profile": "battery", "revert_timeout_s": 30},
+        {"id": f"{node}-pv", "kind": "pv", "min_kw": 0, "max_kw": 40, "rated_kw": 40, "bus": "site",
+         "unit_id": 3, "profile": "pv", "revert_timeout_s": 30},
+    ]  # fmt: skip
+
+
+def write_lab_config(folder: Path, plan: NetPlan, sims: bool) -> Path:
+    """The lab's cluster config: every node on its own underlay and overlay address."""
+    nodes = []
+    for i, n in enumerate(plan.nodes):
+        node: dict[str, Any] = {
+            "id": n,
+            "address": plan.underlay(n),
+            "overlay_address": plan.overlay(n),
+            "raft_port": RAFT_PORT,
+            "api_port": API_PORT,
+        }
+        if sims:
+            site = folder / f"site-{n}.yaml"
+            site.write_text(yaml.safe_dump(_site(seed=i + 1), sort_keys=False))
+            node["sim_site"] = site.name
+            node["buses"] = [{"id": "site", "type": "tcp", "host": "127.0.0.1", "port": MODBUS_PORT}]
+            node["devices"] = _devices(n)
+        else:
+            node["devices"] = [{"id": f"{n}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50}]
+        nodes.append(node)
+    doc = {
+        "cluster": f"lab-{plan.tag}",
+        "zone": "lab",
+        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
+        "overlay": {"key_dir": "keys", "interface_prefix": f"mw{plan.tag}-", "handshake_max_age_s": 30},
+        "nodes": nodes,
+    }
+    path = folder / "lab.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Lab:
+    """One lab: its plan, config, processes. Use `Lab.create(...)` or `Lab.open(folder)`."""
+
+    def __init__(self, folder: Path, plan: NetPlan, cfg: ClusterConfig, pids: dict[str, int]) -> None:
+        self.folder = folder
+        self.plan = plan
+        self.cfg = cfg
+        self.pids = pids
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+        self.client = NodeClient(cfg, read_secret(cfg.secret_path, str(cfg.source)), timeout_s=1.0)
+
+    # --- building and opening -----------------------------------------------------------
+
+    @classmethod
+    def create(cls, folder: Path, nodes: int = 3, sims: bool = True, progress: Any = print) -> Lab:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, wireguard-go, nft)")
+        if not 1 <= nodes <= 9:
+            raise LabError(f"--nodes {nodes}: a lab has 1 to 9 gateways")
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / STATE).exists():
+            raise LabError(f"{folder / STATE} exists: a lab lives there; `meshems lab down --dir {folder}`")
+        plan = NetPlan.make(secrets.token_hex(2), netlab.free_octet(), [f"n{i + 1}" for i in range(nodes)])
+        state: dict[str, Any] = {"plan": None, "pids": {}}
+        state_path = folder / STATE
+        plan.save(folder / "plan.json")
+        state["plan"] = json.loads((folder / "plan.json").read_text())
+        state_path.write_text(json.dumps(state, indent=2))  # before anything exists
+        path = write_lab_config(folder, plan, sims)
+        cfg = load_config(path)
+        init_secret(cfg.secret_path)
+        for n in plan.nodes:
+            keygen(cfg, n)
+        progress(
+            f"lab {plan.tag}: building {nodes} namespaces on bridge {plan.bridge} (10.98.{plan.octet}.0/24)"
+        )
+        lab = cls(folder, plan, cfg, {})
+        try:
+            netlab.build(plan)
+            for n in plan.nodes:
+                out = lab.exec_meshems(n, "overlay", "up", "--config", str(path), "--node", n)
+                if out.returncode != 0:
+                    raise LabError(f"overlay up on {n} failed: {out.stderr.strip()}")
+            progress(f"lab {plan.tag}: wireguard-go mesh up (10.77.{plan.octet}.0/24)")
+            if sims:
+                for n in plan.nodes:
+                    lab.start_sim(n)
+                progress(f"lab {plan.tag}: {nodes} simulated sites serving Modbus")
+            for n in plan.nodes:
+                lab.start_node(n)
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    @classmethod
+    def open(cls, folder: Path) -> Lab:
+        state_path = folder / STATE
+        if not state_path.exists():
+            raise LabError(f"{state_path}: no lab there (start one with `meshems lab up --dir {folder}`)")
+        state = json.loads(state_path.read_text())
+        plan = NetPlan(**state["plan"])
+        cfg = load_config(folder / "lab.yaml")
+        return cls(folder, plan, cfg, {k: int(v) for k, v in state.get("pids", {}).items()})
+
+    def _save(self) -> None:
+        state = {"plan": json.loads((self.folder / "plan.json").read_text()), "pids": self.pids}
+        tmp = self.folder / (STATE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.folder / STATE)
+
+    # --- processes ----------------------------------------------------------------------
+
+    def ns_cmd(self, node: str, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.plan.namespaces[node], *cmd]
+
+    def exec_meshems(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = self.ns_cmd(node, sys.executable, "-m", "meshems", *args)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    def _spawn(self, key: str, node: str, *args: str) -> subprocess.Popen[bytes]:
+        (self.folder / "logs").mkdir(exist_ok=True)
+        log = open(self.folder / "logs" / f"{key}.log", "ab")  # noqa: SIM115 - closed in _reap
+        # `ip netns exec` execs the command: the pid is the meshems process itself
+        proc = subprocess.Popen(
+            self.ns_cmd(node, sys.executable, "-m", "meshems", *args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs[key], self._logs[key], self.pids[key] = proc, log, proc.pid
+        self._save()
+        return proc
+
+    def start_sim(self, node: str, timeout_s: float = 20.0) -> None:
+        ready = self.folder / "logs" / f"sim-{node}.ready"
+        ready.parent.mkdir(exist_ok=True)
+        ready.unlink(missing_ok=True)
+        site = self.cfg.node(node).sim_site
+        assert site is not None
+        proc = self._spawn(
+            f"sim-{node}", node, "sim", "--site", str(self.cfg.path(site)), "--ready-file", str(ready)
+        )
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if ready.exists() and ready.stat().st_size:
+                return
+            if proc.poll() is not None:
+                raise LabError(f"sim for {node} exited: {self.log_tail(f'sim-{node}')}")
+            time.sleep(0.05)
+        raise LabError(f"sim for {node} not serving within {timeout_s} s")
+
+    def start_node(self, node: str) -> None:
+        if self.running(node):
+            raise LabError(f"{node} is already running (pid {self.pids[node]})")
+        trace = self.folder / "traces" / f"{node}.jsonl"
+        self._spawn(node, node, "node", "run", "--config", str(self.cfg.source), "--node", node,
+                    "--trace", str(trace))  # fmt: skip
+
+    def running(self, key: str) -> bool:
+        proc = self.procs.get(key)
+        if proc is not None:
+            return proc.poll() is None
+        pid = self.pids.get(key)
+        return pid is not None and _alive(pid)
+
+    def _signal(self, key: str, sig: int) -> None:
+        pid = self.pids.get(key)
+        if pid is None or not self.running(key):
+            raise LabError(f"{key} is not running")
+        os.kill(pid, sig)
+
+    def kill(self, node: str) -> None:
+        """kill -9 the node daemon and reap it."""
+        self._signal(node, signal.SIGKILL)
+        self._reap(node)
+
+    def pause(self, node: str) -> None:
+        self._signal(node, signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        self._signal(node, signal.SIGCONT)
+
+    def stop(self, key: str, grace_s: float = 5.0) -> None:
+        if not self.running(key):
+            self._reap(key)
+            return
+        pid = self.pids[key]
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + grace_s
+        while self.running(key) and time.monotonic() < end:
+            time.sleep(0.05)
+        if self.running(key):
+            os.kill(pid, signal.SIGKILL)
+        self._reap(key)
+
+    def restart(self, node: str) -> None:
+        self.stop(node)
+        self.start_node(node)
+
+    def _reap(self, key: str) -> None:
+        proc = self.procs.pop(key, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log = self._logs.pop(key, None)
+        if log is not None:
+            log.close()
+
+    def log_tail(self, key: str, n: int = 2000) -> str:
+        p = self.folder / "logs" / f"{key}.log"
+        return p.read_text(errors="replace")[-n:] if p.exists() else ""
+
+    # --- links ---------------------------------------------------------------------------
+
+    def cut(self, a: str, b: str) -> None:
+        netlab.cut(self.plan, a, b)
+
+    def isolate(self, node: str) -> None:
+        netlab.isolate(self.plan, node)
+
+    def partition(self, groups: list[list[str]]) -> None:
+        netlab.partition(self.plan, groups)
+
+    def heal(self) -> None:
+        netlab.heal_all(self.plan)
+
+    # --- observing -----------------------------------------------------------------------
+
+    def status(self, timeout_s: float = 0.5) -> list[dict[str, Any]]:
+        return self.client.status_all(timeout_s=timeout_s)
+
+    def wait_leader(self, timeout_s: float = 20.0, exclude: frozenset[str] = frozenset()) -> str:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            for r in self.status():
+                if (
+                    r.get("reachable")
+                    and r["role"] == "leader"
+                    and r["has_quorum"]
+                    and r["id"] not in exclude
+                ):
+                    return str(r["id"])
+            for n in self.plan.nodes:
+                if n in self.pids and n not in self.procs and not self.running(n):
+                    continue
+                proc = self.procs.get(n)
+                if proc is not None and proc.poll() is not None:
+                    raise LabError(f"{n} exited: {self.log_tail(n)}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no leader within {timeout_s} s (excluding {sorted(exclude) or 'none'})")
+
+    # --- the end -------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop every process, remove every namespace, link and route; forget the state."""
+        for key in list(self.pids):
+            try:
+                self.stop(key, grace_s=3.0)
+            except (LabError, ProcessLookupError):
+                self._reap(key)
+        removed = netlab.teardown(self.plan)
+        (self.folder / STATE).unlink(missing_ok=True)
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # a recycled pid (after a crash and a reboot of the lab) must not be taken for ours
+        if b"meshems" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
