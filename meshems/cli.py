@@ -17,9 +17,11 @@ from rich.table import Table
 
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
+from meshems.cli_pki import PKI_HANDLERS, add_pki_parser
 from meshems.core import commands
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import ConfigError, MeshemsError
+from meshems.lab.cli import add_lab_parser, run_lab
 from meshems.ops.client import NodeClient
 
 EXAMPLES = {
@@ -199,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="kill -9 the leader every N seconds (restarted 3 s later) to show control continuing",
     )
+    add_lab_parser(sub)
+    add_pki_parser(sub)
     return p
 
 
@@ -210,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_sim(args.site, args.ready_file)
     try:
+        if args.cmd == "lab":
+            return run_lab(args)
         cfg = load_config(args.config)
         handler = HANDLERS[(args.cmd, getattr(args, "sub", None))]
         return handler(cfg, args)
@@ -252,25 +258,30 @@ def cmd_node_run(cfg: ClusterConfig, args: Any) -> int:
     return run_node(cfg, args.node, args.config, reset_journal=args.reset_journal, trace_file=args.trace)
 
 
+def overlay_cell(peers: Any) -> str:
+    """WireGuard peers as `n2 3s, n3 never!`: handshake age per peer, stale ones marked."""
+    if peers is None:
+        return "-"
+    if isinstance(peers, dict):
+        return f"[red]{peers.get('error', '?')}[/red]"[:60]
+    parts = []
+    for p in peers:
+        age = "never" if p.get("handshake_age_s") is None else f"{p['handshake_age_s']:.0f}s"
+        text = f"{p['peer']} {age}"
+        parts.append(f"[red]{text} stale[/red]" if p.get("stale") else text)
+    return ", ".join(parts)
+
+
 def status_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title=None, show_lines=False, header_style="bold")
-    for col in (
-        "ID",
-        "ENDPOINT",
-        "REACHABLE",
-        "ROLE",
-        "TERM",
-        "COMMIT",
-        "APPLIED",
-        "LAG",
-        "QUORUM",
-        "UPTIME",
-        "LEADER",
-    ):
+    overlay = any(r.get("overlay") is not None for r in rows)
+    cols = ["ID", "ENDPOINT", "REACHABLE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "QUORUM", "UPTIME"]
+    cols += ["LEADER", *(["WG HANDSHAKES"] if overlay else [])]
+    for col in cols:
         t.add_column(col, justify="right" if col in ("TERM", "COMMIT", "APPLIED", "LAG") else "left")
     for r in rows:
         if not r.get("reachable"):
-            t.add_row(r["id"], r["endpoint"], "[red]no[/red]", "-", "-", "-", "-", "-", "-", "-", "-")
+            t.add_row(r["id"], r["endpoint"], "[red]no[/red]", *["-"] * (len(cols) - 3))
             continue
         role = r["role"]
         role_s = f"[bold green]{role}[/bold green]" if role == "leader" else role
@@ -286,6 +297,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             "yes" if r["has_quorum"] else "[red]no[/red]",
             f"{r['uptime_s']:.0f}s",
             r.get("leader") or "-",
+            *([overlay_cell(r.get("overlay"))] if overlay else []),
         )
     return t
 
@@ -660,4 +672,5 @@ HANDLERS = {
     ("overlay", "up"): cmd_overlay_up,
     ("overlay", "down"): cmd_overlay_down,
     ("overlay", "status"): cmd_overlay_status,
+    **PKI_HANDLERS,
 }

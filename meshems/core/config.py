@@ -222,6 +222,71 @@ class OverlayConfig(_Frozen):
     prefix_len: int = Field(default=24, ge=8, le=32)
     keepalive_s: int = Field(default=25, ge=0, le=3600)
     handshake_max_age_s: float = Field(default=180.0, gt=0)
+    interface_prefix: str = Field(
+        default="mwg-",
+        pattern=r"^[a-z][a-z0-9-]{0,7}$",
+        description="interface name = PREFIX + node id (wireguard-go's UAPI sockets are shared)",
+    )
+
+
+TopicStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
+MIB = 1024 * 1024
+
+
+class CloudConfig(_Frozen):
+    """The cloud uplink: the leader publishes zone telemetry over MQTT v5 on TLS 1.3 with a
+    client certificate per node, through a durable outbox that survives broker outages."""
+
+    broker_host: str = Field(min_length=1, description="MQTT broker host; its certificate must name it")
+    broker_port: Port = Field(default=8883, description="MQTT over TLS port")
+    ca_file: str = Field(
+        default=".meshems/pki/ca.crt", description="CA certificate the broker's certificate must chain to"
+    )
+    cert_dir: str = Field(
+        default=".meshems/pki",
+        description="node certificates: CERT_DIR/NODE.crt and CERT_DIR/NODE.key (0600)",
+    )
+    pki_dir: str = Field(default=".meshems/pki", description="folder of the CA `meshems pki` manages")
+    topic_prefix: TopicStr = Field(
+        default="meshems", description="topics are PREFIX/CLUSTER/ZONE/...; no wildcards, no leading '/'"
+    )
+    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS of telemetry (1: at least once)")
+    keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive")
+    message_expiry_s: int = Field(
+        default=3600, ge=1, le=4_294_967_295, description="broker drops an undelivered message after this"
+    )
+    outbox_dir: str = Field(
+        default=".meshems/outbox", description="durable outbox while the broker is away: OUTBOX_DIR/NODE/"
+    )
+    outbox_max_bytes: int = Field(default=256 * MIB, ge=MIB, description="outbox size cap on disk")
+    outbox_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0, description="outbox entries older than this are dropped unsent"
+    )
+    outbox_full_policy: Literal["drop_oldest", "reject_new"] = Field(
+        default="drop_oldest", description="when the outbox is full: drop the oldest entries or refuse new"
+    )
+    payload_format: Literal["msgpack", "json"] = Field(default="msgpack", description="telemetry encoding")
+    publish_interval_s: float = Field(default=10.0, ge=0.1, le=3600, description="telemetry period")
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600, description="first reconnect delay")
+    reconnect_max_s: float = Field(
+        default=120.0, gt=0, le=3600, description="reconnect delay cap (doubling from reconnect_min_s)"
+    )
+    live_share: float = Field(
+        default=0.2, ge=0, lt=1, description="share of the publish budget kept for live data while draining"
+    )
+
+    @model_validator(mode="after")
+    def _reconnect(self) -> CloudConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must not be below reconnect_min_s "
+                f"({self.reconnect_min_s})"
+            )
+        return self
+
+    def node_cert_files(self, node_id: str) -> tuple[str, str]:
+        """(certificate, key) of a node, relative to the config like `cert_dir`."""
+        return f"{self.cert_dir}/{node_id}.crt", f"{self.cert_dir}/{node_id}.key"
 
 
 class ClusterConfig(_Frozen):
@@ -230,6 +295,7 @@ class ClusterConfig(_Frozen):
     raft: RaftConfig
     policy: PolicyConfig | None = None
     overlay: OverlayConfig | None = None
+    cloud: CloudConfig | None = None
     nodes: tuple[NodeConfig, ...] = Field(min_length=1)
     source: str = Field(default="<memory>", exclude=True, description="the file it came from")
 
