@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Overlay benchmark: the same 3-node meshems cluster over loopback and over the wireguard-go
+overlay of the lab (network namespaces on a bridge), in one run. Root only.
+
+Per setup: TCP RTT (1-byte ping-pong, median), commit latency p50/p99 of a setpoint write
+through the leader's API, throughput with 100 writes in flight, and failover (kill -9 of the
+leader -> first committed write through another node) median/max over N trials. The veth
+RTT between two namespaces (no tunnel) is printed for reference. Never asserts on time.
+
+    sudo .venv/bin/python scripts/bench/overlay_bench.py [--quick] [--json] [--trials 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import yaml
+
+from meshems.adapters.config_file import load_config
+from meshems.adapters.secret import init_secret, read_secret
+from meshems.core import commands
+from meshems.core.config import ClusterConfig, NodeConfig
+from meshems.core.errors import UnreachableError
+from meshems.lab.gateways import Lab
+from meshems.ops.client import NodeClient
+from meshems.ops.supervisor import LocalCluster
+
+RTT_SCRIPT = r"""
+import socket, statistics, sys, time, threading
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+srv_host = sys.argv[4] if len(sys.argv) > 4 else None
+s = socket.create_connection((host, port), timeout=5)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rtts = []
+for i in range(n):
+    t = time.perf_counter_ns()
+    s.sendall(b"x")
+    if s.recv(1) != b"x":
+        raise SystemExit("echo broke")
+    rtts.append((time.perf_counter_ns() - t) / 1000)
+print(statistics.median(rtts[n // 10:]))
+"""
+
+ECHO_SCRIPT = r"""
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(1)
+print("ready", flush=True)
+c, _ = srv.accept()
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while True:
+    b = c.recv(1)
+    if not b:
+        break
+    c.sendall(b)
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+def rtt_us(server_prefix: list[str], client_prefix: list[str], host: str, port: int, n: int) -> float:
+    srv = subprocess.Popen(
+        [*server_prefix, sys.executable, "-c", ECHO_SCRIPT, host, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        out = subprocess.run(
+            [*client_prefix, sys.executable, "-c", RTT_SCRIPT, host, str(port), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        return float(out.stdout.strip())
+    finally:
+        srv.kill()
+        srv.wait(timeout=5)
+
+
+def loopback_config(folder: Path, base: int) -> ClusterConfig:
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "cluster": "bench",
+        "zone": "bench",
+        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
+        "nodes": [
+            {
+                "id": f"n{i + 1}",
+                "address": "127.0.0.1",
+                "raft_port": base + i,
+                "api_port": base + 10 + i,
+                "devices": [{"id": f"n{i + 1}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50}],
+            }
+            for i in range(3)
+        ],
+    }
+    path = folder / "loop.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = load_config(path)
+    init_secret(cfg.secret_path)
+    return cfg
+
+
+class Target:
+    """What the measurements need from a cluster: a client, a leader, kill and restart."""
+
+    def __init__(
+        self, client: NodeClient, cfg: ClusterConfig, wait_leader: Any, kill: Any, start: Any
+    ) -> None:
+        self.client, self.cfg = client, cfg
+        self.wait_leader, self.kill, self.start = wait_leader, kill, start
+
+    def write(self, node: NodeConfig, kw: float, timeout_s: float = 3.0) -> dict[str, Any]:
+        data = commands.encode("set_setpoint", uuid.uuid4().hex, device_id="n1-bat", kw=kw, source="bench")
+        try:
+            _, body = self.client.request(node, "POST", "/v1/propose", data, timeout_s=timeout_s)
+        except UnreachableError as exc:
+            return {"ok": False, "code": "E_UNREACHABLE", "message": exc.message}
+        return dict(body)
+
+    def wait_caught_up(self, timeout_s: float = 20.0) -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rows = self.client.status_all(timeout_s=0.5)
+            if all(r.get("reachable") for r in rows):
+                applied = {r["applied_index"] for r in rows}
+                if max(applied) - min(applied) <= 2 and any(r["role"] == "leader" for r in rows):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("cluster did not catch up")
+
+
+def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
+    leader = t.cfg.node(t.wait_leader(30))
+    t.wait_caught_up()
+    for i in range(50):  # warm connections and code paths
+        t.write(leader, i * 0.01)
+    lat, errors = [], 0
+    for i in range(n_seq):
+        s = time.perf_counter()
+        res = t.write(leader, (i % 1000) * 0.01)
+        lat.append((time.perf_counter() - s) * 1000)
+        errors += not res.get("ok")
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        s = time.perf_counter()
+        results = list(pool.map(lambda i: t.write(leader, (i % 1000) * 0.01), range(n_pipe)))
+        tput = n_pipe / (time.perf_counter() - s)
+    errors += sum(not r.get("ok") for r in results)
+    failover, missing = [], 0
+    for _ in range(trials):
+        t.wait_caught_up()
+        old = t.wait_leader(10)
+        others = [n for n in t.cfg.nodes if n.id != old]
+        t.kill(old)
+        s = time.perf_counter()
+        done, attempt = False, 0
+        while time.perf_counter() - s < 10:
+            res = t.write(others[attempt % 2], 1.0, timeout_s=0.5)
+            attempt += 1
+            if res.get("ok"):
+                failover.append((time.perf_counter() - s) * 1000)
+                done = True
+                break
+            time.sleep(0.005)
+        missing += not done
+        t.start(old)
+    return {
+        "p50": statistics.median(lat),
+        "p99": pct(lat, 99),
+        "tput": tput,
+        "failover": failover,
+        "failover_missing": missing,
+        "errors": errors,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--trials", type=int, default=None, help="failover trials (default 10)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("overlay_bench needs root (network namespaces, wireguard-go)", file=sys.stderr)
+        return 2
+    n_seq, n_pipe, n_rtt = (150, 600, 500) if args.quick else (1000, 5000, 5000)
+    trials = args.trials or (3 if args.quick else 10)
+    folder = Path(tempfile.mkdtemp(prefix="meshems-overlay-bench-"))
+    base = 31000 + (os.getpid() % 1500) * 20
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    results: dict[str, dict[str, Any]] = {}
+    rtts: dict[str, float] = {}
+    try:
+        say("bench: loopback cluster...")
+        rtts["loopback"] = rtt_us([], [], "127.0.0.1", base + 19, n_rtt)
+        cfg = loopback_config(folder / "loop", base)
+        lc = LocalCluster(cfg, str(cfg.source), read_secret(cfg.secret_path), folder / "loop" / "logs")
+        try:
+            lc.start_all()
+
+            def restart_local(node: str) -> None:
+                lc.stop(node)
+                lc.start(node)
+
+            results["loopback"] = measure(
+                Target(lc.client, cfg, lc.wait_leader, lc.kill, restart_local), n_seq, n_pipe, trials
+            )
+        finally:
+            lc.stop_all()
+        say("bench: lab over wireguard-go...")
+        lab = Lab.create(folder / "lab", nodes=3, sims=False, progress=say)
+        try:
+            a, b = lab.plan.nodes[0], lab.plan.nodes[1]
+            rtts["veth"] = rtt_us(lab.ns_cmd(b), lab.ns_cmd(a), lab.plan.underlay(b), 7001, n_rtt)
+            rtts["overlay"] = rtt_us(lab.ns_cmd(b), lab.ns_cmd(a), lab.plan.overlay(b), 7002, n_rtt)
+
+            def wait_lab(timeout_s: float) -> str:
+                return lab.wait_leader(timeout_s)
+
+            results["overlay"] = measure(
+                Target(lab.client, lab.cfg, wait_lab, lab.kill, lab.start_node), n_seq, n_pipe, trials
+            )
+        finally:
+            lab.down()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lo, ov = results["loopback"], results["overlay"]
+
+    def med(xs: list[float]) -> float | None:
+        return round(statistics.median(xs), 1) if xs else None
+
+    def top(xs: list[float]) -> float | None:
+        return round(max(xs), 1) if xs else None
+
+    out = {
+        "loopback_rtt_us": round(rtts["loopback"], 1),
+        "veth_rtt_us": round(rtts["veth"], 1),
+        "overlay_rtt_us": round(rtts["overlay"], 1),
+        "loopback_commit_p50_ms": round(lo["p50"], 3),
+        "loopback_commit_p99_ms": round(lo["p99"], 3),
+        "overlay_commit_p50_ms": round(ov["p50"], 3),
+        "overlay_commit_p99_ms": round(ov["p99"], 3),
+        "loopback_throughput_ops_s": round(lo["tput"]),
+        "overlay_throughput_ops_s": round(ov["tput"]),
+        "loopback_failover_median_ms": med(lo["failover"]),
+        "loopback_failover_max_ms": top(lo["failover"]),
+        "overlay_failover_median_ms": med(ov["failover"]),
+        "overlay_failover_max_ms": top(ov["failover"]),
+        "failover_trials": trials,
+        "failover_missing": lo["failover_missing"] + ov["failover_missing"],
+        "errors": lo["errors"] + ov["errors"],
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{'metric':<44}{'loopback':>12}{'overlay':>12}{'ratio':>8}")
+    rows = [
+        ("TCP RTT, median (us)", rtts["loopback"], rtts["overlay"]),
+        ("commit p50 via the leader's API (ms)", lo["p50"], ov["p50"]),
+        ("commit p99 via the leader's API (ms)", lo["p99"], ov["p99"]),
+        ("throughput, 100 in flight (ops/s)", lo["tput"], ov["tput"]),
+        ("failover kill -9 -> commit, median (ms)", out["loopback_failover_median_ms"] or float("nan"),
+         out["overlay_failover_median_ms"] or float("nan")),
+        ("failover kill -9 -> commit, max (ms)", out["loopback_failover_max_ms"] or float("nan"),
+         out["overlay_failover_max_ms"] or float("nan")),
+    ]  # fmt: skip
+    for name, a_, b_ in rows:
+        print(f"{name:<44}{a_:>12.2f}{b_:>12.2f}{b_ / a_:>8.2f}")
+    print(f"veth RTT between two namespaces, no tunnel (us): {rtts['veth']:.1f}")
+    print(f"failover trials: {trials} per setup, missing: {out['failover_missing']}; errors: {out['errors']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
