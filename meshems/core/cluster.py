@@ -154,6 +154,11 @@ class ZoneState:
     last_dispatch: DispatchRecord | None = None
     #: request id -> first result, newest generation first (see RID_GENERATION)
     rids: tuple[Mapping[str, Result], ...] = ()
+    #: zone telemetry records derived so far (see core/telemetry.py): one per applied
+    #: report, setpoint and dispatch, so every replica numbers the stream the same way
+    telemetry_seq: int = 0
+    #: the highest telemetry seq the cloud broker acknowledged (all below it too)
+    cloud_acked: int = 0
 
 
 def _remember(state: ZoneState, rid: str | None, result: Result) -> dict[str, Any]:
@@ -191,6 +196,8 @@ def apply(state: ZoneState, data: bytes, term: int, index: int) -> tuple[ZoneSta
         result = Result(False, cmd.code, cmd.message, term, index)
         return _advance(state, term, index, rid, result, {}), result
     changes, result = _HANDLERS[cmd.type](state, cmd, term, index)
+    if result.ok and cmd.type in TELEMETRY_TYPES:
+        changes["telemetry_seq"] = state.telemetry_seq + 1
     return _advance(state, term, index, cmd.rid, result, changes), result
 
 
@@ -289,6 +296,16 @@ def _set_setpoint(state: ZoneState, cmd: Command, term: int, index: int) -> tupl
 
 def _barrier(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
     return {}, _ok(term, index)
+
+
+def _cloud_ack(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    seq = cmd.fields["seq"]
+    if seq > state.telemetry_seq:
+        msg = f"cloud ack {seq} is ahead of the telemetry stream ({state.telemetry_seq})"
+        return {}, _refuse("E_CLOUD_ACK_AHEAD", msg, term, index)
+    if seq <= state.cloud_acked:
+        return {}, _ok(term, index, f"already acknowledged through {state.cloud_acked}")
+    return {"cloud_acked": seq}, _ok(term, index, f"cloud acknowledged through {seq}")
 
 
 def _report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
@@ -398,7 +415,10 @@ _HANDLERS = {
     "set_setpoint": _set_setpoint,
     "remove_node": _remove_node,
     "barrier": _barrier,
+    "cloud_ack": _cloud_ack,
 }
+#: successfully applied commands of these types each add one record to the telemetry stream
+TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})
 
 
 # --- snapshot, restore, hash -------------------------------------------------------------
@@ -454,6 +474,8 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
         ],
         # Generations in order (newest first), each in insertion order: eviction depends on it.
         "rids": [[[k, *_result_row(v)] for k, v in gen.items()] for gen in state.rids],
+        "telemetry_seq": state.telemetry_seq,
+        "cloud_acked": state.cloud_acked,
     }
 
 
@@ -498,6 +520,8 @@ def restore(data: bytes) -> ZoneState:
                 tuple((a, b, c) for a, b, c in raw["last_dispatch"][4]),
             ),
             rids=tuple({r[0]: Result(*r[1:]) for r in gen} for gen in raw["rids"]),
+            telemetry_seq=int(raw.get("telemetry_seq", 0)),
+            cloud_acked=int(raw.get("cloud_acked", 0)),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None

@@ -220,12 +220,20 @@ def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _cloud_ack(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    seq = cmd.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise Invalid("E_CMD_MALFORMED", "field 'seq' must be a non-negative integer")
+    return {"seq": seq}
+
+
 #: command type -> (validator returning the normalised fields, allowed field names)
 SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozenset[str]]] = {
     "declare_node": (_declare_node, frozenset({"node_id", "raft", "api", "devices"})),
     "set_setpoint": (_set_setpoint, frozenset({"device_id", "kw", "source"})),
     "remove_node": (_remove_node, frozenset({"node_id"})),
     "barrier": (_barrier, frozenset()),
+    "cloud_ack": (_cloud_ack, frozenset({"seq"})),
     "report": (_report, frozenset({"node_id", "seq", "devices"})),
     "set_policy": (_set_policy, frozenset({"values"})),
     "transfer_device": (_transfer_device, frozenset({"device_id", "node_id"})),

@@ -148,6 +148,10 @@ def check(
     for op in ops:
         if op.outcome != "ok":
             continue
+        if op.index <= 0:
+            v.lost += 1
+            v.note(f"op {op.op_id} was acknowledged by {op.node} without a log position")
+            continue
         for node, seen in entries.items():
             got = seen.get(op.index)
             if got is None:

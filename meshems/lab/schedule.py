@@ -53,9 +53,10 @@ def make_schedule(
             bag = list(kinds)
             rng.shuffle(bag)
         hold = round(rng.uniform(*hold_s), 2)
-        if t + hold > duration_s:
+        at = round(t, 2)
+        if at + hold > duration_s:
             return faults
-        faults.append(Fault(round(t, 2), bag.pop(), hold, rng.randrange(1 << 16)))
+        faults.append(Fault(at, bag.pop(), hold, rng.randrange(1 << 16)))
         t += hold + rng.uniform(*gap_s)
 
 
