@@ -27,6 +27,7 @@ from meshems.adapters.poller import Poller
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.wireguard import peer_status
+from meshems.cloud_sync import CloudSync
 from meshems.control import ZoneControl
 from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
@@ -140,6 +141,15 @@ class NodeDaemon:
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
         self._stop = asyncio.Event()
         self._hash_cache: tuple[ZoneState | None, str] = (None, "")
+        self.cloud: CloudSync | None = None
+        if cfg.cloud is not None:
+            self.cloud = CloudSync(
+                cfg,
+                node_id,
+                is_leader=self._leads,
+                state=lambda: self.raft.state,
+                propose=self.propose,
+            )
         #: per-peer WireGuard handshake age and counters (None without an overlay)
         self.overlay_peers: list[dict[str, Any]] | dict[str, str] | None = None
 
@@ -160,6 +170,8 @@ class NodeDaemon:
             partners=self.raft.partners,
         )
         self._routes()
+        if self.cloud is not None:
+            self.cloud.start(self.loop)
         await self.api.start(self.node.bind_host, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         tasks = [
@@ -191,10 +203,18 @@ class NodeDaemon:
             if self.poller is not None:
                 await self.poller.stop()
             await self.api.stop()
+            if self.cloud is not None:
+                await asyncio.to_thread(self.cloud.stop)
             await asyncio.to_thread(self.raft.stop)
+
+    def _leads(self) -> bool:
+        st = self.raft.status()
+        return st.role == "leader" and st.has_quorum
 
     def _on_applied(self, state: ZoneState, result: Result, entry: bytes, term: int, index: int) -> None:
         """Raft thread: an entry was applied. Hand the new state to the loop."""
+        if self.cloud is not None:
+            self.cloud.on_applied(state, entry, term, index)
         if self.trace is not None:
             self.trace.applied(term, index, result.code, entry)
         if self.actuator is not None and self.loop is not None:
@@ -437,8 +457,11 @@ class NodeDaemon:
             "setpoints": len(state.setpoints),
             "state_index": state.last_index,
             "state_hash": self._state_hash(state),
-            "alarms": [],
+            "telemetry_seq": state.telemetry_seq,
+            "cloud_acked": state.cloud_acked,
+            "alarms": self.cloud.status().get("alarms", []) if self.cloud is not None else [],
             "overlay": self.overlay_peers,
+            "cloud": self.cloud.status() if self.cloud is not None else None,
             "forecasts": {
                 k: {"version": r.version, "digest": r.digest[:16], "bytes": len(r.data), "index": r.index}
                 for k, r in state.forecasts.items()

@@ -86,8 +86,10 @@ class MqttLink:
         keepalive_s: int = 30,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 120.0,
+        max_inflight: int = 1000,
     ) -> None:
         self.host, self.port = host, port
+        self.max_inflight = max_inflight
         self.ca, self.cert, self.key = Path(ca), Path(cert), Path(key)
         self.client_id = client_id
         self.keepalive_s = keepalive_s
@@ -157,6 +159,9 @@ class MqttLink:
             client.tls_set_context(self.tls_context())
         except (OSError, ValueError) as exc:
             raise AuthError(f"cannot load TLS files ({self.ca}, {self.cert}, {self.key}): {exc}") from None
+        # paho's default of 20 messages in flight caps a backlog drain at 20 per round trip
+        client.max_inflight_messages_set(self.max_inflight)
+        client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -248,7 +248,7 @@ class CloudConfig(_Frozen):
     )
     pki_dir: str = Field(default=".meshems/pki", description="folder of the CA `meshems pki` manages")
     topic_prefix: TopicStr = Field(
-        default="meshems", description="topics are PREFIX/CLUSTER/ZONE/...; no wildcards, no leading '/'"
+        default="meshems", description="topics are PREFIX/ZONE/... (see README); no wildcards, no leading '/'"
     )
     qos: Literal[0, 1] = Field(default=1, description="MQTT QoS of telemetry (1: at least once)")
     keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive")
@@ -266,7 +266,6 @@ class CloudConfig(_Frozen):
         default="drop_oldest", description="when the outbox is full: drop the oldest entries or refuse new"
     )
     payload_format: Literal["msgpack", "json"] = Field(default="msgpack", description="telemetry encoding")
-    publish_interval_s: float = Field(default=10.0, ge=0.1, le=3600, description="telemetry period")
     reconnect_min_s: float = Field(default=1.0, gt=0, le=3600, description="first reconnect delay")
     reconnect_max_s: float = Field(
         default=120.0, gt=0, le=3600, description="reconnect delay cap (doubling from reconnect_min_s)"
