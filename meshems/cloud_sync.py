@@ -27,6 +27,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,8 @@ class CloudStats:
     republished_after_reconnect: int = 0
     gap_notices: int = 0
     dropped: int = 0
+    #: derivation -> broker acknowledgement of records that took the live lane (last 1000)
+    live_ack_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     alarms: list[str] = field(default_factory=list)
 
 
@@ -81,11 +84,13 @@ class CloudSync:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         # publisher state (worker thread only)
         self._publishing = False
         self._connects_seen = 0
         self._cursor = 0  # every seq <= cursor is published (or dropped and announced)
-        self._inflight: dict[int, int] = {}  # mid -> seq
+        self._inflight: dict[int, tuple[int, str, float]] = {}  # mid -> (seq, lane, created_s)
+        self._lane_inflight = {"live": 0, "stream": 0}
         self._outstanding: set[int] = set()  # published, not yet acknowledged
         self._live_sent: set[int] = set()  # published ahead of the cursor
         self._acked_through = 0
@@ -114,6 +119,7 @@ class CloudSync:
                 telemetry.payload(rec, self.zone, self.cc.payload_format),
             )
         )
+        self._wake.set()
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -124,6 +130,7 @@ class CloudSync:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.link.stop()
@@ -146,6 +153,7 @@ class CloudSync:
     def _work(self) -> None:
         last_caps = 0.0
         while not self._stop.is_set():
+            self._wake.clear()  # before the work: a record queued during it wakes the next wait
             try:
                 now = time.time()
                 self._store_pending(now)
@@ -164,7 +172,7 @@ class CloudSync:
                 log("error", exc.code, f"cloud sync: {exc.message}")
                 self._status["error"] = str(exc)
                 self._stop.wait(1.0)
-            self._stop.wait(0.02)
+            self._wake.wait(0.02)  # a new record wakes the worker at once
 
     def _store_pending(self, now: float) -> None:
         batch: list[Record] = []
@@ -221,6 +229,7 @@ class CloudSync:
         self.stats.republished_after_reconnect += len(self._outstanding)
         self._cursor = self._acked_through = self._ack_committed = acked
         self._inflight.clear()
+        self._lane_inflight = {"live": 0, "stream": 0}
         self._outstanding.clear()
         self._live_sent.clear()
         self._connects_seen = self.link.connects
@@ -229,40 +238,48 @@ class CloudSync:
         if self.link.connects != self._connects_seen:
             self._reset_cursor()
             return
+        now = time.time()
         for mid in self.link.drain_acks():
-            seq = self._inflight.pop(mid, None)
-            if seq is not None:
+            sent = self._inflight.pop(mid, None)
+            if sent is not None:
+                seq, lane, created_s = sent
+                self._lane_inflight[lane] -= 1
                 self._outstanding.discard(seq)
                 self.stats.acknowledged += 1
+                if lane == "live":
+                    self.stats.live_ack_ms.append((now - created_s) * 1000)
         for rej in self.link.drain_rejects():
-            seq = self._inflight.pop(rej.mid, None)
+            sent = self._inflight.pop(rej.mid, None)
+            seq = sent[0] if sent else None
             log("warning", "W_CLOUD_REJECTED", f"broker refused telemetry {seq}: {rej.reason}")
-            if seq is not None:  # sent again from the watermark
-                self._outstanding.discard(seq)
+            if sent is not None:  # sent again from the watermark
+                self._outstanding.discard(sent[0])
                 self._reset_cursor()
                 return
         low = min(self._outstanding) - 1 if self._outstanding else self._cursor
         self._acked_through = max(self._acked_through, min(self._cursor, low))
 
     def _publish(self, now: float) -> None:
+        """Fill the in-flight window: the stream lane in seq order from the cursor, within
+        (1 - live_share) of the window; when the stream is behind, fresh records overtake
+        it in the live lane, within the rest, so live data never waits for a backlog."""
         assert self.outbox is not None
-        window = self.link.max_inflight - len(self._inflight)
-        if window <= 0:
-            return
+        total = self.link.max_inflight
+        live_cap = max(1, int(total * self.cc.live_share))
+        stream_room = total - live_cap - self._lane_inflight["stream"]
         self._publish_gaps()
-        live_budget = int(window * self.cc.live_share)
-        if live_budget:
-            newest = self.outbox.read_from(max(self._cursor, self.derived_seq - live_budget), live_budget)
-            for rec in newest:
+        behind = self.derived_seq - self._cursor - len(self._live_sent)
+        live_room = min(live_cap - self._lane_inflight["live"], total - len(self._inflight))
+        if behind > max(stream_room, 0) and live_room > 0:
+            for rec in self.outbox.read_from(max(self._cursor, self.derived_seq - live_room), live_room):
                 fresh = now - rec.created_s < LIVE_AGE_S
                 if fresh and rec.seq > self._cursor and rec.seq not in self._live_sent:
                     self._send(rec, "live")
                     self._live_sent.add(rec.seq)
-                    window -= 1
-        if window <= 0:
+        if stream_room <= 0:
             return
-        for rec in self.outbox.read_from(self._cursor, window + len(self._live_sent)):
-            if window <= 0:
+        for rec in self.outbox.read_from(self._cursor, stream_room + len(self._live_sent)):
+            if stream_room <= 0:
                 break
             if rec.seq > self._cursor + 1:
                 self._hole(self._cursor + 1, rec.seq - 1)
@@ -270,7 +287,7 @@ class CloudSync:
                 self._live_sent.discard(rec.seq)
             else:
                 self._send(rec, "stream")
-                window -= 1
+                stream_room -= 1
             self._cursor = rec.seq
 
     def _hole(self, first: int, last: int) -> None:
@@ -302,7 +319,8 @@ class CloudSync:
             expiry_s=self.cc.message_expiry_s,
             qos=self.cc.qos,
         )
-        self._inflight[mid] = rec.seq
+        self._inflight[mid] = (rec.seq, lane, rec.created_s)
+        self._lane_inflight[lane] += 1
         self._outstanding.add(rec.seq)
         self.stats.published += 1
 

@@ -53,7 +53,15 @@ class MosquittoBroker:
     CA). `stop()` / `start()` restart it on the same port (outage tests), `kill()` sends
     SIGKILL; leaving the block always ends the process and removes the folder."""
 
-    def __init__(self, tmp_path: Path, pki_folder: Path, name: str = "mosquitto") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        pki_folder: Path,
+        name: str = "mosquitto",
+        extra_config: tuple[str, ...] = (),
+        log_all: bool = True,
+    ) -> None:
+        self.extra_config, self.log_all = extra_config, log_all
         # as root mosquitto drops to its own user, which cannot enter pytest's 0700 tmp_path:
         # then the broker's folder lives under /tmp, owned by that user (removed on exit)
         self.folder = (
@@ -94,8 +102,9 @@ class MosquittoBroker:
                     "persistence true",
                     f"persistence_location {data}/",
                     f"log_dest file {self.log_file}",
-                    "log_type all",
+                    "log_type all" if self.log_all else "log_type error\nlog_type warning",
                     "connection_messages true",
+                    *self.extra_config,
                     "",
                 ]
             )

@@ -89,3 +89,19 @@ def test_control_bench_quick_json() -> None:
     q = result["quality"][0]
     # the controlled day never has a higher peak than the uncontrolled one, the optimum is the floor
     assert q["optimum"]["peak_kw"] <= q["controlled"]["peak_kw"] <= q["none"]["peak_kw"] + 1e-6
+
+
+def test_cloud_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/cloud_bench.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    keys = {"live_p99_ms", "drain_msgs_s", "drain_ratio_vs_raw", "lost", "undetectable_duplicates"}
+    assert keys <= set(result)
+    # the benchmark's own correctness checks: every record arrived, duplicates identical
+    assert result["lost"] == 0 and result["undetectable_duplicates"] == 0 and result["errors"] == 0
+    assert result["live_delivered"] == result["live_writes"] and result["drain_msgs_s"] > 0
