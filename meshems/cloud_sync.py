@@ -265,7 +265,7 @@ class CloudSync:
         it in the live lane, within the rest, so live data never waits for a backlog."""
         assert self.outbox is not None
         total = self.link.max_inflight
-        live_cap = max(1, int(total * self.cc.live_share))
+        live_cap = max(1, int(total * self.cc.live_share)) if self.cc.live_share > 0 else 0
         stream_room = total - live_cap - self._lane_inflight["stream"]
         self._publish_gaps()
         behind = self.derived_seq - self._cursor - len(self._live_sent)
@@ -310,8 +310,8 @@ class CloudSync:
     def _send(self, rec: Record, lane: str) -> None:
         """Publish one record; `lane` is "stream" (in seq order) or "live" (a fresh record
         that overtook a draining backlog), also told to the subscriber."""
-        st = self.state()
-        props = telemetry.user_properties(rec.seq, st.last_term, st.last_index, self.zone)
+        term, index = telemetry.position(rec.payload)  # the entry's own, not the current one
+        props = telemetry.user_properties(rec.seq, term, index, self.zone)
         mid = self.link.publish(
             rec.topic,
             rec.payload,
@@ -378,7 +378,9 @@ class CloudSync:
             "backlog": backlog,
             "outbox_records": st.depth,
             "outbox_bytes": st.bytes,
-            "oldest_unsent_age_s": round(st.oldest_age_s, 1) if backlog and st.oldest_age_s else None,
+            "oldest_unsent_age_s": (
+                round(st.oldest_age_s, 1) if backlog and st.oldest_age_s is not None else None
+            ),
             "published": self.stats.published,
             "acknowledged": self.stats.acknowledged,
             "dropped": self.stats.dropped,

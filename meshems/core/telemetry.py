@@ -68,7 +68,7 @@ def derive(state: ZoneState, data: bytes, term: int, index: int) -> TelemetryRec
         body = {
             "node": f["node_id"],
             "report_seq": f["seq"],
-            "readings": {r["id"]: {"state": r["state"], **r["values"]} for r in f["devices"]},
+            "readings": {r["id"]: {"state": r["state"], "values": r["values"]} for r in f["devices"]},
             "node_grid_kw": None if node is None or not node.meter_ok else round(node.grid_kw, 4),
             "zone": {
                 "grid_kw": round(grid, 4),
@@ -118,6 +118,15 @@ def parse_payload(data: bytes) -> dict[str, Any]:
     if data[:1] == b"{":
         return dict(json.loads(data))
     return dict(msgpack.unpackb(data, raw=False))
+
+
+def position(data: bytes) -> tuple[int, int]:
+    """(term, index) named in a payload; (0, 0) when it names none (a foreign payload)."""
+    try:
+        doc = parse_payload(data)
+        return int(doc["term"]), int(doc["index"])
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        return 0, 0
 
 
 def user_properties(seq: int, term: int, index: int, zone: str) -> list[tuple[str, str]]:
