@@ -316,6 +316,18 @@ def cmd_status(cfg: ClusterConfig, args: Any) -> int:
                 f"{up[0]['devices']} devices, {up[0]['setpoints']} setpoints, "
                 f"{sum(1 for r in rows if not r.get('reachable'))} unreachable"
             )
+            cloud = (leader or up[0]).get("cloud")
+            if cloud:
+                age = cloud.get("oldest_unsent_age_s")
+                print(
+                    f"cloud: {cloud.get('link')} via {(leader or up[0])['id']}, backlog "
+                    f"{cloud.get('backlog')} records, oldest unsent "
+                    f"{'-' if age is None else f'{age:.0f} s'}, acknowledged through "
+                    f"{cloud.get('acked_through')}, dropped {cloud.get('dropped')}"
+                )
+            alarms = sorted({a for r in up for a in r.get("alarms") or []})
+            if alarms:
+                print(f"alarms: {', '.join(alarms)}")
     if not any(r.get("reachable") for r in rows):
         print("error E_UNREACHABLE: no node answered", file=sys.stderr)
         return 1
