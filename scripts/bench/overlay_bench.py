@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,18 @@ def rtt_us(server_prefix: list[str], client_prefix: list[str], host: str, port: 
         srv.wait(timeout=5)
 
 
-def loopback_config(folder: Path, base: int) -> ClusterConfig:
+def free_ports(n: int) -> list[int]:
+    """Ports the kernel says are free now (fixed bases collide with ephemeral ports)."""
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def loopback_config(folder: Path, ports: list[int]) -> ClusterConfig:
     folder.mkdir(parents=True, exist_ok=True)
     doc = {
         "cluster": "bench",
@@ -109,8 +121,8 @@ def loopback_config(folder: Path, base: int) -> ClusterConfig:
             {
                 "id": f"n{i + 1}",
                 "address": "127.0.0.1",
-                "raft_port": base + i,
-                "api_port": base + 10 + i,
+                "raft_port": ports[i],
+                "api_port": ports[3 + i],
                 "devices": [{"id": f"n{i + 1}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50}],
             }
             for i in range(3)
@@ -142,6 +154,7 @@ class Target:
 
     def wait_caught_up(self, timeout_s: float = 20.0) -> None:
         end = time.monotonic() + timeout_s
+        rows: list[dict[str, Any]] = []
         while time.monotonic() < end:
             rows = self.client.status_all(timeout_s=0.5)
             if all(r.get("reachable") for r in rows):
@@ -149,7 +162,8 @@ class Target:
                 if max(applied) - min(applied) <= 2 and any(r["role"] == "leader" for r in rows):
                     return
             time.sleep(0.05)
-        raise TimeoutError("cluster did not catch up")
+        seen = [(r["id"], r.get("role"), r.get("applied_index"), r.get("error")) for r in rows]
+        raise TimeoutError(f"cluster did not catch up within {timeout_s} s: {seen}")
 
 
 def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
@@ -208,14 +222,14 @@ def main() -> int:
     n_seq, n_pipe, n_rtt = (150, 600, 500) if args.quick else (1000, 5000, 5000)
     trials = args.trials or (3 if args.quick else 10)
     folder = Path(tempfile.mkdtemp(prefix="meshems-overlay-bench-"))
-    base = 31000 + (os.getpid() % 1500) * 20
+    ports = free_ports(7)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     results: dict[str, dict[str, Any]] = {}
     rtts: dict[str, float] = {}
     try:
         say("bench: loopback cluster...")
-        rtts["loopback"] = rtt_us([], [], "127.0.0.1", base + 19, n_rtt)
-        cfg = loopback_config(folder / "loop", base)
+        rtts["loopback"] = rtt_us([], [], "127.0.0.1", ports[6], n_rtt)
+        cfg = loopback_config(folder / "loop", ports)
         lc = LocalCluster(cfg, str(cfg.source), read_secret(cfg.secret_path), folder / "loop" / "logs")
         try:
             lc.start_all()

@@ -5,6 +5,8 @@ restart of every node with a backlog, and an outbox cap (counted, alarmed, annou
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,6 +134,14 @@ def test_outage_and_leader_kill_during_it_leave_no_gap(tmp_path: Path, broker: M
         new = lc.wait_leader(15, exclude={leader})
         backlog = wait(lambda: (c := leader_cloud(lc)).get("backlog", 0) >= 5 and c, 20, "a backlog")
         assert backlog["oldest_unsent_age_s"] > 0
+        shown = subprocess.run(
+            [sys.executable, "-m", "meshems", "status", "--config", lc.config_path],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        cloud_line = next(line for line in shown.splitlines() if line.startswith("cloud: "))
+        assert "backlog" in cloud_line and "oldest unsent" in cloud_line and " s," in cloud_line, cloud_line
         wait(lambda: rows(lc)[new]["cloud"]["publishing"], 5, f"{new} takes over publishing")
         through = rows(lc)[new]["telemetry_seq"]
         broker.start()
