@@ -331,7 +331,8 @@ def main() -> int:
     trials = args.trials or (3 if args.quick else 10)
     stepdowns = 2 if args.quick else 5
     folder = Path(tempfile.mkdtemp(prefix="meshems-bench-"))
-    base = 30000 + (os.getpid() % 2000) * 10
+    # below the ephemeral range (32768-60999 here): a fixed base there can collide with clients
+    base = 20000 + (os.getpid() % 40) * 300
     try:
         print("bench: bare pysyncobj ReplDict cluster...", file=sys.stderr)
         bare = measure_cluster("bare", folder / "bare", base, n_seq, n_pipe)
