@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshems.adapters.mqtt_link import MqttLink
-from meshems.adapters.outbox import DropReport, Outbox, Record
+from meshems.adapters.outbox import DropReport, Outbox, OutboxError, Record, seq_ranges
 from meshems.core import commands, telemetry
 from meshems.core.cluster import ZoneState
 from meshems.core.config import CloudConfig, ClusterConfig
@@ -45,6 +45,8 @@ LIVE_AGE_S = 5.0
 #: commit the watermark at most this often (and when it moved by ACK_BATCH records)
 ACK_PERIOD_S = 0.5
 ACK_BATCH = 2000
+#: derived records held in memory while the outbox cannot be written (about 200 MB at most)
+MAX_UNSTORED = 200_000
 
 
 @dataclass
@@ -98,6 +100,7 @@ class CloudSync:
         self._ack_sent_at = 0.0
         self._gaps: list[tuple[int, int, str]] = []
         self._announced: list[tuple[int, int]] = []
+        self._unstored: list[Record] = []
         self._leader_checked = 0.0
         self._status: dict[str, Any] = {"link": "starting"}
 
@@ -175,16 +178,34 @@ class CloudSync:
             self._wake.wait(0.02)  # a new record wakes the worker at once
 
     def _store_pending(self, now: float) -> None:
-        batch: list[Record] = []
-        while len(batch) < 5000:
+        """Move derived records into the outbox. When the outbox cannot be written (disk
+        full, I/O error) they stay in memory, in order, and are stored once it can be; past
+        MAX_UNSTORED the oldest are dropped, counted, alarmed and announced."""
+        batch, self._unstored = self._unstored, []
+        while len(batch) < MAX_UNSTORED + 5000:
             try:
                 batch.append(self.pending.get_nowait())
             except queue.Empty:
                 break
-        if batch:
-            assert self.outbox is not None
+        if not batch:
+            return
+        assert self.outbox is not None
+        try:
             res = self.outbox.append(batch, now)
-            self._dropped(res.drops)
+        except OutboxError as exc:
+            if len(batch) > MAX_UNSTORED:
+                lost, batch = batch[: len(batch) - MAX_UNSTORED], batch[len(batch) - MAX_UNSTORED :]
+                self._dropped(DropReport(bytes=seq_ranges(r.seq for r in lost)))
+            self._unstored = batch
+            if "A_CLOUD_OUTBOX_WRITE" not in self.stats.alarms:
+                self.stats.alarms.append("A_CLOUD_OUTBOX_WRITE")
+                log("error", "A_CLOUD_OUTBOX_WRITE", f"outbox not writable, {len(batch)} records held "
+                    f"in memory: {exc.message}", held=len(batch))  # fmt: skip
+            raise
+        if "A_CLOUD_OUTBOX_WRITE" in self.stats.alarms:
+            self.stats.alarms.remove("A_CLOUD_OUTBOX_WRITE")
+            log("info", "I_CLOUD_OUTBOX_OK", "outbox writable again; held records stored")
+        self._dropped(res.drops)
 
     def _dropped(self, drops: DropReport) -> None:
         if not drops:
