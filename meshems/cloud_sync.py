@@ -175,7 +175,10 @@ class CloudSync:
                 log("error", exc.code, f"cloud sync: {exc.message}")
                 self._status["error"] = str(exc)
                 self._stop.wait(1.0)
-            self._wake.wait(0.02)  # a new record wakes the worker at once
+            # a new record wakes the worker at once; while a backlog drains, acks free the
+            # window continuously, so look again soon instead of idling a whole tick
+            draining = self._publishing and self._cursor < self.derived_seq
+            self._wake.wait(0.002 if draining else 0.02)
 
     def _store_pending(self, now: float) -> None:
         """Move derived records into the outbox. When the outbox cannot be written (disk

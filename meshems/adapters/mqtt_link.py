@@ -86,7 +86,7 @@ class MqttLink:
         keepalive_s: int = 30,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 120.0,
-        max_inflight: int = 1000,
+        max_inflight: int = 250,
     ) -> None:
         self.host, self.port = host, port
         self.max_inflight = max_inflight
@@ -159,7 +159,8 @@ class MqttLink:
             client.tls_set_context(self.tls_context())
         except (OSError, ValueError) as exc:
             raise AuthError(f"cannot load TLS files ({self.ca}, {self.cert}, {self.key}): {exc}") from None
-        # paho's default of 20 messages in flight caps a backlog drain at 20 per round trip
+        # paho's default of 20 in flight caps a drain at 20 per round trip; 250 keeps the queue
+        # ahead of a live message short (the broker serves one connection in order)
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
