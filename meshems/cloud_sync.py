@@ -154,7 +154,7 @@ class CloudSync:
             self.outbox.close()
 
     def _work(self) -> None:
-        last_caps = 0.0
+        last_caps = last_status = 0.0
         while not self._stop.is_set():
             self._wake.clear()  # before the work: a record queued during it wakes the next wait
             try:
@@ -170,7 +170,9 @@ class CloudSync:
                     self._acks()
                     self._publish(now)
                     self._commit_watermark(now)
-                self._update_status(now)
+                if now - last_status >= 0.2:
+                    last_status = now
+                    self._update_status(now)
             except MeshemsError as exc:
                 log("error", exc.code, f"cloud sync: {exc.message}")
                 self._status["error"] = str(exc)

