@@ -101,6 +101,7 @@ class CloudSync:
         self._gaps: list[tuple[int, int, str]] = []
         self._announced: list[tuple[int, int]] = []
         self._unstored: list[Record] = []
+        self._tokens, self._tokens_at = 0.0, 0.0
         self._leader_checked = 0.0
         self._status: dict[str, Any] = {"link": "starting"}
 
@@ -293,6 +294,11 @@ class CloudSync:
         total = self.link.max_inflight
         live_cap = max(1, int(total * self.cc.live_share)) if self.cc.live_share > 0 else 0
         stream_room = total - live_cap - self._lane_inflight["stream"]
+        cap = self.cc.drain_max_msgs_s
+        if cap > 0:  # token bucket, half a second of burst
+            self._tokens = min(cap * 0.5, self._tokens + max(0.0, now - self._tokens_at) * cap)
+            self._tokens_at = now
+            stream_room = min(stream_room, int(self._tokens))
         self._publish_gaps()
         behind = self.derived_seq - self._cursor - len(self._live_sent)
         live_room = min(live_cap - self._lane_inflight["live"], total - len(self._inflight))
@@ -304,6 +310,7 @@ class CloudSync:
                     self._live_sent.add(rec.seq)
         if stream_room <= 0:
             return
+        budget = stream_room
         for rec in self.outbox.read_from(self._cursor, stream_room + len(self._live_sent)):
             if stream_room <= 0:
                 break
@@ -315,6 +322,8 @@ class CloudSync:
                 self._send(rec, "stream")
                 stream_room -= 1
             self._cursor = rec.seq
+        if cap > 0:
+            self._tokens -= budget - stream_room
 
     def _hole(self, first: int, last: int) -> None:
         """Records missing from this outbox: dropped by a cap (already announced) or never

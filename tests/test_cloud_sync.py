@@ -925,3 +925,25 @@ def test_any_interleaving_publishes_everything_once_per_connection(
                 assert m.seq is not None and m.payload == r.payloads[m.seq]
         finally:
             r.outbox.close()
+
+
+def test_a_drain_rate_cap_paces_the_stream_lane_and_leaves_live_data_alone(rigs: RigFactory) -> None:
+    r = rigs(max_inflight=1000, drain_max_msgs_s=100.0, live_share=0.2)
+    r.add(500, created_s=1.0)  # an old backlog
+    r.store(10.0)
+    r.lead()
+    sent_at = []
+    for i in range(1, 101):  # one simulated second in 10 ms steps, acking everything
+        now = 10.0 + i * 0.01
+        r.step(now)
+        r.link.ack(*r.link.unacked())
+        sent_at.append(len(r.link.telemetry()))
+    stream = [seq for seq, lane in r.link.telemetry() if lane == "stream"]
+    # half a second of burst (50) plus one second at 100/s, never more
+    assert 100 <= len(stream) <= 151, len(stream)
+    assert stream == list(range(1, len(stream) + 1))
+    # a fresh record overtakes the paced backlog at once
+    fresh = r.add(1)
+    r.store(11.0)
+    r.step(11.0)
+    assert (fresh[0], "live") in r.link.telemetry()

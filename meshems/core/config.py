@@ -273,6 +273,11 @@ class CloudConfig(_Frozen):
     live_share: float = Field(
         default=0.2, ge=0, lt=1, description="share of the publish budget kept for live data while draining"
     )
+    drain_max_msgs_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="cap on the backlog drain rate, for brokers that throttle a connection (0: none)",
+    )
 
     @model_validator(mode="after")
     def _reconnect(self) -> CloudConfig:

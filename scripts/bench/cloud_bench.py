@@ -257,14 +257,14 @@ def synthetic(n: int, t0: float) -> list[Record]:
     return out
 
 
-def drain(folder: Path, broker: MosquittoBroker, pki_dir: Path, n: int) -> dict[str, Any]:
+def drain(folder: Path, broker: MosquittoBroker, pki_dir: Path, n: int, cap: float = 0.0) -> dict[str, Any]:
     folder.mkdir(parents=True)
     pki.issue(pki_dir, "d1", "node", force=True)
     doc = {
         "cluster": "bench",
         "zone": ZONE,
         "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
-        "cloud": cloud_doc(broker, pki_dir),
+        "cloud": {**cloud_doc(broker, pki_dir), "drain_max_msgs_s": cap},
         "nodes": [{"id": "d1", "address": "127.0.0.1", "raft_port": 1, "api_port": 2}],
     }
     path = folder / "cluster.yaml"
@@ -383,6 +383,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument(
+        "--drain-cap", type=float, default=0.0, help="cloud.drain_max_msgs_s for the drain (0: none)"
+    )
     args = ap.parse_args()
     n = 20_000 if args.quick else 360_000
     writes, rate = (100, 20.0) if args.quick else (600, 20.0)
@@ -398,7 +401,7 @@ def main() -> int:
             say(f"bench: raw paho publish loop, {n} messages...")
             rw = raw(broker, pki_dir, n, folder)
             say(f"bench: draining a {n}-record backlog through CloudSync...")
-            dr = drain(folder / "drain", broker, pki_dir, n)
+            dr = drain(folder / "drain", broker, pki_dir, n, args.drain_cap)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     out = {
@@ -437,7 +440,8 @@ def main() -> int:
         ("live: delivered rate (msgs/s)", f"{lv['rate']:.1f}"),
         ("live: commit ack -> subscriber p50 / p99 (ms)", f"{lv['p50_commit']:.1f} / {lv['p99_commit']:.1f}"),
         ("live: write sent -> subscriber p50 / p99 (ms)", f"{lv['p50_start']:.1f} / {lv['p99_start']:.1f}"),
-        (f"drain: {n} records, all acked by the broker (msgs/s)", f"{dr['drain_msgs_s']:.0f}"),
+        (f"drain: {n} records, all acked by the broker (msgs/s)"
+         + (f", capped at {args.drain_cap:g}/s" if args.drain_cap else ""), f"{dr['drain_msgs_s']:.0f}"),
         ("raw paho loop, same payloads, 250 in flight (msgs/s)", f"{rw['raw_msgs_s']:.0f}"),
         ("drain / raw", f"{dr['drain_msgs_s'] / rw['raw_msgs_s']:.2f}"),
         ("drain: last backlog record at the subscriber (s)", f"{dr['subscriber_s']:.1f}"),
