@@ -102,6 +102,7 @@ class CloudSync:
         self._announced: list[tuple[int, int]] = []
         self._unstored: list[Record] = []
         self._tokens, self._tokens_at = 0.0, 0.0
+        self._last_drop_s = 0.0
         self._leader_checked = 0.0
         self._status: dict[str, Any] = {"link": "starting"}
 
@@ -227,6 +228,7 @@ class CloudSync:
                     first=r.first, last=r.last, reason=reason, policy=self.cc.outbox_full_policy)  # fmt: skip
         if "A_CLOUD_BACKLOG_FULL" not in self.stats.alarms:
             self.stats.alarms.append("A_CLOUD_BACKLOG_FULL")
+        self._last_drop_s = time.time()
 
     def _lead_or_follow(self) -> None:
         now = time.monotonic()
@@ -404,6 +406,10 @@ class CloudSync:
         else:
             link = f"down: {err}" if err else "connecting"
         backlog = max(0, self.derived_seq - acked)
+        # the alarm stands while records are at risk; the drop counters stay for the record
+        if "A_CLOUD_BACKLOG_FULL" in self.stats.alarms and backlog == 0 and now - self._last_drop_s > 60:
+            self.stats.alarms.remove("A_CLOUD_BACKLOG_FULL")
+            log("info", "I_CLOUD_BACKLOG_OK", f"backlog drained; {self.stats.dropped} records were dropped")
         self._status = {
             "link": link,
             "broker": self.link.endpoint,

@@ -947,3 +947,14 @@ def test_a_drain_rate_cap_paces_the_stream_lane_and_leaves_live_data_alone(rigs:
     r.store(11.0)
     r.step(11.0)
     assert (fresh[0], "live") in r.link.telemetry()
+
+
+def test_the_backlog_alarm_clears_a_minute_after_the_backlog_drained(rigs: RigFactory) -> None:
+    r = rigs(max_age_s=60.0)
+    r.add(3)
+    r.store(time.time() + 1000.0)  # dropped by age
+    assert r.status(time.time())["alarms"] == ["A_CLOUD_BACKLOG_FULL"]
+    r.zone = replace(r.zone, cloud_acked=r.zone.telemetry_seq)  # the zone caught up
+    assert r.status(time.time() + 30)["alarms"] == ["A_CLOUD_BACKLOG_FULL"]  # too recent
+    status = r.status(time.time() + 120)
+    assert (status["alarms"], status["dropped"], status["backlog"]) == ([], 3, 0)
