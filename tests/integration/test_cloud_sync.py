@@ -151,8 +151,9 @@ def test_outage_and_leader_kill_during_it_leave_no_gap(tmp_path: Path, broker: M
         )
         sub.wait_for(through, 10)
         assert_gap_free(sub.messages, through)
-        after = leader_cloud(lc)
-        assert after["backlog"] <= 3 and after["dropped"] == 0 and after["alarms"] == []
+        # records keep coming (~3/s) and the watermark commits twice a second: it keeps up
+        after = wait(lambda: (c := leader_cloud(lc)).get("backlog", 99) <= 3 and c, 10, "a small backlog")
+        assert after["dropped"] == 0 and after["alarms"] == []
 
 
 def test_restart_of_every_node_with_a_backlog_loses_nothing(tmp_path: Path, broker: MosquittoBroker) -> None:

@@ -44,6 +44,10 @@ def test_cluster_over_wireguard_elects_replicates_fails_over_and_rejoins(tmp_pat
     lab = Lab.create(tmp_path / "lab", nodes=3, sims=True, progress=lambda *a: None)
     try:
         leader = lab.wait_leader(30)
+        # every node has declared its devices (its declare loop runs once a leader exists)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and not all(r.get("devices") == 9 for r in _rows(lab).values()):
+            time.sleep(0.1)
         # Raft runs over the overlay: every node binds its overlay address
         assert all(n.bind_host.startswith("10.77.") for n in lab.cfg.nodes)
         body = _propose(lab, leader, "n2-bat", 7.5)
