@@ -258,16 +258,25 @@ def cmd_node_run(cfg: ClusterConfig, args: Any) -> int:
     return run_node(cfg, args.node, args.config, reset_journal=args.reset_journal, trace_file=args.trace)
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}G"  # pragma: no cover
+
+
 def overlay_cell(peers: Any) -> str:
-    """WireGuard peers as `n2 3s, n3 never!`: handshake age per peer, stale ones marked."""
+    """WireGuard peers as `n2 3s rx 1.2K tx 3.4K, ...`: handshake age and transfer counters
+    per peer, stale ones marked."""
     if peers is None:
         return "-"
     if isinstance(peers, dict):
-        return f"[red]{peers.get('error', '?')}[/red]"[:60]
+        return f"[red]{str(peers.get('error', '?'))[:60]}[/red]"
     parts = []
     for p in peers:
         age = "never" if p.get("handshake_age_s") is None else f"{p['handshake_age_s']:.0f}s"
-        text = f"{p['peer']} {age}"
+        text = f"{p['peer']} {age} rx {_size(p.get('rx_bytes', 0))} tx {_size(p.get('tx_bytes', 0))}"
         parts.append(f"[red]{text} stale[/red]" if p.get("stale") else text)
     return ", ".join(parts)
 

@@ -25,8 +25,8 @@ NEW_LEADER_BOUND_S = 3.0
 STEP_DOWN_BOUND_S = 1.0
 
 
-def _rows(lab: Lab) -> dict[str, dict]:
-    return {r["id"]: r for r in lab.status(timeout_s=1.0)}
+def _rows(lab: Lab, timeout_s: float = 1.0) -> dict[str, dict]:
+    return {r["id"]: r for r in lab.status(timeout_s=timeout_s)}
 
 
 def _setpoints(lab: Lab, node: str) -> dict[str, float]:
@@ -77,7 +77,9 @@ def test_cluster_over_wireguard_elects_replicates_fails_over_and_rejoins(tmp_pat
         new_leader, stepped_down = None, None
         end = cut_at + 10
         while time.monotonic() < end and (new_leader is None or stepped_down is None):
-            rows = _rows(lab)
+            rows = _rows(lab, timeout_s=0.3)  # short: a slow answer must not blur the timing
+            if len(rows) < 3 or not all(r.get("reachable") for r in rows.values()):
+                continue
             now = time.monotonic() - cut_at
             for r in rows.values():
                 if r["id"] != leader and r["role"] == "leader" and r["has_quorum"] and new_leader is None:
