@@ -219,8 +219,7 @@ class CloudSync:
             return
         for reason, ranges in (("age", drops.age), ("bytes", drops.bytes), ("rejected", drops.rejected)):
             for r in ranges:
-                self._gaps.append((r.first, r.last, reason))
-                self._announced.append((r.first, r.last))
+                self._note_gap(r.first, r.last, reason)
                 n = r.last - r.first + 1
                 self.stats.dropped += n
                 log("error", "A_CLOUD_BACKLOG_FULL",
@@ -229,6 +228,18 @@ class CloudSync:
         if "A_CLOUD_BACKLOG_FULL" not in self.stats.alarms:
             self.stats.alarms.append("A_CLOUD_BACKLOG_FULL")
         self._last_drop_s = time.time()
+
+    def _note_gap(self, first: int, last: int, reason: str) -> None:
+        """Queue a gap notice (merged with the previous one when adjacent, so a long outage
+        with drops every second keeps one entry, not one per second)."""
+        if self._gaps and self._gaps[-1][2] == reason and self._gaps[-1][1] + 1 == first:
+            self._gaps[-1] = (self._gaps[-1][0], last, reason)
+        else:
+            self._gaps.append((first, last, reason))
+        if self._announced and self._announced[-1][1] + 1 == first:
+            self._announced[-1] = (self._announced[-1][0], last)
+        else:
+            self._announced.append((first, last))
 
     def _lead_or_follow(self) -> None:
         now = time.monotonic()

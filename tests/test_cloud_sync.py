@@ -958,3 +958,15 @@ def test_the_backlog_alarm_clears_a_minute_after_the_backlog_drained(rigs: RigFa
     assert r.status(time.time() + 30)["alarms"] == ["A_CLOUD_BACKLOG_FULL"]  # too recent
     status = r.status(time.time() + 120)
     assert (status["alarms"], status["dropped"], status["backlog"]) == ([], 3, 0)
+
+
+def test_adjacent_drops_make_one_gap_notice(rigs: RigFactory) -> None:
+    r = rigs(max_age_s=60.0)
+    r.add(3)
+    r.store(time.time() + 1000.0)  # seqs 1..3 dropped by age
+    r.add(4)
+    r.store(time.time() + 2000.0)  # seqs 4..7 dropped by age, a second later in the outage
+    assert r.cs._gaps == [(1, 7, "age")]
+    r.lead()
+    r.step(time.time())
+    assert r.link.gaps() == [(1, 7, "age")]
