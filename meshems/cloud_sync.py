@@ -171,6 +171,7 @@ class CloudSync:
                 if self._publishing and self.link.connected:
                     self._acks()
                     self._publish(now)
+                if self._publishing:  # also while the link is down: fewer repeats after it
                     self._commit_watermark(now)
                 if now - last_status >= 0.2:
                     last_status = now
