@@ -16,6 +16,20 @@ from typing import Any
 from meshems.lab.netlab import LabError
 
 DEFAULT_DIR = ".meshems/lab"
+EXAMPLES = {
+    "up": "sudo meshems lab up --nodes 3  (then: meshems status --config .meshems/lab/lab.yaml)",
+    "status": "sudo meshems lab status",
+    "kill": "sudo meshems lab kill n1",
+    "pause": "sudo meshems lab pause n2",
+    "resume": "sudo meshems lab resume n2",
+    "restart": "sudo meshems lab restart n1",
+    "isolate": "sudo meshems lab isolate n1",
+    "cut": "sudo meshems lab cut n1 n2",
+    "partition": "sudo meshems lab partition n1 n2,n3",
+    "heal": "sudo meshems lab heal",
+    "down": "sudo meshems lab down  (or --all after a crash)",
+    "faults": "sudo meshems lab faults --seconds 120 --seed 7 --json  (or --long 2h)",
+}
 
 
 def parse_duration(text: str) -> float:
@@ -39,7 +53,13 @@ def add_lab_parser(sub: Any) -> None:
     ).add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        p = lab.add_parser(name, help=help_, description=help_)
+        p = lab.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"Example: {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--dir", default=DEFAULT_DIR, help=f"the lab's folder (default {DEFAULT_DIR})")
         return p
 
@@ -64,10 +84,10 @@ def add_lab_parser(sub: Any) -> None:
     p = add("down", "stop every process and remove the lab's namespaces, links and routes")
     p.add_argument("--all", action="store_true", help="remove every lab on this machine (after a crash)")
     p = add("faults", "Jepsen-style test: writes under a seeded fault schedule, then a checker")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seeds the fault schedule and the client (default 1)")
     p.add_argument("--seconds", type=parse_duration, default=120.0, help="schedule length (default 120)")
     p.add_argument("--long", type=parse_duration, metavar="DURATION", help="a long run, e.g. 2h")
-    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--nodes", type=int, default=3, help="gateways (default 3)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
