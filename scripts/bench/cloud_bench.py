@@ -37,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import yaml
+from benchlib import pct
 
 from meshems.adapters import pki
 from meshems.adapters.config_file import load_config
@@ -51,11 +52,6 @@ from tests.conftest import free_ports
 from tests.mqtt_broker import MosquittoBroker
 
 ZONE = "bench"
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
 
 
 SUBSCRIBER = r"""

@@ -24,16 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchlib import pct  # noqa: E402
+
 from meshems.core.dispatch import dispatch  # noqa: E402
 from meshems.core.policy import Policy  # noqa: E402
 from meshems.core.process_image import DeviceInfo, image_from_readings  # noqa: E402
 from meshems.sim.physics import Site  # noqa: E402
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
 
 # --- 1. dispatch compute time -------------------------------------------------------------------
 

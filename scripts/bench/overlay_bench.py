@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import yaml
+from benchlib import pct
 
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
@@ -39,6 +39,7 @@ from meshems.core.errors import UnreachableError
 from meshems.lab.gateways import Lab
 from meshems.ops.client import NodeClient
 from meshems.ops.supervisor import LocalCluster
+from tests.conftest import free_ports
 
 RTT_SCRIPT = r"""
 import socket, statistics, sys, time, threading
@@ -73,11 +74,6 @@ while True:
 """
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
-
 def rtt_us(server_prefix: list[str], client_prefix: list[str], host: str, port: int, n: int) -> float:
     srv = subprocess.Popen(
         [*server_prefix, sys.executable, "-c", ECHO_SCRIPT, host, str(port)],
@@ -98,17 +94,6 @@ def rtt_us(server_prefix: list[str], client_prefix: list[str], host: str, port: 
     finally:
         srv.kill()
         srv.wait(timeout=5)
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the kernel says are free now (fixed bases collide with ephemeral ports)."""
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def loopback_config(folder: Path, ports: list[int]) -> ClusterConfig:

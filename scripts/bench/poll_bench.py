@@ -30,20 +30,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.conftest import free_ports  # noqa: E402
+
 PROFILE = str(Path(__file__).resolve().parent / "bench-meter.yaml")
 UNITS_PER_SERVER = 200
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 # --- simulators (separate processes) ------------------------------------------------------

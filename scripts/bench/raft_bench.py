@@ -29,6 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchlib import pct
+
 from meshems.core import commands
 from meshems.core.config import ClusterConfig, parse_config
 
@@ -226,11 +228,6 @@ class Cluster:
                 os.kill(p.pid, signal.SIGCONT)
                 p.kill()
             p.join(5)
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def measure_cluster(kind: str, folder: Path, port: int, n_seq: int, n_pipe: int) -> dict[str, Any]:
