@@ -266,7 +266,7 @@ class CloudSync:
     def _reset_cursor(self) -> None:
         """Publish again from the watermark (after taking the lead or a reconnect): what was
         in flight may or may not have arrived; a subscriber drops repeats by seq."""
-        acked = max(self.state().cloud_acked, self._acked_through if self._publishing else 0)
+        acked = max(self.state().cloud_acked, self._acked_through)
         self.stats.republished_after_reconnect += len(self._outstanding)
         self._cursor = self._acked_through = self._ack_committed = acked
         self._inflight.clear()
@@ -349,11 +349,10 @@ class CloudSync:
             if a > last:
                 break
             if a > pos:
-                self._gaps.append((pos, a - 1, "not_on_this_node"))
+                self._note_gap(pos, a - 1, "not_on_this_node")
             pos = max(pos, b + 1)
         if pos <= last:
-            self._gaps.append((pos, last, "not_on_this_node"))
-        self._announced += [(a, b) for a, b, reason in self._gaps if reason == "not_on_this_node"]
+            self._note_gap(pos, last, "not_on_this_node")
         self._publish_gaps()
 
     def _send(self, rec: Record, lane: str) -> None:

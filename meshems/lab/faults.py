@@ -79,7 +79,7 @@ class Workload:
         self._workers: list[threading.Thread] = []
         self.devices = sorted(d.id for n in lab.cfg.nodes for d in n.devices if d.kind == "battery")
 
-    def _one(self, worker: int) -> None:
+    def _one(self) -> None:
         with self._lock:
             op_id = self._next
             self._next += 1
@@ -104,14 +104,14 @@ class Workload:
         with self._lock:
             self.ops.append(op)
 
-    def _loop(self, worker: int) -> None:
+    def _loop(self) -> None:
         while not self._stop.is_set():
-            self._one(worker)
+            self._one()
             self._stop.wait(self.pause_s)
 
     def start(self) -> None:
         for w in range(self.threads):
-            t = threading.Thread(target=self._loop, args=(w,), daemon=True, name=f"client-{w}")
+            t = threading.Thread(target=self._loop, daemon=True, name=f"client-{w}")
             t.start()
             self._workers.append(t)
 

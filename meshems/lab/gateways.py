@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -115,20 +116,15 @@ class Lab:
         if (folder / STATE).exists():
             raise LabError(f"{folder / STATE} exists: a lab lives there; `meshems lab down --dir {folder}`")
         plan = NetPlan.make(secrets.token_hex(2), netlab.free_octet(), [f"n{i + 1}" for i in range(nodes)])
-        state: dict[str, Any] = {"plan": None, "pids": {}}
-        state_path = folder / STATE
-        plan.save(folder / "plan.json")
-        state["plan"] = json.loads((folder / "plan.json").read_text())
-        state_path.write_text(json.dumps(state, indent=2))  # before anything exists
         path = write_lab_config(folder, plan, sims)
         cfg = load_config(path)
         init_secret(cfg.secret_path)
         for n in plan.nodes:
             keygen(cfg, n)
-        progress(
-            f"lab {plan.tag}: building {nodes} namespaces on bridge {plan.bridge} (10.98.{plan.octet}.0/24)"
-        )
         lab = cls(folder, plan, cfg, {})
+        lab._save()  # before anything exists outside the folder, so `lab down` can undo it all
+        subnet = f"10.98.{plan.octet}.0/24"
+        progress(f"lab {plan.tag}: building {nodes} namespaces on bridge {plan.bridge} ({subnet})")
         try:
             netlab.build(plan)
             for n in plan.nodes:
@@ -158,7 +154,7 @@ class Lab:
         return cls(folder, plan, cfg, {k: int(v) for k, v in state.get("pids", {}).items()})
 
     def _save(self) -> None:
-        state = {"plan": json.loads((self.folder / "plan.json").read_text()), "pids": self.pids}
+        state = {"plan": asdict(self.plan), "pids": self.pids}
         tmp = self.folder / (STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.folder / STATE)
@@ -292,19 +288,11 @@ class Lab:
     def wait_leader(self, timeout_s: float = 20.0, exclude: frozenset[str] = frozenset()) -> str:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            for r in self.status():
-                if (
-                    r.get("reachable")
-                    and r["role"] == "leader"
-                    and r["has_quorum"]
-                    and r["id"] not in exclude
-                ):
-                    return str(r["id"])
-            for n in self.plan.nodes:
-                if n in self.pids and n not in self.procs and not self.running(n):
-                    continue
-                proc = self.procs.get(n)
-                if proc is not None and proc.poll() is not None:
+            leader = self.client.leader_with_quorum(exclude)
+            if leader is not None:
+                return leader
+            for n, proc in self.procs.items():  # a node we started died on its own
+                if n in self.plan.nodes and proc.poll() is not None:
                     raise LabError(f"{n} exited: {self.log_tail(n)}")
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout_s} s (excluding {sorted(exclude) or 'none'})")

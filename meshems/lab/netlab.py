@@ -14,12 +14,11 @@ client) reach every node's API without crossing the tunnels that faults cut.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshems.core.errors import MeshemsError
@@ -71,13 +70,6 @@ class NetPlan:
     @property
     def bridge_address(self) -> str:
         return f"10.98.{self.octet}.254"
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> NetPlan:
-        return cls(**json.loads(path.read_text()))
 
 
 def free_octet() -> int:

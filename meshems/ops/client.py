@@ -75,6 +75,15 @@ class NodeClient:
             r["lag"] = max(0, leader["commit_index"] - r["applied_index"]) if leader else None
         return rows
 
+    def leader_with_quorum(
+        self, exclude: frozenset[str] | set[str] = frozenset(), timeout_s: float = 0.5
+    ) -> str | None:
+        """A reachable node (not in `exclude`) that says it leads with quorum, or None."""
+        for r in self.status_all(timeout_s=timeout_s):
+            if r.get("reachable") and r["role"] == "leader" and r["has_quorum"] and r["id"] not in exclude:
+                return str(r["id"])
+        return None
+
     def ordered_nodes(self, prefer: str | None = None) -> list[NodeConfig]:
         nodes = list(self.cfg.nodes)
         if prefer:

@@ -131,15 +131,9 @@ class LocalCluster:
         """Wait until one reachable node (not in `exclude`) says it leads with quorum."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            rows = self.client.status_all(timeout_s=0.5)
-            for r in rows:
-                if (
-                    r.get("reachable")
-                    and r["role"] == "leader"
-                    and r["has_quorum"]
-                    and r["id"] not in exclude
-                ):
-                    return str(r["id"])
+            leader = self.client.leader_with_quorum(exclude)
+            if leader is not None:
+                return leader
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout_s} s")
 
