@@ -268,7 +268,9 @@ class CloudSync:
         in flight may or may not have arrived; a subscriber drops repeats by seq."""
         acked = max(self.state().cloud_acked, self._acked_through)
         self.stats.republished_after_reconnect += len(self._outstanding)
-        self._cursor = self._acked_through = self._ack_committed = acked
+        self._cursor = self._acked_through = acked
+        # only what the zone holds is committed; acks gathered before the reset still go out
+        self._ack_committed = max(self._ack_committed, self.state().cloud_acked)
         self._inflight.clear()
         self._lane_inflight = {"live": 0, "stream": 0}
         self._outstanding.clear()

@@ -970,3 +970,20 @@ def test_adjacent_drops_make_one_gap_notice(rigs: RigFactory) -> None:
     r.lead()
     r.step(time.time())
     assert r.link.gaps() == [(1, 7, "age")]
+
+
+def test_acks_not_yet_committed_are_committed_after_a_reconnect(
+    rig: Rig, loop: asyncio.AbstractEventLoop
+) -> None:
+    rig.cs.loop = loop
+    rig.add(6)
+    rig.store()
+    rig.lead()
+    rig.step(later())
+    rig.link.ack(1, 2, 3)
+    rig.cs._acks()
+    assert rig.cs._acked_through == 3 and rig.proposals == []  # acknowledged, not committed yet
+    rig.link.connect()  # the link dropped and came back before the watermark period
+    rig.step(later())
+    rig.cs._commit_watermark(100.0)
+    assert proposed(rig) == [("cloud_ack", 3)]
