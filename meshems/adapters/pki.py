@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshems.adapters.atomic_write import write_atomic
 from meshems.core.errors import AuthError, ConfigError
 
 Kind = Literal["node", "client", "server"]
@@ -50,19 +51,6 @@ class CertInfo:
 def iso_utc(when: datetime) -> str:
     """`2025-01-01T00:00:00Z`: the form every message and listing uses."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` atomically: O_EXCL temp file with `mode`, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -136,8 +124,8 @@ def init_ca(folder: Path, name: str, days: int = 3650, force: bool = False) -> P
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _key_pem(key), 0o600)
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_path, _key_pem(key), 0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _fsync_dir(folder)
     return cert_path
 
@@ -237,8 +225,8 @@ def issue(
     elif sans:
         builder = builder.add_extension(x509.SubjectAlternativeName([_san(n) for n in sans]), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write_private(key_path, _key_pem(key), 0o600)
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_path, _key_pem(key), 0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _fsync_dir(folder)
     return key_path, cert_path
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import stat
 from pathlib import Path
 
+from meshems.adapters.atomic_write import write_atomic
 from meshems.core.errors import SecretError
 
 SECRET_BYTES = 32
@@ -26,15 +26,7 @@ def init_secret(path: Path, force: bool = False) -> Path:
             f"{path} already exists; keep it (every node needs the same secret) or pass --force",
             path=str(path),
         )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (secrets.token_hex(SECRET_BYTES) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, (secrets.token_hex(SECRET_BYTES) + "\n").encode(), 0o600)
     return path
 
 

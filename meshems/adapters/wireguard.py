@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from meshems.adapters.atomic_write import write_atomic
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import ConfigError, MeshemsError
 
@@ -49,15 +50,7 @@ def keygen(cfg: ClusterConfig, node_id: str, force: bool = False) -> tuple[Path,
         raise ConfigError(f"{private_path} exists; keep it (peers know its public key) or pass --force")
     private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     private, public = generate_keypair()
-    tmp = private_path.with_name(private_path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (private + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, private_path)
+    write_atomic(private_path, (private + "\n").encode(), 0o600)
     public_path.write_text(public + "\n")
     return private_path, public
 
