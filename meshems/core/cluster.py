@@ -30,6 +30,12 @@ from meshems.core.policy import Envelope, Policy, with_changes
 RID_GENERATION = 512
 RID_GENERATIONS = 16
 SNAPSHOT_VERSION = 1
+#: How far one entry may move a counter past its current value: a node's report sequence,
+#: the dispatch cycle (both taken from the zone state by the proposer, so a real step is 1,
+#: a few after lost proposals) and a forecast model version (chosen by a user, e.g. a date).
+#: A jump to 2**63-1 is refused on every replica instead of wedging the stream for good.
+MAX_SEQ_STEP = 1000
+MAX_VERSION_STEP = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +213,18 @@ def _advance(
     return replace(state, last_term=term, last_index=index, **changes, **_remember(state, rid, result))
 
 
+def _step_refusal(
+    what: str, new: int, current: int, max_step: int, stale_code: str, term: int, index: int
+) -> Result | None:
+    """Refuse a counter that does not move forward, or jumps more than `max_step`."""
+    if new <= current:
+        return _refuse(stale_code, f"{what} {new} is not newer than {current}", term, index)
+    if new - current > max_step:
+        msg = f"{what} {new} jumps more than {max_step} past {current} (the next is {current + 1})"
+        return _refuse("E_SEQ_JUMP", msg, term, index)
+    return None
+
+
 def _ok(term: int, index: int, message: str = "") -> Result:
     return Result(True, "OK", message, term, index)
 
@@ -314,9 +332,11 @@ def _report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict
     if node_id not in state.members:
         return {}, _refuse("E_UNKNOWN_NODE", f"node {node_id!r} is not a member", term, index)
     previous = state.reports.get(node_id)
-    if previous is not None and f["seq"] <= previous.seq:
-        msg = f"report {f['seq']} of {node_id} is not newer than {previous.seq}"
-        return {}, _refuse("E_STALE_REPORT", msg, term, index)
+    current = previous.seq if previous is not None else -1
+    refusal = _step_refusal(f"report of {node_id}", f["seq"], current, MAX_SEQ_STEP, "E_STALE_REPORT", term,
+                            index)  # fmt: skip
+    if refusal is not None:
+        return {}, refusal
     for r in f["devices"]:
         dev = state.devices.get(r["id"])
         if dev is None or dev.owner != node_id:
@@ -330,6 +350,14 @@ def _report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict
 
 
 def _set_policy(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    for load in cmd.fields["values"].get("shed_order", ()):
+        dev = state.devices.get(load.rpartition(":")[0])
+        if dev is None or dev.kind != "relay":
+            relays = (
+                ", ".join(sorted(d.id for d in state.devices.values() if d.kind == "relay")) or "none yet"
+            )
+            msg = f"shed_order: {load!r} is not a load of a relay device in the zone (relays: {relays})"
+            return {}, _refuse("E_POLICY", msg, term, index)
     policy = with_changes(state.policy or Policy(), cmd.fields["values"])
     if policy.soc_floor_pct >= policy.soc_ceiling_pct:
         msg = f"soc_floor_pct {policy.soc_floor_pct} must be below soc_ceiling_pct {policy.soc_ceiling_pct}"
@@ -339,9 +367,11 @@ def _set_policy(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[
 
 def _dispatch(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
     f = cmd.fields
-    if state.last_dispatch is not None and f["cycle"] <= state.last_dispatch.cycle:
-        msg = f"dispatch cycle {f['cycle']} is not newer than {state.last_dispatch.cycle}"
-        return {}, _refuse("E_STALE_DISPATCH", msg, term, index)
+    current = state.last_dispatch.cycle if state.last_dispatch is not None else 0
+    refusal = _step_refusal("dispatch cycle", f["cycle"], current, MAX_SEQ_STEP, "E_STALE_DISPATCH", term,
+                            index)  # fmt: skip
+    if refusal is not None:
+        return {}, refusal
     for sp in f["setpoints"]:
         dev = state.devices.get(sp["device_id"])
         if dev is None or dev.kind not in ("battery", "pv"):
@@ -396,9 +426,11 @@ def _forecast_model(state: ZoneState, cmd: Command, term: int, index: int) -> tu
     if f["node_id"] not in state.members:
         return {}, _refuse("E_UNKNOWN_NODE", f"node {f['node_id']!r} is not a member", term, index)
     current = state.forecasts.get(f["node_id"])
-    if current is not None and f["version"] <= current.version:
-        msg = f"forecast model v{f['version']} of {f['node_id']} is not newer than v{current.version}"
-        return {}, _refuse("E_STALE_MODEL", msg, term, index)
+    refusal = _step_refusal(f"forecast model version of {f['node_id']}", f["version"],
+                            current.version if current is not None else 0, MAX_VERSION_STEP,
+                            "E_STALE_MODEL", term, index)  # fmt: skip
+    if refusal is not None:
+        return {}, refusal
     record = ForecastRecord(f["node_id"], f["version"], f["digest"], f["data"], term, index)
     return {"forecasts": {**state.forecasts, f["node_id"]: record}}, _ok(
         term, index, f"model v{f['version']}"

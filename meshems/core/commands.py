@@ -242,6 +242,28 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 
+#: What an operator may send through the node API; everything else is an internal command
+#: that only a node's own services propose (reports, dispatches, declarations, cloud
+#: acknowledgements, forecast records, ownership). Membership has its own API route.
+OPERATOR_TYPES = frozenset({"set_setpoint", "set_policy", "barrier"})
+INTERNAL_TYPES = frozenset(SCHEMAS) - OPERATOR_TYPES
+
+#: The largest encoded command of each type (bytes), checked on the proposing node before
+#: Raft and again in `apply`: a refused command costs no log space, and no entry can grow
+#: past what its type needs (the largest, a report or declaration of 1000 devices, fits).
+MAX_BYTES_BY_TYPE: dict[str, int] = {
+    "declare_node": MAX_COMMAND_BYTES,
+    "report": MAX_COMMAND_BYTES,
+    "dispatch": MAX_COMMAND_BYTES,
+    "forecast_model": MAX_COMMAND_BYTES,
+    "set_policy": 32 * 1024,
+    "set_setpoint": 1024,
+    "remove_node": 512,
+    "transfer_device": 512,
+    "barrier": 256,
+    "cloud_ack": 256,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
@@ -290,6 +312,11 @@ def decode(data: bytes) -> Command | Rejection:
             )
         if type_ not in SCHEMAS:
             raise Invalid("E_CMD_UNKNOWN_TYPE", f"unknown command type {type_!r}")
+        if len(data) > MAX_BYTES_BY_TYPE[type_]:
+            raise Invalid(
+                "E_CMD_TOO_LARGE",
+                f"a {type_} command is {len(data)} bytes; at most {MAX_BYTES_BY_TYPE[type_]} are accepted",
+            )
         validator, allowed = SCHEMAS[type_]
         extra = set(raw) - allowed - ENVELOPE_FIELDS
         if extra:

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from meshems.core.errors import ConfigError, key_path
+from meshems.core.ids import NAME_PATTERN, parse_load
+from meshems.core.policy import policy_problems
 
-NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+NAME = NAME_PATTERN
 NameStr = Annotated[str, Field(pattern=NAME)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _items() -> Any:
+    """A tuple field that takes YAML's lists (a lax container; its items stay strict)."""
+    return Field(default=(), strict=False)
+
+#: the largest config file read (a config of 1000 gateways is well under 1 MiB)
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: `true` is no port and "27101" no number; NaN and infinity are no limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class BusConfig(_Frozen):
@@ -111,8 +123,8 @@ class NodeConfig(_Frozen):
         default=True,
         description="member of the cluster from the start; false = joins later via member add",
     )
-    buses: tuple[BusConfig, ...] = ()
-    devices: tuple[DeviceConfig, ...] = ()
+    buses: tuple[BusConfig, ...] = _items()
+    devices: tuple[DeviceConfig, ...] = _items()
     protection: ProtectionConfig | None = None
     overlay_address: str | None = Field(default=None, description="this node's address inside the overlay")
     overlay_port: Port | None = Field(default=None, description="WireGuard listen port (default overlay's)")
@@ -196,19 +208,21 @@ class PolicyConfig(_Frozen):
     export_limit_kw: float = Field(default=1e9, gt=0)
     soc_floor_pct: float = Field(default=10.0, ge=0, le=100)
     soc_ceiling_pct: float = Field(default=95.0, ge=0, le=100)
-    shed_order: tuple[str, ...] = ()
+    shed_order: tuple[str, ...] = _items()
     cycle_s: float = Field(default=1.0, ge=0.1, le=60)
     margin_kw: float = Field(default=2.0, ge=0)
     restore_margin_kw: float = Field(default=5.0, ge=0)
     reserve_forecast: bool = True
 
     @model_validator(mode="after")
-    def _soc(self) -> PolicyConfig:
-        if self.soc_floor_pct >= self.soc_ceiling_pct:
-            raise ValueError("soc_floor_pct must be below soc_ceiling_pct")
+    def _bounds(self) -> PolicyConfig:
+        # the same rules every replica applies to `meshems policy set` (core/policy.py)
         for i, load in enumerate(self.shed_order):
-            if ":" not in load:
-                raise ValueError(f"shed_order[{i}]: {load!r} is not RELAY_DEVICE:CHANNEL")
+            if parse_load(load) is None:
+                raise ValueError(f"shed_order[{i}]: {load!r} is not RELAY_DEVICE:CHANNEL (channel 1-256)")
+        problems = policy_problems({**self.model_dump(), "shed_order": list(self.shed_order)})
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -300,7 +314,7 @@ class ClusterConfig(_Frozen):
     policy: PolicyConfig | None = None
     overlay: OverlayConfig | None = None
     cloud: CloudConfig | None = None
-    nodes: tuple[NodeConfig, ...] = Field(min_length=1)
+    nodes: tuple[NodeConfig, ...] = Field(min_length=1, strict=False)
     source: str = Field(default="<memory>", exclude=True, description="the file it came from")
 
     @model_validator(mode="after")
@@ -339,7 +353,27 @@ class ClusterConfig(_Frozen):
                 seen_devices[dev.id] = node.id
         if not any(n.initial for n in self.nodes):
             raise ValueError("nodes: at least one node must have initial: true")
+        if self.policy is not None:
+            self._check_shed_order(self.policy.shed_order)
         return self
+
+    def _check_shed_order(self, loads: tuple[str, ...]) -> None:
+        """The configured policy is committed at start: its loads must be relays of nodes
+        that are members from the start (every replica refuses unknown loads)."""
+        relays = {d.id: n for n in self.nodes for d in n.devices if d.kind == "relay"}
+        for i, load in enumerate(loads):
+            device = load.rpartition(":")[0]
+            node = relays.get(device)
+            if node is None:
+                known = ", ".join(sorted(relays)) or "none"
+                raise ValueError(
+                    f"policy.shed_order[{i}]: {load!r} names no relay device of the config (relays: {known})"
+                )
+            if not node.initial:
+                raise ValueError(
+                    f"policy.shed_order[{i}]: {load!r} is on node {node.id!r}, which joins later "
+                    "(initial: false); add it with `meshems policy set` once the node has joined"
+                )
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -378,14 +412,21 @@ def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
             key = key_path(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             m = re.match(r"^([\w.\[\]]+): (.*)$", msg)
-            if (m and key in ("(top level)", "raft", "nodes")) or (m and key.endswith("]")):
-                key, msg = (
-                    (f"{key}.{m.group(1)}" if key not in ("(top level)",) else m.group(1)),
-                    m.group(2),
-                )
-                key = key.replace("nodes.nodes", "nodes").replace("raft.raft", "raft")
+            if m:  # a validator that names the key inside its section
+                key = m.group(1) if key == "(top level)" else f"{key}.{m.group(1)}"
+                msg = m.group(2)
+                for section in ("nodes", "raft", "policy", "cloud", "overlay"):
+                    key = key.replace(f"{section}.{section}", section)
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (misspelt?)"
+            elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME:
+                msg = (
+                    f"{err['input']!r} is not a valid name: 1-63 lower case letters, digits, '.', '_' "
+                    "or '-', starting with a letter or digit"
+                )
+            elif err["type"].endswith("_type") or err["type"] in ("finite_number", "literal_error"):
+                shown = repr(err.get("input"))
+                msg += f", got {shown if len(shown) <= 40 else shown[:37] + '...'}"
             lines.append(f"{source}: {key}: {msg}")
             first_key = first_key or key
         raise ConfigError("\n".join(lines), file=source, key=first_key) from None

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from meshems.core.ids import parse_load
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -31,34 +33,60 @@ class Policy:
 
 
 FIELDS = {f for f in Policy.__dataclass_fields__}
+#: the range every number field must lie in (inclusive): a value outside is absurd for a
+#: microgrid and would stop dispatch (a cycle of 1e9 s) or overflow its arithmetic (1e308)
+BOUNDS: dict[str, tuple[float, float]] = {
+    "import_limit_kw": (0.0, 1e9),  # 1e9 (the default) means no limit
+    "export_limit_kw": (0.0, 1e9),
+    "soc_floor_pct": (0.0, 100.0),
+    "soc_ceiling_pct": (0.0, 100.0),
+    "cycle_s": (0.1, 60.0),
+    "margin_kw": (0.0, 1e6),
+    "restore_margin_kw": (0.0, 1e6),
+}
+MAX_SHED_LOADS = 256
+SHED_FORMAT = "shed_order: a list of at most 256 'RELAY_DEVICE:CHANNEL' load ids (channel 1-256)"
+
+
+def _number_problem(key: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"{key}: a finite number"
+    low, high = BOUNDS[key]
+    if value < 0:
+        return f"{key}: must not be negative"
+    if value < low:
+        return f"{key}: at least {low:g}"
+    if value > high:
+        return f"{key}: at most {high:g}"
+    return None
 
 
 def policy_problems(values: Mapping[str, Any]) -> list[str]:
-    """Why these policy fields are invalid (empty when valid). Deterministic."""
+    """Why these policy fields are invalid (empty when valid). Deterministic. Which loads
+    exist is the zone state's business (`cluster.apply` checks it)."""
     out = []
     for key, value in values.items():
         if key not in FIELDS:
             out.append(f"{key}: unknown policy field")
         elif key == "shed_order":
-            if not isinstance(value, list | tuple) or not all(
-                isinstance(x, str) and ":" in x and len(x) <= 80 for x in value
+            if (
+                not isinstance(value, list | tuple)
+                or len(value) > MAX_SHED_LOADS
+                or not all(parse_load(x) is not None for x in value)
             ):
-                out.append("shed_order: a list of 'RELAY_DEVICE:CHANNEL' load ids")
+                out.append(SHED_FORMAT)
             elif len(set(value)) != len(value):
                 out.append("shed_order: a load is listed twice")
         elif key == "reserve_forecast":
             if not isinstance(value, bool):
                 out.append("reserve_forecast: true or false")
-        elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            out.append(f"{key}: a finite number")
-        elif value < 0:
-            out.append(f"{key}: must not be negative")
+        else:
+            problem = _number_problem(key, value)
+            if problem is not None:
+                out.append(problem)
     merged = {**{k: getattr(Policy(), k) for k in FIELDS}, **values}
-    if not out:
-        if merged["soc_floor_pct"] >= merged["soc_ceiling_pct"] or merged["soc_ceiling_pct"] > 100:
-            out.append("soc_floor_pct must be below soc_ceiling_pct (<= 100)")
-        if merged["cycle_s"] < 0.1:
-            out.append("cycle_s: at least 0.1")
+    if not out and merged["soc_floor_pct"] >= merged["soc_ceiling_pct"]:
+        out.append("soc_floor_pct must be below soc_ceiling_pct (<= 100)")
     return out
 
 

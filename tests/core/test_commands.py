@@ -18,9 +18,12 @@ from hypothesis import strategies as st
 
 from meshems.core.commands import (
     DEVICE_KINDS,
+    INTERNAL_TYPES,
+    MAX_BYTES_BY_TYPE,
     MAX_COMMAND_BYTES,
     MAX_ID_LEN,
     MAX_RID_LEN,
+    OPERATOR_TYPES,
     SCHEMA_VERSION,
     SCHEMAS,
     Command,
@@ -253,14 +256,45 @@ def test_rejection_messages_name_the_problem() -> None:
 
 
 def test_the_byte_limit_is_inclusive() -> None:
-    base = pack(raw_cmd("remove_node", node_id=""))
+    base = pack(raw_cmd("declare_node", node_id="", raft="h:1", api="h:2", devices=[]))
     # Grow the node id until the whole command is exactly MAX_COMMAND_BYTES long.
     node_id = "n" * (MAX_COMMAND_BYTES - len(base) - 2)  # str16 header adds 2 bytes over fixstr
-    data = pack(raw_cmd("remove_node", node_id=node_id))
+    data = pack(raw_cmd("declare_node", node_id=node_id, raft="h:1", api="h:2", devices=[]))
     assert len(data) == MAX_COMMAND_BYTES
     # Accepted by the size check, refused later only because the id is too long.
     assert "node_id" in rejected(data).message
     assert "<= 65536" in rejected(data + b"x").message
+
+
+SMALL_TYPES = [
+    ("set_setpoint", {"device_id": "b", "kw": 1.0}),
+    ("remove_node", {"node_id": "n2"}),
+    ("barrier", {}),
+]
+
+
+@pytest.mark.parametrize(("type_", "fields"), SMALL_TYPES)
+def test_each_type_has_its_own_size_cap(type_: str, fields: dict[str, Any]) -> None:
+    cap = MAX_BYTES_BY_TYPE[type_]
+    assert cap < MAX_COMMAND_BYTES
+
+    def padded(n: int) -> bytes:
+        return pack(raw_cmd(type_, **fields, pad=b"x" * n))
+
+    n = next(n for n in range(cap) if len(padded(n)) >= cap)
+    assert len(padded(n)) == cap
+    # at the cap the size check passes (the unknown pad field is what refuses it) ...
+    assert rejected(padded(n)).code == "E_CMD_MALFORMED"
+    # ... one byte more is too large, whatever else is wrong with it
+    refusal = rejected(padded(n + 1))
+    assert refusal.code == "E_CMD_TOO_LARGE" and f"at most {cap}" in refusal.message
+
+
+def test_every_type_has_a_size_cap_and_a_role() -> None:
+    assert set(MAX_BYTES_BY_TYPE) == set(SCHEMAS)
+    assert all(n <= MAX_COMMAND_BYTES for n in MAX_BYTES_BY_TYPE.values())
+    assert set(SCHEMAS) == OPERATOR_TYPES | INTERNAL_TYPES and not OPERATOR_TYPES & INTERNAL_TYPES
+    assert {"set_setpoint", "set_policy", "barrier"} == OPERATOR_TYPES
 
 
 # --- peek_rid ----------------------------------------------------------------------------

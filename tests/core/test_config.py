@@ -235,8 +235,8 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("missing secret_file", lambda d: d["raft"].pop("secret_file"), "raft.secret_file", "Field required"),
     ("missing node port", lambda d: d["nodes"][1].pop("api_port"), "nodes[1].api_port", "Field required"),
     ("no nodes", lambda d: d.update(nodes=[]), "nodes", "at least 1"),
-    ("bad cluster name", lambda d: d.update(cluster="My Cluster"), "cluster", "pattern"),
-    ("bad node id", lambda d: d["nodes"][1].update(id="N2"), "nodes[1].id", "pattern"),
+    ("bad cluster name", lambda d: d.update(cluster="My Cluster"), "cluster", "is not a valid name"),
+    ("bad node id", lambda d: d["nodes"][1].update(id="N2"), "nodes[1].id", "is not a valid name"),
     ("empty address", lambda d: d["nodes"][0].update(address=""), "nodes[0].address", "at least 1"),
     (
         "bad device kind",

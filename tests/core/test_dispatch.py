@@ -25,6 +25,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from meshems.core.cluster import (
+    MAX_SEQ_STEP,
     DispatchRecord,
     RelayState,
     Setpoint,
@@ -915,6 +916,29 @@ def test_a_stale_dispatch_cycle_is_refused(cycle: int) -> None:
     assert business(after) == business(state)
     after, res = at(state, encode("dispatch", "d-6", **{**fields, "cycle": 6}))
     assert res.ok
+
+
+# Found by an attack probe: a forged dispatch with cycle 2**64-1 stopped dispatch on every
+# node for good (each later cycle was "stale"). A jump that far is refused now.
+@pytest.mark.parametrize(("cycle", "code"), [(5 + MAX_SEQ_STEP, "OK"), (6 + MAX_SEQ_STEP, "E_SEQ_JUMP"),
+                                             (2**63 - 1, "E_SEQ_JUMP")])  # fmt: skip
+def test_a_dispatch_cycle_may_not_jump_far_ahead(cycle: int, code: str) -> None:
+    state = peak_zone()
+    fields = command_fields(zone_dispatch(state), 5)
+    state, res = at(state, encode("dispatch", "d-5", **fields))
+    assert res.ok
+    after, res = at(state, encode("dispatch", "d-jump", **{**fields, "cycle": cycle}))
+    assert res.code == code
+    if code != "OK":
+        assert business(after) == business(state)
+        assert at(after, encode("dispatch", "d-6", **{**fields, "cycle": 6}))[1].ok
+
+
+def test_the_first_dispatch_cycle_starts_near_one() -> None:
+    fields = command_fields(zone_dispatch(peak_zone()), 1)
+    assert at(peak_zone(), encode("dispatch", "d", **{**fields, "cycle": MAX_SEQ_STEP}))[1].ok
+    res = at(peak_zone(), encode("dispatch", "d", **{**fields, "cycle": MAX_SEQ_STEP + 1}))[1]
+    assert res.code == "E_SEQ_JUMP" and "the next is 1" in res.message
 
 
 def _with_setpoint(fields: dict[str, Any], device: str, value: float) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshems.core.cluster import ZoneState, apply, restore, snapshot, state_hash
+from meshems.core.cluster import MAX_VERSION_STEP, ZoneState, apply, restore, snapshot, state_hash
 from meshems.core.commands import encode
 
 DIGEST = "ab" * 32
@@ -38,6 +38,14 @@ def test_versions_only_move_up_and_strangers_are_refused() -> None:
     )
     assert [r.code for r in res] == ["OK", "E_STALE_MODEL", "E_STALE_MODEL", "E_UNKNOWN_NODE"]
     assert state.forecasts["n1"].version == 2
+
+
+def test_a_version_may_not_jump_beyond_the_step_limit() -> None:
+    far = 20261201 + MAX_VERSION_STEP + 1
+    entries = [model("n1", 20261201, "date"), model("n1", far, "far"), model("n1", 2**62, "forged")]
+    state, res = run(declared(), *entries, model("n1", 20270101, "next"))
+    assert [r.code for r in res] == ["OK", "E_SEQ_JUMP", "E_SEQ_JUMP", "OK"]
+    assert state.forecasts["n1"].version == 20270101
 
 
 def test_malformed_models_are_refused_the_same_way_everywhere() -> None:

@@ -16,14 +16,13 @@ import pytest
 
 from meshems.core.cluster import ZoneState, apply, restore, snapshot, state_hash
 from meshems.core.commands import SCHEMA_VERSION, Command, Rejection, decode, encode
-from meshems.core.policy import FIELDS, Policy, policy_problems, with_changes
+from meshems.core.policy import FIELDS, SHED_FORMAT, Policy, policy_problems, with_changes
 
 NUMBER_FIELDS = sorted(FIELDS - {"shed_order", "reserve_forecast"})
 
 # --- policy_problems -----------------------------------------------------------------------
 
 FLOOR_CEILING = "soc_floor_pct must be below soc_ceiling_pct (<= 100)"
-SHED_FORMAT = "shed_order: a list of 'RELAY_DEVICE:CHANNEL' load ids"
 
 PROBLEMS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("empty", {}, []),
@@ -35,7 +34,9 @@ PROBLEMS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("smallest cycle", {"cycle_s": 0.1}, []),
     ("empty shed order", {"shed_order": []}, []),
     ("shed order as a tuple", {"shed_order": ("r1:1",)}, []),
-    ("load id of 80 characters", {"shed_order": ["r" * 78 + ":1"]}, []),
+    ("load on a device id of 63 characters", {"shed_order": ["r" * 63 + ":1"]}, []),
+    ("highest channel", {"shed_order": ["r1:256"]}, []),
+    ("limits at their bounds", {"import_limit_kw": 1e9, "export_limit_kw": 1e9, "cycle_s": 60}, []),
     ("reserve_forecast false", {"reserve_forecast": False}, []),
     # unknown fields
     ("unknown field", {"peak_kw": 5}, ["peak_kw: unknown policy field"]),
@@ -60,19 +61,30 @@ PROBLEMS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("floor above the ceiling", {"soc_floor_pct": 50, "soc_ceiling_pct": 40}, [FLOOR_CEILING]),
     ("floor equal to the ceiling", {"soc_floor_pct": 40, "soc_ceiling_pct": 40.0}, [FLOOR_CEILING]),
     ("ceiling below the default floor", {"soc_ceiling_pct": 10}, [FLOOR_CEILING]),
-    ("ceiling above 100", {"soc_ceiling_pct": 100.5}, [FLOOR_CEILING]),
+    ("ceiling above 100", {"soc_ceiling_pct": 100.5}, ["soc_ceiling_pct: at most 100"]),
+    ("floor above 100", {"soc_floor_pct": 101}, ["soc_floor_pct: at most 100"]),
+    # absurd values that used to be accepted (an attack probe sent them)
+    ("a cycle of 1e9 s", {"cycle_s": 1e9}, ["cycle_s: at most 60"]),
+    ("an import limit of 1e308", {"import_limit_kw": 1e308}, ["import_limit_kw: at most 1e+09"]),
+    ("an export limit above 1e9", {"export_limit_kw": 1e9 + 1}, ["export_limit_kw: at most 1e+09"]),
+    ("a margin of 1e7 kW", {"margin_kw": 1e7}, ["margin_kw: at most 1e+06"]),
     # cycle
     ("cycle below 0.1", {"cycle_s": 0.09}, ["cycle_s: at least 0.1"]),
     ("cycle zero", {"cycle_s": 0}, ["cycle_s: at least 0.1"]),
     ("floor/ceiling and cycle together", {"soc_ceiling_pct": 5, "cycle_s": 0},
-     [FLOOR_CEILING, "cycle_s: at least 0.1"]),
+     ["cycle_s: at least 0.1"]),  # a field problem first; the cross-field check waits
     # shed order
     ("shed order as a string", {"shed_order": "r1:1"}, [SHED_FORMAT]),
     ("shed order nil", {"shed_order": None}, [SHED_FORMAT]),
     ("shed order a map", {"shed_order": {"r1:1": 1}}, [SHED_FORMAT]),
     ("load id without a colon", {"shed_order": ["r1:1", "r2"]}, [SHED_FORMAT]),
     ("load id not a string", {"shed_order": [1]}, [SHED_FORMAT]),
-    ("load id of 81 characters", {"shed_order": ["r" * 79 + ":1"]}, [SHED_FORMAT]),
+    ("load on a device id of 64 characters", {"shed_order": ["r" * 64 + ":1"]}, [SHED_FORMAT]),
+    ("channel 0", {"shed_order": ["r1:0"]}, [SHED_FORMAT]),
+    ("channel 257", {"shed_order": ["r1:257"]}, [SHED_FORMAT]),
+    ("channel not a number", {"shed_order": ["r1:one"]}, [SHED_FORMAT]),
+    ("device id in capitals", {"shed_order": ["R1:1"]}, [SHED_FORMAT]),
+    ("257 loads", {"shed_order": [f"r{i}:1" for i in range(257)]}, [SHED_FORMAT]),
     ("load listed twice", {"shed_order": ["r1:1", "r2:1", "r1:1"]}, ["shed_order: a load is listed twice"]),
     # several problems: each reported, in the order of the values; cross-field checks skipped
     (
@@ -158,6 +170,16 @@ def at(state: ZoneState, data: bytes, term: int = 1) -> tuple[ZoneState, Any]:
     return apply(state, data, term, state.last_index + 1)
 
 
+def zone() -> ZoneState:
+    """A zone with relay devices r, r1 and r2 and a battery (loads must exist to be shed)."""
+    devices = [{"id": d, "kind": "relay", "min_kw": 0, "max_kw": 0} for d in ("r", "r1", "r2")]
+    devices.append({"id": "bat", "kind": "battery", "min_kw": -5, "max_kw": 5})
+    data = encode("declare_node", "d-n1", node_id="n1", raft="h:1", api="h:2", devices=devices)
+    state, res = at(ZoneState(), data)
+    assert res.ok, res
+    return state
+
+
 def test_decode_normalises_nothing_but_validates_the_values() -> None:
     cmd = decode(set_policy("p1", import_limit_kw=50, shed_order=["r1:1"]))
     assert isinstance(cmd, Command)
@@ -165,13 +187,13 @@ def test_decode_normalises_nothing_but_validates_the_values() -> None:
 
 
 def test_the_first_set_policy_is_merged_onto_the_defaults() -> None:
-    state, res = at(ZoneState(), set_policy("p1", import_limit_kw=50, shed_order=["r1:1"]))
+    state, res = at(zone(), set_policy("p1", import_limit_kw=50, shed_order=["r1:1"]))
     assert (res.ok, res.code, res.message) == (True, "OK", "policy updated")
     assert state.policy == Policy(import_limit_kw=50.0, shed_order=("r1:1",))
 
 
 def test_set_policy_is_merged_onto_the_previous_policy() -> None:
-    state, _ = at(ZoneState(), set_policy("p1", import_limit_kw=50, shed_order=["r1:1"], soc_floor_pct=20))
+    state, _ = at(zone(), set_policy("p1", import_limit_kw=50, shed_order=["r1:1"], soc_floor_pct=20))
     state, res = at(state, set_policy("p2", export_limit_kw=30, shed_order=["r2:1", "r1:1"]))
     assert res.ok
     assert state.policy == Policy(
@@ -204,7 +226,7 @@ BAD_POLICIES = [
 def test_bad_policy_values_are_refused_with_e_policy_and_change_nothing(
     case: str, values: dict[str, Any]
 ) -> None:
-    before, _ = at(ZoneState(), set_policy("p1", import_limit_kw=50))
+    before, _ = at(zone(), set_policy("p1", import_limit_kw=50))
     after, res = apply(before, set_policy("bad", **values), 2, before.last_index + 1)
     assert (res.ok, res.code, res.term, res.index) == (False, "E_POLICY", 2, before.last_index + 1)
     assert res.message == "; ".join(policy_problems(values))
@@ -232,8 +254,20 @@ def test_malformed_set_policy_is_refused(raw: dict[str, Any]) -> None:
     assert after.policy is None
 
 
+@pytest.mark.parametrize(
+    ("load", "why"),
+    [("nope:1", "no such device"), ("bat:1", "a battery, not a relay"), ("r3:2", "a relay not declared yet")],
+)
+def test_a_shed_order_naming_an_unknown_load_is_refused(load: str, why: str) -> None:
+    before = zone()
+    after, res = at(before, set_policy("p", shed_order=["r1:1", load]))
+    assert (res.ok, res.code) == (False, "E_POLICY"), why
+    assert repr(load) in res.message and "r, r1, r2" in res.message
+    assert after.policy is None
+
+
 def test_a_retried_set_policy_is_not_applied_twice() -> None:
-    state, _ = at(ZoneState(), set_policy("p1", import_limit_kw=50))
+    state, _ = at(zone(), set_policy("p1", import_limit_kw=50))
     state, _ = at(state, set_policy("p2", import_limit_kw=60))
     after, res = at(state, set_policy("p1", import_limit_kw=50))
     assert res.duplicate and res.ok
@@ -241,7 +275,7 @@ def test_a_retried_set_policy_is_not_applied_twice() -> None:
 
 
 def test_snapshot_restore_keeps_the_policy() -> None:
-    state, _ = at(ZoneState(), set_policy("p1", import_limit_kw=50, shed_order=["r:2", "r:1"]))
+    state, _ = at(zone(), set_policy("p1", import_limit_kw=50, shed_order=["r:2", "r:1"]))
     state, _ = at(state, set_policy("p2", reserve_forecast=False, cycle_s=2))
     back = restore(snapshot(state))
     assert back == state
@@ -253,7 +287,7 @@ def test_snapshot_restore_keeps_the_policy() -> None:
 
 # Found by this suite and fixed: a regression test.
 def test_floor_and_ceiling_are_checked_against_the_previous_policy() -> None:
-    state, res = at(ZoneState(), set_policy("p1", soc_ceiling_pct=50))
+    state, res = at(zone(), set_policy("p1", soc_ceiling_pct=50))
     assert res.ok
     state, res = at(state, set_policy("p2", soc_floor_pct=60))
     assert state.policy is not None

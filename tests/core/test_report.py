@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshems.core.cluster import (
+    MAX_SEQ_STEP,
     NodeReport,
     Reading,
     ZoneState,
@@ -335,10 +336,11 @@ def test_a_refused_device_is_named_in_the_message() -> None:
         (5, 4, "E_STALE_REPORT"),
         (5, 0, "E_STALE_REPORT"),
         (0, 0, "E_STALE_REPORT"),
-        (2**63 - 1, 2**63 - 1, "E_STALE_REPORT"),
         (5, 6, "OK"),
         (0, 1, "OK"),
-        (5, 2**63 - 1, "OK"),
+        (5, 5 + MAX_SEQ_STEP, "OK"),
+        (5, 6 + MAX_SEQ_STEP, "E_SEQ_JUMP"),
+        (5, 2**63 - 1, "E_SEQ_JUMP"),
     ],
 )
 def test_a_report_must_be_newer_than_the_stored_one(first: int, then: int, code: str) -> None:
@@ -354,6 +356,23 @@ def test_a_report_must_be_newer_than_the_stored_one(first: int, then: int, code:
         assert str(then) in res.message and str(first) in res.message
         assert after.reports["n1"] is stored
         assert everything(after) == everything(state)
+
+
+@pytest.mark.parametrize(("seq", "code"), [(0, "OK"), (MAX_SEQ_STEP - 1, "OK"), (MAX_SEQ_STEP, "E_SEQ_JUMP"),
+                                           (2**63 - 1, "E_SEQ_JUMP")])  # fmt: skip
+def test_a_first_report_starts_near_zero(seq: int, code: str) -> None:
+    _, res = at(zone(), report("n1", seq=seq, rid="first"))
+    assert res.code == code
+
+
+# Found by an attack probe: one forged report with seq 2**63-1 made every later report of the
+# node stale, for good (also after a restart). It is refused now, and the real ones go on.
+def test_a_forged_huge_seq_cannot_wedge_a_node_s_reports() -> None:
+    state, _ = at(zone(), report("n1", reading("d1", p_kw=1.0), seq=7, rid="real-7"))
+    state, res = at(state, report("n1", reading("d1", p_kw=-500.0), seq=2**63 - 1, rid="forged"))
+    assert res.code == "E_SEQ_JUMP" and state.reports["n1"].seq == 7
+    state, res = at(state, report("n1", reading("d1", p_kw=2.0), seq=8, rid="real-8"))
+    assert res.ok and state.reports["n1"].readings == (Reading("d1", "ok", (("p_kw", 2.0),)),)
 
 
 def test_a_stale_report_is_refused_before_its_devices_are_checked() -> None:
