@@ -5,6 +5,8 @@ newer than the last one applied to the device, and refreshed before the device's
 timeout while it stays committed (a device whose commands stop falls back to its safe
 default). In survival mode (no quorum) the node's own dispatch inside its envelope takes
 over; protection trips lock loads out for a hold time. Nothing here proposes anything.
+The node's own config is the final word on its devices' limits: whatever the replicated
+state says, no setpoint outside the configured [min_kw, max_kw] is ever written.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Actuator:
         self.applied: dict[str, Token] = {}
         self.last_write: dict[str, float] = {}
         self.refused_stale = 0
+        #: setpoints refused because they lie outside the limits in this node's config
+        self.refused_limit = 0
+        self._limit_refused: dict[str, Token | None] = {}
         #: called with (device, kW, token) after a committed setpoint reached the device
         self.on_actuated: Callable[[str, float, Token], None] | None = None
         self.writes: list[dict[str, Any]] = []  # the last few, for status
@@ -106,6 +111,10 @@ class Actuator:
     async def _write_setpoint(
         self, dev: DeviceConfig, kw: float, token: Token | None, source: str = ""
     ) -> None:
+        if not dev.min_kw <= kw <= dev.max_kw:
+            self._refuse_outside_limits(dev, kw, token, source)
+            return
+        self._limit_refused.pop(dev.id, None)
         rt = self.poller.devices[dev.id]
         if dev.kind == "battery":
             point, value = rt.profile.role("setpoint_kw"), kw
@@ -122,6 +131,17 @@ class Actuator:
         if res.get("ok") and token is not None and self.applied.get(dev.id) != token:
             log("info", "I_ACTUATED", f"{dev.id} <- {value:g} ({point.name})", device=dev.id,
                 term=token[0], index=token[1])  # fmt: skip
+
+    def _refuse_outside_limits(self, dev: DeviceConfig, kw: float, token: Token | None, source: str) -> None:
+        """Defence in depth: the replicated limits may only narrow the configured ones."""
+        self.refused_limit += 1
+        if dev.id in self._limit_refused and self._limit_refused[dev.id] == token:
+            return  # logged once per committed value, not at every refresh
+        self._limit_refused[dev.id] = token
+        log("error", "E_LIMIT",
+            f"refused to write {kw:g} kW to {dev.id}: outside [{dev.min_kw:g}, {dev.max_kw:g}] kW in this "
+            "node's config, whatever the zone state says", device=dev.id, kw=kw,
+            token=None if token is None else list(token), source=source or "committed")  # fmt: skip
 
     async def _write_relay(
         self, load: str, device_id: str, channel: int, closed: bool, token: Token | None, why: str

@@ -473,6 +473,18 @@ def cmd_devices(cfg: ClusterConfig, args: Any) -> int:
     return 0 if answered else 1
 
 
+BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
 def _parse_policy_values(items: list[str]) -> dict[str, Any]:
     from meshems.core.policy import Policy
 
@@ -487,7 +499,10 @@ def _parse_policy_values(items: list[str]) -> dict[str, Any]:
         if key == "shed_order":
             out[key] = [x for x in raw.split(",") if x]
         elif key == "reserve_forecast":
-            out[key] = raw.lower() in ("1", "true", "yes", "on")
+            flag = BOOLEANS.get(raw.lower())
+            if flag is None:
+                raise ConfigError(f"policy: reserve_forecast needs true or false, got {raw!r}")
+            out[key] = flag
         else:
             try:
                 out[key] = float(raw)

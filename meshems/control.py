@@ -52,6 +52,7 @@ class ZoneControl:
         self.trips: list[dict[str, Any]] = []
         self.last_cycle_result: dict[str, Any] = {}
         self._report_seen: dict[str, tuple[int, float]] = {}
+        self._refused_in_a_row = 0
         #: the node's own forecast battery reserve (kWh), for survival; set by the daemon
         self.local_reserve_kwh: Callable[[], float] = lambda: 0.0
 
@@ -73,7 +74,11 @@ class ZoneControl:
                 last_orphans = time.monotonic()
                 await self._move_orphans(self._stale_nodes(), st.term)
             if state.policy is None:
-                if self.cfg.policy is not None and time.monotonic() - last_dispatch >= 1.0:
+                if (
+                    self.cfg.policy is not None
+                    and time.monotonic() - last_dispatch >= 1.0
+                    and self._shed_loads_declared(state)
+                ):
                     last_dispatch = time.monotonic()
                     values = self.cfg.policy.model_dump()
                     values["shed_order"] = list(values["shed_order"])
@@ -88,6 +93,12 @@ class ZoneControl:
             was_leader = True
             last_dispatch = now
             await self._dispatch_once(state.policy, st.term)
+
+    def _shed_loads_declared(self, state: Any) -> bool:
+        """The configured policy names loads on relays of initial nodes: commit it once the
+        zone knows them all (every replica refuses a policy with an unknown load)."""
+        assert self.cfg.policy is not None
+        return all(load.rpartition(":")[0] in state.devices for load in self.cfg.policy.shed_order)
 
     def _stale_nodes(self) -> frozenset[str]:
         """Nodes whose report has not advanced for STALE_REPORT_S (their gateway is gone)."""
@@ -143,8 +154,15 @@ class ZoneControl:
         data = commands.encode("dispatch", f"dispatch-{term}-{cycle}", **command_fields(result, cycle))
         res = await self.propose(data)
         self.last_cycle_result = {"cycle": cycle, **res}
-        if not res.get("ok") and res.get("code") not in RETRYABLE_CODES | {"E_STALE_DISPATCH"}:
-            log("warning", res.get("code", "E_DISPATCH"), f"dispatch refused: {res.get('message')}")
+        code = res.get("code")
+        # one stale cycle happens when an old leader's dispatch commits late; a run of them
+        # means dispatch is not getting through, and that must be visible
+        ok = bool(res.get("ok"))
+        self._refused_in_a_row = 0 if ok or code in RETRYABLE_CODES else self._refused_in_a_row + 1
+        unexpected = not ok and code not in RETRYABLE_CODES and code != "E_STALE_DISPATCH"
+        if unexpected or self._refused_in_a_row in (3, 30, 300):
+            log("warning", code or "E_DISPATCH", f"dispatch refused: {res.get('message')}",
+                in_a_row=self._refused_in_a_row)  # fmt: skip
 
     # --- survival -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from typing import Any, TextIO
 
 _node_id = "-"
@@ -48,3 +49,27 @@ def log(level: str, code: str, msg: str, **fields: Any) -> None:
     logging.getLogger("meshems").log(
         logging.getLevelName(level.upper()), msg, extra={"code": code, "fields": fields}
     )
+
+
+class Throttled:
+    """One log line per `interval_s` for a repeated event (an attack can repeat it 2,000
+    times a second), counting what happened in between and from which peers."""
+
+    def __init__(self, level: str, code: str, what: str, interval_s: float = 10.0) -> None:
+        self.level, self.code, self.what, self.interval_s = level, code, what, interval_s
+        self.total = 0
+        self._since_log: Counter[str] = Counter()
+        self._logged_at = -1e18
+
+    def note(self, peer: str, now_s: float, **fields: Any) -> None:
+        """Count one event from `peer` at monotonic time `now_s`; log if it is time."""
+        self.total += 1
+        self._since_log[peer] += 1
+        if now_s - self._logged_at < self.interval_s:
+            return
+        self._logged_at = now_s
+        count = sum(self._since_log.values())
+        peers = dict(self._since_log.most_common(8))
+        self._since_log.clear()
+        log(self.level, self.code, f"{self.what} ({count} since the last report, {self.total} in all)",
+            peers=peers, **fields)  # fmt: skip

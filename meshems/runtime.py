@@ -24,6 +24,7 @@ from meshems.adapters.consensus import RaftNode
 from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
 from meshems.adapters.journal import check_node_files, quarantine
 from meshems.adapters.poller import Poller
+from meshems.adapters.preflight import preflight
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.wireguard import peer_status
@@ -32,13 +33,17 @@ from meshems.control import ZoneControl
 from meshems.core import commands
 from meshems.core.cluster import Result, ZoneState, setpoint_dict, state_hash
 from meshems.core.config import ClusterConfig, NodeConfig
-from meshems.core.errors import RETRYABLE_CODES, JournalCorruptError, MeshemsError
+from meshems.core.errors import RETRYABLE_CODES, DiskFullError, MeshemsError
 from meshems.core.load_history import forecast_reserve_kwh
 from meshems.core.registers import Profile
-from meshems.logs import log
+from meshems.logs import Throttled, log
 from meshems.ops.http import HttpApi, Request
 
 REPORT_INTERVAL_S = 1.0
+#: the largest operator command the API reads (a policy with its shed order)
+OPERATOR_MAX_BYTES = max(commands.MAX_BYTES_BY_TYPE[t] for t in commands.OPERATOR_TYPES)
+#: setpoint sources only dispatch and survival write
+RESERVED_SOURCES = ("dispatch", "survival")
 
 
 def declaration(node: NodeConfig) -> bytes:
@@ -111,9 +116,18 @@ class NodeDaemon:
             node_id,
             secret,
             on_state_changed=self._on_state_changed,
-            on_auth_fail=self._raft_auth_fail,
+            on_violation=self._raft_violation,
+            on_disk_full=self._raft_disk_full,
             on_applied=self._on_applied,
         )
+        #: why the daemon stopped on its own (a full disk), raised by `run_node`
+        self.fatal: MeshemsError | None = None
+        self._raft_refusals = {
+            "E_AUTH_FAIL": Throttled("warning", "E_AUTH_FAIL", "Raft connections that failed authentication"),
+            "W_RAFT_REFUSED": Throttled(
+                "warning", "W_RAFT_REFUSED", "Raft connections refused by the guards"
+            ),
+        }
         self.poller = Poller(self.node, profiles or {}) if profiles else None
         self.actuator = Actuator(self.node, self.poller) if self.poller else None
         if trace is not None:
@@ -136,8 +150,14 @@ class NodeDaemon:
         self.forecast_how = "no history yet"
         self._last_reserve_kwh = 0.0
         self.control.local_reserve_kwh = lambda: self._last_reserve_kwh
-        self._auth_logged_at = -1e9
-        self.api = HttpApi(check_token=lambda t: token_ok(secret, t), on_auth_fail=self._auth_fail)
+        self.api = HttpApi(
+            check_token=lambda t: token_ok(secret, t),
+            name=f"API of {node_id}",
+            max_connections=cfg.api.max_connections,
+            max_per_peer=cfg.api.max_connections_per_peer,
+            header_timeout_s=cfg.api.header_timeout_s,
+            body_timeout_s=cfg.api.body_timeout_s,
+        )
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
         self._stop = asyncio.Event()
         self._hash_cache: tuple[ZoneState | None, str] = (None, "")
@@ -325,8 +345,10 @@ class NodeDaemon:
             st = self.raft.status()
             if st.leader is None or self.node.id not in self.raft.state.members:
                 continue
+            # The next number after the committed one (apply refuses a far jump): a report
+            # lost in flight costs nothing, and a restart continues where the zone is.
             previous = self.raft.state.reports.get(self.node.id)
-            self._report_seq = max(self._report_seq + 1, (previous.seq + 1) if previous else 0)
+            self._report_seq = previous.seq + 1 if previous is not None else 0
             readings = [
                 {"id": d["id"], "state": d["state"], "values": dict(d["values"])}
                 for d in self.poller.snapshot()
@@ -334,7 +356,7 @@ class NodeDaemon:
             self._add_forecast(readings)
             data = commands.encode(
                 "report",
-                f"report-{self.node.id}-{self._report_seq}",
+                f"report-{self.node.id}-{self._report_seq}-{uuid.uuid4().hex[:8]}",
                 node_id=self.node.id,
                 seq=self._report_seq,
                 devices=readings,
@@ -353,26 +375,33 @@ class NodeDaemon:
             term=self.raft.syncobj.raftCurrentTerm,
         )
 
-    def _raft_auth_fail(self, count: int) -> None:
-        """Raft thread: a peer's data failed authentication (wrong secret?). Rate-limited."""
-        now = time.monotonic()
-        if now - self._auth_logged_at >= 10:
-            self._auth_logged_at = now
-            log(
-                "warning",
-                "E_AUTH_FAIL",
-                "a Raft peer failed authentication (wrong cluster secret?); connection dropped",
-                failures_total=count,
-            )
+    def _raft_violation(self, peer: str, what: str) -> None:
+        """Raft thread: the transport refused a connection (logged at most every 10 s)."""
+        code = "E_AUTH_FAIL" if ("authentication" in what or "secret" in what) else "W_RAFT_REFUSED"
+        self._raft_refusals[code].note(peer, time.monotonic(), last=what)
 
-    def _auth_fail(self, req: Request) -> None:
-        log("warning", "E_AUTH_FAIL", "API request with a wrong token", peer=req.peer, path=req.path)
+    def _raft_disk_full(self, err: DiskFullError) -> None:
+        """Raft thread: the journal could not write. Stop cleanly: nothing unwritten was
+        acknowledged, and a member that cannot journal must not stay one."""
+        if self.loop is not None and self.fatal is None:
+            self.loop.call_soon_threadsafe(self._fail, err)
+
+    def _fail(self, err: MeshemsError) -> None:
+        if self.fatal is None:
+            self.fatal = err
+            log("error", err.code, err.message, **err.context)
+            self._stop.set()
 
     # --- proposals ----------------------------------------------------------------------
 
     async def propose(self, data: bytes, timeout_s: float | None = None) -> dict[str, Any]:
         """Propose command bytes and wait for commit; returns a result dict with `code`."""
         timeout_s = timeout_s or self.cfg.raft.commit_timeout_s
+        # Validate here first (type, size, schema): a command every replica would refuse
+        # must not cost a log entry on each of them.
+        checked = commands.decode(data)
+        if isinstance(checked, commands.Rejection):
+            return {"ok": False, "code": checked.code, "message": checked.message, "proposed": False}
         try:
             await asyncio.wait_for(self._in_flight.acquire(), timeout=0.5)
         except TimeoutError:
@@ -429,8 +458,8 @@ class NodeDaemon:
     def _routes(self) -> None:
         self.api.route("GET", "/v1/status", self._h_status)
         self.api.route("GET", "/v1/setpoints", self._h_setpoints)
-        self.api.route("POST", "/v1/propose", self._h_propose)
-        self.api.route("POST", "/v1/members", self._h_members)
+        self.api.route("POST", "/v1/propose", self._h_propose, max_body=OPERATOR_MAX_BYTES)
+        self.api.route("POST", "/v1/members", self._h_members, max_body=1024)
         self.api.route("GET", "/v1/devices", self._h_devices)
         self.api.route("GET", "/v1/explain", self._h_explain)
         self.api.route("GET", "/v1/control", self._h_control)
@@ -496,6 +525,7 @@ class NodeDaemon:
             actuation = {
                 "applied": {k: list(v) for k, v in self.actuator.applied.items()},
                 "refused_stale": self.actuator.refused_stale,
+                "refused_outside_config_limits": self.actuator.refused_limit,
                 "last_writes": self.actuator.writes,
             }
         return 200, {"node": self.node.id, "devices": devices, "actuation": actuation}
@@ -590,11 +620,26 @@ class NodeDaemon:
         return 200, {"node": self.node.id, "applied_index": state.last_index, "setpoints": rows}
 
     async def _h_propose(self, req: Request) -> tuple[int, Any]:
+        """Operator commands only: an internal command (a report, dispatch, declaration,
+        cloud acknowledgement, forecast record or ownership change) is a node's own word
+        about itself and is refused here, whoever holds the token."""
+        cmd = commands.decode(req.body)
+        if isinstance(cmd, commands.Rejection):
+            return 400, {"ok": False, "code": cmd.code, "message": cmd.message, "node": self.node.id}
+        if cmd.type not in commands.OPERATOR_TYPES:
+            msg = (
+                f"{cmd.type} is an internal command that only a node's own services propose; the API "
+                f"takes {', '.join(sorted(commands.OPERATOR_TYPES))} (membership: POST /v1/members)"
+            )
+            return 403, {"ok": False, "code": "E_CMD_FORBIDDEN", "message": msg, "node": self.node.id}
+        if cmd.type == "set_setpoint" and cmd.fields["source"].startswith(RESERVED_SOURCES):
+            msg = f"setpoint source {cmd.fields['source']!r} is reserved for the zone's own control"
+            return 403, {"ok": False, "code": "E_CMD_FORBIDDEN", "message": msg, "node": self.node.id}
         res = await self.propose(req.body)
         return 200, {**res, "node": self.node.id}
 
     async def _h_members(self, req: Request) -> tuple[int, Any]:
-        body = req.json()
+        body = req.json_object()
         action, node_id = body.get("action"), body.get("node_id")
         if action not in ("add", "remove") or not isinstance(node_id, str):
             return 400, {
@@ -658,19 +703,25 @@ def run_node(
     trace_file: str | None = None,
 ) -> int:
     """Start-up checks, then the daemon until SIGINT/SIGTERM. Returns the exit code."""
-    secret = read_secret(cfg.secret_path, config_path)
     try:
+        secret = read_secret(cfg.secret_path, config_path)
+        preflight(cfg, node_id)
         prepare_journal(cfg, node_id, reset_journal)
-    except JournalCorruptError as exc:
+    except MeshemsError as exc:
         log("error", exc.code, exc.message, **exc.context)
         raise
     trace = ApplyTrace(Path(trace_file), node_id) if trace_file else None
     daemon = NodeDaemon(cfg, node_id, secret, node_profiles(cfg, node_id), trace=trace)
     try:
         asyncio.run(daemon.run())
+    except MeshemsError as exc:  # e.g. a full disk while the journal is opened
+        log("error", exc.code, exc.message, **exc.context)
+        raise
     finally:
         if trace is not None:
             trace.close()
+    if daemon.fatal is not None:
+        raise daemon.fatal
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Formatting helpers of the CLI (no processes): the WireGuard cell of `meshems status`."""
+"""Helpers of the CLI (no processes): the WireGuard cell of `meshems status`, policy values."""
 
 from __future__ import annotations
 
@@ -20,3 +20,22 @@ def test_overlay_cell_without_an_overlay_or_with_an_error() -> None:
     assert overlay_cell({"error": "E_OVERLAY: wg show failed"}) == "[red]E_OVERLAY: wg show failed[/red]"
     long = overlay_cell({"error": "x" * 100})  # cut, but the markup stays closed
     assert long == "[red]" + "x" * 60 + "[/red]"
+
+
+# Found by an attack probe: `reserve_forecast=maybe` became False without a word.
+def test_policy_values_are_parsed_strictly() -> None:
+    import pytest
+
+    from meshems.cli import _parse_policy_values
+    from meshems.core.errors import ConfigError
+
+    assert _parse_policy_values(["reserve_forecast=off", "import_limit_kw=40", "shed_order=r1:1,r1:2"]) == {
+        "reserve_forecast": False,
+        "import_limit_kw": 40.0,
+        "shed_order": ["r1:1", "r1:2"],
+    }
+    assert _parse_policy_values(["reserve_forecast=TRUE"]) == {"reserve_forecast": True}
+    for bad, text in (("reserve_forecast=maybe", "true or false"), ("cycle_s=fast", "needs a number"),
+                      ("nope=1", "known key")):  # fmt: skip
+        with pytest.raises(ConfigError, match=text):
+            _parse_policy_values([bad])

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from meshems.core.config import ClusterConfig, parse_config
+from meshems.core.config import MAX_CONFIG_BYTES, ClusterConfig, parse_config
 from meshems.core.errors import ConfigError
 
 
@@ -41,6 +41,12 @@ def load_yaml(path: str | Path) -> object:
     """Read a YAML file strictly (duplicate keys are errors); ConfigError names the file."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{p}: {size} bytes is too large for a config (at most {MAX_CONFIG_BYTES // 1024} KiB)",
+                file=str(p),
+            )
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found", file=str(p)) from None

@@ -9,17 +9,23 @@ thread; callbacks passed in here are called on that thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import InvalidToken
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.transport import TransportNotReadyError
 
+from meshems.adapters import raft_journal
 from meshems.adapters.journal import frame, unframe
+from meshems.adapters.prevote import PreVoteSyncObj
+from meshems.adapters.raft_transport import APPEND_BATCH_BYTES, GuardedTransport
 from meshems.core.cluster import Result, ZoneState, apply, restore, snapshot
+from meshems.core.commands import MAX_COMMAND_BYTES
 from meshems.core.config import ClusterConfig
+from meshems.core.errors import DiskFullError, MeshemsError
 
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -36,6 +42,9 @@ FAILURES: dict[int, tuple[str, str]] = {
         "the outcome is unknown; retry with the same request id",
     ),
 }
+
+#: bind attempts (one per second) before a node gives up on its Raft port
+MAX_BIND_RETRIES = 5
 
 ProposeCallback = Callable[[dict[str, Any] | None, str | None, str], None]
 #: (state after, result, entry bytes, term, index); a duplicate's result names its first entry
@@ -84,6 +93,17 @@ class ZoneReplica(SyncObjConsumer):
             self.on_restored(self.state)
 
 
+class _ZoneSyncObj(PreVoteSyncObj):
+    """The SyncObj of a zone member. A full disk ends a tick quietly: the journal has told
+    the daemon, which stops the node (pysyncobj would log a traceback every tick)."""
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        try:
+            super()._onTick(timeToWait)
+        except DiskFullError:
+            time.sleep(timeToWait or 0.05)
+
+
 @dataclass(frozen=True)
 class RaftStatus:
     role: str
@@ -101,12 +121,17 @@ class RaftStatus:
         return dict(self.__dict__)
 
 
-def syncobj_conf(cfg: ClusterConfig, secret: str, journal: Path, **overrides: Any) -> SyncObjConf:
+def syncobj_conf(
+    cfg: ClusterConfig, node_id: str, secret: str, journal: Path, **overrides: Any
+) -> SyncObjConf:
     """pysyncobj settings from the cluster config (unknown kwargs are silently ignored by
     SyncObjConf, so every name here is checked against its attributes)."""
     r = cfg.raft
     settings: dict[str, Any] = {
         "password": secret,
+        "bindAddress": cfg.node(node_id).raft_endpoint,  # the node's own address, never 0.0.0.0
+        "maxBindRetries": MAX_BIND_RETRIES,
+        "appendEntriesBatchSizeBytes": APPEND_BATCH_BYTES,
         "appendEntriesUseBatch": False,  # batching costs ~100 ms per commit (measured)
         "raftMinTimeout": r.election_timeout_min_s,
         "raftMaxTimeout": r.election_timeout_max_s,
@@ -130,44 +155,6 @@ def syncobj_conf(cfg: ClusterConfig, secret: str, journal: Path, **overrides: An
     return conf
 
 
-class _AuthAuditingEncryptor:
-    """Wraps pysyncobj's Fernet so a failed authentication is reported, not only dropped
-    (pysyncobj disconnects silently). Stateless apart from the callback."""
-
-    def __init__(self, inner: Any, on_fail: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_fail = on_fail
-
-    def encrypt_at_time(self, data: bytes, at: int) -> bytes:
-        return self._inner.encrypt_at_time(data, at)
-
-    def extract_timestamp(self, data: bytes) -> int:
-        try:
-            return self._inner.extract_timestamp(data)
-        except InvalidToken:
-            self._on_fail()
-            raise
-
-    def decrypt(self, data: bytes) -> bytes:
-        try:
-            return self._inner.decrypt(data)
-        except InvalidToken:
-            self._on_fail()
-            raise
-
-
-class _AuditedSyncObj(SyncObj):
-    """SyncObj whose transport reports peers that fail authentication."""
-
-    on_auth_fail: Callable[[], None] = staticmethod(lambda: None)
-
-    @property
-    def encryptor(self) -> Any:
-        inner = self._getEncryptor()
-        # Built per access, not stored: attributes on a SyncObj end up in its snapshots.
-        return None if inner is None else _AuthAuditingEncryptor(inner, type(self).on_auth_fail)
-
-
 class RaftNode:
     """One Raft member: a SyncObj with a ZoneReplica, started and stopped explicitly."""
 
@@ -179,7 +166,8 @@ class RaftNode:
         on_applied: AppliedCallback | None = None,
         on_state_changed: Callable[[int, int], None] | None = None,
         partners: list[str] | None = None,
-        on_auth_fail: Callable[[int], None] | None = None,
+        on_violation: Callable[[str, str], None] | None = None,
+        on_disk_full: Callable[[DiskFullError], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = cfg.node(node_id)
@@ -192,18 +180,36 @@ class RaftNode:
         self._secret = secret
         self._on_state_changed = on_state_changed
         self._syncobj: SyncObj | None = None
-        self._on_auth_fail = on_auth_fail
-        self.auth_failures = 0
+        self._on_violation = on_violation
+        self._on_disk_full = on_disk_full
+        #: connections the transport refused (oversized frames, failed authentication, ...)
+        self.violations = 0
         self._lock = threading.Lock()
         self.endpoint_to_id = {n.raft_endpoint: n.id for n in cfg.nodes}
 
     def start(self) -> None:
         self.journal.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conf = syncobj_conf(self.cfg, self._secret, self.journal)
+        conf = syncobj_conf(self.cfg, self.node.id, self._secret, self.journal)
         if self._on_state_changed is not None:
             conf.onStateChanged = self._on_state_changed
-        audited = type("AuditedSyncObj", (_AuditedSyncObj,), {"on_auth_fail": staticmethod(self._auth_fail)})
-        self._syncobj = audited(self.node.raft_endpoint, self.partners, conf, consumers=[self.replica])
+        transport = type("Transport", (GuardedTransport,), {"on_violation": staticmethod(self._violation)})
+        with raft_journal.install(self._on_disk_full):
+            self._syncobj = _ZoneSyncObj(
+                self.node.raft_endpoint,
+                self.partners,
+                conf,
+                consumers=[self.replica],
+                transportClass=transport,
+            )
+        try:
+            self._syncobj.waitReady()
+        except TransportNotReadyError:
+            self.stop()
+            raise MeshemsError(
+                f"cannot listen for Raft on {self.node.raft_endpoint} after {MAX_BIND_RETRIES} attempts "
+                "(is the address this gateway's, and the port free?)",
+                endpoint=self.node.raft_endpoint,
+            ) from None
 
     def ready(self) -> bool:
         """Caught up: applied everything a leader said was committed since this start
@@ -211,10 +217,10 @@ class RaftNode:
         so = getattr(self, "_syncobj", None)
         return bool(so is not None and so.isReady())
 
-    def _auth_fail(self) -> None:
-        self.auth_failures += 1
-        if self._on_auth_fail is not None:
-            self._on_auth_fail(self.auth_failures)
+    def _violation(self, peer: str, what: str) -> None:
+        self.violations += 1
+        if self._on_violation is not None:
+            self._on_violation(peer, what)
 
     def stop(self) -> None:
         if self._syncobj is not None:
@@ -234,6 +240,9 @@ class RaftNode:
     def propose(self, data: bytes, callback: ProposeCallback) -> None:
         """Propose command bytes; `callback(result, error_code, error_text)` runs once on
         the Raft thread: result is the apply Result as a dict when committed."""
+        if len(data) > MAX_COMMAND_BYTES:  # the last line: nothing larger enters the log
+            callback(None, "E_CMD_TOO_LARGE", f"a command of {len(data)} bytes is over {MAX_COMMAND_BYTES}")
+            return
 
         def done(res: dict[str, Any] | None, err: int) -> None:
             if err == FAIL_REASON.SUCCESS:

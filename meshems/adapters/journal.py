@@ -163,10 +163,18 @@ def check_dump(path: Path) -> None:
 
 
 def check_node_files(journal: Path) -> JournalReport | None:
-    """Check the journal, its meta and the snapshot dump that sit beside it."""
-    check_meta(journal.with_name(journal.name + ".meta"))
-    check_dump(journal.with_name("raft.dump"))
-    return check_journal(journal)
+    """Check the journal, its meta and the snapshot dump that sit beside it. A journal with
+    entries of term 1 or later (or a snapshot) without its meta lost the node's term and
+    vote: replaying it could vote twice in one term, so it is refused like other damage."""
+    meta = journal.with_name(journal.name + ".meta")
+    dump = journal.with_name("raft.dump")
+    check_meta(meta)
+    check_dump(dump)
+    report = check_journal(journal)
+    if not meta.exists() and ((report is not None and report.last_term >= 1) or dump.exists()):
+        last = f"entries up to term {report.last_term}" if report is not None else "a snapshot"
+        raise _corrupt(meta, f"missing, while the journal holds {last}: the node's term and vote are lost")
+    return report
 
 
 def quarantine(folder: Path) -> list[Path]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import stat
+from collections import Counter
 from pathlib import Path
 
 from meshems.adapters.atomic_write import write_atomic
@@ -51,7 +53,31 @@ def read_secret(path: Path, config_path: str = "CONFIG") -> str:
         raise SecretError(f"cannot read {path}: {exc}", path=str(path)) from None
     if len(value) < 32:
         raise SecretError(f"{path} holds a secret shorter than 32 characters; {hint}", path=str(path))
+    weak = secret_weakness(value)
+    if weak:
+        raise SecretError(f"{path} holds a weak secret ({weak}); {hint} --force", path=str(path))
     return value
+
+
+#: what a secret must carry: 128 bits by its own character statistics
+MIN_SECRET_BITS = 128
+REPEAT_LEN = 8
+
+
+def secret_weakness(value: str) -> str:
+    """Why a secret is too guessable ('' when it is not): too little entropy by its own
+    character statistics (32 times 'a' has none), or a repeated pattern."""
+    counts = Counter(value)
+    bits = max(0.0, -sum(n * math.log2(n / len(value)) for n in counts.values()))
+    if bits < MIN_SECRET_BITS:
+        return f"about {bits:.0f} bits of entropy, at least {MIN_SECRET_BITS} needed"
+    seen: set[str] = set()
+    for i in range(len(value) - REPEAT_LEN + 1):
+        part = value[i : i + REPEAT_LEN]
+        if part in seen:
+            return f"the sequence {part[:2]}... repeats"
+        seen.add(part)
+    return ""
 
 
 def api_token(secret: str) -> str:

@@ -17,7 +17,9 @@ import msgpack
 from meshems.core.policy import policy_problems
 
 SCHEMA_VERSION = 1
-MAX_COMMAND_BYTES = 64 * 1024
+#: below pysyncobj's append_entries batch (64 KiB): an entry that size or larger takes its
+#: multi-message "transmission" path, which mis-sizes the last chunk (tracebacks on followers)
+MAX_COMMAND_BYTES = 60 * 1024
 MAX_RID_LEN = 64
 MAX_ID_LEN = 63
 DEVICE_KINDS = frozenset({"battery", "pv", "meter", "relay", "load"})

@@ -25,6 +25,7 @@ def _items() -> Any:
     """A tuple field that takes YAML's lists (a lax container; its items stay strict)."""
     return Field(default=(), strict=False)
 
+
 #: the largest config file read (a config of 1000 gateways is well under 1 MiB)
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -184,6 +185,9 @@ class RaftConfig(_Frozen):
     connection_timeout_s: float = Field(default=0.5, gt=0)
     max_in_flight: int = Field(default=128, ge=1, le=10000)
     commit_timeout_s: float = Field(default=5.0, gt=0)
+    min_free_mib: int = Field(
+        default=16, ge=0, le=1 << 20, description="a node refuses to start with less free space in data_dir"
+    )
 
     @model_validator(mode="after")
     def _timing(self) -> RaftConfig:
@@ -224,6 +228,17 @@ class PolicyConfig(_Frozen):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class ApiConfig(_Frozen):
+    """The node API's guards (each node's HTTP API on its own address)."""
+
+    max_connections: int = Field(default=256, ge=1, le=100_000, description="open connections at once")
+    max_connections_per_peer: int = Field(
+        default=64, ge=1, le=100_000, description="open connections from one peer address"
+    )
+    header_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole request head within")
+    body_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole body within")
 
 
 class OverlayConfig(_Frozen):
@@ -312,6 +327,7 @@ class ClusterConfig(_Frozen):
     zone: NameStr
     raft: RaftConfig
     policy: PolicyConfig | None = None
+    api: ApiConfig = ApiConfig()
     overlay: OverlayConfig | None = None
     cloud: CloudConfig | None = None
     nodes: tuple[NodeConfig, ...] = Field(min_length=1, strict=False)

@@ -59,6 +59,13 @@ class JournalCorruptError(MeshemsError):
     code = "E_JOURNAL_CORRUPT"
 
 
+class DiskFullError(MeshemsError):
+    """The node's data folder has no room left: it stops rather than acknowledge what it
+    could not write."""
+
+    code = "E_DISK_FULL"
+
+
 class QuorumError(MeshemsError):
     """No leader or no quorum: the write was not committed (safe to retry)."""
 

@@ -84,6 +84,10 @@ def write_lab_config(folder: Path, plan: NetPlan, sims: bool) -> Path:
         "cluster": f"lab-{plan.tag}",
         "zone": "lab",
         "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
+        # every lab client (fault clients, the overlay benchmark's 100 in flight, each closing
+        # and reconnecting: a connection counts until the node has seen it close) comes from
+        # the root namespace's one address
+        "api": {"max_connections_per_peer": 256},
         "overlay": {"key_dir": "keys", "interface_prefix": f"mw{plan.tag}-", "handshake_max_age_s": 30},
         "nodes": nodes,
     }

@@ -1,20 +1,40 @@
-"""A minimal HTTP/1.1 server on asyncio for the node API (plain HTTP; TLS comes later).
+"""The node's HTTP API server, on aiohttp's low-level server, hardened for a hostile LAN.
 
-Owns request parsing, routing and bearer-token checks. Handlers are async functions that
-return (status, json-able body). Must not know anything about Raft or the zone.
+Owns routing, the bearer-token check (before a single body byte is read), a body cap per
+route (413 beyond it), caps on concurrent connections (in all and per peer address), a
+deadline for headers (aiohttp's keep-alive timer also runs before the first request) and
+for bodies, JSON answers for every error (400, 401, 404, 405, 408, 413, 500) and
+rate-limited logging of authentication failures with the peer addresses. Must not know
+anything about Raft or the zone. aiohttp does the HTTP/1.1 parsing (header line and field
+caps, chunked bodies); we use its low-level `web.Server` because the per-connection caps
+need its `connection_made` hook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-MAX_BODY = 1 << 20
-MAX_HEADER_LINES = 64
+from aiohttp import web
+
+from meshems.logs import Throttled, log
+
+#: defaults sized for an operator API: a few CLI users, a dashboard, a monitoring system
+MAX_CONNECTIONS = 256
+MAX_CONNECTIONS_PER_PEER = 64
+HEADER_TIMEOUT_S = 5.0
+BODY_TIMEOUT_S = 5.0
+MAX_JSON_DEPTH = 16
+AUTH_FAILED = "API requests with a missing or wrong token"
+
+
+class BadRequest(ValueError):
+    """A request body that cannot be what the route expects (answered with 400)."""
 
 
 @dataclass
@@ -27,106 +47,169 @@ class Request:
     peer: str = ""
 
     def json(self) -> Any:
-        return json.loads(self.body or b"{}")
+        """The body as JSON (an empty body is `{}`); BadRequest when it is not JSON or nests
+        deeper than MAX_JSON_DEPTH."""
+        try:
+            value = json.loads(self.body or b"{}")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"the body is not JSON: {type(exc).__name__}") from None
+        if _depth(value) > MAX_JSON_DEPTH:
+            raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+        return value
+
+    def json_object(self) -> dict[str, Any]:
+        value = self.json()
+        if not isinstance(value, dict):
+            raise BadRequest(f"the body must be a JSON object, not {type(value).__name__}")
+        return value
+
+
+def _depth(value: Any) -> int:
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+    return deepest
 
 
 Handler = Callable[[Request], Awaitable[tuple[int, Any]]]
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    409: "Conflict",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    max_body: int  # bytes; 0 = the route takes no body
+
+
+def _error(status: int, code: str, message: str, close: bool = False) -> web.Response:
+    resp = web.json_response({"ok": False, "code": code, "message": message}, status=status)
+    if close:
+        resp.force_close()  # do not wait for (or read) the rest of a refused body
+    return resp
+
+
+class _CappedServer(web.Server):
+    """aiohttp's low-level server with caps on connections, in all and per peer address."""
+
+    def __init__(self, api: HttpApi, **kwargs: Any) -> None:
+        super().__init__(api._handle, **kwargs)
+        self._api = api
+        self._peer_of: dict[Any, str] = {}
+        self._per_peer: Counter[str] = Counter()
+
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if peer else "?"
+        api = self._api
+        if len(self._peer_of) >= api.max_connections or self._per_peer[host] >= api.max_per_peer:
+            api.refused_connections.note(host, time.monotonic())
+            transport.abort()
+            return
+        self._peer_of[handler] = host
+        self._per_peer[host] += 1
+        super().connection_made(handler, transport)
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        host = self._peer_of.pop(handler, None)
+        if host is not None:
+            self._per_peer[host] -= 1
+            if self._per_peer[host] <= 0:
+                del self._per_peer[host]
+        super().connection_lost(handler, exc)
 
 
 @dataclass
 class HttpApi:
     check_token: Callable[[str | None], bool]
-    on_auth_fail: Callable[[Request], None] = lambda req: None
-    routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
-    server: asyncio.base_events.Server | None = None
+    name: str = "API"
+    max_connections: int = MAX_CONNECTIONS
+    max_per_peer: int = MAX_CONNECTIONS_PER_PEER
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+    routes: dict[tuple[str, str], Route] = field(default_factory=dict)
+    _runner: web.ServerRunner | None = None
+    auth_failures: Throttled = field(
+        default_factory=lambda: Throttled(
+            "warning", "E_AUTH_FAIL", "API requests with a missing or wrong token"
+        )
+    )
+    refused_connections: Throttled = field(
+        default_factory=lambda: Throttled(
+            "warning", "W_API_CONNECTIONS", "API connections refused over the caps"
+        )
+    )
 
-    def route(self, method: str, path: str, handler: Handler) -> None:
-        self.routes[(method, path)] = handler
+    def route(self, method: str, path: str, handler: Handler, max_body: int = 0) -> None:
+        self.routes[(method, path)] = Route(handler, max_body)
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        server = _CappedServer(
+            self,
+            access_log=None,  # one line per request is a disk-filling attack surface
+            keepalive_timeout=self.header_timeout_s,  # also the deadline for the first request
+            lingering_time=0,  # never read (and buffer) a body we refused
+            max_line_size=4096,
+            max_field_size=4096,
+            max_headers=32,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            req = await asyncio.wait_for(self._read(reader, writer), timeout=10)
-            if req is None:
-                return
-            status, body = await self._dispatch(req)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            writer.close()
-            return
-        except ValueError as exc:
-            status, body = 400, {"ok": False, "code": "E_BAD_REQUEST", "message": str(exc)}
-        payload = json.dumps(body, default=str).encode()
-        head = (
-            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        try:
-            writer.write(head + payload)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
-        line = await reader.readline()
-        if not line:
-            return None
-        try:
-            method, target, _ = line.decode("latin-1").split(" ", 2)
-        except ValueError:
-            raise ValueError("malformed request line") from None
-        headers: dict[str, str] = {}
-        for _ in range(MAX_HEADER_LINES):
-            h = await reader.readline()
-            if h in (b"\r\n", b"\n", b""):
-                break
-            k, _, v = h.decode("latin-1").partition(":")
-            headers[k.strip().lower()] = v.strip()
-        length = int(headers.get("content-length", "0") or 0)
-        if length > MAX_BODY:
-            raise ValueError("body too large")
-        body = await reader.readexactly(length) if length else b""
-        url = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        peer = writer.get_extra_info("peername")
-        return Request(method.upper(), url.path, query, headers, body, str(peer))
-
-    async def _dispatch(self, req: Request) -> tuple[int, Any]:
-        handler = self.routes.get((req.method, req.path))
-        if handler is None:
-            return 404, {
-                "ok": False,
-                "code": "E_NOT_FOUND",
-                "message": f"no {req.method} {req.path}",
-            }
-        auth = req.headers.get("authorization", "")
-        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = self.routes.get((request.method, request.path))
+        if route is None:
+            if any(path == request.path for _, path in self.routes):
+                return _error(405, "E_METHOD", f"{request.method} is not allowed on {request.path}", True)
+            return _error(404, "E_NOT_FOUND", f"no {request.method} {request.path}", True)
+        peer = request.remote or "?"
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
         if not self.check_token(token):
-            self.on_auth_fail(req)
-            return 401, {
-                "ok": False,
-                "code": "E_AUTH_FAIL",
-                "message": "missing or wrong API token",
-            }
-        return await handler(req)
+            self.auth_failures.note(peer, time.monotonic(), api=self.name)
+            return _error(401, "E_AUTH_FAIL", "missing or wrong API token", close=True)
+        length = request.content_length
+        if length is not None and length > route.max_body:
+            return _error(413, "E_TOO_LARGE", f"{request.path} takes at most {route.max_body} bytes", True)
+        try:
+            body = await self._read_body(request, route.max_body)
+        except TimeoutError:
+            return _error(408, "E_TIMEOUT", f"the body did not arrive within {self.body_timeout_s} s", True)
+        if body is None:
+            return _error(413, "E_TOO_LARGE", f"{request.path} takes at most {route.max_body} bytes", True)
+        req = Request(request.method, request.path, dict(request.query), dict(request.headers), body, peer)
+        try:
+            status, payload = await route.handler(req)
+        except BadRequest as exc:
+            return _error(400, "E_BAD_REQUEST", str(exc))
+        except Exception as exc:  # a handler bug must answer, not drop the connection
+            log("error", "E_API_INTERNAL", f"{self.name} handler failed: {type(exc).__name__}: {exc}",
+                path=request.path, peer=peer)  # fmt: skip
+            return _error(500, "E_API_INTERNAL", f"internal error: {type(exc).__name__}")
+        return web.json_response(payload, status=status, dumps=lambda v: json.dumps(v, default=str))
+
+    async def _read_body(self, request: web.BaseRequest, cap: int) -> bytes | None:
+        """The whole body, or None when it is longer than `cap` (chunked bodies included)."""
+        if not request.can_read_body:
+            return b""
+        chunks, size = [], 0
+        async with asyncio.timeout(self.body_timeout_s):
+            while True:
+                chunk = await request.content.read(min(65536, cap + 1 - size) or 1)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > cap:
+                    return None
+                chunks.append(chunk)

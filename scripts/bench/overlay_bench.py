@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,9 @@ def loopback_config(folder: Path, ports: list[int]) -> ClusterConfig:
         "cluster": "bench",
         "zone": "bench",
         "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
+        # 100 writes in flight from one address, each closing and reconnecting: a connection
+        # counts until the node has seen it close, so allow twice that and some
+        "api": {"max_connections_per_peer": 256},
         "nodes": [
             {
                 "id": f"n{i + 1}",
@@ -156,17 +160,19 @@ def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
     t.wait_caught_up()
     for i in range(50):  # warm connections and code paths
         t.write(leader, i * 0.01)
-    lat, errors = [], 0
+    lat, errors, codes = [], 0, Counter()
     for i in range(n_seq):
         s = time.perf_counter()
         res = t.write(leader, (i % 1000) * 0.01)
         lat.append((time.perf_counter() - s) * 1000)
         errors += not res.get("ok")
+        codes[res.get("code")] += not res.get("ok")
     with ThreadPoolExecutor(max_workers=100) as pool:
         s = time.perf_counter()
         results = list(pool.map(lambda i: t.write(leader, (i % 1000) * 0.01), range(n_pipe)))
         tput = n_pipe / (time.perf_counter() - s)
     errors += sum(not r.get("ok") for r in results)
+    codes.update(r.get("code") for r in results if not r.get("ok"))
     failover, missing = [], 0
     for _ in range(trials):
         t.wait_caught_up()
@@ -192,6 +198,7 @@ def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
         "failover": failover,
         "failover_missing": missing,
         "errors": errors,
+        "error_codes": {k: v for k, v in codes.items() if v},
     }
 
 
@@ -270,6 +277,7 @@ def main() -> int:
         "failover_trials": trials,
         "failover_missing": lo["failover_missing"] + ov["failover_missing"],
         "errors": lo["errors"] + ov["errors"],
+        "error_codes": {"loopback": lo["error_codes"], "overlay": ov["error_codes"]},
     }
     if args.json:
         print(json.dumps(out))

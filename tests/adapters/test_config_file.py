@@ -32,3 +32,15 @@ def test_a_good_file_loads_and_remembers_where_it_came_from(tmp_path: Path) -> N
     assert cfg.source == str(path)
     assert [n.initial for n in cfg.nodes] == [True, True, False]
     assert cfg.secret_path == tmp_path / "secret" / "raft.secret"
+
+
+# Found by an attack probe: a 50 MB config took 22 s before failing.
+def test_an_oversized_config_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    import time
+
+    big = tmp_path / "big.yaml"
+    big.write_text("cluster: x\n" + "# padding\n" * 5_000_000)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="too large for a config"):
+        load_config(big)
+    assert time.monotonic() - t0 < 1.0

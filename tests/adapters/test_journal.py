@@ -165,3 +165,19 @@ def test_quarantine_moves_raft_files_aside(tmp_path: Path) -> None:
     assert len(moved) == 2 and all(".corrupt-" in p.name for p in moved)
     assert not (tmp_path / "raft.journal").exists()
     assert (tmp_path / "other.txt").exists()
+
+
+# Found by an attack probe: a deleted .meta (the node's term and vote) was accepted silently,
+# so a restarted node could vote twice in one term.
+def test_a_journal_without_its_meta_is_refused(tmp_path: Path) -> None:
+    journal = make_journal(tmp_path / "raft.journal", term=2)
+    with pytest.raises(JournalCorruptError, match=r"raft.journal.meta: missing.*term 2"):
+        check_node_files(journal)
+    (tmp_path / "raft.journal.meta").write_bytes(pickle.dumps({"currentTerm": 2, "votedForNodeId": None}, 2))
+    assert check_node_files(journal) is not None
+    fresh = (
+        make_journal(tmp_path / "fresh" / "raft.journal", n=0, term=0)
+        if (tmp_path / "fresh").mkdir() is None
+        else None
+    )
+    assert fresh is not None and check_node_files(fresh) is not None  # a new node: only the term-0 no-op

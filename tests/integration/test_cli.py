@@ -140,6 +140,7 @@ def test_damaged_journal_is_reported_then_reset_catches_up(make_cluster) -> None
     c.stop(victim)
     journal = c.cfg.data_dir(victim) / "raft.journal"
     data = bytearray(journal.read_bytes())
+    intact = bytes(data)
     pos = data.index(b"source", 200)
     data[pos] ^= 0x01
     journal.write_bytes(bytes(data))
@@ -148,8 +149,9 @@ def test_damaged_journal_is_reported_then_reset_catches_up(make_cluster) -> None
     assert proc.wait(timeout=30) == 1
     log = c.log_text(victim)
     assert "E_JOURNAL_CORRUPT" in log and str(journal) in log and "--reset-journal" in log
-    # truncation is caught the same way
-    journal.write_bytes(bytes(data[: len(data) // 3]))
+    # truncation is caught the same way (the file is preallocated: cut inside the records)
+    records_end = int.from_bytes(intact[36:40], "little")
+    journal.write_bytes(intact[: records_end * 2 // 3])
     c.start(victim)
     assert c.procs[victim].wait(timeout=30) == 1
     assert "truncated" in c.log_text(victim) or "bad size" in c.log_text(victim)
