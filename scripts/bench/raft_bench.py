@@ -72,7 +72,7 @@ class _Bare:
         journal = cfg.data_dir(node_id) / "raft.journal"
         journal.parent.mkdir(parents=True, exist_ok=True)
         self.d = ReplDict()
-        conf = syncobj_conf(cfg, SECRET, journal)
+        conf = syncobj_conf(cfg, node_id, SECRET, journal)
         self.so = SyncObj(
             cfg.node(node_id).raft_endpoint, initial_partners(cfg, node_id), conf, consumers=[self.d]
         )
@@ -276,14 +276,17 @@ def declare(c: Cluster, via: str) -> None:
         raise RuntimeError(f"declare failed: {res}")
 
 
-def failover_and_stepdown(folder: Path, port: int, trials: int, stepdowns: int) -> dict[str, Any]:
-    c = Cluster("meshems", folder, port)
+def failover_and_stepdown(
+    folder: Path, port: int, trials: int, stepdowns: int, kind: str = "meshems"
+) -> dict[str, Any]:
+    c = Cluster(kind, folder, port)
     fail_ms: list[float] = []
     step_ms: list[float] = []
     try:
         for n in NODES:
             c.start(n)
-        declare(c, c.leader())
+        if kind == "meshems":
+            declare(c, c.leader())
         for t in range(trials):
             leader = c.leader()
             survivor = next(n for n in NODES if n != leader)
@@ -296,7 +299,7 @@ def failover_and_stepdown(folder: Path, port: int, trials: int, stepdowns: int) 
             c.start(leader)  # restart from its journal for the next trial
             c.ask(leader, "seq", 3)
             print(
-                f"  failover trial {t + 1}/{trials}: {fail_ms[-1] if t_ok else float('nan'):.0f} ms",
+                f"  {kind} failover trial {t + 1}/{trials}: {fail_ms[-1] if t_ok else float('nan'):.0f} ms",
                 file=sys.stderr,
             )
         for t in range(stepdowns):
@@ -337,6 +340,8 @@ def main() -> int:
         mesh = measure_cluster("meshems", folder / "mesh", base + 100, n_seq, n_pipe)
         print("bench: failover and step-down...", file=sys.stderr)
         fo = failover_and_stepdown(folder / "fo", base + 200, trials, stepdowns)
+        # the same kills against bare pysyncobj: what pre-vote and the transport guards cost
+        fo_bare = failover_and_stepdown(folder / "fo-bare", base + 250, trials, 0, kind="bare")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     out = {
@@ -350,6 +355,12 @@ def main() -> int:
         "failover_max_ms": round(max(fo["failover"]), 1) if fo["failover"] else None,
         "failover_trials": len(fo["failover"]),
         "failover_missing": fo["failover_missing"],
+        "failover_median_ms_bare": round(statistics.median(fo_bare["failover"]), 1)
+        if fo_bare["failover"]
+        else None,
+        "failover_ratio": round(statistics.median(fo["failover"]) / statistics.median(fo_bare["failover"]), 3)
+        if fo["failover"] and fo_bare["failover"]
+        else None,
         "stepdown_ms": round(statistics.median(fo["stepdown"]), 1) if fo["stepdown"] else None,
         "stepdown_max_ms": round(max(fo["stepdown"]), 1) if fo["stepdown"] else None,
         "overhead_ratio": round(mesh["p50_follower"] / bare["p50_follower"], 3),
@@ -373,12 +384,17 @@ def main() -> int:
     print(f"{'metric':<46}{'meshems':>12}{'bare':>12}{'ratio':>8}")
     for name, m, b in rows:
         print(f"{name:<46}{m:>12.2f}{b:>12.2f}{m / b:>8.2f}")
-    f = fo["failover"]
+    f, fb = fo["failover"], fo_bare["failover"]
+    med = statistics.median(f) if f else float("nan")
+    med_b = statistics.median(fb) if fb else float("nan")
     print(
-        f"{'failover kill -9 -> commit, median (ms)':<46}{statistics.median(f) if f else float('nan'):>12.1f}"
-        f"{'':>12}{'':>8}  ({len(f)} trials)"
+        f"{'failover kill -9 -> commit, median (ms)':<46}{med:>12.1f}{med_b:>12.1f}{med / med_b:>8.2f}"
+        f"  ({len(f)} / {len(fb)} trials)"
     )
-    print(f"{'failover kill -9 -> commit, max (ms)':<46}{max(f) if f else float('nan'):>12.1f}")
+    print(
+        f"{'failover kill -9 -> commit, max (ms)':<46}{max(f) if f else float('nan'):>12.1f}"
+        f"{max(fb) if fb else float('nan'):>12.1f}"
+    )
     s = fo["stepdown"]
     print(
         f"{'isolated leader steps down, median (ms)':<46}{statistics.median(s):>12.1f}"

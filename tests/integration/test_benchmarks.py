@@ -39,6 +39,7 @@ def test_raft_bench_quick_json() -> None:
     assert result["errors"] == 0
     assert result["replica_hashes_equal"] is True
     assert result["failover_trials"] == 2 and result["failover_missing"] == 0
+    assert result["failover_median_ms_bare"] > 0 and result["failover_ratio"] > 0
     assert all(isinstance(result[k], int | float) and result[k] > 0 for k in RAFT_KEYS)
 
 
@@ -105,3 +106,23 @@ def test_cloud_bench_quick_json() -> None:
     # the benchmark's own correctness checks: every record arrived, duplicates identical
     assert result["lost"] == 0 and result["undetectable_duplicates"] == 0 and result["errors"] == 0
     assert result["live_delivered"] == result["live_writes"] and result["drain_msgs_s"] > 0
+
+
+PROBE_KEYS = {
+    "api_status_p50_ms_idle", "api_status_p50_ms_flood", "api_flood_ratio", "rss_growth_mb",
+    "commit_p50_ms_idle", "commit_p50_ms_garbage", "raft_garbage_ratio", "term_changes_garbage",
+    "leader_changes_garbage", "restart_term_changes", "restart_leader_changes",
+}  # fmt: skip
+
+
+def test_probe_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/probe_bench.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) >= PROBE_KEYS
+    # the probe's own checks: the attacks got answers or were cut, nothing was lost
+    assert result["flood_answered_401"] > 0 and result["api_status_errors_flood"] == 0
+    assert result["commit_errors_garbage"] == 0 and result["garbage_connections"] > 0
