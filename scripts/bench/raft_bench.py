@@ -269,7 +269,7 @@ def measure_cluster(kind: str, folder: Path, port: int, n_seq: int, n_pipe: int)
 
 def declare(c: Cluster, via: str) -> None:
     """Declare the device the benchmark writes target (meshems refuses unknown devices)."""
-    from meshems.runtime import declaration
+    from meshems.core.node_spec import declaration
 
     res = c.ask(via, "raw", declaration(c.cfg.node("n1")))
     if not isinstance(res, dict) or not res.get("ok"):

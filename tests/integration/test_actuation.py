@@ -1,5 +1,6 @@
-"""The actuator against a real simulated battery (pymodbus): the node's own config is the
-final word on its devices' limits, whatever the replicated zone state says.
+"""The node's actuation rules against a real simulated battery (pymodbus), through the field
+service: the node's own config is the final word on its devices' limits, whatever the
+replicated zone state says.
 
 Found by an attack probe: a forged declaration widened n1-bat to +/-5000 kW in the zone
 state, and a 900 kW setpoint was then written (and read back) to a battery configured
@@ -12,11 +13,17 @@ import asyncio
 
 import pytest
 
-from meshems.actuation import Actuator
+from meshems.adapters.profiles import builtin_profiles
 from meshems.core import commands
 from meshems.core.cluster import ZoneState, apply
+from meshems.core.config import parse_config
+from meshems.core.node import Node
+from meshems.core.node_events import Applied, DeviceReading, Log, RaftChanged, Tick, Write
+from meshems.core.node_spec import NodeSpec
+from meshems.node.field import FieldService
+from meshems.sim.server import SimRunner
 from tests.conftest import free_ports
-from tests.integration.test_field import node, run, site, started, until
+from tests.integration.test_field import node, run, site, until
 
 pytestmark = pytest.mark.integration
 
@@ -42,25 +49,43 @@ def test_a_setpoint_beyond_the_configured_limits_is_never_written() -> None:
     async def body() -> None:
         cfg = node([{"id": "a", "type": "tcp", "host": "127.0.0.1", "port": port}], {"a": [2]})
         assert (cfg.devices[0].min_kw, cfg.devices[0].max_kw) == (-50, 50)
-        runner, poller = await started(site([{"id": "a", "type": "tcp", "port": port}]), cfg)
-        actuator = Actuator(cfg, poller)
+        runner = SimRunner(site([{"id": "a", "type": "tcp", "port": port}]), dict(builtin_profiles()))
+        await runner.start()
+        readings: list[DeviceReading] = []
+        field = FieldService(cfg, {d.id: builtin_profiles()[d.profile] for d in cfg.devices}, readings.append)
+        await field.start()
+        cluster = parse_config({"cluster": "t", "zone": "z", "raft": {"secret_file": "s"},
+                                "nodes": [cfg.model_dump(exclude_none=True)]})  # fmt: skip
+        machine = Node(NodeSpec.from_config(cluster, "n1", field.roles()))
+        machine.step(RaftChanged("follower", 1, "n2", True, True))
+
+        async def step(state: ZoneState) -> list:
+            for r in readings:
+                machine.step(r)
+            readings.clear()
+            actions = machine.step(Applied(state)) + machine.step(Tick(machine.now_s + 0.1, 0.0))
+            for a in actions:
+                if isinstance(a, Write):
+                    machine.step(await field.write(a))
+            return actions
+
         try:
-            await until(lambda: poller.devices["a-battery"].last_ok is not None, what="first poll")
+            await until(lambda: any(r.answered for r in readings), what="first poll")
             wide, within = zone_with(5000.0, 900.0, 20.0)
-            actuator.on_state(wide)
-            await actuator.step()
+            actions = await step(wide)
+            assert not any(isinstance(a, Write) and a.role == "setpoint_kw" for a in actions)
+            assert any(isinstance(a, Log) and a.code == "E_LIMIT" and "900" in a.message for a in actions)
             await asyncio.sleep(0.3)
             assert runner.sim.site.battery.setpoint_kw == 0.0  # 900 kW never reached the wire
-            assert actuator.refused_limit == 1 and "a-battery" not in actuator.applied
-            await actuator.step()  # refreshing the same committed value: refused, logged once
-            assert actuator.refused_limit == 2
-            actuator.on_state(within)  # a value inside both limits is written as usual
-            await actuator.step()
+            assert machine.actuation.refused_limit >= 1 and "a-battery" not in machine.actuation.applied
+            again = await step(wide)  # refreshing the same committed value: refused, not logged again
+            assert not any(isinstance(a, Log) and a.code == "E_LIMIT" for a in again)
+            await step(within)  # a value inside both limits is written as usual
             assert runner.sim.site.battery.setpoint_kw == pytest.approx(20.0)
-            assert actuator.applied["a-battery"] == (within.setpoints["a-battery"].term,
-                                                     within.setpoints["a-battery"].index)  # fmt: skip
+            sp = within.setpoints["a-battery"]
+            assert machine.actuation.applied["a-battery"] == (sp.term, sp.index)
         finally:
-            await poller.stop()
+            await field.stop()
             await runner.stop()
 
     run(body)

@@ -1,0 +1,100 @@
+"""The node's HTTP routes: reads (`views`), operator proposals and membership changes.
+
+Owns which route takes what: `POST /v1/propose` takes operator commands only (an internal
+command is a node's own word about itself: 403 E_CMD_FORBIDDEN, whoever holds the token);
+`POST /v1/members` changes Raft membership and then the zone's. The server itself (token
+before body, caps, deadlines) is `ops.http`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from meshems.core import commands
+from meshems.core.config import ClusterConfig
+from meshems.core.errors import ConfigError
+from meshems.node.consensus import RaftService
+from meshems.node.views import Views
+from meshems.ops.http import HttpApi, Request
+
+#: the largest operator command the API reads (a policy with its shed order)
+OPERATOR_MAX_BYTES = max(commands.MAX_BYTES_BY_TYPE[t] for t in commands.OPERATOR_TYPES)
+#: setpoint sources only dispatch and survival write
+RESERVED_SOURCES = ("dispatch", "survival")
+
+
+def operator_refusal(cmd: commands.Command | commands.Rejection) -> tuple[int, dict[str, Any]] | None:
+    """Why the API must not propose this command (None: it may)."""
+    if isinstance(cmd, commands.Rejection):
+        return 400, {"ok": False, "code": cmd.code, "message": cmd.message}
+    if cmd.type not in commands.OPERATOR_TYPES:
+        msg = (
+            f"{cmd.type} is an internal command that only a node's own services propose; the API "
+            f"takes {', '.join(sorted(commands.OPERATOR_TYPES))} (membership: POST /v1/members)"
+        )
+        return 403, {"ok": False, "code": "E_CMD_FORBIDDEN", "message": msg}
+    if cmd.type == "set_setpoint" and cmd.fields["source"].startswith(RESERVED_SOURCES):
+        msg = f"setpoint source {cmd.fields['source']!r} is reserved for the zone's own control"
+        return 403, {"ok": False, "code": "E_CMD_FORBIDDEN", "message": msg}
+    return None
+
+
+class Routes:
+    def __init__(self, cfg: ClusterConfig, node_id: str, raft: RaftService, views: Views) -> None:
+        self.cfg, self.node_id, self.raft, self.views = cfg, node_id, raft, views
+
+    def install(self, api: HttpApi) -> None:
+        api.route("GET", "/v1/status", self.status)
+        api.route("GET", "/v1/setpoints", self.setpoints)
+        api.route("POST", "/v1/propose", self.propose, max_body=OPERATOR_MAX_BYTES)
+        api.route("POST", "/v1/members", self.members, max_body=1024)
+        api.route("GET", "/v1/devices", self.devices)
+        api.route("GET", "/v1/explain", self.explain)
+        api.route("GET", "/v1/control", self.control)
+
+    async def status(self, req: Request) -> tuple[int, Any]:
+        return 200, self.views.status()
+
+    async def devices(self, req: Request) -> tuple[int, Any]:
+        return 200, self.views.devices()
+
+    async def control(self, req: Request) -> tuple[int, Any]:
+        return 200, self.views.control()
+
+    async def explain(self, req: Request) -> tuple[int, Any]:
+        return self.views.explain(req.query.get("device", ""))
+
+    async def setpoints(self, req: Request) -> tuple[int, Any]:
+        return self.views.setpoints(req.query.get("device"))
+
+    async def propose(self, req: Request) -> tuple[int, Any]:
+        refusal = operator_refusal(commands.decode(req.body))
+        if refusal is not None:
+            status, body = refusal
+            return status, {**body, "node": self.node_id}
+        res = await self.raft.propose(req.body)
+        return 200, {**res, "node": self.node_id}
+
+    async def members(self, req: Request) -> tuple[int, Any]:
+        body = req.json_object()
+        action, node_id = body.get("action"), body.get("node_id")
+        if action not in ("add", "remove") or not isinstance(node_id, str):
+            return 400, {
+                "ok": False,
+                "code": "E_BAD_REQUEST",
+                "message": "body must be {action: add|remove, node_id: ID}",
+            }
+        try:
+            target = self.cfg.node(node_id)
+        except ConfigError as exc:
+            return 404, {"ok": False, "code": "E_UNKNOWN_NODE", "message": exc.message}
+        ok, code, text = await self.raft.change_membership(action, target.raft_endpoint)
+        if not ok:
+            return (504 if code == "E_TIMEOUT" else 409), {"ok": False, "code": code, "message": text}
+        if action == "remove":
+            rid = f"remove-{node_id}-{uuid.uuid4().hex[:12]}"
+            res = await self.raft.propose(commands.encode("remove_node", rid, node_id=node_id))
+            return 200, {"ok": True, "code": "OK", "message": f"{node_id} removed", "zone": res}
+        msg = f"{node_id} added; start it with: meshems node run --node {node_id}"
+        return 200, {"ok": True, "code": "OK", "message": msg}

@@ -1,0 +1,114 @@
+"""The zone's Raft member as the node's loop sees it: proposals, its view, membership.
+
+Wraps `adapters.consensus.RaftNode` (pysyncobj). Every proposal is validated here first
+(type, size, schema: a command every replica would refuse must not cost a log entry), at
+most `raft.max_in_flight` are in flight, and each waits at most its commit timeout. The
+member's status becomes a `RaftChanged` event. Zone logic stays in the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from meshems.adapters.consensus import FAILURES, AppliedCallback, RaftNode
+from meshems.core import commands
+from meshems.core.cluster import ZoneState
+from meshems.core.config import ClusterConfig
+from meshems.core.errors import DiskFullError
+from meshems.core.node_events import RaftChanged
+from meshems.node.bridge import Bridge, settle
+
+#: pysyncobj's code for a membership change it refuses (another one in progress, or done)
+REQUEST_DENIED = 6
+
+
+class RaftService:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        secret: str,
+        bridge: Bridge,
+        on_applied: AppliedCallback,
+        on_state_changed: Callable[[int, int], None],
+        on_violation: Callable[[str, str], None],
+        on_disk_full: Callable[[DiskFullError], None],
+    ) -> None:
+        self.cfg, self.bridge = cfg, bridge
+        self.raft = RaftNode(
+            cfg,
+            node_id,
+            secret,
+            on_applied=on_applied,
+            on_state_changed=on_state_changed,
+            on_violation=on_violation,
+            on_disk_full=on_disk_full,
+        )
+        self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
+
+    @property
+    def state(self) -> ZoneState:
+        return self.raft.state
+
+    def start(self) -> None:
+        self.raft.start()
+
+    def stop(self) -> None:
+        self.raft.stop()
+
+    def view(self) -> RaftChanged:
+        st = self.raft.status()
+        connected = frozenset(n for n, up in st.partners.items() if up)
+        return RaftChanged(st.role, st.term, st.leader, st.has_quorum, self.raft.ready(), connected)
+
+    async def propose(self, data: bytes, timeout_s: float | None = None) -> dict[str, Any]:
+        """Propose command bytes and wait for commit; returns a result dict with `code`."""
+        timeout_s = timeout_s or self.cfg.raft.commit_timeout_s
+        checked = commands.decode(data)
+        if isinstance(checked, commands.Rejection):
+            return {"ok": False, "code": checked.code, "message": checked.message, "proposed": False}
+        try:
+            await asyncio.wait_for(self._in_flight.acquire(), timeout=0.5)
+        except TimeoutError:
+            return {"ok": False, "code": "E_BUSY", "message": "too many proposals in flight"}
+        try:
+            fut: asyncio.Future[tuple[Any, Any, str]] = asyncio.get_running_loop().create_future()
+            self.raft.propose(data, lambda res, code, text: self.bridge.call(settle, fut, (res, code, text)))
+            try:
+                res, code, text = await asyncio.wait_for(fut, timeout_s)
+            except TimeoutError:
+                return {
+                    "ok": False,
+                    "code": "E_TIMEOUT",
+                    "message": f"no commit within {timeout_s} s; outcome unknown, retry with the same "
+                    "request id",
+                }
+            if code is not None:
+                return {"ok": False, "code": code, "message": text}
+            return dict(res)
+        finally:
+            self._in_flight.release()
+
+    async def change_membership(self, action: str, endpoint: str) -> tuple[bool, str, str]:
+        """Add or remove a Raft member; (ok, code, message)."""
+        fut: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+
+        def done(res: Any, err: int) -> None:
+            self.bridge.call(settle, fut, (res, err))
+
+        if action == "add":
+            self.raft.add_member(endpoint, done)
+        else:
+            self.raft.remove_member(endpoint, done)
+        try:
+            _, err = await asyncio.wait_for(fut, self.cfg.raft.commit_timeout_s)
+        except TimeoutError:
+            return False, "E_TIMEOUT", "membership change timed out"
+        if err == 0:
+            return True, "OK", ""
+        code, text = FAILURES.get(err, ("E_RAFT", f"pysyncobj failure {err}"))
+        if err == REQUEST_DENIED:
+            text = "denied: another membership change is in progress or the node is already in that state"
+        return False, code, text

@@ -1,0 +1,332 @@
+"""The node daemon: the process lifetime and the one loop around the state machine.
+
+Owns start-up checks (secret, addresses, data folder, free space, journal), signals and a
+clean shutdown, and the loop: every `TICK_S` it feeds the machine (`core.node.Node`) the
+time and the Raft view, the Raft thread's applied entries arrive through the one bridge,
+each finished poll arrives from the field service; whatever the machine answers (proposals,
+writes, pauses, logs, history saves) is carried out here through the services. Zone logic
+stays in the core; Raft in `node.consensus`; the devices in `node.field`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from meshems.adapters.apply_trace import ApplyTrace
+from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
+from meshems.adapters.journal import check_node_files, quarantine
+from meshems.adapters.preflight import preflight
+from meshems.adapters.profiles import load_profile
+from meshems.adapters.secret import read_secret, token_ok
+from meshems.adapters.wireguard import peer_status
+from meshems.cloud_sync import CloudSync
+from meshems.core.cluster import Result, ZoneState
+from meshems.core.config import ClusterConfig
+from meshems.core.errors import MeshemsError
+from meshems.core.node import Node
+from meshems.core.node_events import (
+    Action,
+    Applied,
+    Event,
+    Log,
+    Propose,
+    Proposed,
+    RaftChanged,
+    SaveHistory,
+    SetPaused,
+    Tick,
+    Write,
+)
+from meshems.core.node_spec import NodeSpec
+from meshems.core.registers import Profile
+from meshems.logs import Throttled, log
+from meshems.node.api import Routes
+from meshems.node.bridge import Bridge
+from meshems.node.consensus import RaftService
+from meshems.node.field import FieldService
+from meshems.node.views import Views
+from meshems.ops.http import HttpApi
+
+#: how often the machine hears the time and the Raft view (the leader's dispatch timing,
+#: survival, refreshes all run on it)
+TICK_S = 0.05
+ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+class NodeDaemon:
+    """A running meshems node: its services around one `core.node.Node`."""
+
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        secret: str,
+        profiles: dict[str, Profile] | None = None,
+        trace: ApplyTrace | None = None,
+    ) -> None:
+        self.cfg, self.node_id, self.trace = cfg, node_id, trace
+        self.node = cfg.node(node_id)
+        self.bridge = Bridge()
+        self.fatal: MeshemsError | None = None
+        self._refusals = {
+            "E_AUTH_FAIL": Throttled("warning", "E_AUTH_FAIL", "Raft connections that failed authentication"),
+            "W_RAFT_REFUSED": Throttled("warning", "W_RAFT_REFUSED", "Raft connections refused (guards)"),
+        }
+        self.raft = RaftService(
+            cfg,
+            node_id,
+            secret,
+            self.bridge,
+            on_applied=self._applied_thread,
+            on_state_changed=self._role_changed,
+            on_violation=self._violation,
+            on_disk_full=lambda err: self.bridge.call(self._fail, err),
+        )
+        self.field = FieldService(self.node, profiles, self._feed) if profiles else None
+        data_dir = cfg.data_dir(node_id)
+        self.history_path = data_dir / "load_history.npz"
+        spec = NodeSpec.from_config(
+            cfg,
+            node_id,
+            self.field.roles() if self.field else None,
+            load_model_if_any(data_dir / "forecast.npz"),
+        )
+        self.machine = Node(spec, rid_salt=uuid.uuid4().hex[:6], history=load_history(self.history_path))
+        self.cloud: CloudSync | None = None
+        if cfg.cloud is not None:
+            self.cloud = CloudSync(
+                cfg,
+                node_id,
+                is_leader=lambda: self.machine.leads,
+                state=lambda: self.raft.state,
+                propose=self.raft.propose,
+            )
+        self.overlay_peers: Any = None
+        self.api = HttpApi(
+            check_token=lambda t: token_ok(secret, t),
+            name=f"API of {node_id}",
+            max_connections=cfg.api.max_connections,
+            max_per_peer=cfg.api.max_connections_per_peer,
+            header_timeout_s=cfg.api.header_timeout_s,
+            body_timeout_s=cfg.api.body_timeout_s,
+        )
+        self.views = Views(
+            cfg,
+            node_id,
+            self.raft,
+            self.machine,
+            self.field,
+            lambda: self.cloud.status() if self.cloud else None,
+            lambda: self.overlay_peers,
+        )
+        Routes(cfg, node_id, self.raft, self.views).install(self.api)
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._applied_pending = False
+        self._view: RaftChanged | None = None
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.bridge.bind(loop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        if os.geteuid() == 0:
+            log("warning", "W_ROOT", "running as root; run the daemon as a dedicated user")
+        self.raft.start()
+        log(
+            "info",
+            "I_RAFT_START",
+            "Raft member started",
+            raft=self.node.raft_endpoint,
+            partners=self.raft.raft.partners,
+        )
+        if self.cloud is not None:
+            self.cloud.start(loop)
+        await self.api.start(self.node.bind_host, self.node.api_port)
+        log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
+        loops = [asyncio.create_task(self._tick_loop()), asyncio.create_task(self._overlay_loop())]
+        if self.field is not None:
+            await self.field.start()
+            log(
+                "info",
+                "I_FIELD_START",
+                "polling field devices",
+                devices=len(self.field.poller.devices),
+                buses=self.field.buses,
+            )
+        try:
+            await self._stop.wait()
+        finally:
+            log("info", "I_STOP", "stopping")
+            for t in [*loops, *self._tasks]:
+                t.cancel()
+            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            if self.field is not None:
+                await self.field.stop()
+            await self.api.stop()
+            if self.cloud is not None:
+                await asyncio.to_thread(self.cloud.stop)
+            await asyncio.to_thread(self.raft.stop)
+
+    def _fail(self, err: MeshemsError) -> None:
+        """Stop on our own (a full disk: a member that cannot journal must not stay one)."""
+        if self.fatal is None:
+            self.fatal = err
+            log("error", err.code, err.message, **err.context)
+            self._stop.set()
+
+    # --- the machine: events in, actions out ---------------------------------------------------
+
+    def _feed(self, event: Event) -> None:
+        for action in self.machine.step(event):
+            self._carry_out(action)
+
+    def _carry_out(self, action: Action) -> None:
+        if isinstance(action, Propose):
+            self._spawn(self._propose(action))
+        elif isinstance(action, Write):
+            if self.field is not None:
+                self._spawn(self._write(action))
+        elif isinstance(action, Log):
+            log(action.level, action.code, action.message, **action.fields)
+        elif isinstance(action, SetPaused):
+            if self.field is not None:
+                self.field.pause(action.devices)
+        elif isinstance(action, SaveHistory):
+            self._spawn(asyncio.to_thread(save_history, self.machine.history, self.history_path))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _propose(self, action: Propose) -> None:
+        res = await self.raft.propose(action.data, action.timeout_s)
+        self._feed(Proposed(action.purpose, action.key, res, time.monotonic()))
+
+    async def _write(self, action: Write) -> None:
+        assert self.field is not None
+        written = await self.field.write(action)
+        if written.ok and action.token is not None and action.kw is not None and self.trace is not None:
+            self.trace.write("act", dev=action.device_id, kw=action.kw, t=action.token[0], i=action.token[1])
+        self._feed(written)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            view = self.raft.view()
+            if view != self._view:
+                self._view = view
+                self._feed(view)
+            self._feed(Tick(time.monotonic(), time.time()))
+            await asyncio.sleep(TICK_S)
+
+    async def _overlay_loop(self) -> None:
+        """Refresh the overlay's per-peer handshake ages for status (every 2 s)."""
+        if self.cfg.overlay is None:
+            return
+        while True:
+            try:
+                self.overlay_peers = await asyncio.to_thread(peer_status, self.cfg, self.node_id)
+            except (MeshemsError, OSError, ValueError) as exc:
+                self.overlay_peers = {"error": str(exc)}
+            await asyncio.sleep(2.0)
+
+    # --- the Raft thread (everything crosses to the loop through the bridge) --------------------
+
+    def _applied_thread(self, state: ZoneState, result: Result, entry: bytes, term: int, index: int) -> None:
+        if self.cloud is not None:
+            self.cloud.on_applied(state, entry, term, index)
+        if self.trace is not None:
+            self.trace.applied(term, index, result.code, entry)
+        if not self._applied_pending:  # coalesced: the machine needs the latest state only
+            self._applied_pending = True
+            self.bridge.call(self._applied)
+
+    def _applied(self) -> None:
+        self._applied_pending = False
+        self._feed(Applied(self.raft.state))
+
+    def _role_changed(self, old: int, new: int) -> None:
+        log(
+            "info",
+            "I_ROLE",
+            f"role {ROLES.get(old)} -> {ROLES.get(new)}",
+            role=ROLES.get(new),
+            term=self.raft.raft.syncobj.raftCurrentTerm,
+        )
+
+    def _violation(self, peer: str, what: str) -> None:
+        """The transport refused a connection (logged at most every 10 s)."""
+        code = "E_AUTH_FAIL" if ("authentication" in what or "secret" in what) else "W_RAFT_REFUSED"
+        self._refusals[code].note(peer, time.monotonic(), last=what)
+
+
+def prepare_journal(cfg: ClusterConfig, node_id: str, reset: bool) -> None:
+    """Check the node's Raft files before pysyncobj replays them (or move them aside)."""
+    folder = cfg.data_dir(node_id)
+    if reset and folder.exists():
+        moved = quarantine(folder)
+        log(
+            "warning",
+            "W_JOURNAL_RESET",
+            "moved Raft files aside; catching up from peers",
+            files=[str(p) for p in moved],
+        )
+    report = check_node_files(folder / "raft.journal")
+    if report is not None:
+        log(
+            "info",
+            "I_JOURNAL_OK",
+            "journal checked",
+            entries=report.entries,
+            last_index=report.last_index,
+            last_term=report.last_term,
+        )
+
+
+def node_profiles(cfg: ClusterConfig, node_id: str) -> dict[str, Profile]:
+    """The register profile of each wired device of a node (ConfigError on a bad profile)."""
+    base = cfg.path(".")
+    return {d.id: load_profile(d.profile, base) for d in cfg.node(node_id).devices if d.bus and d.profile}
+
+
+def run_node(
+    cfg: ClusterConfig,
+    node_id: str,
+    config_path: str,
+    reset_journal: bool = False,
+    trace_file: str | None = None,
+) -> int:
+    """Start-up checks, then the daemon until SIGINT/SIGTERM. Returns the exit code."""
+    try:
+        secret = read_secret(cfg.secret_path, config_path)
+        preflight(cfg, node_id)
+        prepare_journal(cfg, node_id, reset_journal)
+    except MeshemsError as exc:
+        log("error", exc.code, exc.message, **exc.context)
+        raise
+    trace = ApplyTrace(Path(trace_file), node_id) if trace_file else None
+    daemon = NodeDaemon(cfg, node_id, secret, node_profiles(cfg, node_id), trace=trace)
+    if trace is not None:
+        daemon.raft.raft.replica.on_restored = lambda st: trace.write(
+            "restore", i=st.last_index, t=st.last_term
+        )
+    try:
+        asyncio.run(daemon.run())
+    except MeshemsError as exc:  # e.g. a full disk while the journal is opened
+        log("error", exc.code, exc.message, **exc.context)
+        raise
+    finally:
+        if trace is not None:
+            trace.close()
+    if daemon.fatal is not None:
+        raise daemon.fatal
+    return 0

@@ -1,0 +1,185 @@
+"""What the node API shows: read-only bodies built from the node's parts (its Raft view, the
+zone state, the state machine's bookkeeping, the field devices, the cloud worker).
+
+Owns the shape of `GET /v1/status`, `/v1/devices`, `/v1/control`, `/v1/explain` and
+`/v1/setpoints` answers. Reads only; changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshems.core.cluster import ZoneState, setpoint_dict, state_hash
+from meshems.core.config import ClusterConfig
+from meshems.core.node import Node
+from meshems.node.consensus import RaftService
+from meshems.node.field import FieldService
+
+
+@dataclass
+class Views:
+    cfg: ClusterConfig
+    node_id: str
+    raft: RaftService
+    machine: Node
+    field: FieldService | None
+    cloud_status: Callable[[], dict[str, Any] | None]
+    overlay_peers: Callable[[], Any]
+    started: float = field(default_factory=time.monotonic)
+    _hash_cache: tuple[ZoneState | None, str] = (None, "")
+
+    def _state_hash(self, state: ZoneState) -> str:
+        """Hash of the zone state, cached per (immutable) state object."""
+        cached_state, cached_hash = self._hash_cache
+        if cached_state is not state:
+            cached_hash = state_hash(state)
+            self._hash_cache = (state, cached_hash)
+        return cached_hash
+
+    def status(self) -> dict[str, Any]:
+        st = self.raft.raft.status()
+        state = self.raft.state
+        cloud = self.cloud_status()
+        readings = self.field.snapshot() if self.field is not None else []
+        return {
+            "id": self.node_id,
+            "cluster": self.cfg.cluster,
+            "zone": self.cfg.zone,
+            "role": st.role,
+            "term": st.term,
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
+            "leader": st.leader,
+            "has_quorum": st.has_quorum,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "raft_uptime_s": st.uptime_s,
+            "partners": st.partners,
+            "match_index": st.match_index,
+            "members": sorted(state.members),
+            "devices": len(state.devices),
+            "setpoints": len(state.setpoints),
+            "state_index": state.last_index,
+            "state_hash": self._state_hash(state),
+            "telemetry_seq": state.telemetry_seq,
+            "cloud_acked": state.cloud_acked,
+            "alarms": cloud.get("alarms", []) if cloud is not None else [],
+            "overlay": self.overlay_peers(),
+            "cloud": cloud,
+            "forecasts": {
+                k: {"version": r.version, "digest": r.digest[:16], "bytes": len(r.data), "index": r.index}
+                for k, r in state.forecasts.items()
+            },
+            "forecast_basis": self.machine.forecast_basis,
+            "zone_reports": {
+                r.node_id: {"seq": r.seq, "term": r.term, "index": r.index, "devices": len(r.readings)}
+                for r in state.reports.values()
+            },
+            "readings": {
+                d["id"]: {"state": d["state"], "age_s": d["age_s"], "values": d["values"]} for d in readings
+            },
+            "pid": os.getpid(),
+        }
+
+    def devices(self) -> dict[str, Any]:
+        devices = self.field.snapshot() if self.field is not None else []
+        actuation = None
+        if self.field is not None:
+            a = self.machine.actuation
+            actuation = {
+                "applied": {k: list(v) for k, v in a.applied.items()},
+                "refused_stale": a.refused_stale,
+                "refused_outside_config_limits": a.refused_limit,
+                "last_writes": a.writes,
+            }
+        return {"node": self.node_id, "devices": devices, "actuation": actuation}
+
+    def control(self) -> dict[str, Any]:
+        state = self.raft.state
+        rec = state.last_dispatch
+        return {
+            "node": self.node_id,
+            "mode": self.machine.mode,
+            "policy": state.policy.to_dict() if state.policy else None,
+            "envelopes": {
+                k: {
+                    "import_limit_kw": e.import_limit_kw,
+                    "export_limit_kw": e.export_limit_kw,
+                    "soc_reserve_pct": e.soc_reserve_pct,
+                    "shed": list(e.shed),
+                }
+                for k, e in state.envelopes.items()
+            },
+            "last_dispatch": None
+            if rec is None
+            else {
+                "cycle": rec.cycle,
+                "term": rec.term,
+                "index": rec.index,
+                "inputs": dict(rec.inputs),
+                "decisions": {d: {"controller": c, "reason": r} for d, c, r in rec.decisions},
+            },
+            "relays": {
+                k: {"closed": r.closed, "controller": r.controller, "term": r.term, "index": r.index}
+                for k, r in state.relays.items()
+            },
+            "trips": self.machine.trips,
+            "shared": {
+                k: {"owner": state.devices[k].owner if k in state.devices else None, "reachable": list(v)}
+                for k, v in state.shared.items()
+            },
+        }
+
+    def explain(self, target: str) -> tuple[int, dict[str, Any]]:
+        state = self.raft.state
+        sp, relay = state.setpoints.get(target), state.relays.get(target)
+        if sp is None and relay is None and target not in state.devices:
+            return 404, {
+                "ok": False,
+                "code": "E_UNKNOWN_DEVICE",
+                "message": f"the zone knows no {target!r}",
+                "known": sorted([*state.devices, *state.relays]),
+            }
+        out: dict[str, Any] = {"device": target, "node": self.node_id, "applied_index": state.last_index}
+        if sp is not None:
+            out["setpoint"] = setpoint_dict(sp)
+        if relay is not None:
+            out["relay"] = {
+                "closed": relay.closed,
+                "term": relay.term,
+                "index": relay.index,
+                "controller": relay.controller,
+                "expected_kw": relay.expected_kw,
+            }
+        rec = state.last_dispatch
+        if rec is not None:
+            decision = next((d for d in rec.decisions if d[0] == target), None)
+            out["dispatch"] = {
+                "cycle": rec.cycle,
+                "term": rec.term,
+                "index": rec.index,
+                "inputs": dict(rec.inputs),
+                "controller": decision[1] if decision else None,
+                "reason": decision[2] if decision else None,
+            }
+        readings = {r.device_id: dict(r.values) for rep in state.reports.values() for r in rep.readings}
+        if target in readings:
+            out["reading"] = readings[target]
+        return 200, out
+
+    def setpoints(self, device: str | None) -> tuple[int, dict[str, Any]]:
+        state = self.raft.state
+        if device is not None and device not in state.devices:
+            return 404, {
+                "ok": False,
+                "code": "E_UNKNOWN_DEVICE",
+                "message": f"the zone knows no device {device!r}",
+                "known": sorted(state.devices),
+            }
+        rows = [
+            setpoint_dict(sp) for d, sp in sorted(state.setpoints.items()) if device is None or d == device
+        ]
+        return 200, {"node": self.node_id, "applied_index": state.last_index, "setpoints": rows}
