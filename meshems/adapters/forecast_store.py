@@ -1,7 +1,7 @@
-"""Forecast models on disk: save a `core.forecast.ForecastModel` as .npz, load and verify it.
+"""Forecast models on disk: save a `core.forecast_model.ForecastModel` as .npz, load and verify it.
 
 Owns the file I/O only (atomic write via a temp file and os.replace; no pickles on load);
-the array form and the digest come from `meshems.core.forecast`. Every failure to load is
+the array form and the digest come from `meshems.core.forecast_arrays`. Every failure to load is
 a `ForecastFileError` (code E_FORECAST) whose message names the file.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from meshems.core import forecast
 from meshems.core.errors import MeshemsError
+from meshems.core.forecast_arrays import from_arrays, model_digest, to_arrays
+from meshems.core.forecast_model import ForecastModel
 from meshems.core.load_history import LoadHistory
 
 
@@ -25,12 +26,12 @@ class ForecastFileError(MeshemsError):
     code = "E_FORECAST"
 
 
-def save(model: forecast.ForecastModel, path: Path) -> str:
+def save(model: ForecastModel, path: Path) -> str:
     """Write `model` to `path` (.npz, mode 0644) atomically; return its digest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, **forecast.to_arrays(model))
+    np.savez(buffer, **to_arrays(model))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -42,10 +43,10 @@ def save(model: forecast.ForecastModel, path: Path) -> str:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return forecast.model_digest(model)
+    return model_digest(model)
 
 
-def load(path: Path, expected_digest: str | None = None) -> forecast.ForecastModel:
+def load(path: Path, expected_digest: str | None = None) -> ForecastModel:
     """Read a model saved by `save`; with `expected_digest`, refuse any other model."""
     path = Path(path)
     try:
@@ -65,13 +66,13 @@ def load(path: Path, expected_digest: str | None = None) -> forecast.ForecastMod
             path=str(path),
         ) from exc
     try:
-        model = forecast.from_arrays(arrays)
+        model = from_arrays(arrays)
     except ValueError as exc:
         raise ForecastFileError(
             f"forecast model file {path} is not a valid model: {exc}", path=str(path)
         ) from exc
     if expected_digest is not None:
-        digest = forecast.model_digest(model)
+        digest = model_digest(model)
         if digest != expected_digest:
             raise ForecastFileError(
                 f"forecast model file {path} has digest {digest[:16]}…, expected {expected_digest[:16]}…; "
@@ -83,7 +84,7 @@ def load(path: Path, expected_digest: str | None = None) -> forecast.ForecastMod
     return model
 
 
-def load_model_if_any(path: Path) -> forecast.ForecastModel | None:
+def load_model_if_any(path: Path) -> ForecastModel | None:
     """The node's fitted model if one was saved (`meshems forecast fit`); a damaged file is
     reported and ignored: the node falls back to the same time yesterday."""
     if not path.exists():

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from meshems.core.forecast import ForecastModel, peak_energy_above, predict
+from meshems.core.forecast import peak_energy_above, predict
+from meshems.core.forecast_model import ForecastModel
 
 STEP_S = 900.0
 KEEP_STEPS = 4 * 672  # four weeks

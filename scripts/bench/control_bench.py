@@ -386,7 +386,7 @@ def bench_quality(seeds: tuple[int, ...]) -> list[dict[str, Any]]:
 def forecast_ratio(quick: bool) -> float:
     """The load forecaster's MAE over seasonal naive (same time last week) on a synthetic year
     (see scripts/bench/forecast_skill.py for the full table)."""
-    from meshems.core.forecast import evaluate
+    from meshems.core.forecast_eval import evaluate
     from meshems.sim.load_data import synthetic_year
 
     series = synthetic_year(seed=1, shape="office", start_weekday=3)  # day 0 of Unix time is a Thursday

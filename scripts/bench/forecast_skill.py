@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from meshems.core import forecast
+from meshems.core.forecast_eval import evaluate
 from meshems.sim.load_data import DAYS_PER_YEAR, synthetic_year
 
 STEP_S = 900.0
@@ -42,10 +43,8 @@ def score(shape: str, seed: int, test_days: float) -> dict[str, Any]:
         "horizon_steps": HORIZON_STEPS,
         "issue_every_steps": ISSUE_EVERY_STEPS,
     }
-    once = forecast.evaluate(series, 0.0, STEP_S, TRAIN_DAYS, test_days, **common)
-    refit = forecast.evaluate(
-        series, 0.0, STEP_S, TRAIN_DAYS, test_days, refit_every_days=REFIT_EVERY_DAYS, **common
-    )
+    once = evaluate(series, 0.0, STEP_S, TRAIN_DAYS, test_days, **common)
+    refit = evaluate(series, 0.0, STEP_S, TRAIN_DAYS, test_days, refit_every_days=REFIT_EVERY_DAYS, **common)
     return {
         "shape": shape,
         "seed": seed,
