@@ -1,42 +1,53 @@
 """Cluster config: the YAML schema, validated once at load into frozen typed objects.
 
-Owns the schema and its error messages (file, key, what is wrong). Pure: the file is read
-by `adapters.config_file.load_config`; everything downstream takes a `ClusterConfig`.
+Owns the site and Raft sections, `ClusterConfig` and the error messages (file, key, what is
+wrong); the shared base and the network sections live in `core.config_sections` and are
+re-exported here. Pure: the file is read by `adapters.config_file.load_config`.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from meshems.core.config_sections import (
+    NAME,
+    ApiConfig,
+    CloudConfig,
+    Frozen,
+    NameStr,
+    OverlayConfig,
+    Port,
+    items,
+)
 from meshems.core.errors import ConfigError, key_path
-from meshems.core.ids import NAME_PATTERN, parse_load
+from meshems.core.ids import parse_load
 from meshems.core.policy import policy_problems
 
-NAME = NAME_PATTERN
-NameStr = Annotated[str, Field(pattern=NAME)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-def _items() -> Any:
-    """A tuple field that takes YAML's lists (a lax container; its items stay strict)."""
-    return Field(default=(), strict=False)
-
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "NAME",
+    "ApiConfig",
+    "BusConfig",
+    "CloudConfig",
+    "ClusterConfig",
+    "DeviceConfig",
+    "NodeConfig",
+    "OverlayConfig",
+    "PolicyConfig",
+    "ProtectionConfig",
+    "RaftConfig",
+    "parse_config",
+]
 
 #: the largest config file read (a config of 1000 gateways is well under 1 MiB)
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
-class _Frozen(BaseModel):
-    """Strict: `true` is no port and "27101" no number; NaN and infinity are no limits."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-class BusConfig(_Frozen):
+class BusConfig(Frozen):
     """A field bus of a node: Modbus TCP, RTU on a serial port, or RTU framing over TCP
     (a serial-to-Ethernet converter). A serial bus carries one request at a time."""
 
@@ -75,7 +86,7 @@ class BusConfig(_Frozen):
         return self.type != "tcp"
 
 
-class DeviceConfig(_Frozen):
+class DeviceConfig(Frozen):
     """A field device declared on a node. Power sign: + delivers to the site, - consumes."""
 
     id: NameStr
@@ -105,7 +116,7 @@ class DeviceConfig(_Frozen):
         return self
 
 
-class ProtectionConfig(_Frozen):
+class ProtectionConfig(Frozen):
     """Fast local protection at the node's point of connection (no leader, no cloud)."""
 
     max_import_kw: float = Field(gt=0, description="above this import, shed loads at once")
@@ -113,7 +124,7 @@ class ProtectionConfig(_Frozen):
     hold_s: float = Field(default=60.0, ge=0, description="keep tripped loads off at least this long")
 
 
-class NodeConfig(_Frozen):
+class NodeConfig(Frozen):
     id: NameStr
     address: str = Field(
         min_length=1, description="underlay address; Raft and the API bind here unless overlay_address is set"
@@ -124,8 +135,8 @@ class NodeConfig(_Frozen):
         default=True,
         description="member of the cluster from the start; false = joins later via member add",
     )
-    buses: tuple[BusConfig, ...] = _items()
-    devices: tuple[DeviceConfig, ...] = _items()
+    buses: tuple[BusConfig, ...] = items()
+    devices: tuple[DeviceConfig, ...] = items()
     protection: ProtectionConfig | None = None
     overlay_address: str | None = Field(default=None, description="this node's address inside the overlay")
     overlay_port: Port | None = Field(default=None, description="WireGuard listen port (default overlay's)")
@@ -173,7 +184,7 @@ class NodeConfig(_Frozen):
         return f"{self.bind_host}:{self.api_port}"
 
 
-class RaftConfig(_Frozen):
+class RaftConfig(Frozen):
     secret_file: str = Field(description="path of the cluster secret (relative to the config)")
     data_dir: str = Field(default=".meshems", description="journals live in DATA_DIR/NODE_ID/")
     election_timeout_min_s: float = Field(default=0.15, gt=0)
@@ -205,14 +216,14 @@ class RaftConfig(_Frozen):
         return self.leader_fallback_s or self.election_timeout_max_s
 
 
-class PolicyConfig(_Frozen):
+class PolicyConfig(Frozen):
     """The zone policy committed at start (change it at run time with `meshems policy set`)."""
 
     import_limit_kw: float = Field(gt=0)
     export_limit_kw: float = Field(default=1e9, gt=0)
     soc_floor_pct: float = Field(default=10.0, ge=0, le=100)
     soc_ceiling_pct: float = Field(default=95.0, ge=0, le=100)
-    shed_order: tuple[str, ...] = _items()
+    shed_order: tuple[str, ...] = items()
     cycle_s: float = Field(default=1.0, ge=0.1, le=60)
     margin_kw: float = Field(default=2.0, ge=0)
     restore_margin_kw: float = Field(default=5.0, ge=0)
@@ -230,99 +241,7 @@ class PolicyConfig(_Frozen):
         return self
 
 
-class ApiConfig(_Frozen):
-    """The node API's guards (each node's HTTP API on its own address)."""
-
-    max_connections: int = Field(default=256, ge=1, le=100_000, description="open connections at once")
-    max_connections_per_peer: int = Field(
-        default=64, ge=1, le=100_000, description="open connections from one peer address"
-    )
-    header_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole request head within")
-    body_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole body within")
-
-
-class OverlayConfig(_Frozen):
-    """The WireGuard overlay between gateways (Raft and the API bind to overlay addresses)."""
-
-    key_dir: str = Field(
-        default=".meshems/overlay", description="node keys: KEY_DIR/NODE.key (0600) and .pub"
-    )
-    listen_port: Port = 51820
-    prefix_len: int = Field(default=24, ge=8, le=32)
-    keepalive_s: int = Field(default=25, ge=0, le=3600)
-    handshake_max_age_s: float = Field(default=180.0, gt=0)
-    interface_prefix: str = Field(
-        default="mwg-",
-        pattern=r"^[a-z][a-z0-9-]{0,7}$",
-        description="interface name = PREFIX + node id (wireguard-go's UAPI sockets are shared)",
-    )
-
-
-TopicStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
-MIB = 1024 * 1024
-
-
-class CloudConfig(_Frozen):
-    """The cloud uplink: the leader publishes zone telemetry over MQTT v5 on TLS 1.3 with a
-    client certificate per node, through a durable outbox that survives broker outages."""
-
-    broker_host: str = Field(min_length=1, description="MQTT broker host; its certificate must name it")
-    broker_port: Port = Field(default=8883, description="MQTT over TLS port")
-    ca_file: str = Field(
-        default=".meshems/pki/ca.crt", description="CA certificate the broker's certificate must chain to"
-    )
-    cert_dir: str = Field(
-        default=".meshems/pki",
-        description="node certificates: CERT_DIR/NODE.crt and CERT_DIR/NODE.key (0600)",
-    )
-    pki_dir: str = Field(default=".meshems/pki", description="folder of the CA `meshems pki` manages")
-    topic_prefix: TopicStr = Field(
-        default="meshems", description="topics are PREFIX/ZONE/... (see README); no wildcards, no leading '/'"
-    )
-    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS of telemetry (1: at least once)")
-    keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive")
-    message_expiry_s: int = Field(
-        default=3600, ge=1, le=4_294_967_295, description="broker drops an undelivered message after this"
-    )
-    outbox_dir: str = Field(
-        default=".meshems/outbox", description="durable outbox while the broker is away: OUTBOX_DIR/NODE/"
-    )
-    outbox_max_bytes: int = Field(default=256 * MIB, ge=MIB, description="outbox size cap on disk")
-    outbox_max_age_s: float = Field(
-        default=7 * 86400.0, gt=0, description="outbox entries older than this are dropped unsent"
-    )
-    outbox_full_policy: Literal["drop_oldest", "reject_new"] = Field(
-        default="drop_oldest", description="when the outbox is full: drop the oldest entries or refuse new"
-    )
-    payload_format: Literal["msgpack", "json"] = Field(default="msgpack", description="telemetry encoding")
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600, description="first reconnect delay")
-    reconnect_max_s: float = Field(
-        default=120.0, gt=0, le=3600, description="reconnect delay cap (doubling from reconnect_min_s)"
-    )
-    live_share: float = Field(
-        default=0.2, ge=0, lt=1, description="share of the publish budget kept for live data while draining"
-    )
-    drain_max_msgs_s: float = Field(
-        default=0.0,
-        ge=0,
-        description="cap on the backlog drain rate, for brokers that throttle a connection (0: none)",
-    )
-
-    @model_validator(mode="after")
-    def _reconnect(self) -> CloudConfig:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError(
-                f"reconnect_max_s ({self.reconnect_max_s}) must not be below reconnect_min_s "
-                f"({self.reconnect_min_s})"
-            )
-        return self
-
-    def node_cert_files(self, node_id: str) -> tuple[str, str]:
-        """(certificate, key) of a node, relative to the config like `cert_dir`."""
-        return f"{self.cert_dir}/{node_id}.crt", f"{self.cert_dir}/{node_id}.key"
-
-
-class ClusterConfig(_Frozen):
+class ClusterConfig(Frozen):
     cluster: NameStr
     zone: NameStr
     raft: RaftConfig

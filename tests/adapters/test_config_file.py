@@ -44,3 +44,18 @@ def test_an_oversized_config_is_refused_before_it_is_parsed(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="too large for a config"):
         load_config(big)
     assert time.monotonic() - t0 < 1.0
+
+
+def test_yaml_errors_keep_the_precise_message_of_the_pure_python_parser(tmp_path: Path) -> None:
+    # libyaml parses good files; a bad one is parsed again in Python, whose message names the alias
+    path = tmp_path / "alias.yaml"
+    path.write_text("cluster: x\nzone: *nowhere\n")
+    with pytest.raises(ConfigError, match=r"line 2, column 7: found undefined alias 'nowhere'"):
+        load_config(path)
+
+
+def test_reading_knows_the_schema_size_cap_without_importing_the_schema() -> None:
+    from meshems.adapters import config_file
+    from meshems.core import config
+
+    assert config_file.MAX_CONFIG_BYTES == config.MAX_CONFIG_BYTES

@@ -1,0 +1,121 @@
+"""The shared strict base of the cluster config schema and its network sections: the node
+API's guards, the WireGuard overlay and the cloud uplink.
+
+Pure, like `core.config` (which assembles them into `ClusterConfig` and re-exports them):
+schema and messages only, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from meshems.core.ids import NAME_PATTERN
+
+NAME = NAME_PATTERN
+NameStr = Annotated[str, Field(pattern=NAME)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def items() -> Any:
+    """A tuple field that takes YAML's lists (a lax container; its items stay strict)."""
+    return Field(default=(), strict=False)
+
+
+class Frozen(BaseModel):
+    """Strict: `true` is no port and "27101" no number; NaN and infinity are no limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class ApiConfig(Frozen):
+    """The node API's guards (each node's HTTP API on its own address)."""
+
+    max_connections: int = Field(default=256, ge=1, le=100_000, description="open connections at once")
+    max_connections_per_peer: int = Field(
+        default=64, ge=1, le=100_000, description="open connections from one peer address"
+    )
+    header_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole request head within")
+    body_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole body within")
+
+
+class OverlayConfig(Frozen):
+    """The WireGuard overlay between gateways (Raft and the API bind to overlay addresses)."""
+
+    key_dir: str = Field(
+        default=".meshems/overlay", description="node keys: KEY_DIR/NODE.key (0600) and .pub"
+    )
+    listen_port: Port = 51820
+    prefix_len: int = Field(default=24, ge=8, le=32)
+    keepalive_s: int = Field(default=25, ge=0, le=3600)
+    handshake_max_age_s: float = Field(default=180.0, gt=0)
+    interface_prefix: str = Field(
+        default="mwg-",
+        pattern=r"^[a-z][a-z0-9-]{0,7}$",
+        description="interface name = PREFIX + node id (wireguard-go's UAPI sockets are shared)",
+    )
+
+
+TopicStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
+MIB = 1024 * 1024
+
+
+class CloudConfig(Frozen):
+    """The cloud uplink: the leader publishes zone telemetry over MQTT v5 on TLS 1.3 with a
+    client certificate per node, through a durable outbox that survives broker outages."""
+
+    broker_host: str = Field(min_length=1, description="MQTT broker host; its certificate must name it")
+    broker_port: Port = Field(default=8883, description="MQTT over TLS port")
+    ca_file: str = Field(
+        default=".meshems/pki/ca.crt", description="CA certificate the broker's certificate must chain to"
+    )
+    cert_dir: str = Field(
+        default=".meshems/pki",
+        description="node certificates: CERT_DIR/NODE.crt and CERT_DIR/NODE.key (0600)",
+    )
+    pki_dir: str = Field(default=".meshems/pki", description="folder of the CA `meshems pki` manages")
+    topic_prefix: TopicStr = Field(
+        default="meshems", description="topics are PREFIX/ZONE/... (see README); no wildcards, no leading '/'"
+    )
+    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS of telemetry (1: at least once)")
+    keepalive_s: int = Field(default=30, ge=5, le=65535, description="MQTT keepalive")
+    message_expiry_s: int = Field(
+        default=3600, ge=1, le=4_294_967_295, description="broker drops an undelivered message after this"
+    )
+    outbox_dir: str = Field(
+        default=".meshems/outbox", description="durable outbox while the broker is away: OUTBOX_DIR/NODE/"
+    )
+    outbox_max_bytes: int = Field(default=256 * MIB, ge=MIB, description="outbox size cap on disk")
+    outbox_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0, description="outbox entries older than this are dropped unsent"
+    )
+    outbox_full_policy: Literal["drop_oldest", "reject_new"] = Field(
+        default="drop_oldest", description="when the outbox is full: drop the oldest entries or refuse new"
+    )
+    payload_format: Literal["msgpack", "json"] = Field(default="msgpack", description="telemetry encoding")
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600, description="first reconnect delay")
+    reconnect_max_s: float = Field(
+        default=120.0, gt=0, le=3600, description="reconnect delay cap (doubling from reconnect_min_s)"
+    )
+    live_share: float = Field(
+        default=0.2, ge=0, lt=1, description="share of the publish budget kept for live data while draining"
+    )
+    drain_max_msgs_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="cap on the backlog drain rate, for brokers that throttle a connection (0: none)",
+    )
+
+    @model_validator(mode="after")
+    def _reconnect(self) -> CloudConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must not be below reconnect_min_s "
+                f"({self.reconnect_min_s})"
+            )
+        return self
+
+    def node_cert_files(self, node_id: str) -> tuple[str, str]:
+        """(certificate, key) of a node, relative to the config like `cert_dir`."""
+        return f"{self.cert_dir}/{node_id}.crt", f"{self.cert_dir}/{node_id}.key"
