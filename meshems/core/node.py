@@ -100,6 +100,7 @@ class Node:
         self.liveness = Liveness(t.stale_report_s)
         self.paused = frozenset(d.id for d in self.spec.devices.values() if d.shared)
         self.declared = False
+        self.started = False  # a first Tick has given the machine its time
         self.reserve_kwh, self.forecast_basis = 0.0, "no history yet"
         self.trips: list[dict[str, Any]] = []
         self.dispatch_refusals = 0
@@ -129,27 +130,35 @@ class Node:
     # --- the one entry point -------------------------------------------------------------------
 
     def step(self, event: Event) -> list[Action]:
+        """Handle one event; return what the services must carry out, in order. Until the
+        first Tick the machine only records what it hears (it has no time yet)."""
         out: list[Action] = []
         if isinstance(event, Tick):
             self.now_s, self.wall_s = event.now_s, event.wall_s
+            if not self.started:
+                self.started = True
+                self.liveness.update(self.zone, self.now_s)
         elif isinstance(event, RaftChanged):
             self.raft = event
         elif isinstance(event, Applied):
             self.zone = event.state
-            self.liveness.update(event.state, self.now_s)
+            if self.started:
+                self.liveness.update(event.state, self.now_s)
             out += self._ownership()
         elif isinstance(event, DeviceReading):
             self.now_s = max(self.now_s, event.now_s)
             last = self.readings.get(event.device_id)
             last_ok = event.now_s if event.answered else (last.last_ok_s if last else None)
             self.readings[event.device_id] = _Reading(dict(event.values), last_ok, event.failures)
-            if event.answered:
+            if event.answered and self.started:
                 out += self._protect(event)
             return out
         elif isinstance(event, Proposed):
             out += self._proposed(event)
         elif isinstance(event, Written):
             out += self._written(event)
+            return out
+        if not self.started:
             return out
         out += self._survival()
         out += declare(self) + report(self) + publish_forecast(self) + lead(self)

@@ -221,11 +221,11 @@ class NodeDaemon:
 
     async def _tick_loop(self) -> None:
         while True:
+            self._feed(Tick(time.monotonic(), time.time()))  # the time first: what follows happens now
             view = self.raft.view()
             if view != self._view:
                 self._view = view
                 self._feed(view)
-            self._feed(Tick(time.monotonic(), time.time()))
             await asyncio.sleep(TICK_S)
 
     async def _overlay_loop(self) -> None:

@@ -1,285 +1,229 @@
-"""A deterministic multi-node harness: N simulated gateways with site physics, a fake
-consensus that replicates the real `core.cluster.apply`, and a fake clock, driven by a
-scenario script. Everything runs in one thread in fixed 100 ms steps, so a scenario gives
-the same trace every time (golden traces, as etcd-io/raft's testdata do).
+"""A deterministic multi-node harness: N simulated gateways, each running the node's own
+state machine (`core.node.Node`, exactly what the daemon runs) over the shipped fakes
+(`sim.fakes`: a fake consensus over the real `apply`, a field bus of site physics, a fake
+clock), driven by a scenario script. One thread, fixed 100 ms steps: a scenario gives the
+same trace every time (golden traces, as etcd-io/raft's testdata do).
 
-The nodes follow the runtime's rules with the pure core: each reports its site about once
-per second, the leader dispatches once per cycle, a node actuates only committed setpoints
-whose (term, index) is newer than the last it applied, and a node without quorum for 1.5 s
-runs survival dispatch inside its last committed envelope.
+The harness adds no rule of its own: it moves events in and actions out, like the daemon.
+It observes one safety property independently: no node writes a committed value older than
+one it already wrote (`violations`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
-from meshems.core import commands
-from meshems.core.cluster import ZoneState, apply
-from meshems.core.dispatch import command_fields, dispatch
-from meshems.core.fencing import newer
+from meshems.core.config import ClusterConfig, parse_config
+from meshems.core.fencing import Token, newer
+from meshems.core.node import Node
+from meshems.core.node_events import (
+    Action,
+    Applied,
+    DeviceReading,
+    Event,
+    Log,
+    Propose,
+    Proposed,
+    RaftChanged,
+    Tick,
+    Write,
+)
+from meshems.core.node_spec import NodeSpec
 from meshems.core.policy import Policy
-from meshems.core.process_image import DeviceInfo, build_image, image_from_readings
+from meshems.sim.fakes import FakeClock, FakeConsensus, FakeFieldBus
 from meshems.sim.physics import Site
 
 STEP_MS = 100
-REPORT_MS = 1000
-SURVIVAL_AFTER_MS = 1500
-ELECTION_MS = 300  # a new leader is elected this long after the old one is lost
-STALE_REPORT_MS = 3000
+POLL_MS = 1000  # every device is polled once per second
 REVERT_S = 3.0  # the batteries revert an unrefreshed setpoint after this
 
 
-def _with_revert(site: Site) -> Site:
-    assert site.battery is not None
-    return dataclasses.replace(site, battery=site.battery.write_revert_timeout(REVERT_S))
+def harness_config(nodes: int, policy: Policy) -> ClusterConfig:
+    """N gateways with a meter, a 50 kW battery and a 40 kW PV each, and the zone policy."""
+    values = {**policy.to_dict(), "shed_order": list(policy.shed_order)}
+    doc = {
+        "cluster": "sim",
+        "zone": "sim",
+        "raft": {"secret_file": "-"},
+        "policy": values,
+        "nodes": [
+            {
+                "id": f"n{i + 1}",
+                "address": "127.0.0.1",
+                "raft_port": 10 + i,
+                "api_port": 100 + i,
+                "devices": [
+                    {"id": f"n{i + 1}-meter", "kind": "meter"},
+                    {
+                        "id": f"n{i + 1}-bat",
+                        "kind": "battery",
+                        "min_kw": -50,
+                        "max_kw": 50,
+                        "revert_timeout_s": REVERT_S,
+                    },
+                    {"id": f"n{i + 1}-pv", "kind": "pv", "min_kw": 0, "max_kw": 40, "rated_kw": 40},
+                ],
+            }
+            for i in range(nodes)
+        ],
+    }
+    return parse_config(doc, "<harness>")
 
 
 @dataclass
 class SimNode:
+    """What the harness shows of one gateway (for scenarios and tests)."""
+
     node_id: str
-    site: Site
+    field: FakeFieldBus
+    machine: Node
     alive: bool = True
-    applied_index: int = 0  # how much of the committed log this replica has applied
-    state: ZoneState = field(default_factory=ZoneState)
-    actuated: dict[str, tuple[int, int]] = field(default_factory=dict)
-    no_quorum_since_ms: int | None = None
-    survival: bool = False
-    report_seq: int = 0
+    #: the fencing token of the last committed value written to each device
+    actuated: dict[str, Token] = field(default_factory=dict)
+    view: RaftChanged | None = None
+    applied_index: int = 0
 
-    def devices(self) -> list[DeviceInfo]:
-        n = self.node_id
-        return [
-            DeviceInfo(f"{n}-meter", "meter", n, 0, 0),
-            DeviceInfo(f"{n}-bat", "battery", n, -50, 50),
-            DeviceInfo(f"{n}-pv", "pv", n, 0, 40),
-        ]
+    @property
+    def site(self) -> Site:
+        return self.field.site
 
-    def readings(self) -> dict[str, tuple[str, dict[str, float]]]:
-        n, s, b = self.node_id, self.site, self.site.battery
-        assert b is not None and s.pv is not None
-        return {
-            f"{n}-meter": ("ok", {"power_kw": round(s.meter.grid_kw, 3)}),
-            f"{n}-bat": (
-                "ok",
-                {
-                    "power_kw": round(b.power_kw, 3),
-                    "soc_pct": round(b.soc_pct, 3),
-                    "capacity_kwh": b.capacity_kwh,
-                    "max_charge_kw": b.max_charge_kw,
-                    "max_discharge_kw": b.max_discharge_kw,
-                },
-            ),
-            f"{n}-pv": ("ok", {"power_kw": round(s.pv_kw, 3), "rated_kw": s.pv.rated_kw}),
-        }
+    @property
+    def survival(self) -> bool:
+        return self.machine.mode == "survival"
+
+    @property
+    def state(self) -> Any:
+        return self.machine.zone
 
 
 class Harness:
-    """Nodes n1..nN, a fake consensus over the real `apply`, a scenario, a trace."""
+    """Nodes n1..nN running `core.node.Node` over the fakes, a scenario, a trace."""
 
     def __init__(self, nodes: int = 3, policy: Policy | None = None, seed: int = 1) -> None:
         self.t_ms = 0
-        self.nodes = {
-            f"n{i + 1}": SimNode(
-                f"n{i + 1}", _with_revert(Site.demo(seed=seed + i, t_s=12 * 3600.0, soc_pct=60.0))
-            )
-            for i in range(nodes)
-        }
-        self._report_seen: dict[str, tuple[int, int]] = {}
-        self.log: list[tuple[int, bytes]] = []  # committed entries: (term, data)
-        self.term = 1
-        self.leader: str | None = "n1"
-        self.lost_leader_at: int | None = None
-        self.groups: list[set[str]] = [set(self.nodes)]  # network partitions
+        self.clock = FakeClock()
+        self.policy = policy or Policy(import_limit_kw=30.0)
+        self.cfg = harness_config(nodes, self.policy)
+        ids = [n.id for n in self.cfg.nodes]
+        self.consensus = FakeConsensus(ids, self.clock, on_applied=self._applied)
         self.trace: list[str] = []
         self.violations: list[str] = []
-        self.cycle = 0
-        self._rid = 0
-        self.policy = policy or Policy(import_limit_kw=30.0)
-        for n in self.nodes.values():
-            self._commit_from(
-                n.node_id,
-                commands.encode(
-                    "declare_node",
-                    f"decl-{n.node_id}",
-                    node_id=n.node_id,
-                    raft=f"{n.node_id}:1",
-                    api=f"{n.node_id}:2",
-                    devices=[
-                        {"id": d.id, "kind": d.kind, "min_kw": float(d.min_kw), "max_kw": float(d.max_kw)}
-                        for d in n.devices()
-                    ],
-                ),
-            )
-        self._commit_from("n1", commands.encode("set_policy", "policy", values=self.policy.to_dict()))
+        self._queue: deque[tuple[str, Event]] = deque()
+        self._draining = False
+        self.nodes: dict[str, SimNode] = {}
+        for i, n in enumerate(ids):
+            site = Site.demo(seed=seed + i, t_s=12 * 3600.0, soc_pct=60.0)
+            self.nodes[n] = SimNode(n, FakeFieldBus(n, site), self._machine(n, site))
 
-    # --- the fake consensus -------------------------------------------------------------------
+    def _machine(self, node_id: str, site: Site) -> Node:
+        spec = NodeSpec.from_config(self.cfg, node_id, FakeFieldBus(node_id, site).roles())
+        return Node(spec, rid_salt=f"{node_id}.{self.t_ms}.")
 
-    def _group(self, node_id: str) -> set[str]:
-        return next(g for g in self.groups if node_id in g)
+    @property
+    def log(self) -> list[tuple[int, bytes]]:
+        return self.consensus.log
 
-    def has_quorum(self, node_id: str) -> bool:
-        alive = {n for n in self._group(node_id) if self.nodes[n].alive}
-        return len(alive) > len(self.nodes) / 2
+    # --- moving events in and actions out ------------------------------------------------------
 
-    def _commit_from(self, node_id: str, data: bytes) -> bool:
-        """A proposal through `node_id`: committed only if the leader is reachable and its
-        side has a majority (a minority side never commits)."""
-        if self.leader is None or self.leader not in self._group(node_id) or not self.has_quorum(self.leader):
-            return False
-        self.log.append((self.term, data))
-        self._replicate()
-        return True
+    def _say(self, text: str) -> None:
+        self.trace.append(f"{self.t_ms / 1000:7.1f} {text}")
 
-    def _replicate(self) -> None:
-        for n in self.nodes.values():
-            if not n.alive or (self.leader is not None and self.leader not in self._group(n.node_id)):
-                continue
-            while n.applied_index < len(self.log):
-                term, data = self.log[n.applied_index]
-                n.applied_index += 1
-                n.state, _ = apply(n.state, data, term, n.applied_index)
-
-    def _elect(self) -> None:
-        if self.leader is not None and self.nodes[self.leader].alive and self.has_quorum(self.leader):
+    def feed(self, node_id: str, event: Event) -> None:
+        """Queue an event for a node's machine; events are handled in order, one at a time
+        (a proposal's commit does not re-enter a machine that is still stepping)."""
+        self._queue.append((node_id, event))
+        if self._draining:
             return
-        if self.lost_leader_at is None:
-            self.lost_leader_at = self.t_ms
-            if self.leader is not None:
-                self.trace.append(f"{self.t_ms / 1000:7.1f} leader {self.leader} lost")
-            self.leader = None
+        self._draining = True
+        try:
+            while self._queue:
+                n, ev = self._queue.popleft()
+                sim = self.nodes[n]
+                if sim.alive:
+                    for action in sim.machine.step(ev):
+                        self._carry_out(sim, action)
+        finally:
+            self._draining = False
+
+    def _carry_out(self, sim: SimNode, action: Action) -> None:
+        n, now = sim.node_id, self.clock.monotonic()
+        if isinstance(action, Propose):
+
+            def done(res: dict | None, code: str | None, text: str, a: Propose = action) -> None:
+                result = res if res is not None else {"ok": False, "code": code, "message": text}
+                self.feed(n, Proposed(a.purpose, a.key, result, now))
+
+            self.consensus.member(n).propose(action.data, done)
+        elif isinstance(action, Write):
+            self._observe(sim, action)
+            sim.field.write(action, lambda w: self.feed(n, w), now)
+        elif isinstance(action, Log) and action.code in ("E_QUORUM", "I_SURVIVAL_END"):
+            self._say(f"{n} survival" if action.code == "E_QUORUM" else f"{n} back to the leader")
+
+    def _observe(self, sim: SimNode, write: Write) -> None:
+        """The safety property, checked from outside the machine."""
+        if write.token is None:
             return
-        if self.t_ms - self.lost_leader_at < ELECTION_MS:
-            return
-        for g in self.groups:
-            alive = sorted(n for n in g if self.nodes[n].alive)
-            if len(alive) > len(self.nodes) / 2:
-                up_to_date = max(alive, key=lambda n: (self.nodes[n].applied_index, n))
-                self.term += 1
-                self.leader, self.lost_leader_at = up_to_date, None
-                self.trace.append(f"{self.t_ms / 1000:7.1f} leader {self.leader} term {self.term}")
-                self._replicate()
-                return
+        last = sim.actuated.get(write.key)
+        if last is not None and write.token != last and not newer(write.token, last):
+            self.violations.append(f"{self.t_ms} {sim.node_id} stale token {write.token} after {last}")
+        sim.actuated[write.key] = write.token
+
+    def _applied(self, node_id: str, state: Any) -> None:
+        self.nodes[node_id].applied_index = self.consensus.replicas[node_id].applied
+        self.feed(node_id, Applied(state))
 
     # --- scenario verbs -------------------------------------------------------------------------
 
     def kill(self, node_id: str) -> None:
         self.nodes[node_id].alive = False
-        self.trace.append(f"{self.t_ms / 1000:7.1f} kill {node_id}")
+        self.consensus.kill(node_id)
+        self._say(f"kill {node_id}")
 
     def restart(self, node_id: str) -> None:
-        self.nodes[node_id].alive = True
-        self.trace.append(f"{self.t_ms / 1000:7.1f} restart {node_id}")
-        self._replicate()
+        """A new process: a fresh machine, replaying its journal (the replica's state)."""
+        sim = self.nodes[node_id]
+        sim.alive, sim.view = True, None
+        sim.machine = self._machine(node_id, sim.site)
+        self._say(f"restart {node_id}")
+        self.feed(node_id, Applied(self.consensus.replicas[node_id].state))
+        self.consensus.restart(node_id)
 
     def partition(self, *groups: set[str]) -> None:
-        self.groups = [set(g) for g in groups]
-        self.trace.append(
-            f"{self.t_ms / 1000:7.1f} partition " + " | ".join(" ".join(sorted(g)) for g in groups)
-        )
+        self.consensus.partition(*groups)
+        self._say("partition " + " | ".join(" ".join(sorted(g)) for g in groups))
 
     def heal(self) -> None:
-        self.groups = [set(self.nodes)]
-        self.trace.append(f"{self.t_ms / 1000:7.1f} heal")
-        self._replicate()
+        self._say("heal")
+        self.consensus.heal()
 
-    # --- one step -----------------------------------------------------------------------------
+    # --- one step -------------------------------------------------------------------------------
 
     def step(self) -> None:
         self.t_ms += STEP_MS
-        self._elect()
-        if self.t_ms % REPORT_MS == 0:
-            for n in self.nodes.values():
-                if n.alive:
-                    self._report(n)
-            if self.leader is not None and self.nodes[self.leader].alive and self.has_quorum(self.leader):
-                self._dispatch(self.nodes[self.leader])
-        for n in self.nodes.values():
-            if n.alive:
-                self._actuate(n)
-            n.site = n.site.step(STEP_MS / 1000)
+        self.clock.now_s = self.t_ms / 1000
+        self.consensus.elect()
+        for text in self.consensus.events:
+            self._say(text)
+        self.consensus.events.clear()
+        now, wall = self.clock.monotonic(), self.clock.time()
+        for sim in self.nodes.values():
+            if not sim.alive:
+                continue
+            self.feed(sim.node_id, Tick(now, wall))  # the time first: what follows happens now
+            view = self.consensus.member(sim.node_id).view()
+            if view != sim.view:
+                sim.view = view
+                self.feed(sim.node_id, view)
+            if self.t_ms % POLL_MS == 0:
+                for dev, values in sim.field.readings().items():
+                    self.feed(sim.node_id, DeviceReading(dev, True, 0, values, now))
+        for sim in self.nodes.values():
+            sim.field.site = sim.field.site.step(STEP_MS / 1000)
 
-    def _report(self, n: SimNode) -> None:
-        n.report_seq += 1
-        previous = n.state.reports.get(n.node_id)
-        n.report_seq = max(n.report_seq, previous.seq + 1 if previous else 0)
-        readings = [{"id": k, "state": st, "values": v} for k, (st, v) in n.readings().items()]
-        self._commit_from(
-            n.node_id,
-            commands.encode(
-                "report",
-                f"rep-{n.node_id}-{n.report_seq}",
-                node_id=n.node_id,
-                seq=n.report_seq,
-                devices=readings,
-            ),
-        )
-
-    def _dispatch(self, leader: SimNode) -> None:
-        state = leader.state
-        if state.policy is None:
-            return
-        stale = set()
-        for node_id, rep in state.reports.items():  # a gateway whose reports stopped is gone
-            seen = self._report_seen.get(node_id)
-            if seen is None or seen[0] != rep.seq:
-                self._report_seen[node_id] = (rep.seq, self.t_ms)
-            elif self.t_ms - seen[1] > STALE_REPORT_MS:
-                stale.add(node_id)
-        result = dispatch(build_image(state, stale_nodes=frozenset(stale)), state.policy)
-        cycle = (state.last_dispatch.cycle + 1) if state.last_dispatch else 1
-        if self._commit_from(
-            leader.node_id,
-            commands.encode("dispatch", f"dispatch-{self.term}-{cycle}", **command_fields(result, cycle)),
-        ):
-            self.cycle = cycle
-
-    def _actuate(self, n: SimNode) -> None:
-        quorum = (
-            self.has_quorum(n.node_id) and self.leader is not None and self.leader in self._group(n.node_id)
-        )
-        if not quorum:
-            n.no_quorum_since_ms = n.no_quorum_since_ms if n.no_quorum_since_ms is not None else self.t_ms
-            if self.t_ms - n.no_quorum_since_ms >= SURVIVAL_AFTER_MS:
-                if not n.survival:
-                    n.survival = True
-                    self.trace.append(f"{self.t_ms / 1000:7.1f} {n.node_id} survival")
-                self._survive(n)
-            return
-        if n.survival:
-            n.survival = False
-            self.trace.append(f"{self.t_ms / 1000:7.1f} {n.node_id} back to the leader")
-        n.no_quorum_since_ms = None
-        sp = n.state.setpoints.get(f"{n.node_id}-bat")
-        if sp is None:
-            return
-        token = (sp.term, sp.index)
-        applied = n.actuated.get(sp.device_id)
-        if applied is not None and token != applied and not newer(token, applied):
-            self.violations.append(f"{self.t_ms} {n.node_id} stale token {token} after {applied}")
-            return
-        if token != applied or self.t_ms % REPORT_MS == 0:  # new, or a refresh before the revert
-            n.actuated[sp.device_id] = token
-            assert n.site.battery is not None
-            n.site = dataclasses.replace(n.site, battery=n.site.battery.write_setpoint(sp.kw))
-
-    def _survive(self, n: SimNode) -> None:
-        env = n.state.envelopes.get(n.node_id)
-        if env is None or self.t_ms % REPORT_MS:
-            return
-        policy = dataclasses.replace(
-            n.state.policy or self.policy,
-            import_limit_kw=env.import_limit_kw,
-            export_limit_kw=env.export_limit_kw,
-            reserve_forecast=False,
-        )
-        result = dispatch(image_from_readings(n.devices(), n.readings()), policy)
-        for dev_id, kw, _, _ in result.setpoints:
-            if dev_id.endswith("-bat"):
-                assert n.site.battery is not None
-                n.site = dataclasses.replace(n.site, battery=n.site.battery.write_setpoint(kw))
-
-    # --- scenarios ----------------------------------------------------------------------------
+    # --- scenarios ------------------------------------------------------------------------------
 
     def zone_import_kw(self) -> float:
         return sum(n.site.meter.grid_kw for n in self.nodes.values())
@@ -318,11 +262,10 @@ class Harness:
         for n in self.nodes.values():
             b = n.site.battery
             assert b is not None
-            env = n.state.envelopes.get(n.node_id)
+            env = n.machine.zone.envelopes.get(n.node_id)
             parts.append(
                 f"{n.node_id} grid {n.site.meter.grid_kw:5.1f} bat {b.power_kw:5.1f}"
                 + (f" env {env.import_limit_kw:4.1f}" if env else "")
+                + (" survival" if n.survival else "")
             )
-        self.trace.append(
-            f"{self.t_ms / 1000:7.1f} check zone {self.zone_import_kw():5.1f} kW | " + " | ".join(parts)
-        )
+        self._say(f"check zone {self.zone_import_kw():5.1f} kW | " + " | ".join(parts))
