@@ -5,7 +5,8 @@ device whose poll is due earliest (fair: earliest deadline first), so one slow o
 device costs at most its timeout per poll and, once backed off, almost nothing; the others
 keep their cadence. Serial lines carry one request at a time, paced by their modelled
 line time. Writes jump the queue, are read back and verified. Health rules live in
-`core.health`, register maps in `core.registers`; pymodbus stays behind `adapters.modbus`.
+`core.health`, register maps in `core.register_map`, their codec in `core.registers`;
+pymodbus stays behind `adapters.modbus`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 from meshems.adapters.modbus import FieldError, ModbusLink, line_time_s
 from meshems.core.config import BusConfig, DeviceConfig, NodeConfig
 from meshems.core.health import device_state, next_poll_at
-from meshems.core.registers import Block, Point, Profile, compile_block, decode, encode
+from meshems.core.register_map import Block, Point, Profile
+from meshems.core.registers import compile_block, decode, encode
 
 #: frame errors (garbage, CRC) are retried once at once; timeouts wait for the next poll
 RETRY_AT_ONCE = {"E_CRC", "E_FRAME"}

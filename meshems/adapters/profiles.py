@@ -1,8 +1,8 @@
-"""Reading device-profile files: YAML text -> `core.registers.parse_profile`.
+"""Reading device-profile files: YAML text -> `core.profile_schema.parse_profile`.
 
 Owns the file I/O: the built-in profiles shipped in `meshems/profiles/` (found with
 importlib.resources) and operators' own profile files; duplicate YAML keys are errors, not
-last-one-wins. The schema and its messages live in the pure `core.registers`.
+last-one-wins. The schema and its messages live in the pure `core.profile_schema`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from meshems.adapters.config_file import parse_yaml
 from meshems.core.errors import ConfigError
-from meshems.core.registers import Profile, parse_profile
+from meshems.core.profile_schema import parse_profile
+from meshems.core.register_map import Profile
 
 BUILTIN = ("meter", "battery", "pv", "relay")
 

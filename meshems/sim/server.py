@@ -29,7 +29,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from meshems.core.registers import CodecError, Point, Profile, decode, encode
+from meshems.core.register_map import Point, Profile
+from meshems.core.registers import CodecError, decode, encode
 from meshems.sim.physics import Site
 from meshems.sim.sitefile import FaultSpec, SiteFile
 
