@@ -31,9 +31,10 @@ from meshems.adapters.mqtt_link import Reject
 from meshems.adapters.outbox import DropReport, Outbox, Record, SeqRange
 from meshems.cloud_sync import ACK_PERIOD_S, LIVE_AGE_S, CloudSync
 from meshems.core import telemetry
-from meshems.core.cluster import Result, ZoneState, apply
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import Command, decode, encode
 from meshems.core.config import ClusterConfig
+from meshems.core.zone_records import Result
 
 ZONE = "zone-a"
 TERM = 3

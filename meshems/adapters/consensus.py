@@ -22,10 +22,12 @@ from meshems.adapters import raft_journal
 from meshems.adapters.journal import frame, unframe
 from meshems.adapters.prevote import PreVoteSyncObj
 from meshems.adapters.raft_transport import APPEND_BATCH_BYTES, GuardedTransport
-from meshems.core.cluster import Result, ZoneState, apply, restore, snapshot
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import MAX_COMMAND_BYTES
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import DiskFullError, MeshemsError
+from meshems.core.snapshot import restore, snapshot
+from meshems.core.zone_records import Result
 
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 

@@ -170,7 +170,7 @@ def worker(kind: str, cfg: ClusterConfig, node_id: str, conn: Any) -> None:
             ev.wait(10)
             conn.send(out[0] if out else None)
         elif op == "hash":  # meshems only: (applied index, state hash)
-            from meshems.core.cluster import state_hash
+            from meshems.core.snapshot import state_hash
 
             st = impl.node.state
             conn.send((st.last_index, state_hash(st)))

@@ -5,14 +5,14 @@ the log entry, so the heart of this file is property-based: random logs of valid
 refused, retried and malformed commands are applied on independent replicas (one of them
 snapshotted and restored midway) and must end in identical states, hashes and results;
 the same logs are also checked against a small reference model of the zone. Table tests
-pin down each command's rules, the request-id dedup window (two generations of
-RID_GENERATION ids) and the snapshot format.
+pin down malformed commands, the request-id dedup window (two generations of
+RID_GENERATION ids), replays and purity; each command's rules are in test_zone_handlers.py
+and the per-command modules, the snapshot format in test_snapshot.py.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,22 +25,10 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from meshems.core import cluster
-from meshems.core.cluster import (
-    SNAPSHOT_VERSION,
-    Device,
-    Member,
-    Result,
-    Setpoint,
-    ZoneState,
-    apply,
-    restore,
-    seen,
-    setpoint_dict,
-    snapshot,
-    state_hash,
-    to_snapshot,
-)
+from meshems.core.cluster import ZoneState, apply, seen
 from meshems.core.commands import DEVICE_KINDS, SCHEMA_VERSION, Command, Rejection, decode, encode, peek_rid
+from meshems.core.snapshot import restore, snapshot, state_hash
+from meshems.core.zone_records import Result
 
 # No explain phase: it traces every line on Python < 3.12 and makes a failure take minutes.
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
@@ -554,124 +542,7 @@ def test_duplicates_and_rid_less_rejects_do_not_use_up_the_window() -> None:
     assert list(recent(state)) == ["x", "y"]
 
 
-# --- 4. set_setpoint -----------------------------------------------------------------------
-
-
-def test_set_setpoint_on_an_unknown_device_lists_the_known_ones() -> None:
-    _, res = apply(zone(), setpoint("d7", 1.0, rid="u"), 1, 10)
-    assert (res.ok, res.code) == (False, "E_UNKNOWN_DEVICE")
-    assert "'d7'" in res.message and "known: d1, d2, d3" in res.message
-    _, res = apply(ZoneState(), setpoint("d7", 1.0, rid="u"), 1, 1)
-    assert "known: none yet" in res.message
-
-
-@pytest.mark.parametrize(
-    ("device", "kw", "code"),
-    [
-        ("d1", -10.0, "OK"),
-        ("d1", 10.0, "OK"),
-        ("d1", 0, "OK"),
-        ("d1", -10.000001, "E_LIMIT"),
-        ("d1", 10.5, "E_LIMIT"),
-        ("d2", 0.0, "OK"),
-        ("d2", 5.0, "OK"),
-        ("d2", -0.1, "E_LIMIT"),
-        ("d2", 1e300, "E_LIMIT"),
-    ],
-)
-def test_set_setpoint_limits_are_inclusive(device: str, kw: float, code: str) -> None:
-    before = zone()
-    after, res = apply(before, setpoint(device, kw, rid="lim"), 2, 10)
-    assert res.code == code
-    if code == "OK":
-        assert after.setpoints[device].kw == kw
-    else:
-        assert business(after) == business(before)
-        assert str(kw) in res.message and "limits" in res.message
-
-
-def test_an_accepted_setpoint_carries_its_fencing_token() -> None:
-    state, res = apply(zone(), setpoint("d2", 3, rid="fence-1", source="ems"), 5, 42)
-    assert res == Result(True, "OK", "", 5, 42)
-    assert state.setpoints["d2"] == Setpoint("d2", 3.0, 5, 42, "fence-1", "ems")
-    assert type(state.setpoints["d2"].kw) is float
-    # A later write replaces it with a newer token; other setpoints keep theirs.
-    state, _ = apply(state, setpoint("d2", 1.5, rid="fence-2"), 6, 50)
-    assert state.setpoints["d2"] == Setpoint("d2", 1.5, 6, 50, "fence-2", "operator")
-    assert state.setpoints["d1"] == Setpoint("d1", 4.0, 1, 3, "sp-d1", "operator")
-    assert setpoint_dict(state.setpoints["d2"]) == {
-        "device_id": "d2",
-        "kw": 1.5,
-        "term": 6,
-        "index": 50,
-        "rid": "fence-2",
-        "source": "operator",
-    }
-
-
-# --- 5. declare_node and remove_node -----------------------------------------------------
-
-
-def test_declaring_a_device_owned_by_another_node_is_refused() -> None:
-    before = zone()
-    after, res = apply(before, declare("n3", dev("d9"), dev("d3"), rid="steal"), 1, 10)
-    assert (res.ok, res.code) == (False, "E_DEVICE_OWNED")
-    assert "'d3'" in res.message and "'n2'" in res.message
-    assert business(after) == business(before)  # n3 did not become a member, d9 not added
-
-
-def test_redeclaring_with_fewer_devices_drops_them_and_their_setpoints() -> None:
-    state, _ = apply(zone(), setpoint("d2", 2.0, rid="sp-d2"), 1, 10)
-    state, res = apply(state, declare("n1", dev("d2", "pv", 0, 5), rid="n1-v2", api="new:1"), 2, 11)
-    assert res == Result(True, "OK", "node n1 declared with 1 devices", 2, 11)
-    assert set(state.devices) == {"d2", "d3"}
-    assert set(state.setpoints) == {"d2"}  # d1 and its setpoint are gone
-    assert state.setpoints["d2"].index == 10
-    assert state.members["n1"] == Member("n1", "n1.local:4321", "new:1")
-
-
-def test_redeclaring_updates_limits_and_kind() -> None:
-    state, _ = apply(zone(), declare("n1", dev("d1", "load", -3, 0), dev("d2"), rid="n1-v2"), 1, 10)
-    assert state.devices["d1"] == Device("d1", "load", "n1", -3.0, 0.0)
-    _, res = apply(state, setpoint("d1", -4, rid="x"), 1, 11)
-    assert res.code == "E_LIMIT"
-
-
-def test_a_released_device_can_be_declared_by_another_node() -> None:
-    state, _ = apply(zone(), declare("n2", rid="n2-empty"), 1, 10)
-    assert "d3" not in state.devices and "n2" in state.members
-    state, res = apply(state, declare("n3", dev("d3", "meter", 0, 0), rid="n3"), 1, 11)
-    assert res.ok
-    assert state.devices["d3"] == Device("d3", "meter", "n3", 0.0, 0.0)
-
-
-def test_remove_node_removes_the_member_its_devices_and_setpoints() -> None:
-    before = zone()
-    before, _ = apply(before, setpoint("d3", -1, rid="sp-d3"), 1, 10)
-    after, res = apply(before, remove("n1", rid="rm-n1"), 2, 11)
-    assert res == Result(True, "OK", "node n1 removed", 2, 11)
-    assert set(after.members) == {"n2"}
-    assert set(after.devices) == {"d3"}
-    assert set(after.setpoints) == {"d3"}
-    assert after.setpoints["d3"] == before.setpoints["d3"]
-
-
-@pytest.mark.parametrize("node", ["n7", "d1", "N1"])
-def test_remove_of_an_unknown_node_is_refused(node: str) -> None:
-    before = zone()
-    after, res = apply(before, remove(node, rid=f"rm-{node}"), 1, 10)
-    assert (res.ok, res.code) == (False, "E_UNKNOWN_NODE")
-    assert repr(node) in res.message
-    assert business(after) == business(before)
-
-
-def test_removing_twice_refuses_the_second_time() -> None:
-    state, _ = apply(zone(), remove("n2", rid="rm-1"), 1, 10)
-    _, res = apply(state, remove("n2", rid="rm-2"), 1, 11)
-    assert res.code == "E_UNKNOWN_NODE"
-
-
-# --- 6. replayed entries -------------------------------------------------------------------
+# --- 4. replayed entries -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("offset", [0, -1, -3])
@@ -689,141 +560,10 @@ def test_index_zero_on_an_empty_state_is_a_replay() -> None:
     assert after is state and res.code == "E_CMD_REPLAYED"
 
 
-# --- 7. snapshot, restore, hash --------------------------------------------------------------
-
-
-@PROPS
-@given(logs(), st.sampled_from([2, 4096]))
-def test_snapshot_restore_round_trip(entries: list[Entry], gen: int) -> None:
-    with generation(gen):
-        state, _ = replay(ZoneState(), entries)
-    back = restore(snapshot(state))
-    assert back == state
-    assert list(recent(back)) == list(recent(state))  # eviction order survives
-    assert list(old(back)) == list(old(state))
-    assert snapshot(back) == snapshot(state)
-    assert state_hash(back) == state_hash(state)
-    assert to_snapshot(back) == to_snapshot(state)
-
-
-def test_snapshot_is_canonical_msgpack_with_a_version() -> None:
-    state = zone()
-    raw = msgpack.unpackb(snapshot(state))
-    assert raw == to_snapshot(state)
-    assert raw["v"] == SNAPSHOT_VERSION
-    assert raw["members"] == [
-        ["n1", "n1.local:4321", "n1.local:8080"],
-        ["n2", "n2.local:4321", "n2.local:8080"],
-    ]
-    assert state_hash(state) == hashlib.sha256(snapshot(state)).hexdigest()
-
-
-def test_hash_ignores_mapping_order_but_not_contents() -> None:
-    m1, m2 = Member("a", "r1", "a1"), Member("b", "r2", "a2")
-    d1, d2 = Device("x", "pv", "a", 0.0, 5.0), Device("y", "load", "b", -5.0, 0.0)
-    sp = Setpoint("x", 1.0, 3, 9, "r", "operator")
-    one = ZoneState(3, 9, {"a": m1, "b": m2}, {"x": d1, "y": d2}, {"x": sp})
-    two = ZoneState(3, 9, {"b": m2, "a": m1}, {"y": d2, "x": d1}, {"x": sp})
-    assert state_hash(one) == state_hash(two)
-    different = [
-        replace(one, setpoints={"x": replace(sp, kw=1.5)}),
-        replace(one, setpoints={"x": replace(sp, term=4)}),
-        replace(one, setpoints={"x": replace(sp, index=8)}),
-        replace(one, setpoints={"x": replace(sp, source="ems")}),
-        replace(one, setpoints={}),
-        replace(one, devices={"x": replace(d1, max_kw=6.0), "y": d2}),
-        replace(one, members={"a": replace(m1, api="other"), "b": m2}),
-        replace(one, last_index=10),
-        replace(one, rids=({"r": Result(True, "OK", "", 3, 9)},)),
-    ]
-    hashes = {state_hash(s) for s in [one, *different]}
-    assert len(hashes) == len(different) + 1
-
-
-def test_hash_depends_on_the_dedup_window_order() -> None:
-    r1, r2 = Result(True, "OK", "", 1, 1), Result(True, "OK", "", 1, 2)
-    assert state_hash(ZoneState(rids=({"a": r1, "b": r2},))) != state_hash(
-        ZoneState(rids=({"b": r2, "a": r1},))
-    )
-
-
-def _damaged(**over: Any) -> bytes:
-    return msgpack.packb({**to_snapshot(zone()), **over})
-
-
-DAMAGED: list[tuple[str, bytes]] = [
-    ("empty", b""),
-    ("reserved byte", b"\xc1"),
-    ("not a map (list)", msgpack.packb([1, 2])),
-    ("not a map (int)", msgpack.packb(5)),
-    ("nil", msgpack.packb(None)),
-    ("empty map", msgpack.packb({})),
-    ("newer version", _damaged(v=SNAPSHOT_VERSION + 1)),
-    ("no version", msgpack.packb({k: v for k, v in to_snapshot(zone()).items() if k != "v"})),
-    ("members not a list", _damaged(members=5)),
-    ("empty member row", _damaged(members=[[]])),
-    ("short member row", _damaged(members=[["n1", "x"]])),
-    ("long device row", _damaged(devices=[["d", "pv", "n", 0, 1, 2]])),
-    ("setpoint row not a list", _damaged(setpoints=[7])),
-    ("unhashable key", _damaged(members=[[["n1"], "r", "a"]])),
-    ("empty rid row", _damaged(rids=[[[]]])),
-    ("short rid row", _damaged(rids=[[], [["r", True, "OK"]]])),
-    ("trailing bytes", snapshot(zone()) + b"\x00"),
-]
-
-
-@pytest.mark.parametrize(("case", "data"), DAMAGED, ids=[d[0] for d in DAMAGED])
-def test_restore_of_a_damaged_snapshot_raises_value_error(case: str, data: bytes) -> None:
-    with pytest.raises(ValueError):
-        restore(data)
-
-
 #: keys added after snapshot version 1 shipped: an older snapshot restores them as 0
-OPTIONAL_KEYS = {"telemetry_seq", "cloud_acked"}
 
 
-@pytest.mark.parametrize("key", sorted(set(to_snapshot(ZoneState())) - OPTIONAL_KEYS))
-def test_restore_needs_every_key(key: str) -> None:
-    raw = {k: v for k, v in to_snapshot(zone()).items() if k != key}
-    with pytest.raises(ValueError):
-        restore(msgpack.packb(raw))
-
-
-@pytest.mark.parametrize("key", sorted(OPTIONAL_KEYS))
-def test_restore_of_an_older_snapshot_starts_the_telemetry_stream_at_zero(key: str) -> None:
-    state = replace(zone(), telemetry_seq=7, cloud_acked=5)
-    raw = {k: v for k, v in to_snapshot(state).items() if k != key}
-    assert getattr(restore(msgpack.packb(raw)), key) == 0
-
-
-def test_every_truncated_snapshot_is_refused() -> None:
-    data = snapshot(zone())
-    for n in range(len(data)):
-        with pytest.raises(ValueError):
-            restore(data[:n])
-
-
-@settings(max_examples=200, deadline=None, phases=PHASES)
-@given(st.data())
-def test_restore_of_corrupted_bytes_raises_only_value_error(data: st.DataObject) -> None:
-    good = bytearray(snapshot(zone()))
-    for _ in range(data.draw(st.integers(1, 3))):
-        good[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
-    try:
-        state = restore(bytes(good))
-    except ValueError:
-        return
-    assert isinstance(state, ZoneState)
-
-
-@settings(max_examples=150, deadline=None, phases=PHASES)
-@given(st.binary(max_size=64))
-def test_restore_of_random_bytes_raises_value_error(data: bytes) -> None:
-    with pytest.raises(ValueError):
-        restore(data)
-
-
-# --- 8. purity ---------------------------------------------------------------------------------
+# --- 5. purity ---------------------------------------------------------------------------------
 
 
 @PROPS
@@ -858,18 +598,6 @@ def test_states_and_results_are_immutable() -> None:
         state.setpoints["d1"].kw = 9.0  # type: ignore[misc]
 
 
-def test_result_to_dict() -> None:
-    res = Result(False, "E_LIMIT", "too much", 2, 9, duplicate=True)
-    assert res.to_dict() == {
-        "ok": False,
-        "code": "E_LIMIT",
-        "message": "too much",
-        "term": 2,
-        "index": 9,
-        "duplicate": True,
-    }
-
-
 @pytest.mark.parametrize(("others", "remembered"), [(0, True), (11, True), (12, False)])
 def test_window_spans_all_generations(others: int, remembered: bool) -> None:
     """With 3 generations of 4, the first rid survives 3 x 4 - 1 others, not 3 x 4."""
@@ -880,16 +608,3 @@ def test_window_spans_all_generations(others: int, remembered: bool) -> None:
         state, _ = run(state, [barrier(f"o{i}") for i in range(others)])
         assert len(state.rids) <= 3
         assert (seen(state, "x") is not None) == remembered
-
-
-def test_narrowed_limits_drop_setpoints_now_out_of_range() -> None:
-    state, _ = apply(zone(), setpoint("d1", 4.0, rid="s1"), 1, 10)
-    assert state.setpoints["d1"].kw == 4.0
-    narrower = declare("n1", dev("d1", "battery", -1.0, 1.0), dev("d2", "pv", 0.0, 5.0), rid="narrow")
-    state, res = apply(state, narrower, 1, 11)
-    assert res.ok
-    assert "d1" not in state.setpoints  # 4 kW is outside the new [-1, 1]: not actuated any more
-    state, _ = apply(state, setpoint("d1", 0.5, rid="s2"), 1, 12)
-    wider = declare("n1", dev("d1", "battery", -2.0, 2.0), dev("d2", "pv", 0.0, 5.0), rid="wider")
-    state, _ = apply(state, wider, 1, 13)
-    assert state.setpoints["d1"].kw == 0.5  # still inside: kept

@@ -24,21 +24,14 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from meshems.core.cluster import (
-    MAX_SEQ_STEP,
-    DispatchRecord,
-    RelayState,
-    Setpoint,
-    ZoneState,
-    apply,
-    restore,
-    snapshot,
-    state_hash,
-)
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import Command, decode, encode
 from meshems.core.dispatch import DispatchResult, command_fields, dispatch, envelopes
 from meshems.core.policy import Envelope, Policy, policy_problems
 from meshems.core.process_image import DeviceInfo, ProcessImage, build_image, image_from_readings
+from meshems.core.snapshot import restore, snapshot, state_hash
+from meshems.core.zone_handlers import MAX_SEQ_STEP
+from meshems.core.zone_records import DispatchRecord, RelayState, Setpoint
 
 # No explain phase (it traces every line on Python < 3.12).
 PROPS = settings(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from meshems.core.cluster import MAX_VERSION_STEP, ZoneState, apply, restore, snapshot, state_hash
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import encode
+from meshems.core.snapshot import restore, snapshot, state_hash
+from meshems.core.zone_handlers import MAX_VERSION_STEP
 
 DIGEST = "ab" * 32
 

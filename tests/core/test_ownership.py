@@ -3,8 +3,9 @@ the owner is removed."""
 
 from __future__ import annotations
 
-from meshems.core.cluster import ZoneState, apply, restore, snapshot, state_hash
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import encode
+from meshems.core.snapshot import restore, snapshot, state_hash
 
 
 def declare(node: str, *devices: dict, rid: str | None = None) -> bytes:

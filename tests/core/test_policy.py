@@ -14,9 +14,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from meshems.core.cluster import ZoneState, apply, restore, snapshot, state_hash
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import SCHEMA_VERSION, Command, Rejection, decode, encode
 from meshems.core.policy import FIELDS, SHED_FORMAT, Policy, policy_problems, with_changes
+from meshems.core.snapshot import restore, snapshot, state_hash
 
 NUMBER_FIELDS = sorted(FIELDS - {"shed_order", "reserve_forecast"})
 

@@ -18,17 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshems.core.cluster import (
-    MAX_SEQ_STEP,
-    NodeReport,
-    Reading,
-    ZoneState,
-    apply,
-    restore,
-    snapshot,
-    state_hash,
-    to_snapshot,
-)
+from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import (
     DEVICE_STATES,
     MAX_REPORT_VALUES,
@@ -41,6 +31,9 @@ from meshems.core.commands import (
     decode,
     encode,
 )
+from meshems.core.snapshot import restore, snapshot, state_hash, to_snapshot
+from meshems.core.zone_handlers import MAX_SEQ_STEP
+from meshems.core.zone_records import NodeReport, Reading
 from tests.core.test_cluster import (
     PHASES,
     business,

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from meshems.core.cluster import TELEMETRY_TYPES, Result, ZoneState, apply, restore, snapshot
+from meshems.core.cluster import TELEMETRY_TYPES, ZoneState, apply
 from meshems.core.commands import encode
+from meshems.core.snapshot import restore, snapshot
 from meshems.core.telemetry import (
     PAYLOAD_VERSION,
     TOPICS,
@@ -32,6 +33,7 @@ from meshems.core.telemetry import (
     topic,
     user_properties,
 )
+from meshems.core.zone_records import Result
 
 # No explain phase: it traces every line on Python < 3.12 and makes a failure take minutes.
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
