@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshems.adapters.mqtt_link import MqttLink
-from meshems.adapters.outbox import DropReport, Outbox, OutboxError, Record, seq_ranges
+from meshems.adapters.outbox import Outbox
+from meshems.adapters.outbox_file import OutboxError
+from meshems.adapters.outbox_records import DropReport, Record, seq_ranges
 from meshems.core import commands, telemetry
 from meshems.core.cluster import ZoneState
 from meshems.core.config import CloudConfig, ClusterConfig

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from meshems.adapters.config_file import load_config
 from meshems.adapters.journal import frame
 from meshems.adapters.mqtt_link import Reject
-from meshems.adapters.outbox import DropReport, Outbox, Record, SeqRange
+from meshems.adapters.outbox import Outbox
+from meshems.adapters.outbox_records import DropReport, Record, SeqRange
 from meshems.cloud_sync import ACK_PERIOD_S, LIVE_AGE_S, CloudSync
 from meshems.core import telemetry
 from meshems.core.cluster import ZoneState, apply

@@ -1,8 +1,8 @@
-"""Durable telemetry outbox for cloud sync: zone telemetry records keyed by their zone-wide seq, in
-one SQLite file (WAL), published by the leader after the broker-acknowledged watermark and pruned
-up to it on every node. Owns the file, its caps and its drop counters; it never reads a clock
-(callers pass `now_s`), never drops a record without counting it and reporting its seq range, and
-never recreates a damaged file (it raises JournalCorruptError; `Outbox.quarantine` moves it aside).
+"""Durable telemetry outbox for cloud sync: zone telemetry records keyed by their zone-wide seq,
+published by the leader after the broker-acknowledged watermark and pruned up to it on every
+node. Owns the records' caps (age, bytes under drop_oldest or reject_new) and their drop
+counters; it never reads a clock (callers pass `now_s`) and never drops a record without
+counting it and reporting its seq range. The SQLite file is `adapters.outbox_file`.
 
 Durability: `synchronous="NORMAL"` (default) in WAL mode survives a crash of the process, but a
 power loss or OS crash may lose the last committed transactions (never corrupts the file). That
@@ -16,47 +16,28 @@ import contextlib
 import math
 import sqlite3
 import struct
-import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from meshems.core.errors import JournalCorruptError, MeshemsError
+from meshems.adapters.outbox_file import (
+    SYNCHRONOUS_MODES,
+    OutboxError,
+    Synchronous,
+    connect,
+    corrupt,
+    quarantine,
+    save_counters,
+    sqlite_error,
+)
+from meshems.adapters.outbox_records import AppendResult, DropReport, OutboxStats, Record, seq_ranges
 
-SCHEMA_VERSION = 1
 FullPolicy = Literal["drop_oldest", "reject_new"]
-Synchronous = Literal["NORMAL", "FULL"]
 FULL_POLICIES: frozenset[str] = frozenset({"drop_oldest", "reject_new"})
-SYNCHRONOUS_MODES: frozenset[str] = frozenset({"NORMAL", "FULL"})
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _IN_CHUNK = 500  # seqs per "IN (...)" lookup; far below SQLite's bound-parameter limit
 _CRC_HEAD = struct.Struct(">qd")
-_COUNTERS = ("dropped_age", "dropped_bytes", "rejected", "last_pruned", "dropped_through")
-
-_SCHEMA = f"""
-BEGIN IMMEDIATE;
-CREATE TABLE records (
-    seq INTEGER PRIMARY KEY,
-    created_s REAL NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    crc INTEGER NOT NULL
-);
-CREATE INDEX records_created_s ON records (created_s);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO meta (key, value) VALUES
-    ('schema_version', {SCHEMA_VERSION}), ('last_pruned', -1), ('dropped_through', -1),
-    ('dropped_age', 0), ('dropped_bytes', 0), ('rejected', 0);
-COMMIT;
-"""
-
-
-class OutboxError(MeshemsError):
-    """The outbox file cannot be opened or used (locked, unwritable, wrong schema version)."""
-
-    code = "E_OUTBOX"
 
 
 class OutboxDivergedError(OutboxError):
@@ -66,110 +47,10 @@ class OutboxDivergedError(OutboxError):
     code = "E_OUTBOX_DIVERGED"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    seq: int
-    created_s: float
-    topic: str
-    payload: bytes
-
-
-class SeqRange(NamedTuple):
-    """Every integer seq from `first` to `last` (inclusive)."""
-
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
-class DropReport:
-    """Records one call dropped, per reason, with their seq ranges (for a gap notice and an alarm)."""
-
-    age: tuple[SeqRange, ...] = ()
-    bytes: tuple[SeqRange, ...] = ()
-    rejected: tuple[SeqRange, ...] = ()
-
-    @property
-    def dropped_age(self) -> int:
-        return _count(self.age)
-
-    @property
-    def dropped_bytes(self) -> int:
-        return _count(self.bytes)
-
-    @property
-    def rejected_count(self) -> int:
-        return _count(self.rejected)
-
-    @property
-    def total(self) -> int:
-        return self.dropped_age + self.dropped_bytes + self.rejected_count
-
-    def __bool__(self) -> bool:
-        return bool(self.age or self.bytes or self.rejected)
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    inserted: int
-    duplicates: int  # already stored with the same topic and payload: ignored
-    below_floor: int  # at or below the floor (pruned or dropped before): ignored, not counted again
-    drops: DropReport = field(default_factory=DropReport)
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    depth: int
-    bytes: int
-    first_seq: int | None
-    last_seq: int | None
-    oldest_age_s: float | None
-    dropped_age: int  # cumulative since the file was created
-    dropped_bytes: int
-    rejected: int
-    last_pruned: int | None
-
-
-@dataclass
-class _State:
-    depth: int
-    bytes: int
-    dropped_age: int
-    dropped_bytes: int
-    rejected: int
-    last_pruned: int
-    dropped_through: int
-
-    @property
-    def floor(self) -> int:
-        """Appends never insert at or below this seq: the outbox acknowledged or gave them up."""
-        return max(self.last_pruned, self.dropped_through)
-
-
-def _count(ranges: Iterable[SeqRange]) -> int:
-    return sum(r.last - r.first + 1 for r in ranges)
-
-
-def seq_ranges(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
-    """Collapse seqs into sorted runs of consecutive integers."""
-    out: list[SeqRange] = []
-    for seq in sorted(set(seqs)):
-        if out and out[-1].last == seq - 1:
-            out[-1] = SeqRange(out[-1].first, seq)
-        else:
-            out.append(SeqRange(seq, seq))
-    return tuple(out)
-
-
 def record_crc(seq: int, created_s: float, topic: str, payload: bytes) -> int:
     """CRC-32 over the whole row, so damage to any column is detected."""
     head = _CRC_HEAD.pack(seq, created_s) + topic.encode() + b"\0"
     return zlib.crc32(payload, zlib.crc32(head))
-
-
-def _is_corruption(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 class Outbox:
@@ -195,70 +76,11 @@ class Outbox:
         self.max_bytes = max_bytes
         self.max_age_s = float(max_age_s)
         self.full_policy: FullPolicy = full_policy
-        self.synchronous: Synchronous = synchronous
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise self._error(exc, "cannot open") from exc
-        try:
-            self._state = self._open()
-        except BaseException as exc:
-            self._conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(exc, "cannot open") from exc
-            raise
+        self._conn, self._state = connect(self.path, synchronous)
 
-    # -- opening -------------------------------------------------------------------------------
-
-    def _open(self) -> _State:
-        conn = self._conn
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise OutboxError(
-                f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the outbox on a local "
-                "filesystem that supports shared memory",
-                path=str(self.path),
-            )
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA journal_size_limit=67108864")  # keep the -wal file from staying huge
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise self._corrupt(f"quick_check failed: {'; '.join(map(str, problems[:3]))}")
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            conn.executescript(_SCHEMA)  # one transaction: tables and meta rows, or nothing
-        elif not {"records", "meta"} <= tables:
-            raise self._corrupt(f"not a meshems outbox (tables: {', '.join(sorted(tables))})")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise OutboxError(
-                f"{self.path}: outbox schema version {version}, this meshems reads {SCHEMA_VERSION}; "
-                "run the matching meshems version, or quarantine the file (the node re-derives its "
-                "backlog from the Raft log)",
-                path=str(self.path),
-            )
-        missing = [key for key in _COUNTERS if not isinstance(meta.get(key), int)]
-        if missing:
-            raise self._corrupt(f"meta table lacks {', '.join(missing)}")
-        depth, total = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM records"
-        ).fetchone()
-        return _State(depth=depth, bytes=total, **{key: meta[key] for key in _COUNTERS})
-
-    def _corrupt(self, what: str, **ctx: object) -> JournalCorruptError:
-        return JournalCorruptError(
-            f"{self.path}: {what}. The outbox will not be used. Stop the node, move the file aside "
-            "(Outbox.quarantine) and restart it: the node re-derives its backlog from the Raft log",
-            path=str(self.path),
-            **ctx,
-        )
-
-    def _error(self, exc: sqlite3.Error, doing: str) -> MeshemsError:
-        if _is_corruption(exc):
-            return self._corrupt(f"damaged or not an SQLite database ({exc})")
-        return OutboxError(f"{self.path}: {doing} the outbox: {exc}", path=str(self.path))
+    #: move a damaged file aside (see `outbox_file.quarantine`); only while it is not open
+    quarantine = staticmethod(quarantine)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -276,16 +98,16 @@ class Outbox:
         except BaseException as exc:
             self._state = saved
             if isinstance(exc, sqlite3.Error):
-                raise self._error(exc, "cannot write") from exc
+                raise sqlite_error(self.path, exc, "cannot write") from exc
             raise
 
     # -- reading -------------------------------------------------------------------------------
 
     def _checked(self, seq: int, created_s: float, topic: str, payload: bytes, crc: int) -> Record:
         if not (isinstance(payload, bytes) and isinstance(topic, str) and isinstance(created_s, float)):
-            raise self._corrupt(f"record seq {seq} has columns of the wrong type", seq=seq)
+            raise corrupt(self.path, f"record seq {seq} has columns of the wrong type", seq=seq)
         if record_crc(seq, created_s, topic, payload) != crc:
-            raise self._corrupt(f"record seq {seq} fails its CRC-32 check", seq=seq)
+            raise corrupt(self.path, f"record seq {seq} fails its CRC-32 check", seq=seq)
         return Record(seq, created_s, topic, payload)
 
     def read_from(self, after_seq: int, limit: int) -> list[Record]:
@@ -299,7 +121,7 @@ class Outbox:
                 (after_seq, limit),
             ).fetchall()
         except sqlite3.Error as exc:
-            raise self._error(exc, "cannot read") from exc
+            raise sqlite_error(self.path, exc, "cannot read") from exc
         return [self._checked(*row) for row in rows]
 
     def stats(self, now_s: float) -> OutboxStats:
@@ -311,7 +133,7 @@ class Outbox:
                 "(SELECT MIN(created_s) FROM records)"
             ).fetchone()
         except sqlite3.Error as exc:
-            raise self._error(exc, "cannot read") from exc
+            raise sqlite_error(self.path, exc, "cannot read") from exc
         s = self._state
         return OutboxStats(
             depth=s.depth,
@@ -383,7 +205,7 @@ class Outbox:
             state.dropped_through = max([state.dropped_through, *new_aged])
             if self.full_policy == "drop_oldest":
                 self._drop_oldest(over)
-            self._save_meta()
+            save_counters(self._conn, self._state)
         drops = DropReport(seq_ranges(age + new_aged), seq_ranges(over), seq_ranges(rejected))
         return AppendResult(len(rows), duplicates, below_floor, drops)
 
@@ -397,7 +219,7 @@ class Outbox:
             self._state.depth -= count
             self._state.bytes -= total
             self._state.last_pruned = max(self._state.last_pruned, seq)
-            self._save_meta()
+            save_counters(self._conn, self._state)
         return count
 
     def enforce_caps(self, now_s: float) -> DropReport:
@@ -411,7 +233,7 @@ class Outbox:
             if self.full_policy == "drop_oldest":
                 self._drop_oldest(over)
             if age or over:
-                self._save_meta()
+                save_counters(self._conn, self._state)
         return DropReport(seq_ranges(age), seq_ranges(over))
 
     def close(self) -> None:
@@ -422,25 +244,6 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @staticmethod
-    def quarantine(path: Path | str, stamp: str | None = None) -> list[Path]:
-        """Move a (damaged) outbox file and its -wal/-shm aside as `<name>.corrupt-<stamp>` so the
-        caller can start a fresh one; the -wal keeps SQLite's naming so the copy opens with it.
-        Call it only while no Outbox has the file open. Returns the new paths."""
-        path = Path(path)
-        stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
-        base, n = f"{path.name}.corrupt-{stamp}", 1
-        while any(path.with_name(base + sfx).exists() for sfx in ("", "-wal", "-shm")):
-            base, n = f"{path.name}.corrupt-{stamp}-{n}", n + 1
-        moved = []
-        for sfx in ("", "-wal", "-shm"):
-            source = path.with_name(path.name + sfx)
-            if source.exists():
-                target = path.with_name(base + sfx)
-                source.rename(target)
-                moved.append(target)
-        return moved
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -517,9 +320,3 @@ class Outbox:
         self._state.depth -= len(rows)
         self._state.bytes -= sum(size for _, size in rows)
         self._state.dropped_through = max(self._state.dropped_through, max(seq for seq, _ in rows))
-
-    def _save_meta(self) -> None:
-        s = self._state
-        self._conn.executemany(
-            "UPDATE meta SET value = ? WHERE key = ?", [(getattr(s, key), key) for key in _COUNTERS]
-        )

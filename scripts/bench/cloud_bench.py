@@ -42,7 +42,8 @@ from benchlib import pct
 from meshems.adapters import pki
 from meshems.adapters.config_file import load_config
 from meshems.adapters.mqtt_link import MqttLink
-from meshems.adapters.outbox import Outbox, Record
+from meshems.adapters.outbox import Outbox
+from meshems.adapters.outbox_records import Record
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.cloud_sync import CloudSync
 from meshems.core import commands, telemetry

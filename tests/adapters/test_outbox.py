@@ -1,7 +1,7 @@
 """The telemetry outbox on real SQLite files: seq order, idempotent re-append, divergence, prune,
-age and byte caps under both policies (every drop counted and reported by seq range), restart,
-damage detection (row CRC, quick_check, not a database) and quarantine; a property test checks
-random operation sequences against a plain in-memory model."""
+age and byte caps under both policies (every drop counted and reported by seq range), restart
+and a damaged row (CRC); a property test checks random operation sequences against a plain
+in-memory model. The file's own checks and quarantine are in test_outbox_file.py."""
 
 from __future__ import annotations
 
@@ -14,16 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshems.adapters.outbox import (
-    AppendResult,
-    DropReport,
-    Outbox,
-    OutboxDivergedError,
-    OutboxError,
-    Record,
-    SeqRange,
-    seq_ranges,
-)
+from meshems.adapters.outbox import Outbox, OutboxDivergedError
+from meshems.adapters.outbox_records import AppendResult, DropReport, Record, SeqRange, seq_ranges
 from meshems.core.errors import JournalCorruptError
 
 
@@ -48,14 +40,6 @@ def box(tmp_path: Path):  # type: ignore[no-untyped-def]
     outbox = open_outbox(tmp_path / "outbox.db")
     yield outbox
     outbox.close()
-
-
-def test_seq_ranges_collapse_consecutive_seqs() -> None:
-    assert seq_ranges([7, 3, 4, 5, 9, 4]) == (SeqRange(3, 5), SeqRange(7, 7), SeqRange(9, 9))
-    assert seq_ranges([]) == ()
-    report = DropReport(age=(SeqRange(3, 5),), rejected=(SeqRange(9, 9),))
-    assert (report.dropped_age, report.dropped_bytes, report.rejected_count, report.total) == (3, 0, 1, 4)
-    assert report and not DropReport()
 
 
 def test_records_come_back_in_seq_order_page_by_page(box: Outbox) -> None:
@@ -206,13 +190,6 @@ def test_restart_loses_nothing_and_keeps_the_counters(tmp_path: Path) -> None:
         assert box.append(recs(range(1, 12), created_s=50.0), now_s=70.0).below_floor == 5
 
 
-def test_wal_mode_and_synchronous_setting(tmp_path: Path) -> None:
-    for mode, level in (("NORMAL", 1), ("FULL", 2)):
-        with open_outbox(tmp_path / f"{mode}.db", synchronous=mode) as box:
-            assert box._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert box._conn.execute("PRAGMA synchronous").fetchone()[0] == level
-
-
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="full_policy"):
         open_outbox(tmp_path / "o.db", full_policy="drop_newest")
@@ -240,71 +217,6 @@ def test_a_damaged_row_fails_its_crc(tmp_path: Path) -> None:
         assert exc.value.context == {"path": str(path), "seq": 5}
         with pytest.raises(JournalCorruptError, match="seq 5"):
             box.append([rec(5)], now_s=0.0)  # a re-append must not vouch for a damaged row
-
-
-def test_garbage_file_is_refused_and_can_be_quarantined(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
-    path.write_bytes(b"definitely not SQLite " * 300)
-    with pytest.raises(JournalCorruptError, match="not an SQLite database") as exc:
-        open_outbox(path)
-    assert str(path) in exc.value.message and path.read_bytes().startswith(b"definitely")  # untouched
-    moved = Outbox.quarantine(path, stamp="20250101T000000")
-    assert moved == [tmp_path / "o.db.corrupt-20250101T000000"] and not path.exists()
-    assert Outbox.quarantine(path, stamp="x") == []
-    with open_outbox(path) as box:
-        assert box.append(recs(range(1, 3)), now_s=0.0).inserted == 2
-
-
-def test_damaged_page_fails_quick_check(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
-    with open_outbox(path) as box:
-        box.append([*recs(range(1, 50)), Record(50, 0.0, "zone/t", b"\x77" * 20_000)], now_s=0.0)
-    assert not Path(f"{path}-wal").exists()  # checkpointed on close: every page is in the main file
-    data = bytearray(path.read_bytes())
-    page_size = 4096
-    # an overflow page of the big payload: opening never reads it, only quick_check walks it
-    overflow = next(
-        i
-        for i in range(len(data) // page_size)
-        if data[i * page_size + 4 : (i + 1) * page_size] == b"\x77" * 4092
-    )
-    data[overflow * page_size : (overflow + 1) * page_size] = b"\xa5" * page_size
-    path.write_bytes(bytes(data))
-    with pytest.raises(JournalCorruptError, match="quick_check failed") as exc:
-        open_outbox(path)
-    assert str(path) in exc.value.message
-
-
-def test_another_sqlite_file_is_not_an_outbox(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
-    raw = sqlite3.connect(path)
-    raw.execute("CREATE TABLE readings (x INTEGER)")
-    raw.commit()
-    raw.close()
-    with pytest.raises(JournalCorruptError, match="not a meshems outbox"):
-        open_outbox(path)
-
-
-def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
-    open_outbox(path).close()
-    raw = sqlite3.connect(path)
-    raw.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
-    raw.commit()
-    raw.close()
-    with pytest.raises(OutboxError, match="schema version 99"):
-        open_outbox(path)
-
-
-def test_quarantine_moves_the_wal_with_its_database(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").write_bytes(b"x")
-    first = Outbox.quarantine(path, stamp="T1")
-    assert [p.name for p in first] == ["o.db.corrupt-T1", "o.db.corrupt-T1-wal", "o.db.corrupt-T1-shm"]
-    path.write_bytes(b"y")
-    assert [p.name for p in Outbox.quarantine(path, stamp="T1")] == ["o.db.corrupt-T1-1"]  # no overwrite
-    assert (tmp_path / "o.db.corrupt-T1").read_bytes() == b"x"
 
 
 # -- property test: random operations against a plain in-memory model --------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshems.adapters.outbox import OutboxError
+from meshems.adapters.outbox_file import OutboxError
 from tests.test_cloud_sync import Rig
 
 pytestmark = pytest.mark.lab
