@@ -1,7 +1,7 @@
 """The MQTT v5 uplink to the cloud broker: TLS 1.3 only, a client certificate per node.
 
 Owns one paho-mqtt 2.x client (its network thread, reconnects with backoff), the TLS
-context, the own-certificate expiry check and the mapping of failures to stable codes.
+context and the own-certificate expiry check; what a failure means is `mqtt_failures`.
 Must not keep messages beyond paho's RAM queue (the durable outbox is the caller's job) and
 must not take a lock in a paho callback: they run under paho's locks, so they only assign
 fields and put into queues.
@@ -26,20 +26,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from meshems.adapters.mqtt_failures import AUTH_REASON_CODES, CLOSED_BEFORE_CONNACK, classify, reason_error
 from meshems.adapters.pki import require_valid
 from meshems.core.errors import AuthError, ConfigError, MeshemsError, TimeoutError_, UnreachableError
 
-#: CONNACK / DISCONNECT reason codes that mean "these credentials are refused"
-AUTH_REASON_CODES = frozenset({0x86, 0x87, 0x8A, 0x8C})
-#: words of an OpenSSL error that mean the handshake failed or the peer refused a certificate
-_TLS_MARKERS = (
-    "ALERT", "CERTIFICATE", "HANDSHAKE", "VERIFY", "PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL",
-    "NO_PROTOCOLS", "WRONG_VERSION", "UNKNOWN_CA",
-)  # fmt: skip
 #: how long connect_once's probe listens after the TLS handshake for the broker's verdict
 TLS_PROBE_WAIT_S = 2.0
-#: context["cause"] of an AuthError for a connection that ended between handshake and CONNACK
-CLOSED_BEFORE_CONNACK = "closed_before_connack"
 
 
 class _State:
@@ -221,12 +213,12 @@ class MqttLink:
             try:
                 client.connect(self.host, self.port, keepalive=self.keepalive_s)
             except OSError as exc:
-                return self._classify(exc, before_connack=True)
+                return classify(self, exc, before_connack=True)
             while not state.finished and time.monotonic() < deadline:
                 rc = client.loop(timeout=min(0.1, max(0.01, deadline - time.monotonic())))
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not state.finished:
                     detail = state.last_log_error or mqtt.error_string(rc)
-                    state.error = state.error or self._classify(detail, before_connack=True)
+                    state.error = state.error or classify(self, detail, before_connack=True)
                     break
             if state.connected:
                 return None
@@ -257,7 +249,7 @@ class MqttLink:
                     return None
                 return None  # data or a clean end: nothing more precise to say
         except OSError as exc:
-            return self._classify(exc, before_connack=True)
+            return classify(self, exc, before_connack=True)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -303,48 +295,6 @@ class MqttLink:
             except queue.Empty:
                 return out
 
-    # -- failure classification ------------------------------------------------------------
-
-    def _auth_error(self, detail: str, cause: str = "refused") -> AuthError:
-        try:
-            self.check_certificate()
-        except AuthError as exc:  # the own certificate expired meanwhile: the precise cause
-            return exc
-        except MeshemsError:
-            pass
-        return AuthError(
-            f"broker {self.endpoint} refused {self.client_id} ({self.cert}): {detail}",
-            endpoint=self.endpoint,
-            cert=str(self.cert),
-            cause=cause,
-        )
-
-    def _classify(self, failure: BaseException | str, before_connack: bool) -> MeshemsError:
-        """Map an exception or an error text to a stable code.
-
-        E_AUTH_FAIL: a TLS error naming a handshake, protocol or certificate problem, or
-        any TLS error or end of connection after the handshake but before the CONNACK (with
-        TLS 1.3 that is how a broker refuses a client certificate: an alert, or a reset that
-        swallowed it). E_UNREACHABLE: everything else of the network."""
-        detail = str(failure) or type(failure).__name__
-        tls_failure = isinstance(failure, ssl.SSLError) or "SSL" in detail.upper()
-        if tls_failure and any(m in detail.upper() for m in _TLS_MARKERS):
-            return self._auth_error(f"TLS handshake failed: {detail}")
-        ended_after_handshake = tls_failure or not isinstance(failure, OSError)  # a text: paho's log
-        if before_connack and ended_after_handshake:
-            return self._auth_error(
-                f"the connection ended before the CONNACK ({detail}); with TLS 1.3 this is how a "
-                "broker refuses a client certificate (see its log)",
-                cause=CLOSED_BEFORE_CONNACK,
-            )
-        return UnreachableError(f"broker {self.endpoint} unreachable: {detail}", endpoint=self.endpoint)
-
-    def _reason_error(self, reason: ReasonCode, what: str) -> MeshemsError:
-        text = f"{what} {reason} (0x{reason.value:02X})"
-        if reason.value in AUTH_REASON_CODES:
-            return self._auth_error(text)
-        return UnreachableError(f"broker {self.endpoint}: {text}", endpoint=self.endpoint)
-
     # -- paho callbacks: run in paho's thread under its locks; assign and enqueue only ------
 
     def _on_pre_connect(self, client: mqtt.Client, state: _State) -> None:
@@ -358,7 +308,7 @@ class MqttLink:
         if reason.is_failure:
             state.connected = False
             state.refused = True
-            state.error = self._reason_error(reason, "refused the connection:")
+            state.error = reason_error(self, reason, "refused the connection:")
             return
         state.connected = True
         state.connects += 1
@@ -370,7 +320,7 @@ class MqttLink:
         state.connected = False
         state.finished = True
         failure = exc if exc is not None else ConnectionError(state.last_log_error or "connect failed")
-        state.error = self._classify(failure, before_connack=True)
+        state.error = classify(self, failure, before_connack=True)
 
     def _on_disconnect(
         self, client: mqtt.Client, state: _State, flags: Any, reason: ReasonCode, props: Any
@@ -381,9 +331,9 @@ class MqttLink:
         if state.refused or (reason.value == 0 and not state.last_log_error):
             return  # the CONNACK's reason is already the error, or we disconnected on purpose
         if reason.is_failure and reason.value in AUTH_REASON_CODES:
-            state.error = self._reason_error(reason, "disconnected us:")
+            state.error = reason_error(self, reason, "disconnected us:")
         elif not was_connected:  # the socket ended between the TLS handshake and the CONNACK
-            state.error = self._classify(state.last_log_error or f"closed ({reason})", before_connack=True)
+            state.error = classify(self, state.last_log_error or f"closed ({reason})", before_connack=True)
         else:
             detail = state.last_log_error or str(reason)
             state.error = UnreachableError(
