@@ -21,10 +21,17 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_site(folder: Path, node_id: str, modbus_port: int, seed: int = 1, control_port: int = 0) -> Path:
+def write_site(
+    folder: Path,
+    node_id: str,
+    modbus_port: int,
+    seed: int = 1,
+    control_port: int = 0,
+    params: dict[str, object] | None = None,
+) -> Path:
     """A simulated site for one node: meter, battery, PV, relays on one Modbus TCP server."""
     doc = {
-        "site": {"seed": seed, "start_h": 12, "soc_pct": 60},
+        "site": {"seed": seed, "start_h": 12, "soc_pct": 60, **(params or {})},
         "control": {"host": "127.0.0.1", "port": control_port},
         "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": modbus_port}],
         "devices": [
@@ -57,6 +64,7 @@ def write_config(
     wired: bool = False,
     policy: dict[str, object] | None = None,
     protection: dict[str, object] | None = None,
+    site: dict[str, object] | None = None,
     **raft: object,
 ) -> Path:
     """A cluster config with `nodes` initial members and `joiners` that join at run time;
@@ -84,10 +92,10 @@ def write_config(
         doc["policy"] = policy
     if wired:
         for i, n in enumerate(doc["nodes"]):
-            site = write_site(folder, n["id"], modbus[2 * i], seed=i + 1, control_port=modbus[2 * i + 1])
+            sim = write_site(folder, n["id"], modbus[2 * i], i + 1, modbus[2 * i + 1], site)
             if protection is not None:
                 n["protection"] = protection
-            n["sim_site"] = site.name
+            n["sim_site"] = sim.name
             n["buses"] = [
                 {"id": "site", "type": "tcp", "host": "127.0.0.1", "port": modbus[2 * i], "timeout_s": 0.3}
             ]

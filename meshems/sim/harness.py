@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshems.core import commands
 from meshems.core.config import ClusterConfig, parse_config
 from meshems.core.fencing import Token, newer
 from meshems.core.node import Node
@@ -101,7 +102,15 @@ class SimNode:
 class Harness:
     """Nodes n1..nN running `core.node.Node` over the fakes, a scenario, a trace."""
 
-    def __init__(self, nodes: int = 3, policy: Policy | None = None, seed: int = 1) -> None:
+    def __init__(
+        self,
+        nodes: int = 3,
+        policy: Policy | None = None,
+        seed: int = 1,
+        load_shape: str = "office",
+        start_h: float = 12.0,
+        soc_pct: float = 60.0,
+    ) -> None:
         self.t_ms = 0
         self.clock = FakeClock()
         self.policy = policy or Policy(import_limit_kw=30.0)
@@ -114,7 +123,7 @@ class Harness:
         self._draining = False
         self.nodes: dict[str, SimNode] = {}
         for i, n in enumerate(ids):
-            site = Site.demo(seed=seed + i, t_s=12 * 3600.0, soc_pct=60.0)
+            site = Site.demo(seed=seed + i, t_s=start_h * 3600.0, soc_pct=soc_pct, load_shape=load_shape)
             self.nodes[n] = SimNode(n, FakeFieldBus(n, site), self._machine(n, site))
 
     def _machine(self, node_id: str, site: Site) -> Node:
@@ -199,6 +208,24 @@ class Harness:
         self._say("heal")
         self.consensus.heal()
 
+    def set_policy(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """An operator's `meshems policy set`, through the first node that reaches the leader."""
+        data = commands.encode("set_policy", f"operator-{self.t_ms}", values=values)
+        via = next((n for n in self.nodes if self.consensus.reaches_leader(n)), None)
+        self._say("policy " + " ".join(f"{k}={v}" for k, v in values.items()))
+        return None if via is None else self.consensus.propose(via, data)[0]
+
+    def dispatch_decisions(self) -> list[tuple[int, dict[str, str]]]:
+        """Every committed dispatch: (cycle, device or load -> deciding controller)."""
+        out = []
+        for _, data in self.consensus.log:
+            cmd = commands.decode(data)
+            if isinstance(cmd, commands.Command) and cmd.type == "dispatch":
+                decided = {sp["device_id"]: sp["controller"] for sp in cmd.fields["setpoints"]}
+                decided |= {r["load"]: r["controller"] for r in cmd.fields["relays"]}
+                out.append((cmd.fields["cycle"], decided))
+        return out
+
     # --- one step -------------------------------------------------------------------------------
 
     def step(self) -> None:
@@ -230,7 +257,8 @@ class Harness:
 
     def run_script(self, script: str) -> list[str]:
         """Run a scenario: lines 'at SECONDS VERB ARGS' (kill n1, restart n1, partition n1 | n2 n3,
-        heal) and 'check SECONDS' (trace the zone import and each node's grid and battery)."""
+        heal, policy KEY=NUMBER ...) and 'check SECONDS' (trace the zone import and each node's
+        grid and battery)."""
         events = []
         for raw in script.splitlines():
             line = raw.split("#", 1)[0].strip()
@@ -253,6 +281,8 @@ class Harness:
             elif args[0] == "partition":
                 groups = " ".join(args[1:]).split("|")
                 self.partition(*(set(g.split()) for g in groups))
+            elif args[0] == "policy":
+                self.set_policy({k: float(v) for k, _, v in (a.partition("=") for a in args[1:])})
             else:
                 raise ValueError(f"unknown scenario line: {verb} {' '.join(args)}")
         return self.trace

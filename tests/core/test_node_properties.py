@@ -23,8 +23,9 @@ from meshems.core.policy import Envelope, Policy
 from meshems.core.survival import survival_policy
 from tests.core.test_node import ALONE, FOLLOWER, Zone, machine
 
+KW_MOSTLY_IN_RANGE = st.floats(-50, 50) | st.floats(-900, 900)
 STEP = st.one_of(
-    st.tuples(st.just("setpoint"), st.sampled_from(["n1-bat", "n1-pv"]), st.floats(-50, 50) | st.floats(-900, 900)),
+    st.tuples(st.just("setpoint"), st.sampled_from(["n1-bat", "n1-pv"]), KW_MOSTLY_IN_RANGE),
     st.tuples(st.just("replay"), st.integers(0, 30)),  # a state seen earlier comes again
     st.tuples(st.just("widen"), st.booleans()),  # a (forged) declaration widens the zone's limits
     st.tuples(st.just("quorum"), st.booleans()),

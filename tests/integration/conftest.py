@@ -35,11 +35,12 @@ class ClusterFactory:
         wired: bool = False,
         policy: dict | None = None,
         protection: dict | None = None,
+        site: dict | None = None,
     ) -> LocalCluster:
         folder = self.tmp_path / f"c{len(self.clusters)}"
         folder.mkdir()
         path = write_config(
-            folder, nodes=nodes, joiners=joiners, wired=wired, policy=policy, protection=protection
+            folder, nodes=nodes, joiners=joiners, wired=wired, policy=policy, protection=protection, site=site
         )
         cfg = load_config(path)
         init_secret(cfg.secret_path)
