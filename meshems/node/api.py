@@ -73,7 +73,7 @@ class Routes:
         if refusal is not None:
             status, body = refusal
             return status, {**body, "node": self.node_id}
-        res = await self.raft.propose(req.body)
+        res = await self.raft.commit(req.body)
         return 200, {**res, "node": self.node_id}
 
     async def members(self, req: Request) -> tuple[int, Any]:
@@ -94,7 +94,7 @@ class Routes:
             return (504 if code == "E_TIMEOUT" else 409), {"ok": False, "code": code, "message": text}
         if action == "remove":
             rid = f"remove-{node_id}-{uuid.uuid4().hex[:12]}"
-            res = await self.raft.propose(commands.encode("remove_node", rid, node_id=node_id))
+            res = await self.raft.commit(commands.encode("remove_node", rid, node_id=node_id))
             return 200, {"ok": True, "code": "OK", "message": f"{node_id} removed", "zone": res}
         msg = f"{node_id} added; start it with: meshems node run --node {node_id}"
         return 200, {"ok": True, "code": "OK", "message": msg}

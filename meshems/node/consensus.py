@@ -19,6 +19,7 @@ from meshems.core.config import ClusterConfig
 from meshems.core.errors import DiskFullError
 from meshems.core.node_events import RaftChanged
 from meshems.node.bridge import Bridge, settle
+from meshems.ports import ProposeDone
 
 #: pysyncobj's code for a membership change it refuses (another one in progress, or done)
 REQUEST_DENIED = 6
@@ -47,6 +48,7 @@ class RaftService:
             on_disk_full=on_disk_full,
         )
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def state(self) -> ZoneState:
@@ -56,6 +58,8 @@ class RaftService:
         self.raft.start()
 
     def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         self.raft.stop()
 
     def view(self) -> RaftChanged:
@@ -63,7 +67,25 @@ class RaftService:
         connected = frozenset(n for n, up in st.partners.items() if up)
         return RaftChanged(st.role, st.term, st.leader, st.has_quorum, self.raft.ready(), connected)
 
-    async def propose(self, data: bytes, timeout_s: float | None = None) -> dict[str, Any]:
+    def propose(self, data: bytes, done: ProposeDone, timeout_s: float | None = None) -> None:
+        """`ports.Consensus`: propose and call `done(result, None, "")` on the loop once it is
+        applied (refused or not), or `done(None, code, text)` when it did not commit."""
+
+        def finished(task: asyncio.Task[dict[str, Any]]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():
+                return
+            res = task.result()
+            if "term" in res and "index" in res:
+                done(res, None, "")
+            else:
+                done(None, str(res.get("code")), str(res.get("message", "")))
+
+        task = asyncio.get_running_loop().create_task(self.commit(data, timeout_s))
+        self._tasks.add(task)
+        task.add_done_callback(finished)
+
+    async def commit(self, data: bytes, timeout_s: float | None = None) -> dict[str, Any]:
         """Propose command bytes and wait for commit; returns a result dict with `code`."""
         timeout_s = timeout_s or self.cfg.raft.commit_timeout_s
         checked = commands.decode(data)

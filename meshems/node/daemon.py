@@ -15,6 +15,7 @@ import os
 import signal
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from meshems.core.node_events import (
     SetPaused,
     Tick,
     Write,
+    Written,
 )
 from meshems.core.node_spec import NodeSpec
 from meshems.core.registers import Profile
@@ -105,7 +107,7 @@ class NodeDaemon:
                 node_id,
                 is_leader=lambda: self.machine.leads,
                 state=lambda: self.raft.state,
-                propose=self.raft.propose,
+                propose=self.raft.commit,
             )
         self.overlay_peers: Any = None
         self.api = HttpApi(
@@ -127,7 +129,7 @@ class NodeDaemon:
         )
         Routes(cfg, node_id, self.raft, self.views).install(self.api)
         self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._saving: asyncio.Task[None] | None = None
         self._applied_pending = False
         self._view: RaftChanged | None = None
 
@@ -166,9 +168,9 @@ class NodeDaemon:
             await self._stop.wait()
         finally:
             log("info", "I_STOP", "stopping")
-            for t in [*loops, *self._tasks]:
+            for t in loops:
                 t.cancel()
-            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
             if self.field is not None:
                 await self.field.stop()
             await self.api.stop()
@@ -191,30 +193,25 @@ class NodeDaemon:
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, Propose):
-            self._spawn(self._propose(action))
+            self.raft.propose(action.data, partial(self._proposed, action), action.timeout_s)
         elif isinstance(action, Write):
             if self.field is not None:
-                self._spawn(self._write(action))
+                self.field.write(action, partial(self._written, action))
         elif isinstance(action, Log):
             log(action.level, action.code, action.message, **action.fields)
         elif isinstance(action, SetPaused):
             if self.field is not None:
                 self.field.pause(action.devices)
         elif isinstance(action, SaveHistory):
-            self._spawn(asyncio.to_thread(save_history, self.machine.history, self.history_path))
+            self._saving = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(save_history, self.machine.history, self.history_path)
+            )
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _proposed(self, action: Propose, res: dict[str, Any] | None, code: str | None, text: str) -> None:
+        result = res if res is not None else {"ok": False, "code": code, "message": text}
+        self._feed(Proposed(action.purpose, action.key, result, time.monotonic()))
 
-    async def _propose(self, action: Propose) -> None:
-        res = await self.raft.propose(action.data, action.timeout_s)
-        self._feed(Proposed(action.purpose, action.key, res, time.monotonic()))
-
-    async def _write(self, action: Write) -> None:
-        assert self.field is not None
-        written = await self.field.write(action)
+    def _written(self, action: Write, written: Written) -> None:
         if written.ok and action.token is not None and action.kw is not None and self.trace is not None:
             self.trace.write("act", dev=action.device_id, kw=action.kw, t=action.token[0], i=action.token[1])
         self._feed(written)

@@ -9,6 +9,7 @@ and verified. Decides nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ class FieldService:
         self.poller = Poller(node, profiles, clock=clock, on_poll=self._polled)
         # a shared device is polled only once the zone says this node owns it
         self.poller.paused = {d.id for d in node.devices if d.shared}
+        self._tasks: set[asyncio.Task[Written]] = set()
 
     def roles(self) -> dict[str, frozenset[str]]:
         """The point roles each wired device's profile offers (for the node's spec)."""
@@ -44,6 +46,8 @@ class FieldService:
             self._on_reading(DeviceReading(dev_id, False, 0, {}, now))
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.poller.stop()
 
     def pause(self, devices: frozenset[str]) -> None:
@@ -53,7 +57,20 @@ class FieldService:
         answered = dev.failures == 0 and dev.last_ok is not None
         self._on_reading(DeviceReading(dev.cfg.id, answered, dev.failures, dev.role_values(), self.clock()))
 
-    async def write(self, action: Write) -> Written:
+    def write(self, action: Write, done: Callable[[Written], None]) -> None:
+        """`ports.FieldBus`: write in the background; `done(written)` on the loop after."""
+
+        def finished(task: asyncio.Task[Written]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled():
+                done(task.result())
+
+        task = asyncio.get_running_loop().create_task(self.write_now(action))
+        self._tasks.add(task)
+        task.add_done_callback(finished)
+
+    async def write_now(self, action: Write) -> Written:
+        """Write one value by role, read it back and verify it."""
         rt = self.poller.devices.get(action.device_id)
         point = rt.profile.role(action.role) if rt is not None else None
         if point is None:
