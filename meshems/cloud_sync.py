@@ -16,8 +16,10 @@ telemetry is not stuck behind an hour of backlog. Full outbox: the configured po
 applies, every dropped seq range is counted, alarmed (A_CLOUD_BACKLOG_FULL in status) and
 announced on the zone's `gaps` topic.
 
-Owns the outbox, the MQTT link and a worker thread. Must not touch the zone state but
-through committed `cloud_ack` proposals; the Raft thread only hands records over a queue.
+Owns the outbox, the MQTT link, the leadership of the stream and a worker thread; the
+in-flight window and gap notices are `cloud_publisher.Publisher`'s. Must not touch the zone
+state but through committed `cloud_ack` proposals; the Raft thread only hands records over a
+queue.
 """
 
 from __future__ import annotations
@@ -27,40 +29,25 @@ import queue
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from meshems.adapters.mqtt_link import MqttLink
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_file import OutboxError
 from meshems.adapters.outbox_records import DropReport, Record, seq_ranges
+from meshems.cloud_publisher import CloudStats, Publisher
 from meshems.core import commands, telemetry
 from meshems.core.cluster import ZoneState
 from meshems.core.config import CloudConfig, ClusterConfig
 from meshems.core.errors import MeshemsError
 from meshems.logs import log
 
-#: a record derived less than this long ago is "live" (may overtake the backlog)
-LIVE_AGE_S = 5.0
 #: commit the watermark at most this often (and when it moved by ACK_BATCH records)
 ACK_PERIOD_S = 0.5
 ACK_BATCH = 2000
 #: derived records held in memory while the outbox cannot be written (about 200 MB at most)
 MAX_UNSTORED = 200_000
-
-
-@dataclass
-class CloudStats:
-    published: int = 0
-    acknowledged: int = 0
-    republished_after_reconnect: int = 0
-    gap_notices: int = 0
-    dropped: int = 0
-    #: derivation -> broker acknowledgement of records that took the live lane (last 1000)
-    live_ack_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    alarms: list[str] = field(default_factory=list)
 
 
 class CloudSync:
@@ -89,21 +76,13 @@ class CloudSync:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        # publisher state (worker thread only)
+        # worker thread only
+        self.publisher = Publisher(self.link, self.cc, self.zone, node_id, self.stats)
         self._publishing = False
         self._connects_seen = 0
-        self._cursor = 0  # every seq <= cursor is published (or dropped and announced)
-        self._inflight: dict[int, tuple[int, str, float]] = {}  # mid -> (seq, lane, created_s)
-        self._lane_inflight = {"live": 0, "stream": 0}
-        self._outstanding: set[int] = set()  # published, not yet acknowledged
-        self._live_sent: set[int] = set()  # published ahead of the cursor
-        self._acked_through = 0
         self._ack_committed = 0
         self._ack_sent_at = 0.0
-        self._gaps: list[tuple[int, int, str]] = []
-        self._announced: list[tuple[int, int]] = []
         self._unstored: list[Record] = []
-        self._tokens, self._tokens_at = 0.0, 0.0
         self._last_drop_s = 0.0
         self._leader_checked = 0.0
         self._status: dict[str, Any] = {"link": "starting"}
@@ -184,7 +163,7 @@ class CloudSync:
                 self._stop.wait(1.0)
             # a new record wakes the worker at once; while a backlog drains, acks free the
             # window continuously, so look again soon instead of idling a whole tick
-            draining = self._publishing and self._cursor < self.derived_seq
+            draining = self._publishing and self.publisher.cursor < self.derived_seq
             self._wake.wait(0.002 if draining else 0.02)
 
     def _store_pending(self, now: float) -> None:
@@ -222,7 +201,7 @@ class CloudSync:
             return
         for reason, ranges in (("age", drops.age), ("bytes", drops.bytes), ("rejected", drops.rejected)):
             for r in ranges:
-                self._note_gap(r.first, r.last, reason)
+                self.publisher.note_gap(r.first, r.last, reason)
                 n = r.last - r.first + 1
                 self.stats.dropped += n
                 log("error", "A_CLOUD_BACKLOG_FULL",
@@ -231,18 +210,6 @@ class CloudSync:
         if "A_CLOUD_BACKLOG_FULL" not in self.stats.alarms:
             self.stats.alarms.append("A_CLOUD_BACKLOG_FULL")
         self._last_drop_s = time.time()
-
-    def _note_gap(self, first: int, last: int, reason: str) -> None:
-        """Queue a gap notice (merged with the previous one when adjacent, so a long outage
-        with drops every second keeps one entry, not one per second)."""
-        if self._gaps and self._gaps[-1][2] == reason and self._gaps[-1][1] + 1 == first:
-            self._gaps[-1] = (self._gaps[-1][0], last, reason)
-        else:
-            self._gaps.append((first, last, reason))
-        if self._announced and self._announced[-1][1] + 1 == first:
-            self._announced[-1] = (self._announced[-1][0], last)
-        else:
-            self._announced.append((first, last))
 
     def _lead_or_follow(self) -> None:
         now = time.monotonic()
@@ -258,7 +225,7 @@ class CloudSync:
                 raise
             self._publishing = True
             self._reset_cursor()
-            log("info", "I_CLOUD_LEAD", f"leader: publishing telemetry from seq {self._cursor + 1}",
+            log("info", "I_CLOUD_LEAD", f"leader: publishing telemetry from seq {self.publisher.cursor + 1}",
                 broker=self.link.endpoint)  # fmt: skip
         elif not leader and self._publishing:
             self.link.stop()
@@ -268,134 +235,29 @@ class CloudSync:
     def _reset_cursor(self) -> None:
         """Publish again from the watermark (after taking the lead or a reconnect): what was
         in flight may or may not have arrived; a subscriber drops repeats by seq."""
-        acked = max(self.state().cloud_acked, self._acked_through)
-        self.stats.republished_after_reconnect += len(self._outstanding)
-        self._cursor = self._acked_through = acked
+        self.publisher.reset(max(self.state().cloud_acked, self.publisher.acked_through))
         # only what the zone holds is committed; acks gathered before the reset still go out
         self._ack_committed = max(self._ack_committed, self.state().cloud_acked)
-        self._inflight.clear()
-        self._lane_inflight = {"live": 0, "stream": 0}
-        self._outstanding.clear()
-        self._live_sent.clear()
         self._connects_seen = self.link.connects
 
     def _acks(self) -> None:
         if self.link.connects != self._connects_seen:
             self._reset_cursor()
             return
-        now = time.time()
-        for mid in self.link.drain_acks():
-            sent = self._inflight.pop(mid, None)
-            if sent is not None:
-                seq, lane, created_s = sent
-                self._lane_inflight[lane] -= 1
-                self._outstanding.discard(seq)
-                self.stats.acknowledged += 1
-                if lane == "live":
-                    self.stats.live_ack_ms.append((now - created_s) * 1000)
-        for rej in self.link.drain_rejects():
-            sent = self._inflight.pop(rej.mid, None)
-            seq = sent[0] if sent else None
-            log("warning", "W_CLOUD_REJECTED", f"broker refused telemetry {seq}: {rej.reason}")
-            if sent is not None:  # sent again from the watermark
-                self._outstanding.discard(sent[0])
-                self._reset_cursor()
-                return
-        low = min(self._outstanding) - 1 if self._outstanding else self._cursor
-        self._acked_through = max(self._acked_through, min(self._cursor, low))
+        if self.publisher.take_acks(time.time()):
+            self._reset_cursor()
 
     def _publish(self, now: float) -> None:
-        """Fill the in-flight window: the stream lane in seq order from the cursor, within
-        (1 - live_share) of the window; when the stream is behind, fresh records overtake
-        it in the live lane, within the rest, so live data never waits for a backlog."""
         assert self.outbox is not None
-        total = self.link.max_inflight
-        live_cap = max(1, int(total * self.cc.live_share)) if self.cc.live_share > 0 else 0
-        stream_room = total - live_cap - self._lane_inflight["stream"]
-        cap = self.cc.drain_max_msgs_s
-        if cap > 0:  # token bucket, half a second of burst
-            self._tokens = min(cap * 0.5, self._tokens + max(0.0, now - self._tokens_at) * cap)
-            self._tokens_at = now
-            stream_room = min(stream_room, int(self._tokens))
-        self._publish_gaps()
-        behind = self.derived_seq - self._cursor - len(self._live_sent)
-        live_room = min(live_cap - self._lane_inflight["live"], total - len(self._inflight))
-        if behind > max(stream_room, 0) and live_room > 0:
-            for rec in self.outbox.read_from(max(self._cursor, self.derived_seq - live_room), live_room):
-                fresh = now - rec.created_s < LIVE_AGE_S
-                if fresh and rec.seq > self._cursor and rec.seq not in self._live_sent:
-                    self._send(rec, "live")
-                    self._live_sent.add(rec.seq)
-        if stream_room <= 0:
-            return
-        budget = stream_room
-        for rec in self.outbox.read_from(self._cursor, stream_room + len(self._live_sent)):
-            if stream_room <= 0:
-                break
-            if rec.seq > self._cursor + 1:
-                self._hole(self._cursor + 1, rec.seq - 1)
-            if rec.seq in self._live_sent:
-                self._live_sent.discard(rec.seq)
-            else:
-                self._send(rec, "stream")
-                stream_room -= 1
-            self._cursor = rec.seq
-        if cap > 0:
-            self._tokens -= budget - stream_room
-
-    def _hole(self, first: int, last: int) -> None:
-        """Records missing from this outbox: dropped by a cap (already announced) or never
-        derived here (this node joined from a snapshot): announce what was not announced."""
-        pos = first
-        for a, b in sorted(self._announced):
-            if b < pos:
-                continue
-            if a > last:
-                break
-            if a > pos:
-                self._note_gap(pos, a - 1, "not_on_this_node")
-            pos = max(pos, b + 1)
-        if pos <= last:
-            self._note_gap(pos, last, "not_on_this_node")
-        self._publish_gaps()
-
-    def _send(self, rec: Record, lane: str) -> None:
-        """Publish one record; `lane` is "stream" (in seq order) or "live" (a fresh record
-        that overtook a draining backlog), also told to the subscriber."""
-        term, index = telemetry.position(rec.payload)  # the entry's own, not the current one
-        props = telemetry.user_properties(rec.seq, term, index, self.zone)
-        mid = self.link.publish(
-            rec.topic,
-            rec.payload,
-            [*props, ("publisher", self.node_id), ("lane", lane)],
-            expiry_s=self.cc.message_expiry_s,
-            qos=self.cc.qos,
-        )
-        self._inflight[mid] = (rec.seq, lane, rec.created_s)
-        self._lane_inflight[lane] += 1
-        self._outstanding.add(rec.seq)
-        self.stats.published += 1
-
-    def _publish_gaps(self) -> None:
-        while self._gaps:
-            first, last, reason = self._gaps.pop(0)
-            body = telemetry.gap_notice(self.zone, first, last, reason, self.cc.outbox_full_policy)
-            self.link.publish(
-                telemetry.topic(self.cc.topic_prefix, self.zone, "gaps"),
-                body,
-                [("first", str(first)), ("last", str(last)), ("reason", reason)],
-                expiry_s=self.cc.message_expiry_s,
-                qos=1,
-            )
-            self.stats.gap_notices += 1
+        self.publisher.publish(now, self.outbox, self.derived_seq)
 
     def _commit_watermark(self, now: float) -> None:
-        moved = self._acked_through - self._ack_committed
+        moved = self.publisher.acked_through - self._ack_committed
         if moved <= 0 or (moved < ACK_BATCH and now - self._ack_sent_at < ACK_PERIOD_S):
             return
         if self.loop is None:
             return
-        seq = self._acked_through
+        seq = self.publisher.acked_through
         self._ack_sent_at = now
         data = commands.encode("cloud_ack", f"cloud-{uuid.uuid4().hex[:16]}", seq=seq)
         fut = asyncio.run_coroutine_threadsafe(self._propose(data), self.loop)

@@ -30,7 +30,8 @@ from meshems.adapters.journal import frame
 from meshems.adapters.mqtt_link import Reject
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_records import DropReport, Record, SeqRange
-from meshems.cloud_sync import ACK_PERIOD_S, LIVE_AGE_S, CloudSync
+from meshems.cloud_publisher import LIVE_AGE_S
+from meshems.cloud_sync import ACK_PERIOD_S, CloudSync
 from meshems.core import telemetry
 from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import Command, decode, encode
@@ -409,7 +410,7 @@ def test_the_stream_lane_keeps_the_live_share_of_the_window_free(rigs: RigFactor
     r.link.ack(1, 2)
     r.step(later())
     assert [s for s, _ in r.link.telemetry()] == [1, 2, 3, 4, 5]
-    assert r.cs._lane_inflight == {"live": 0, "stream": 3}
+    assert r.cs.publisher.lane_inflight == {"live": 0, "stream": 3}
 
 
 def test_acks_advance_the_watermark_only_contiguously(rig: Rig) -> None:
@@ -418,19 +419,19 @@ def test_acks_advance_the_watermark_only_contiguously(rig: Rig) -> None:
     rig.lead()
     rig.step(later())
     assert [s for s, _ in rig.link.telemetry()] == [1, 2, 3, 4, 5, 6]
-    assert rig.cs._acked_through == 0
+    assert rig.cs.publisher.acked_through == 0
     rig.link.ack(1, 2, 4, 5)
     rig.cs._acks()
-    assert (rig.cs._acked_through, rig.cs.stats.acknowledged) == (2, 4)
+    assert (rig.cs.publisher.acked_through, rig.cs.stats.acknowledged) == (2, 4)
     rig.link.ack_mid(999)  # not one of ours: ignored
     rig.cs._acks()
-    assert (rig.cs._acked_through, rig.cs.stats.acknowledged) == (2, 4)
+    assert (rig.cs.publisher.acked_through, rig.cs.stats.acknowledged) == (2, 4)
     rig.link.ack(3)
     rig.cs._acks()
-    assert rig.cs._acked_through == 5
+    assert rig.cs.publisher.acked_through == 5
     rig.link.ack(6)
     rig.cs._acks()
-    assert (rig.cs._acked_through, rig.cs.stats.acknowledged) == (6, 6)
+    assert (rig.cs.publisher.acked_through, rig.cs.stats.acknowledged) == (6, 6)
 
 
 def test_a_reconnect_restarts_from_the_watermark_with_identical_duplicates(rig: Rig) -> None:
@@ -441,7 +442,7 @@ def test_a_reconnect_restarts_from_the_watermark_with_identical_duplicates(rig: 
     assert rig.link.telemetry(connection=1) == [(s, "stream") for s in range(1, 7)]
     rig.link.ack(1, 2, 3)
     rig.cs._acks()
-    assert rig.cs._acked_through == 3
+    assert rig.cs.publisher.acked_through == 3
     rig.link.connect()  # the link dropped and came back: in-flight messages may be lost
     rig.step(later())
     assert rig.link.telemetry(connection=2) == [(s, "stream") for s in range(4, 10)]
@@ -495,7 +496,7 @@ def test_a_rejected_publish_is_sent_again_from_the_watermark(rig: Rig) -> None:
     rig.step(later())
     assert [s for s, _ in rig.link.telemetry()] == [1, 2, 3, 4, 5, 3, 4, 5]
     assert rig.cs.stats.republished_after_reconnect == 2  # 3 and 5 were still outstanding
-    assert rig.cs._acked_through == 2
+    assert rig.cs.publisher.acked_through == 2
 
 
 def test_losing_the_lead_stops_the_link_and_retaking_it_resumes_from_the_watermark(rig: Rig) -> None:
@@ -605,14 +606,14 @@ def test_fresh_records_overtake_a_backlog_on_the_live_lane_once(rig: Rig) -> Non
     # acks of the stream part alone move the watermark; the live records above stay outstanding
     rig.link.ack(*range(1, 7))
     rig.cs._acks()
-    assert rig.cs._acked_through == 6
+    assert rig.cs.publisher.acked_through == 6
     drain(rig, now)
     sent = rig.link.telemetry()
     assert sorted(s for s, _ in sent) == list(range(1, 34))  # each seq exactly once
     assert [s for s, lane in sent if lane == "stream"] == list(range(1, 32))
     assert [s for s, lane in sent if lane == "live"] == [32, 33]
-    assert rig.cs._live_sent == set()
-    assert (rig.cs._cursor, rig.cs._acked_through) == (33, 33)
+    assert rig.cs.publisher.live_sent == set()
+    assert (rig.cs.publisher.cursor, rig.cs.publisher.acked_through) == (33, 33)
 
 
 def test_a_live_record_acknowledged_alone_does_not_move_the_watermark(rig: Rig) -> None:
@@ -624,7 +625,7 @@ def test_a_live_record_acknowledged_alone_does_not_move_the_watermark(rig: Rig) 
     rig.step(now)
     rig.link.ack(21, 22)
     rig.cs._acks()
-    assert rig.cs._acked_through == 0
+    assert rig.cs.publisher.acked_through == 0
 
 
 def test_records_older_than_the_live_age_stay_in_the_stream(rig: Rig) -> None:
@@ -657,7 +658,7 @@ def test_fresh_records_take_the_free_live_slots_while_the_stream_window_is_full(
         rig.store(now)
         rig.step(now)
     assert rig.link.telemetry()[6:] == [(21, "live"), (22, "live")]
-    assert rig.cs._lane_inflight == {"live": 2, "stream": 6}
+    assert rig.cs.publisher.lane_inflight == {"live": 2, "stream": 6}
     rig.link.ack(21)
     rig.step(now)
     assert rig.link.telemetry()[6:] == [(21, "live"), (22, "live"), (23, "live")]
@@ -697,7 +698,7 @@ def test_records_never_derived_here_are_announced_once(rig: Rig) -> None:
     assert rig.link.telemetry(connection=2) == [(6, "stream"), (7, "stream"), (8, "stream")]
     rig.link.ack(6, 7, 8)
     rig.cs._acks()
-    assert rig.cs._acked_through == 8  # the announced hole does not hold the watermark back
+    assert rig.cs.publisher.acked_through == 8  # the announced hole does not hold the watermark back
 
 
 def test_age_drops_are_announced_with_their_reason_and_not_again_as_a_hole(rigs: RigFactory) -> None:
@@ -899,12 +900,12 @@ def test_any_interleaving_publishes_everything_once_per_connection(
                     r.link.connect()
                     r.step(now)
                 # the watermark never passes a record the broker has not acknowledged
-                assert set(range(1, r.cs._acked_through + 1)) <= acknowledged_seqs()
+                assert set(range(1, r.cs.publisher.acked_through + 1)) <= acknowledged_seqs()
                 # the window holds: the stream lane leaves the live lane its share
                 live_cap = max(1, int(max_inflight * live_share)) if live_share > 0 else 0
-                assert len(r.cs._inflight) <= max_inflight
-                assert r.cs._lane_inflight["stream"] <= max_inflight - live_cap
-                assert r.cs._lane_inflight["live"] <= live_cap
+                assert len(r.cs.publisher.inflight) <= max_inflight
+                assert r.cs.publisher.lane_inflight["stream"] <= max_inflight - live_cap
+                assert r.cs.publisher.lane_inflight["live"] <= live_cap
             for _ in range(200):
                 before = len(r.link.sent)
                 pending = [m.mid for m in r.link.sent if m.seq is not None and m.mid not in acked_mids]
@@ -915,7 +916,7 @@ def test_any_interleaving_publishes_everything_once_per_connection(
                 if len(r.link.sent) == before and not pending:
                     break
             total = r.zone.telemetry_seq
-            assert r.cs._acked_through == total
+            assert r.cs.publisher.acked_through == total
             assert acknowledged_seqs() == set(range(1, total + 1))
             for conn in {m.connection for m in r.link.sent}:
                 sent = r.link.telemetry(connection=conn)
@@ -968,7 +969,7 @@ def test_adjacent_drops_make_one_gap_notice(rigs: RigFactory) -> None:
     r.store(time.time() + 1000.0)  # seqs 1..3 dropped by age
     r.add(4)
     r.store(time.time() + 2000.0)  # seqs 4..7 dropped by age, a second later in the outage
-    assert r.cs._gaps == [(1, 7, "age")]
+    assert r.cs.publisher.gaps == [(1, 7, "age")]
     r.lead()
     r.step(time.time())
     assert r.link.gaps() == [(1, 7, "age")]
@@ -984,7 +985,7 @@ def test_acks_not_yet_committed_are_committed_after_a_reconnect(
     rig.step(later())
     rig.link.ack(1, 2, 3)
     rig.cs._acks()
-    assert rig.cs._acked_through == 3 and rig.proposals == []  # acknowledged, not committed yet
+    assert rig.cs.publisher.acked_through == 3 and rig.proposals == []  # acknowledged, not committed yet
     rig.link.connect()  # the link dropped and came back before the watermark period
     rig.step(later())
     rig.cs._commit_watermark(100.0)

@@ -307,14 +307,14 @@ def drain(folder: Path, broker: MosquittoBroker, pki_dir: Path, n: int, cap: flo
     feeder = threading.Thread(target=live_feed, daemon=True)
     feeder.start()
     end = t0 + 600
-    while time.monotonic() < end and cs._acked_through < n:
+    while time.monotonic() < end and cs.publisher.acked_through < n:
         time.sleep(0.02)
     acked_s = time.monotonic() - t0
     stop.set()
     feeder.join()
     last_live = max(live_sent) if live_sent else n
     end = time.monotonic() + 30
-    while time.monotonic() < end and cs._acked_through < last_live:
+    while time.monotonic() < end and cs.publisher.acked_through < last_live:
         time.sleep(0.05)
     rec.finish(idle_s=5.0)
     cs.stop()

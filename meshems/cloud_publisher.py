@@ -1,0 +1,183 @@
+"""The leader's publishing of the zone telemetry stream: the in-flight window of the MQTT link
+split into a stream lane (in seq order from the watermark) and a live lane (fresh records that
+overtake a draining backlog), the acknowledged-through watermark, and the gap notices.
+
+Owns that bookkeeping and nothing else: the outbox, the leadership and committing the
+watermark through Raft are `cloud_sync.CloudSync`'s, which calls it from its worker thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from meshems.adapters.mqtt_link import MqttLink
+from meshems.adapters.outbox import Outbox
+from meshems.adapters.outbox_records import Record
+from meshems.core import telemetry
+from meshems.core.config import CloudConfig
+from meshems.logs import log
+
+#: a record derived less than this long ago is "live" (may overtake the backlog)
+LIVE_AGE_S = 5.0
+
+
+@dataclass
+class CloudStats:
+    published: int = 0
+    acknowledged: int = 0
+    republished_after_reconnect: int = 0
+    gap_notices: int = 0
+    dropped: int = 0
+    #: derivation -> broker acknowledgement of records that took the live lane (last 1000)
+    live_ack_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    alarms: list[str] = field(default_factory=list)
+
+
+class Publisher:
+    """What is in flight on the link, per lane, and how far the broker acknowledged the stream.
+
+    Every seq <= `cursor` is published (or dropped and announced); `acked_through` is the
+    highest seq below which the broker acknowledged everything. Use from one thread.
+    """
+
+    def __init__(self, link: MqttLink, cc: CloudConfig, zone: str, node_id: str, stats: CloudStats) -> None:
+        self.link, self.cc, self.zone, self.node_id, self.stats = link, cc, zone, node_id, stats
+        self.cursor = 0
+        self.inflight: dict[int, tuple[int, str, float]] = {}  # mid -> (seq, lane, created_s)
+        self.lane_inflight = {"live": 0, "stream": 0}
+        self.outstanding: set[int] = set()  # published, not yet acknowledged
+        self.live_sent: set[int] = set()  # published ahead of the cursor
+        self.acked_through = 0
+        self.gaps: list[tuple[int, int, str]] = []  # gap notices not published yet
+        self.announced: list[tuple[int, int]] = []  # seq ranges announced as gaps
+        self._tokens, self._tokens_at = 0.0, 0.0
+
+    def reset(self, acked: int) -> None:
+        """Publish again from the watermark `acked` (after taking the lead or a reconnect): what
+        was in flight may or may not have arrived; a subscriber drops repeats by seq."""
+        self.stats.republished_after_reconnect += len(self.outstanding)
+        self.cursor = self.acked_through = acked
+        self.inflight.clear()
+        self.lane_inflight = {"live": 0, "stream": 0}
+        self.outstanding.clear()
+        self.live_sent.clear()
+
+    def take_acks(self, now: float) -> bool:
+        """Account for the link's acknowledgements; True when the broker refused a record of
+        the stream, which is then sent again from the watermark (the caller resets)."""
+        for mid in self.link.drain_acks():
+            sent = self.inflight.pop(mid, None)
+            if sent is not None:
+                seq, lane, created_s = sent
+                self.lane_inflight[lane] -= 1
+                self.outstanding.discard(seq)
+                self.stats.acknowledged += 1
+                if lane == "live":
+                    self.stats.live_ack_ms.append((now - created_s) * 1000)
+        for rej in self.link.drain_rejects():
+            sent = self.inflight.pop(rej.mid, None)
+            seq = sent[0] if sent else None
+            log("warning", "W_CLOUD_REJECTED", f"broker refused telemetry {seq}: {rej.reason}")
+            if sent is not None:  # sent again from the watermark
+                self.outstanding.discard(sent[0])
+                return True
+        low = min(self.outstanding) - 1 if self.outstanding else self.cursor
+        self.acked_through = max(self.acked_through, min(self.cursor, low))
+        return False
+
+    def publish(self, now: float, outbox: Outbox, derived_seq: int) -> None:
+        """Fill the in-flight window: the stream lane in seq order from the cursor, within
+        (1 - live_share) of the window; when the stream is behind, fresh records overtake
+        it in the live lane, within the rest, so live data never waits for a backlog."""
+        total = self.link.max_inflight
+        live_cap = max(1, int(total * self.cc.live_share)) if self.cc.live_share > 0 else 0
+        stream_room = total - live_cap - self.lane_inflight["stream"]
+        cap = self.cc.drain_max_msgs_s
+        if cap > 0:  # token bucket, half a second of burst
+            self._tokens = min(cap * 0.5, self._tokens + max(0.0, now - self._tokens_at) * cap)
+            self._tokens_at = now
+            stream_room = min(stream_room, int(self._tokens))
+        self._publish_gaps()
+        behind = derived_seq - self.cursor - len(self.live_sent)
+        live_room = min(live_cap - self.lane_inflight["live"], total - len(self.inflight))
+        if behind > max(stream_room, 0) and live_room > 0:
+            for rec in outbox.read_from(max(self.cursor, derived_seq - live_room), live_room):
+                fresh = now - rec.created_s < LIVE_AGE_S
+                if fresh and rec.seq > self.cursor and rec.seq not in self.live_sent:
+                    self._send(rec, "live")
+                    self.live_sent.add(rec.seq)
+        if stream_room <= 0:
+            return
+        budget = stream_room
+        for rec in outbox.read_from(self.cursor, stream_room + len(self.live_sent)):
+            if stream_room <= 0:
+                break
+            if rec.seq > self.cursor + 1:
+                self._hole(self.cursor + 1, rec.seq - 1)
+            if rec.seq in self.live_sent:
+                self.live_sent.discard(rec.seq)
+            else:
+                self._send(rec, "stream")
+                stream_room -= 1
+            self.cursor = rec.seq
+        if cap > 0:
+            self._tokens -= budget - stream_room
+
+    def note_gap(self, first: int, last: int, reason: str) -> None:
+        """Queue a gap notice (merged with the previous one when adjacent, so a long outage
+        with drops every second keeps one entry, not one per second)."""
+        if self.gaps and self.gaps[-1][2] == reason and self.gaps[-1][1] + 1 == first:
+            self.gaps[-1] = (self.gaps[-1][0], last, reason)
+        else:
+            self.gaps.append((first, last, reason))
+        if self.announced and self.announced[-1][1] + 1 == first:
+            self.announced[-1] = (self.announced[-1][0], last)
+        else:
+            self.announced.append((first, last))
+
+    def _hole(self, first: int, last: int) -> None:
+        """Records missing from this outbox: dropped by a cap (already announced) or never
+        derived here (this node joined from a snapshot): announce what was not announced."""
+        pos = first
+        for a, b in sorted(self.announced):
+            if b < pos:
+                continue
+            if a > last:
+                break
+            if a > pos:
+                self.note_gap(pos, a - 1, "not_on_this_node")
+            pos = max(pos, b + 1)
+        if pos <= last:
+            self.note_gap(pos, last, "not_on_this_node")
+        self._publish_gaps()
+
+    def _send(self, rec: Record, lane: str) -> None:
+        """Publish one record; `lane` is "stream" (in seq order) or "live" (a fresh record
+        that overtook a draining backlog), also told to the subscriber."""
+        term, index = telemetry.position(rec.payload)  # the entry's own, not the current one
+        props = telemetry.user_properties(rec.seq, term, index, self.zone)
+        mid = self.link.publish(
+            rec.topic,
+            rec.payload,
+            [*props, ("publisher", self.node_id), ("lane", lane)],
+            expiry_s=self.cc.message_expiry_s,
+            qos=self.cc.qos,
+        )
+        self.inflight[mid] = (rec.seq, lane, rec.created_s)
+        self.lane_inflight[lane] += 1
+        self.outstanding.add(rec.seq)
+        self.stats.published += 1
+
+    def _publish_gaps(self) -> None:
+        while self.gaps:
+            first, last, reason = self.gaps.pop(0)
+            body = telemetry.gap_notice(self.zone, first, last, reason, self.cc.outbox_full_policy)
+            self.link.publish(
+                telemetry.topic(self.cc.topic_prefix, self.zone, "gaps"),
+                body,
+                [("first", str(first)), ("last", str(last)), ("reason", reason)],
+                expiry_s=self.cc.message_expiry_s,
+                qos=1,
+            )
+            self.stats.gap_notices += 1
