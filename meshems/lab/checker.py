@@ -100,38 +100,52 @@ def check(
     outcomes = Counter(op.outcome for op in ops)
     v.acknowledged, v.failed, v.indeterminate = outcomes["ok"], outcomes["fail"], outcomes["info"]
     bad_nodes: set[str] = set()
-
-    # per node: index -> (term, digest); the highest index covered by a restored snapshot
-    entries: dict[str, dict[int, tuple[int, int]]] = {}
-    restored: dict[str, int] = {}
+    entries: dict[str, dict[int, tuple[int, int]]] = {}  # node -> index -> (term, digest)
+    restored: dict[str, int] = {}  # node -> the highest index covered by a restored snapshot
     for node, rows in traces.items():
-        seen: dict[int, tuple[int, int]] = {}
-        covered = 0
-        for life in _lives(rows):
-            last_i, last_t = 0, 0
-            for r in life:
-                if r["k"] == "restore":
-                    covered = max(covered, int(r["i"]))
-                    last_i, last_t = int(r["i"]), int(r["t"])
-                elif r["k"] == "apply":
-                    i, t, d = int(r["i"]), int(r["t"]), int(r["d"])
-                    v.entries_checked += 1
-                    if i <= last_i:
-                        v.note(f"{node}: applied index {i} after {last_i} in one life")
-                        bad_nodes.add(node)
-                    if t < last_t:
-                        v.term_regressions += 1
-                        v.note(f"{node}: index {i} has term {t} after term {last_t}")
-                    last_i, last_t = i, t
-                    prev = seen.get(i)
-                    if prev is not None and prev != (t, d):
-                        v.note(f"{node}: index {i} applied as {prev} and later as {(t, d)}")
-                        bad_nodes.add(node)
-                    seen[i] = (t, d)
-        entries[node] = seen
-        restored[node] = covered
+        entries[node], restored[node] = _applied(v, node, rows, bad_nodes)
+    _check_agreement(v, entries, bad_nodes)
+    _check_acknowledged(v, ops, entries, restored)
+    _check_actuations(v, traces)
+    _check_minority_commits(v, ops, windows)
+    _check_final_hashes(v, final, bad_nodes)
+    v.divergent = len(bad_nodes)
+    return v
 
-    # the same entry at every index on every node (majority opinion wins the blame)
+
+def _applied(
+    v: Verdict, node: str, rows: list[dict[str, Any]], bad_nodes: set[str]
+) -> tuple[dict[int, tuple[int, int]], int]:
+    """One node's applied entries (index -> (term, digest)) and the highest index a restored
+    snapshot covered; indices increase and terms never fall within a life, replays agree."""
+    seen: dict[int, tuple[int, int]] = {}
+    covered = 0
+    for life in _lives(rows):
+        last_i, last_t = 0, 0
+        for r in life:
+            if r["k"] == "restore":
+                covered = max(covered, int(r["i"]))
+                last_i, last_t = int(r["i"]), int(r["t"])
+            elif r["k"] == "apply":
+                i, t, d = int(r["i"]), int(r["t"]), int(r["d"])
+                v.entries_checked += 1
+                if i <= last_i:
+                    v.note(f"{node}: applied index {i} after {last_i} in one life")
+                    bad_nodes.add(node)
+                if t < last_t:
+                    v.term_regressions += 1
+                    v.note(f"{node}: index {i} has term {t} after term {last_t}")
+                last_i, last_t = i, t
+                prev = seen.get(i)
+                if prev is not None and prev != (t, d):
+                    v.note(f"{node}: index {i} applied as {prev} and later as {(t, d)}")
+                    bad_nodes.add(node)
+                seen[i] = (t, d)
+    return seen, covered
+
+
+def _check_agreement(v: Verdict, entries: dict[str, dict[int, tuple[int, int]]], bad_nodes: set[str]) -> None:
+    """The same entry at every index on every node (majority opinion wins the blame)."""
     by_index: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
     for node, seen in entries.items():
         for i, td in seen.items():
@@ -144,7 +158,11 @@ def check(
                     bad_nodes.add(node)
                     v.note(f"{node}: index {i} is {td}, others have {common}")
 
-    # every acknowledged write, where its acknowledgement said, on every node
+
+def _check_acknowledged(
+    v: Verdict, ops: list[Op], entries: dict[str, dict[int, tuple[int, int]]], restored: dict[str, int]
+) -> None:
+    """Every acknowledged write, where its acknowledgement said, on every node."""
     for op in ops:
         if op.outcome != "ok":
             continue
@@ -164,7 +182,9 @@ def check(
                 v.lost += 1
                 v.note(f"op {op.op_id} (acked at {op.term}/{op.index}) is {got} on {node}")
 
-    # actuation tokens never go back, per node and device
+
+def _check_actuations(v: Verdict, traces: dict[str, list[dict[str, Any]]]) -> None:
+    """Actuation tokens never go back, per node and device."""
     for node, rows in traces.items():
         best: dict[str, tuple[int, int]] = {}
         for r in rows:
@@ -178,7 +198,9 @@ def check(
                 v.note(f"{node}: actuated {dev} with {token} after {best[dev]}")
             best[dev] = max(best.get(dev, token), token)
 
-    # nothing acknowledged from a minority side while the partition held
+
+def _check_minority_commits(v: Verdict, ops: list[Op], windows: list[Window]) -> None:
+    """Nothing acknowledged from a minority side while the partition held."""
     for op in ops:
         if op.outcome != "ok":
             continue
@@ -187,7 +209,9 @@ def check(
                 v.minority_commits += 1
                 v.note(f"op {op.op_id} acknowledged by minority node {op.node} during a partition")
 
-    # equal state hashes at equal applied indices
+
+def _check_final_hashes(v: Verdict, final: dict[str, tuple[int, str]], bad_nodes: set[str]) -> None:
+    """Equal state hashes at equal applied indices."""
     by_final: dict[int, dict[str, str]] = defaultdict(dict)
     for node, (index, digest) in final.items():
         by_final[index][node] = digest
@@ -198,5 +222,3 @@ def check(
                 if h != common:
                     bad_nodes.add(node)
                     v.note(f"{node}: state hash {h[:12]} at index {index}, others {common[:12]}")
-    v.divergent = len(bad_nodes)
-    return v
