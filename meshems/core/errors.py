@@ -66,39 +66,13 @@ class DiskFullError(MeshemsError):
     code = "E_DISK_FULL"
 
 
-class QuorumError(MeshemsError):
-    """No leader or no quorum: the write was not committed (safe to retry)."""
-
-    code = "E_QUORUM"
-
-
 class TimeoutError_(MeshemsError):
     """A request got no answer in time; its outcome may be unknown."""
 
     code = "E_TIMEOUT"
 
 
-class UnknownOutcomeError(MeshemsError):
-    """The write may or may not have committed; retry with the same request id."""
-
-    code = "E_UNKNOWN_OUTCOME"
-
-
-class BusyError(MeshemsError):
-    """Too many proposals in flight on this node; back off and retry."""
-
-    code = "E_BUSY"
-
-
 class UnreachableError(MeshemsError):
     """No node of the cluster answered."""
 
     code = "E_UNREACHABLE"
-
-
-class CommandRejected(MeshemsError):
-    """The replicated state machine refused a command (same answer on every replica)."""
-
-    def __init__(self, code: str, message: str, **context: object) -> None:
-        super().__init__(message, **context)
-        self.code = code
