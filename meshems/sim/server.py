@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,7 +292,13 @@ class SimSite:
 
 
 class SimRunner:
-    """Starts the servers of a site file (and socat for pty pairs) and the physics tick."""
+    """Starts the servers of a site file (and socat for pty pairs) and the physics tick.
+
+    The server side of a pty pair lives in a `meshems-sim-*` temp folder, made only when a
+    pty server needs it and removed by `stop()` (the process entry point calls it on SIGINT
+    and SIGTERM); should nobody call `stop()`, it goes when the runner is collected or the
+    interpreter exits normally.
+    """
 
     def __init__(self, spec: SiteFile, profiles: dict[str, Profile]) -> None:
         self.spec = spec
@@ -299,7 +307,8 @@ class SimRunner:
         self.socats: list[subprocess.Popen[bytes]] = []
         self.ports: dict[str, int] = {}
         self._tick_task: asyncio.Task[None] | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="meshems-sim-"))
+        self._tmp: Path | None = None
+        self._remove_tmp: weakref.finalize | None = None
 
     async def start(self) -> None:
         try:
@@ -313,7 +322,7 @@ class SimRunner:
             devices = self.sim.sim_devices(s.id)
             if s.type == "rtu-pty":
                 assert s.link is not None
-                server_side = str(self._tmp / f"{s.id}.pty")
+                server_side = str(self._pty_folder() / f"{s.id}.pty")
                 await self._socat(s.link, server_side)
                 srv = ModbusSerialServer(
                     devices,
@@ -337,6 +346,13 @@ class SimRunner:
             if s.type != "rtu-pty":
                 self.ports[s.id] = _bound_port(srv, s.port or 0)
         self._tick_task = asyncio.create_task(self._tick())
+
+    def _pty_folder(self) -> Path:
+        """The temp folder for the server sides of pty pairs, made on first use."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="meshems-sim-"))
+            self._remove_tmp = weakref.finalize(self, shutil.rmtree, str(self._tmp), ignore_errors=True)
+        return self._tmp
 
     async def _socat(self, link: str, server_side: str) -> None:
         for p in (link, server_side):
@@ -375,6 +391,9 @@ class SimRunner:
             if s.link:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(s.link)
+        if self._remove_tmp is not None:
+            self._remove_tmp()  # once: later calls do nothing
+            self._tmp = self._remove_tmp = None
 
 
 def _bound_port(srv: Any, asked: int) -> int:
