@@ -1,0 +1,281 @@
+"""One simulated site as Modbus devices: its physics (`sim.physics`) advanced by the wall
+clock, each device's registers a view of it, and fault injection per device (silent, slow,
+garbage frames, CRC errors, exception codes).
+
+A read encodes the current values, a write commands the physics (a value outside the
+point's min/max is answered with exception 0x03). Serving it is `sim.server`; profiles come
+in as objects: this module reads no files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from meshems.core.register_map import Point, Profile
+from meshems.core.registers import CodecError, decode, encode
+from meshems.sim.physics import Site
+from meshems.sim.sitefile import FaultSpec, SiteFile
+
+SIM_BLOCK_START = 40000
+SIM_BLOCK_COUNT = 300
+
+
+@dataclass
+class Fault:
+    kind: str = "none"
+    delay_s: float = 2.0
+    code: int = 0x0B
+
+
+@dataclass
+class SimDeviceState:
+    server: str
+    unit_id: int
+    model: str
+    profile: Profile
+    fault: Fault = field(default_factory=Fault)
+    reads: int = 0
+    writes: int = 0
+    rejected_writes: int = 0
+
+
+class SimSite:
+    """One site's physics driven by the wall clock, and its devices' register views."""
+
+    def __init__(
+        self, spec: SiteFile, profiles: dict[str, Profile], clock: Callable[[], float] = time.monotonic
+    ):
+        p = spec.site
+        self.spec = spec
+        self.clock = clock
+        self.speed = spec.site.speed
+        self.site = Site.demo(
+            seed=p.seed,
+            peak_load_kw=p.peak_load_kw,
+            pv_rated_kw=p.pv_rated_kw,
+            battery_kwh=p.battery_kwh,
+            battery_kw=p.battery_kw,
+            loads=p.loads,
+        )
+        site_kw: dict[str, Any] = {
+            "t_s": p.start_h * 3600.0,
+            "load_shape": p.load_shape,
+            "cloudiness": p.cloudiness,
+        }
+        if self.site.battery is not None:
+            site_kw["battery"] = dataclasses.replace(self.site.battery, soc_pct=p.soc_pct)
+        self.site = dataclasses.replace(self.site, **site_kw)
+        self.site = self.site.step(1e-3)  # compute the first physics state
+        self.devices: dict[tuple[str, int], SimDeviceState] = {}
+        for d in spec.devices:
+            for u in range(d.unit_id, d.unit_id + d.count):
+                self.devices[(d.server, u)] = SimDeviceState(d.server, u, d.model, profiles[d.profile])
+        for f in spec.faults:
+            self.set_fault(f)
+        self._last_tick = clock()
+
+    # --- physics ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock()
+        dt = (now - self._last_tick) * self.spec.site.speed
+        self._last_tick = now
+        if dt > 0:
+            self.site = self.site.step(dt)
+
+    def set_fault(self, f: FaultSpec | dict[str, Any]) -> None:
+        f = f if isinstance(f, FaultSpec) else FaultSpec.model_validate(f)
+        dev = self.devices[(f.server, f.unit_id)]
+        dev.fault = Fault(f.kind, f.delay_s, f.code)
+
+    def role_value(self, dev: SimDeviceState, role: str) -> float | None:
+        s = self.site
+        if dev.model == "meter":
+            m = s.meter
+            return {
+                "power_kw": m.grid_kw,
+                "voltage_v": m.voltage_v,
+                "frequency_hz": m.frequency_hz,
+                "energy_import_kwh": m.energy_import_kwh,
+                "energy_export_kwh": m.energy_export_kwh,
+            }.get(role)
+        if dev.model == "battery" and s.battery is not None:
+            b = s.battery
+            return {
+                "power_kw": b.power_kw,
+                "setpoint_kw": b.setpoint_kw,
+                "soc_pct": b.soc_pct,
+                "revert_timeout_s": b.revert_timeout_s / self.speed,
+                "max_charge_kw": b.max_charge_kw,
+                "max_discharge_kw": b.max_discharge_kw,
+                "capacity_kwh": b.capacity_kwh,
+            }.get(role)
+        if dev.model == "pv" and s.pv is not None:
+            pv = s.pv
+            return {
+                "power_kw": pv.power_kw,
+                "limit_pct": pv.limit_pct,
+                "revert_timeout_s": pv.revert_timeout_s / self.speed,
+                "rated_kw": pv.rated_kw,
+            }.get(role)
+        if dev.model == "relay" and role.startswith(("relay_", "load_")):
+            ch = int(role.split("_")[1])
+            if ch > len(s.loads):
+                return 0.0
+            if role.startswith("relay_"):
+                return 1.0 if s.relays.is_closed(ch) else 0.0
+            return s.loads[ch - 1].power_kw
+        return None
+
+    def command(self, dev: SimDeviceState, role: str, value: float) -> None:
+        s = self.site
+        if dev.model == "battery" and s.battery is not None:
+            if role == "setpoint_kw":
+                self.site = dataclasses.replace(s, battery=s.battery.write_setpoint(value))
+            elif role == "revert_timeout_s":  # device timers run on the wall clock, physics may not
+                self.site = dataclasses.replace(s, battery=s.battery.write_revert_timeout(value * self.speed))
+        elif dev.model == "pv" and s.pv is not None:
+            if role == "limit_pct":
+                self.site = dataclasses.replace(s, pv=s.pv.write_limit_pct(value))
+            elif role == "revert_timeout_s":
+                self.site = dataclasses.replace(s, pv=s.pv.write_revert_timeout(value * self.speed))
+        elif dev.model == "relay" and role.startswith("relay_"):
+            ch = int(role.split("_")[1])
+            if ch <= len(s.loads):
+                self.site = s.write_relay(ch, value >= 0.5)
+
+    # --- the Modbus side ----------------------------------------------------------------
+
+    def device_action(self, dev: SimDeviceState) -> Callable[..., Any]:
+        roles_by_point = {pname: role for role, pname in dev.profile.roles.items()}
+        points = sorted(dev.profile.points, key=lambda p: p.address)
+
+        async def action(
+            fc: int,
+            start: int,
+            address: int,
+            count: int,
+            regs: list[int],
+            set_values: list[int] | list[bool] | None,
+        ) -> ExcCodes | None:
+            fault = dev.fault
+            if fault.kind == "silent":
+                raise NoSuchIdException(f"simulated silent device {dev.unit_id}")
+            if fault.kind == "exception":
+                return ExcCodes(fault.code)
+            if fault.kind == "slow":
+                await asyncio.sleep(fault.delay_s)
+            end = address + count
+            touched = [p for p in points if p.address < end and p.end > address]
+            if set_values is None:
+                dev.reads += 1
+                self.tick()
+                for p in touched:
+                    self._refresh(dev, p, roles_by_point.get(p.name), start, regs)
+                return None
+            dev.writes += 1
+            written = list(set_values)
+            for p in touched:
+                if p.address < address or p.end > end:
+                    continue  # a partial write of a 32-bit point: left to pymodbus
+                words = [int(w) for w in written[p.address - address : p.end - address]]
+                value = decode(p, words)
+                if (
+                    not p.writable
+                    or (p.min is not None and value < p.min)
+                    or (p.max is not None and value > p.max)
+                ):
+                    dev.rejected_writes += 1
+                    return ExcCodes.ILLEGAL_VALUE
+                role = roles_by_point.get(p.name)
+                if role is not None and not math.isnan(value):
+                    try:
+                        self.command(dev, role, value)
+                    except ValueError:  # the physics refuses it (e.g. a limit outside 0-100 %)
+                        dev.rejected_writes += 1
+                        return ExcCodes.ILLEGAL_VALUE
+            return None
+
+        return action
+
+    def _refresh(self, dev: SimDeviceState, p: Point, role: str | None, start: int, regs: list[int]) -> None:
+        if role is None:
+            return
+        value = self.role_value(dev, role)
+        if value is None:
+            return
+        try:
+            words = encode(p, value, check_access=False)
+        except CodecError:
+            lo, hi = (p.min, p.max)
+            value = max(lo, value) if lo is not None else value
+            value = min(hi, value) if hi is not None else value
+            try:
+                words = encode(p, value, check_access=False)
+            except CodecError:
+                return
+        off = p.address - start
+        if off >= 0 and off + len(words) <= len(regs):
+            regs[off : off + len(words)] = words
+
+    def sim_devices(self, server: str) -> list[SimDevice]:
+        out = []
+        for (srv, unit), dev in sorted(self.devices.items()):
+            if srv != server:
+                continue
+            out.append(
+                SimDevice(
+                    id=unit,
+                    simdata=[
+                        SimData(SIM_BLOCK_START, count=SIM_BLOCK_COUNT, values=0, datatype=DataType.REGISTERS)
+                    ],
+                    action=self.device_action(dev),
+                )
+            )
+        return out
+
+    def trace_for(self, server: str, rtu: bool) -> Callable[[bool, bytes], bytes]:
+        """Corrupt outgoing frames of devices with a garbage/crc fault."""
+
+        def trace(sending: bool, data: bytes) -> bytes:
+            if not sending or len(data) < 4:
+                return data
+            unit = data[0] if rtu else (data[6] if len(data) > 7 else 0)
+            dev = self.devices.get((server, unit))
+            if dev is None or dev.fault.kind not in ("garbage", "crc"):
+                return data
+            if dev.fault.kind == "crc" or (rtu and dev.fault.kind == "garbage"):
+                return data[:-1] + bytes([data[-1] ^ 0xFF])  # the CRC no longer matches
+            # TCP: keep the MBAP header, answer with a PDU that is no valid response
+            return data[:7] + b"\x00" + bytes(len(data) - 8)
+
+        return trace
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "site": self.site.summary(),
+            "t_s": self.site.t_s,
+            "devices": [
+                {
+                    "server": d.server,
+                    "unit_id": d.unit_id,
+                    "model": d.model,
+                    "profile": d.profile.name,
+                    "fault": d.fault.kind,
+                    "reads": d.reads,
+                    "writes": d.writes,
+                    "rejected_writes": d.rejected_writes,
+                }
+                for d in self.devices.values()
+            ],
+        }
