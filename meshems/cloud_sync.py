@@ -77,7 +77,7 @@ class CloudSync:
         self._stop = threading.Event()
         self._wake = threading.Event()
         # worker thread only
-        self.publisher = Publisher(self.link, self.cc, self.zone, node_id, self.stats)
+        self.publisher = Publisher(self.link, self.cc, self.zone, self.node_id, self.stats)
         self._publishing = False
         self._connects_seen = 0
         self._ack_committed = 0
