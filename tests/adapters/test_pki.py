@@ -1,4 +1,5 @@
-"""Tests for `meshems.adapters.pki` (the uplink's certificate authority) and `meshems pki`.
+"""Tests for `meshems.adapters.pki` (the uplink's certificate authority); `meshems pki` is
+tested in tests/cli/test_pki.py.
 
 Keys are 0600 in a 0700 folder, certificates carry the CN, kind and extended key usage the
 broker checks, expiry is listed and detected, and nothing is overwritten unasked.
@@ -6,9 +7,7 @@ broker checks, expiry is listed and detected, and nothing is overwritten unasked
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import json
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshems.adapters import pki
-from meshems.adapters.config_file import load_config
-from meshems.cli_pki import PKI_HANDLERS, add_pki_parser
 from meshems.core.errors import AuthError, ConfigError
-from tests.conftest import write_config
 
 
 def mode(path: Path) -> int:
@@ -141,45 +137,3 @@ def test_a_group_readable_ca_key_is_refused(ca: Path) -> None:
     (ca / "ca.key").chmod(0o640)
     with pytest.raises(ConfigError, match="chmod 600"):
         pki.issue(ca, "n1", "node")
-
-
-# -- the command line ----------------------------------------------------------------------
-
-
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="meshems")
-    add_pki_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(list(argv))
-    return PKI_HANDLERS[(args.cmd, args.sub)](load_config(args.config), args)
-
-
-def test_cli_init_issue_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = str(write_config(tmp_path, nodes=2))
-    assert run_cli("pki", "init", "--config", config) == 0
-    assert (tmp_path / ".meshems" / "pki" / "ca.key").exists()  # default: next to the config
-    assert run_cli("pki", "issue", "--config", config, "--node", "n1") == 0
-    assert run_cli("pki", "issue", "--config", config, "--server", "broker", "--days", "30") == 0
-    with pytest.raises(ConfigError, match="no node 'n9'"):
-        run_cli("pki", "issue", "--config", config, "--node", "n9")
-    with pytest.raises(ConfigError, match="already exists"):
-        run_cli("pki", "init", "--config", config)
-    capsys.readouterr()
-    assert run_cli("pki", "show", "--config", config, "-o", "json") == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [(r["name"], r["kind"], r["cn"]) for r in rows] == [
-        ("ca", "ca", "meshems-test"),
-        ("broker", "server", "broker"),
-        ("n1", "node", "n1"),
-    ]
-    assert rows[1]["days_to_expiry"] in (29, 30)
-    assert run_cli("pki", "show", "--config", config) == 0
-    assert "broker" in capsys.readouterr().out
-
-
-def test_cli_dir_override_and_show_exit_code_on_expiry(tmp_path: Path) -> None:
-    config = str(write_config(tmp_path, nodes=1))
-    folder = tmp_path / "elsewhere"
-    assert run_cli("pki", "init", "--config", config, "--dir", str(folder)) == 0
-    now = datetime.now(UTC)
-    pki.issue(folder, "old", "client", not_before=now - timedelta(days=9), not_after=now - timedelta(days=1))
-    assert run_cli("pki", "show", "--config", config, "--dir", str(folder), "-o", "json") == 1

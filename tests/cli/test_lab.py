@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from meshems.lab.cli import EXAMPLES, parse_duration
+from meshems.cli.lab import EXAMPLES, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("2h", 7200.0)])

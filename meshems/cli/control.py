@@ -1,0 +1,219 @@
+"""`meshems policy set/get | explain | forecast fit`: the zone's control. The policy the
+leader dispatches to, why a device has its setpoint, and a node's load forecaster.
+
+Owns these commands' arguments, policy values on the command line (`KEY=VALUE`) and their
+output; control itself lives in the core and runs in the node daemons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshems.cli.args import add_command, add_group, add_output
+from meshems.cli.output import fail, print_json
+
+EXAMPLES = {
+    "policy set": "meshems policy set --config cluster-configs/local-3.yaml import_limit_kw=40 "
+    "shed_order=n1-relays:4,n2-relays:4",
+    "policy get": "meshems policy get --config cluster-configs/local-3.yaml -o json",
+    "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
+    "forecast fit": "meshems forecast fit --config cluster-configs/local-3.yaml --node n1 --csv load.csv",
+}
+BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def add_parsers(sub: Any) -> None:
+    """Add `policy`, `explain` and `forecast` to the top-level subparsers."""
+    pol = add_group(sub, "policy", "show or change the zone policy (committed through Raft)")
+    s = add_command(
+        pol, "set", "change zone policy fields (KEY=VALUE; lists comma-separated)", EXAMPLES["policy set"]
+    )
+    s.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    s.set_defaults(run=cmd_policy_set)
+    s = add_command(
+        pol, "get", "show the committed zone policy, envelopes and last dispatch", EXAMPLES["policy get"]
+    )
+    add_output(s)
+    s.set_defaults(run=cmd_policy_get)
+
+    s = add_command(
+        sub,
+        "explain",
+        "why a device has its current setpoint: cycle, term, controller, inputs",
+        EXAMPLES["explain"],
+    )
+    s.add_argument("device_id", metavar="DEVICE_ID", help="a device id, or a load RELAY_DEVICE:CHANNEL")
+    add_output(s)
+    s.set_defaults(run=cmd_explain)
+
+    fc = add_group(sub, "forecast", "fit a node's load forecaster")
+    s = add_command(
+        fc,
+        "fit",
+        "fit a node's load forecaster on its history (CSV: unix_time_s,kw at "
+        "15-minute steps) and save it as DATA_DIR/NODE/forecast.npz; the node loads it at start",
+        EXAMPLES["forecast fit"],
+    )
+    s.add_argument("--node", "-n", required=True)
+    s.add_argument(
+        "--csv",
+        help="history: one 'unix_time_s,kw' row per 15 minutes (8+ weeks); default: the "
+        "history the node recorded itself (DATA_DIR/NODE/load_history.npz)",
+    )
+    s.add_argument("--version", type=int, default=1)
+    s.set_defaults(run=cmd_forecast_fit)
+
+
+def parse_policy_values(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` items as policy changes: numbers, `shed_order` as a comma-separated list,
+    `reserve_forecast` as a boolean word; ConfigError for an unknown key or a bad value."""
+    from meshems.core.errors import ConfigError
+    from meshems.core.policy import Policy
+
+    defaults = Policy()
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not hasattr(defaults, key):
+            raise ConfigError(
+                f"policy: {item!r} is not KEY=VALUE with a known key ({', '.join(defaults.to_dict())})"
+            )
+        if key == "shed_order":
+            out[key] = [x for x in raw.split(",") if x]
+        elif key == "reserve_forecast":
+            flag = BOOLEANS.get(raw.lower())
+            if flag is None:
+                raise ConfigError(f"policy: reserve_forecast needs true or false, got {raw!r}")
+            out[key] = flag
+        else:
+            try:
+                out[key] = float(raw)
+            except ValueError:
+                raise ConfigError(f"policy: {key} needs a number, got {raw!r}") from None
+    return out
+
+
+def cmd_policy_set(args: Any) -> int:
+    from meshems.cli.api import client_for, new_rid, view
+    from meshems.core import commands
+
+    cfg = view(args)
+    values = parse_policy_values(args.values)
+    res = client_for(cfg, args).propose(commands.encode("set_policy", new_rid(), values=values))
+    if res.get("ok"):
+        print(f"policy committed at term {res['term']}, index {res['index']}: {values}")
+        return 0
+    return fail(res.get("code"), res.get("message"))
+
+
+def cmd_policy_get(args: Any) -> int:
+    from meshems.cli.api import connect, first_answer
+
+    _, client = connect(args)
+    _, body = first_answer(client, None, "/v1/control")
+    if args.output == "json":
+        print_json(body)
+        return 0
+    pol = body.get("policy")
+    if pol is None:
+        print("no policy committed yet (add a policy: section to the config, or meshems policy set)")
+        return 0
+    for k, v in pol.items():
+        print(f"{k:>20}: {v}")
+    ld = body.get("last_dispatch")
+    if ld:
+        print(
+            f"last dispatch: cycle {ld['cycle']} at term {ld['term']}, index {ld['index']}: "
+            + ", ".join(f"{k}={v:g}" for k, v in ld["inputs"].items())
+        )
+    for node, env in sorted(body.get("envelopes", {}).items()):
+        print(
+            f"envelope {node}: import <= {env['import_limit_kw']:.1f} kW, export <= "
+            f"{env['export_limit_kw']:.1f} kW, SoC reserve {env['soc_reserve_pct']:.0f} %, shed {env['shed']}"
+        )
+    return 0
+
+
+def cmd_explain(args: Any) -> int:
+    from urllib.parse import quote
+
+    from meshems.cli.api import connect, first_answer
+
+    _, client = connect(args)
+    code, body = first_answer(client, None, f"/v1/explain?device={quote(args.device_id)}")
+    if code != 200:
+        return fail(body.get("code"), body.get("message"))
+    if args.output == "json":
+        print_json(body)
+        return 0
+    sp, relay, d = body.get("setpoint"), body.get("relay"), body.get("dispatch")
+    if sp:
+        print(
+            f"{args.device_id}: {sp['kw']:g} kW, committed at term {sp['term']}, index {sp['index']} "
+            f"(source {sp['source']})"
+        )
+    if relay:
+        print(
+            f"{args.device_id}: {'closed' if relay['closed'] else 'OPEN (shed)'} by {relay['controller']} "
+            f"at term {relay['term']}, index {relay['index']}"
+        )
+    if d and d.get("controller"):
+        print(
+            f"set by controller '{d['controller']}' in dispatch cycle {d['cycle']} (term {d['term']}, index "
+            f"{d['index']}): {d['reason']}"
+        )
+        print("inputs: " + ", ".join(f"{k}={v:g}" for k, v in d["inputs"].items()))
+    elif sp:
+        print("not set by dispatch (an operator or earlier write)")
+    if body.get("reading"):
+        print("latest reading: " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(body["reading"].items())))
+    return 0
+
+
+def cmd_forecast_fit(args: Any) -> int:
+    import numpy as np
+
+    from meshems.adapters.config_file import load_config
+    from meshems.adapters.forecast_store import save
+    from meshems.core.errors import ConfigError
+    from meshems.core.forecast import evaluate, fit
+
+    cfg = load_config(args.config)
+    cfg.node(args.node)
+    if args.csv:
+        try:
+            rows = np.loadtxt(args.csv, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.csv}: cannot read 'unix_time_s,kw' rows: {exc}") from None
+        t, kw = rows[:, 0], rows[:, 1]
+    else:
+        from meshems.adapters.forecast_store import load_history
+
+        hist_path = cfg.data_dir(args.node) / "load_history.npz"
+        history = load_history(hist_path)
+        if history.t0_s is None or not history.values:
+            raise ConfigError(f"{hist_path}: no recorded history yet; pass --csv")
+        kw = history.series()
+        t = history.t0_s + np.arange(len(kw)) * history.step_s
+    try:
+        model = fit(kw, float(t[0]), step_s=900.0, version=args.version)
+        skill = evaluate(kw, float(t[0]), 900.0, train_days=max(8.0, len(kw) / 96 - 14), test_days=14)
+    except ValueError as exc:
+        raise ConfigError(f"{args.csv}: {exc}") from None
+    path = cfg.data_dir(args.node) / "forecast.npz"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = save(model, path)
+    print(
+        f"fitted on {model.fitted_on} steps; MAE {skill['mae_model_kw']:.2f} kW vs same time last week "
+        f"{skill['mae_naive_kw']:.2f} kW (ratio {skill['ratio']:.2f}); saved {path} (sha256 {digest[:16]})"
+    )
+    return 0
