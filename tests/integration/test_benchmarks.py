@@ -126,3 +126,24 @@ def test_probe_bench_quick_json() -> None:
     # the probe's own checks: the attacks got answers or were cut, nothing was lost
     assert result["flood_answered_401"] > 0 and result["api_status_errors_flood"] == 0
     assert result["commit_errors_garbage"] == 0 and result["garbage_connections"] > 0
+
+
+CLI_KEYS = {
+    "python_pass_p50_ms", "help_p50_ms", "status_json_p50_ms", "setpoint_set_p50_ms",
+    "setpoint_set_no_cache_p50_ms", "rtt_propose_p50_ms", "help_ratio", "setpoint_set_ratio",
+}  # fmt: skip
+
+
+def test_cli_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/cli_bench.py"), "--quick", "--json", "--calls", "3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) >= CLI_KEYS
+    # the benchmark's own checks: every call succeeded, and help and setpoint set stayed light
+    assert result["errors"] == 0 and result["calls"] == 3
+    assert result["heavy_modules_help"] == [] and result["heavy_modules_setpoint_set"] == []
+    assert all(isinstance(result[k], int | float) and result[k] > 0 for k in CLI_KEYS)
+    assert result["top_imports_setpoint_set"]
