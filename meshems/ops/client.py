@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from meshems.adapters.secret import api_token
@@ -74,8 +74,8 @@ class NodeClient:
             raise UnreachableError(f"{node.id} ({node.api_endpoint}): {exc}", node=node.id) from None
 
     def status_all(self, timeout_s: float = 1.5) -> list[dict[str, Any]]:
-        """One row per configured node; unreachable nodes get reachable=False."""
-        from concurrent.futures import ThreadPoolExecutor  # 12 ms of imports: only for status
+        """One row per configured node, asked in parallel; unreachable nodes get
+        reachable=False."""
 
         def one(node: ApiNode) -> dict[str, Any]:
             try:
@@ -96,8 +96,7 @@ class NodeClient:
                 }
             return {**body, "endpoint": node.api_endpoint, "reachable": True}
 
-        with ThreadPoolExecutor(max_workers=max(1, len(self.cfg.nodes))) as pool:
-            rows = list(pool.map(one, self.cfg.nodes))
+        rows = _in_threads(one, list(self.cfg.nodes))
         leaders = [r for r in rows if r.get("reachable") and r.get("role") == "leader"]
         # The leader with the highest term is the current one (an old one may not know yet).
         leader = max(leaders, key=lambda r: r["term"]) if leaders else None
@@ -164,3 +163,27 @@ class NodeClient:
                 return res
             last = res
         return last
+
+
+def _in_threads(fn: Callable[[ApiNode], dict[str, Any]], nodes: list[ApiNode]) -> list[dict[str, Any]]:
+    """`[fn(n) for n in nodes]`, one thread each; the first exception is raised here. (Plain
+    threads: concurrent.futures costs 10 ms of imports on every `meshems status`.)"""
+    import threading
+
+    results: list[Any] = [None] * len(nodes)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = fn(nodes[i])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(nodes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
