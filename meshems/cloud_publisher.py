@@ -1,9 +1,7 @@
-"""The leader's publishing of the zone telemetry stream: the in-flight window of the MQTT link
-split into a stream lane (in seq order from the watermark) and a live lane (fresh records that
-overtake a draining backlog), the acknowledged-through watermark, and the gap notices.
-
-Owns that bookkeeping and nothing else: the outbox, the leadership and committing the
-watermark through Raft are `cloud_sync.CloudSync`'s, which calls it from its worker thread.
+"""The leader's publishing of the zone telemetry stream: the link's in-flight window split into
+a stream lane (seq order from the watermark) and a live lane (fresh records overtaking a backlog),
+the acknowledged-through watermark and gap notices. Owns that bookkeeping only: the outbox, the
+leadership and the Raft watermark commit are `cloud_sync.CloudSync`'s (one worker thread).
 """
 
 from __future__ import annotations

@@ -1,25 +1,8 @@
 """Cloud sync: every node keeps the zone's telemetry stream in a durable outbox; the leader
 publishes it to the MQTT broker and commits the broker's acknowledgement watermark.
 
-Design (why there is no gap across a leader change): the stream is not the leader's own.
-Every replica derives the same numbered records from the entries it applies
-(core/telemetry.py) and appends them to its own SQLite outbox; the leader publishes from
-the replicated watermark `ZoneState.cloud_acked` onwards and, as the broker acknowledges,
-commits `cloud_ack(seq)` through Raft; every node prunes its outbox through it. A new
-leader therefore holds every record above the watermark and resumes there. Records the old
-leader published but whose ack was not committed yet are sent again with the same seq and
-the same payload: duplicates a subscriber drops by seq (never silent or different).
-
-Order and live data: the backlog drains in seq order; while it drains, a share of the
-in-flight window (`live_share`) goes to records derived in the last few seconds, so live
-telemetry is not stuck behind an hour of backlog. Full outbox: the configured policy
-applies, every dropped seq range is counted, alarmed (A_CLOUD_BACKLOG_FULL in status) and
-announced on the zone's `gaps` topic.
-
-Owns the outbox, the MQTT link, the leadership of the stream and a worker thread; the
-in-flight window and gap notices are `cloud_publisher.Publisher`'s. Must not touch the zone
-state but through committed `cloud_ack` proposals; the Raft thread only hands records over a
-queue.
+Owns the outbox, the MQTT link, the leadership of the stream and a worker thread (the window is
+`cloud_publisher`'s). Touches the zone state only through committed `cloud_ack` proposals.
 """
 
 from __future__ import annotations
@@ -51,6 +34,25 @@ MAX_UNSTORED = 200_000
 
 
 class CloudSync:
+    """A node's cloud sync: the Raft thread hands derived records over a queue (`on_applied`);
+    the worker stores them, and publishes while this node leads.
+
+    Why there is no gap across a leader change: the stream is not the leader's own. Every
+    replica derives the same numbered records from the entries it applies (core/telemetry.py)
+    and appends them to its own SQLite outbox; the leader publishes from the replicated
+    watermark `ZoneState.cloud_acked` onwards and, as the broker acknowledges, commits
+    `cloud_ack(seq)` through Raft; every node prunes its outbox through it. A new leader
+    therefore holds every record above the watermark and resumes there. Records the old
+    leader published but whose ack was not committed yet are sent again with the same seq and
+    the same payload: duplicates a subscriber drops by seq (never silent or different).
+
+    Order and live data: the backlog drains in seq order; while it drains, a share of the
+    in-flight window (`live_share`) goes to records derived in the last few seconds, so live
+    telemetry is not stuck behind an hour of backlog. Full outbox: the configured policy
+    applies, every dropped seq range is counted, alarmed (A_CLOUD_BACKLOG_FULL in status) and
+    announced on the zone's `gaps` topic.
+    """
+
     def __init__(
         self,
         cfg: ClusterConfig,

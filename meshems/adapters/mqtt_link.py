@@ -1,10 +1,8 @@
 """The MQTT v5 uplink to the cloud broker: TLS 1.3 only, a client certificate per node.
 
-Owns one paho-mqtt 2.x client (its network thread, reconnects with backoff), the TLS
-context and the own-certificate expiry check; what a failure means is `mqtt_failures`.
-Must not keep messages beyond paho's RAM queue (the durable outbox is the caller's job) and
-must not take a lock in a paho callback: they run under paho's locks, so they only assign
-fields and put into queues.
+Owns one paho-mqtt 2.x client (network thread, reconnects with backoff), the TLS context and
+the own-certificate check (what failures mean: `mqtt_failures`). Keeps no message beyond paho's
+RAM queue; paho callbacks run under paho's locks, so they only assign fields and enqueue.
 """
 
 from __future__ import annotations

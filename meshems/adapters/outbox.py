@@ -1,13 +1,7 @@
-"""Durable telemetry outbox for cloud sync: zone telemetry records keyed by their zone-wide seq,
-published by the leader after the broker-acknowledged watermark and pruned up to it on every
-node. Owns the records' caps (age, bytes under drop_oldest or reject_new) and their drop
-counters; it never reads a clock (callers pass `now_s`) and never drops a record without
-counting it and reporting its seq range. The SQLite file is `adapters.outbox_file`.
-
-Durability: `synchronous="NORMAL"` (default) in WAL mode survives a crash of the process, but a
-power loss or OS crash may lose the last committed transactions (never corrupts the file). That
-is acceptable because every record is re-derived from the replicated Raft log on restart and
-re-appended idempotently. `synchronous="FULL"` fsyncs every commit and also survives power loss.
+"""Durable telemetry outbox for cloud sync: records keyed by their zone-wide seq, published by
+the leader after the broker-acknowledged watermark and pruned up to it on every node. Owns the
+caps (age, bytes) and drop counters; never reads a clock (callers pass `now_s`), never drops a
+record without counting it and reporting its seq range. The SQLite file is `outbox_file`.
 """
 
 from __future__ import annotations
@@ -54,7 +48,14 @@ def record_crc(seq: int, created_s: float, topic: str, payload: bytes) -> int:
 
 
 class Outbox:
-    """The telemetry outbox of one node. Use from one thread (the node's asyncio loop)."""
+    """The telemetry outbox of one node. Use from one thread (the node's asyncio loop).
+
+    Durability: `synchronous="NORMAL"` (default) in WAL mode survives a crash of the process,
+    but a power loss or OS crash may lose the last committed transactions (never corrupts the
+    file). That is acceptable because every record is re-derived from the replicated Raft log
+    on restart and re-appended idempotently. `synchronous="FULL"` fsyncs every commit and also
+    survives power loss.
+    """
 
     def __init__(
         self,

@@ -4,9 +4,8 @@ Owns scheduling and per-device bookkeeping. Per bus, one worker per connection t
 device whose poll is due earliest (fair: earliest deadline first), so one slow or silent
 device costs at most its timeout per poll and, once backed off, almost nothing; the others
 keep their cadence. Serial lines carry one request at a time, paced by their modelled
-line time. Writes jump the queue, are read back and verified. Health rules live in
-`core.health`, register maps in `core.register_map`, their codec in `core.registers`;
-pymodbus stays behind `adapters.modbus`.
+line time. Writes jump the queue, are read back and verified. Health rules: `core.health`;
+register maps: `core.register_map`, `core.registers`; pymodbus stays in `adapters.modbus`.
 """
 
 from __future__ import annotations

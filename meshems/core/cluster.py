@@ -1,15 +1,19 @@
 """The replicated zone state and `apply`, the function every replica runs on the Raft log.
 
-Rules of this module (as h11 writes its rules at the top):
-- `apply(state, data, term, index)` is pure: the same state and the same log entry give the
-  same new state and result on every replica; no I/O, clock, randomness or threads.
-- States are immutable; `apply` returns a new one and shares what did not change.
-- A malformed or refused command changes nothing but the applied position and the dedup
-  window, and is refused with the same code everywhere.
-- A command whose request id was already applied returns the first result and changes
-  nothing (client retries after E_LEADER_CHANGED / E_UNKNOWN_OUTCOME are safe).
-- Committed setpoints carry the (term, index) of their log entry: the fencing token.
+Owns `ZoneState`, the request-id dedup window, `apply` and the command -> handler table (the
+handlers are `core.zone_handlers`, the snapshot format `core.snapshot`). Pure: no I/O, clock,
+randomness or threads; the rules below hold for every handler too.
 """
+
+# Rules of this module (as h11 writes its rules at the top):
+# - `apply(state, data, term, index)` is pure: the same state and the same log entry give the
+#   same new state and result on every replica; no I/O, clock, randomness or threads.
+# - States are immutable; `apply` returns a new one and shares what did not change.
+# - A malformed or refused command changes nothing but the applied position and the dedup
+#   window, and is refused with the same code everywhere.
+# - A command whose request id was already applied returns the first result and changes
+#   nothing (client retries after E_LEADER_CHANGED / E_UNKNOWN_OUTCOME are safe).
+# - Committed setpoints carry the (term, index) of their log entry: the fencing token.
 
 from __future__ import annotations
 

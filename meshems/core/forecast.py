@@ -1,9 +1,8 @@
 """Load forecaster a node fits on its own history: direct multi-horizon ridge regression.
 
-Owns fitting and predicting (and the peak energy a forecast asks a battery to hold).
-Pure: numpy only; no files, clocks or randomness (`adapters.forecast_store` does the file
-I/O). The model is `core.forecast_model`, its features `core.forecast_features`, its array
-form `core.forecast_arrays`, its scoring `core.forecast_eval`. Times are Unix seconds, UTC.
+Owns fit and predict (and the peak energy a forecast asks a battery to hold). Pure: numpy
+only; no files, clocks or randomness. The model, features, array form and scoring are the
+other `core.forecast_*` modules, the files `adapters.forecast_store`. Times: Unix s, UTC.
 """
 
 from __future__ import annotations

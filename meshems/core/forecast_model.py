@@ -1,9 +1,8 @@
-"""The fitted load forecaster as data: `ForecastModel`, its feature layout and calendar constants.
+"""The fitted load forecaster as data: `ForecastModel` (validated, immutable arrays), the
+names and order of its features, and the calendar constants.
 
-Owns what a model is (validated, immutable arrays) and the names and order of its features.
-Pure: numpy only; no I/O, clocks or randomness. Fitting and predicting live in
-`core.forecast`, the design matrix in `core.forecast_features`, the array form in
-`core.forecast_arrays`. Times are Unix seconds, calendar UTC.
+Pure: numpy only; no I/O, clocks or randomness; fitting is `core.forecast`. Times are Unix
+seconds, calendar UTC.
 """
 
 from __future__ import annotations

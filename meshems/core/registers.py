@@ -1,9 +1,8 @@
 """Modbus register codec: the words a device holds <-> engineering values, per `Point`.
 
-Owns `decode`/`encode` (int16 .. float32, both word orders, fixed scale, SunSpec "not
-implemented" markers, range checks naming the point) and the decoding of read blocks (one
-struct unpack on the poller's hot path). Pure: no I/O, no clocks. Register maps are
-`core.register_map`, profile files `core.profile_schema` and `adapters.profiles`.
+Owns decode/encode (int16 .. float32, both word orders, fixed scale, SunSpec "not
+implemented" markers, range checks naming the point) and block decoding for the poller.
+Pure: no I/O, no clocks; register maps are `core.register_map`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""What each command does to the zone state: one handler per command type, each returning
-the changed fields and the `Result`, or a refusal that changes nothing.
-
-Pure: no I/O, clock, randomness or threads (the rules of `core.cluster` apply). Owns the
-bounds on counters that one entry may move. The dispatch table and `apply` are in
-`core.cluster`.
+"""What each command does to the zone state: one handler per command type, returning the
+changed fields and the `Result`, or a refusal that changes nothing; and the bounds on the
+counters one entry may move. Pure: no I/O, clock or randomness (the rules of
+`core.cluster`, which holds the dispatch table and `apply`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """The Jepsen-style checker of a lab run: a pure function of the client's history, the
 nodes' apply/actuation traces, the partition windows and the final state hashes.
 
-Owns the verdict: lost acknowledged writes, divergent nodes, stale-term actuations,
-commits on a minority side. Pure: no clock, no I/O (the runner reads the files).
-
-What it checks, per node (a node's trace has one "life" per process start):
-- the entries it applied have strictly increasing indices within a life, with
-  non-decreasing terms; an index applied twice (a replay after restart) has the same
-  term and entry digest every time;
-- every index has the same (term, digest) on every node that applied it;
-- every acknowledged write is at the index and term its acknowledgement named, with the
-  digest of the bytes the client sent, on every node (or under a snapshot it restored);
-- setpoints it actuated carry non-decreasing (term, index) per device;
-- nodes that answered the final sweep at the same applied index have the same state hash.
-A write acknowledged by a node on the minority side of a partition, sent after the
-partition was in force and answered before it healed, is a minority commit.
+Owns the verdict (lost acknowledged writes, divergent nodes, stale-term actuations, commits
+on a minority side; the rules are `check`'s). Pure: no clock, no I/O (the runner reads files).
 """
 
 from __future__ import annotations
@@ -95,7 +83,20 @@ def check(
     windows: list[Window],
     final: dict[str, tuple[int, str]],
 ) -> Verdict:
-    """The verdict on one run; `final` maps node -> (applied index, state hash) from one sweep."""
+    """The verdict on one run; `final` maps node -> (applied index, state hash) from one sweep.
+
+    What it checks, per node (a node's trace has one "life" per process start):
+    - the entries it applied have strictly increasing indices within a life, with
+      non-decreasing terms; an index applied twice (a replay after restart) has the same
+      term and entry digest every time;
+    - every index has the same (term, digest) on every node that applied it;
+    - every acknowledged write is at the index and term its acknowledgement named, with the
+      digest of the bytes the client sent, on every node (or under a snapshot it restored);
+    - setpoints it actuated carry non-decreasing (term, index) per device;
+    - nodes that answered the final sweep at the same applied index have the same state hash.
+    A write acknowledged by a node on the minority side of a partition, sent after the
+    partition was in force and answered before it healed, is a minority commit.
+    """
     v = Verdict(operations=len(ops))
     outcomes = Counter(op.outcome for op in ops)
     v.acknowledged, v.failed, v.indeterminate = outcomes["ok"], outcomes["fail"], outcomes["info"]

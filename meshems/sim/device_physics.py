@@ -1,9 +1,8 @@
 """Physics of one simulated device each: battery inverter, PV inverter, load, relay bank, meter.
 
-Pure: no I/O, clocks, threads or random state; time advances only through `step(..., dt_s)`,
-which returns a new frozen object and never mutates. Sign convention: sources are positive
-into the site bus (battery discharge, PV), loads positive consumption, the meter's `grid_kw`
-positive on import. How the devices make a site is `sim.physics`.
+Pure: no I/O, clocks, threads or random state; `step(..., dt_s)` returns a new frozen object
+and never mutates. Sources are positive into the site bus (battery discharge, PV), loads
+positive consumption, the meter's `grid_kw` positive on import.
 """
 
 from __future__ import annotations

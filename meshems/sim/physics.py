@@ -1,9 +1,8 @@
-"""Physics of a simulated microgrid site: its battery, PV inverter, loads behind relays and
-meter on one bus, driven by the load and sun profiles of `sim.profiles`.
+"""Physics of a simulated microgrid site: its devices (`sim.device_physics`) on one bus,
+driven by the load and sun profiles of `sim.profiles`.
 
-Pure: no I/O, clocks, threads or random state; time advances only through `step(dt_s)`,
-which returns a new frozen site. `grid_kw = switched-on load - pv_kw - battery_kw` (positive
-on import). The devices themselves are `sim.device_physics`.
+Pure: no I/O, clocks, threads or random state; `step(dt_s)` returns a new frozen site.
+`grid_kw = switched-on load - pv_kw - battery_kw` (positive on import).
 """
 
 from __future__ import annotations

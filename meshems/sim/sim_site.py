@@ -1,10 +1,7 @@
-"""One simulated site as Modbus devices: its physics (`sim.physics`) advanced by the wall
-clock, each device's registers a view of it, and fault injection per device (silent, slow,
-garbage frames, CRC errors, exception codes).
-
-A read encodes the current values, a write commands the physics (a value outside the
-point's min/max is answered with exception 0x03). Serving it is `sim.server`; profiles come
-in as objects: this module reads no files.
+"""One simulated site as Modbus devices: its physics (`sim.physics`) on the wall clock, each
+device's registers a view of it (a read encodes the values, a write commands the physics; a
+value outside min/max is exception 0x03) and faults per device (silent, slow, garbage, CRC,
+exception codes). Serving it is `sim.server`; profiles come in as objects, no files are read.
 """
 
 from __future__ import annotations
