@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# model_digest and to_arrays live in core.forecast_arrays; runtime.py and core/node_spec.py (not ours
-# to change now) import them, and ForecastModel, from here
+# model_digest and to_arrays live in core.forecast_arrays; core/node_spec.py (not ours to change
+# now) imports them, and ForecastModel, from here
 from meshems.core.forecast_arrays import model_digest as model_digest
 from meshems.core.forecast_arrays import to_arrays as to_arrays
 from meshems.core.forecast_features import day_lag_steps, features_at, fit_profile, prepare, rows
@@ -159,7 +159,7 @@ def peak_energy_above(forecast_kw: np.ndarray, limit_kw: float, step_s: float) -
 
 
 def __getattr__(name: str) -> object:
-    """`evaluate` moved to `core.forecast_eval`, which imports this module; meshems/cli.py
+    """`evaluate` moved to `core.forecast_eval`, which imports this module; meshems/cli/control.py
     still imports it from here, so it is looked up on first use."""
     if name == "evaluate":
         from meshems.core.forecast_eval import evaluate
