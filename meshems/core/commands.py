@@ -107,6 +107,8 @@ def _remove_node(cmd: Mapping[str, Any]) -> dict[str, Any]:
 
 
 DEVICE_STATES = frozenset({"unknown", "ok", "stale", "defective"})
+#: the largest battery reserve a node's forecast may ask the zone to hold
+MAX_RESERVE_KWH = 1e6
 MAX_REPORT_VALUES = 32
 
 
@@ -137,7 +139,15 @@ def _report(cmd: Mapping[str, Any]) -> dict[str, Any]:
     readings = [_reading(d) for d in devices]
     if len({r["id"] for r in readings}) != len(readings):
         raise Invalid("E_CMD_MALFORMED", "a report names each device once")
-    return {"node_id": _str(cmd, "node_id"), "seq": seq, "devices": readings}
+    out = {"node_id": _str(cmd, "node_id"), "seq": seq, "devices": readings, "reserve_kwh": 0.0}
+    if "reserve_kwh" in cmd:
+        reserve = _num(cmd, "reserve_kwh")
+        if not 0.0 <= reserve <= MAX_RESERVE_KWH:
+            raise Invalid(
+                "E_CMD_MALFORMED", f"field 'reserve_kwh' must be within [0, {MAX_RESERVE_KWH:g}] kWh"
+            )
+        out["reserve_kwh"] = reserve
+    return out
 
 
 def _set_policy(cmd: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,7 +246,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "remove_node": (_remove_node, frozenset({"node_id"})),
     "barrier": (_barrier, frozenset()),
     "cloud_ack": (_cloud_ack, frozenset({"seq"})),
-    "report": (_report, frozenset({"node_id", "seq", "devices"})),
+    "report": (_report, frozenset({"node_id", "seq", "devices", "reserve_kwh"})),
     "set_policy": (_set_policy, frozenset({"values"})),
     "transfer_device": (_transfer_device, frozenset({"device_id", "node_id"})),
     "forecast_model": (_forecast_model, frozenset({"node_id", "version", "digest", "data"})),

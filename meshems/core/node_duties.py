@@ -43,6 +43,7 @@ def report(node: Node) -> list[Action]:
     seq = previous.seq + 1 if previous is not None else 0
     readings = [{"id": k, "state": h, "values": dict(v)} for k, (h, v) in sorted(node.polled().items())]
     out: list[Action] = forecast(node, readings)
+    fields = {"reserve_kwh": round(node.reserve_kwh, 3)} if node.reserve_kwh > 0 else {}
     node.rids += 1
     data = commands.encode(
         "report",
@@ -50,13 +51,14 @@ def report(node: Node) -> list[Action]:
         node_id=node.spec.node_id,
         seq=seq,
         devices=readings,
+        **fields,
     )
     return [*out, node.propose("report", data, str(seq), node.spec.timing.report_timeout_s)]
 
 
 def forecast(node: Node, readings: list[dict[str, Any]]) -> list[Action]:
-    """Record the base load (import with the batteries at 0) and put the battery reserve
-    the coming day needs into the report (on the site meter's reading)."""
+    """Record the base load (import with the batteries at 0) and forecast the battery
+    reserve the coming day needs above this node's envelope (it goes into the report)."""
     kinds = {d.id: d.kind for d in node.spec.devices.values()}
     meter = next(
         (
@@ -82,7 +84,6 @@ def forecast(node: Node, readings: list[dict[str, Any]]) -> list[Action]:
     node.reserve_kwh, node.forecast_basis = forecast_reserve_kwh(
         node.history, node.wall_s, envelope.import_limit_kw, model
     )
-    meter["values"]["reserve_kwh"] = round(node.reserve_kwh, 3)
     return out
 
 

@@ -81,6 +81,4 @@ def dispatch_once(node: Node, policy: Policy) -> Propose:
 
 def zone_reserve_kwh(state: ZoneState) -> float:
     """The battery energy the nodes' forecasts ask the zone to hold (their reports)."""
-    return sum(
-        v for rep in state.reports.values() for r in rep.readings for k, v in r.values if k == "reserve_kwh"
-    )
+    return sum(rep.reserve_kwh for rep in state.reports.values())

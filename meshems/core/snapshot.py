@@ -51,6 +51,7 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
                 r.term,
                 r.index,
                 [[x.device_id, x.state, [list(v) for v in x.values]] for x in r.readings],
+                r.reserve_kwh,
             ]
             for _, r in sorted(state.reports.items())
         ],
@@ -107,6 +108,7 @@ def restore(data: bytes) -> ZoneState:
                     r[2],
                     r[3],
                     tuple(Reading(x[0], x[1], tuple((k, v) for k, v in x[2])) for x in r[4]),
+                    float(r[5]) if len(r) > 5 else 0.0,  # snapshots before the field: none asked
                 )
                 for r in raw["reports"]
             },

@@ -166,7 +166,7 @@ def report(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict,
         Reading(r["id"], r["state"], tuple(r["values"].items()))
         for r in sorted(f["devices"], key=lambda r: r["id"])
     )
-    report = NodeReport(node_id, f["seq"], term, index, readings)
+    report = NodeReport(node_id, f["seq"], term, index, readings, f["reserve_kwh"])
     return {"reports": {**state.reports, node_id: report}}, _ok(term, index)
 
 

@@ -79,6 +79,8 @@ class NodeReport:
     term: int
     index: int
     readings: tuple[Reading, ...]
+    #: the battery energy the node's forecast asks the zone to hold for its coming peak
+    reserve_kwh: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

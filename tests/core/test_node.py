@@ -356,3 +356,20 @@ def test_a_gone_peer_counts_as_stale_three_seconds_after_its_last_report() -> No
         node.step(Applied(zone.commit(data)))
     assert node.liveness.stale(node.zone, 104.9) == frozenset()
     assert node.liveness.stale(node.zone, 105.1) == {"n2"}
+
+
+def test_the_forecast_reserve_travels_as_its_own_report_field_and_dispatch_sums_it() -> None:
+    from meshems.core.node_lead import zone_reserve_kwh
+
+    node, zone = machine(), Zone()
+    node.step(FOLLOWER)
+    node.step(Applied(zone.state))
+    poll(node, 100.0)
+    node.reserve_kwh = 7.5  # what the node's forecast asked for (no envelope: kept as it is)
+    (rep,) = [a for a in node.step(Tick(100.1, 0.0)) if isinstance(a, Propose) and a.purpose == "report"]
+    cmd = commands.decode(rep.data)
+    assert isinstance(cmd, commands.Command) and cmd.fields["reserve_kwh"] == 7.5
+    assert all("reserve_kwh" not in d["values"] for d in cmd.fields["devices"])  # no fake meter value
+    other = commands.encode("report", "r2", node_id="n2", seq=0, devices=[], reserve_kwh=2.5)
+    state = zone.commit(other)
+    assert zone_reserve_kwh(zone.commit(rep.data)) == 10.0 and zone_reserve_kwh(state) == 2.5

@@ -102,6 +102,7 @@ def test_a_report_is_normalised() -> None:
             {"id": "d2", "state": "stale", "values": {}},
             {"id": "d1", "state": "ok", "values": {"x": 1.0}},
         ],
+        "reserve_kwh": 0.0,  # no forecast reserve asked for
     }
 
 
@@ -113,6 +114,7 @@ def test_decode_returns_the_normalised_report() -> None:
         "node_id": "n1",
         "seq": 7,
         "devices": [{"id": "d1", "state": "defective", "values": {"a": 1.5, "b": 2.0}}],
+        "reserve_kwh": 0.0,
     }
 
 
@@ -509,8 +511,9 @@ def test_snapshot_lists_reports_sorted_by_node_with_their_readings() -> None:
             4,
             n - 1,
             [["d1", "ok", [["p_kw", -5.0], ["soc_pct", 60.0]]], ["d2", "stale", [["p_kw", 1.25]]]],
+            0.0,
         ],
-        ["n2", 2, 4, n, [["d3", "defective", []]]],
+        ["n2", 2, 4, n, [["d3", "defective", []]], 0.0],
     ]
     assert to_snapshot(ZoneState())["reports"] == []
 
@@ -713,3 +716,19 @@ def test_redeclaring_a_node_prunes_readings_of_devices_it_no_longer_has() -> Non
     state, res = run(state, [declare("n1", dev("d1"), rid="decl-2"), declare("n2", dev("d2"), rid="decl-n2")])
     assert all(r.ok for r in res)
     assert [r.device_id for r in state.reports["n1"].readings] == ["d1"]
+
+
+# The forecast reserve is a field of its own (it used to travel as a fake meter value).
+@pytest.mark.parametrize(("reserve", "ok"), [(0.0, True), (12.5, True), (1e6, True), (-0.1, False),
+                                              (math.nan, False), (1e6 + 1, False), ("5", False)])  # fmt: skip
+def test_a_report_may_carry_the_nodes_forecast_reserve(reserve: object, ok: bool) -> None:
+    cmd = decode(encode("report", "r-res", node_id="n1", seq=0, devices=[], reserve_kwh=reserve))
+    assert isinstance(cmd, Command) is ok
+    if ok:
+        state, res = at(
+            zone(), encode("report", "r-res", node_id="n1", seq=0, devices=[], reserve_kwh=reserve)
+        )
+        assert res.ok and state.reports["n1"].reserve_kwh == reserve
+        assert restore(snapshot(state)).reports["n1"].reserve_kwh == reserve
+    else:
+        assert "reserve_kwh" in cmd.message  # type: ignore[union-attr]
