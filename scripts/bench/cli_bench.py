@@ -3,8 +3,8 @@
 next to a bare `python -c pass` and the raw HTTP round trip of the same request, in one run.
 
 Each figure is N sequential processes: `meshems --help`, `meshems status -o json`, `meshems
-setpoint set` (with the config cache, and with it off: the full schema load), `meshems
---help` without a bytecode cache; the raw round trips are NodeClient calls from this process.
+setpoint set` (with the config cache, and with it off: the full schema load), and help and
+setpoint set without a bytecode cache; the raw round trips are NodeClient calls from here.
 CLI processes get their own config cache and bytecode folder (PYTHONPYCACHEPREFIX, as an
 installed meshems has its .pyc files), warmed by one call. Prints a table (median, p99,
 ratio to `python -c pass`) and the top imports of `python -X importtime`; never asserts on
@@ -137,6 +137,7 @@ def measure(c: LocalCluster, config: str, folder: Path, n: int) -> dict[str, Any
         "setpoint_set": ([*cli, "setpoint", "set", "--config", config, "n1-bat", "-2.5"], env),
         "setpoint_set_no_cache": ([*cli, "setpoint", "set", "--config", config, "n1-bat", "-2.5"], no_cache),
         "help_no_pyc": ([*cli, "--help"], no_pyc),
+        "setpoint_set_no_pyc": ([*cli, "setpoint", "set", "--config", config, "n1-bat", "-2.5"], no_pyc),
     }
     out: dict[str, Any] = {"calls": n, "errors": 0}
     for cmd, e in cmds.values():  # warm: bytecode, config cache, page cache
@@ -179,6 +180,7 @@ ROWS = (
     ("meshems setpoint set", "setpoint_set"),
     ("meshems setpoint set (config cache off)", "setpoint_set_no_cache"),
     ("meshems --help (no bytecode cache)", "help_no_pyc"),
+    ("meshems setpoint set (no bytecode cache)", "setpoint_set_no_pyc"),
     ("raw GET /v1/status (in process)", "rtt_status"),
     ("raw setpoint propose (in process)", "rtt_propose"),
 )
