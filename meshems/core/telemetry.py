@@ -4,7 +4,7 @@ topic and its payload.
 Every replica applies the same log, so every replica derives the same numbered stream:
 record `seq` comes from the entry that raised `ZoneState.telemetry_seq` to `seq`, and its
 content is a function of that entry and the state after it. That is what lets any new
-leader resume publishing where the broker stopped acknowledging (see cloud_sync.py).
+leader resume publishing where the broker stopped acknowledging (see node/cloud.py).
 
 Topics are named here and only here (README "Cloud topics" lists them):
     PREFIX/ZONE/telemetry/node/NODE   a node's measurement summary + zone import/export

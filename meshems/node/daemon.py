@@ -26,7 +26,6 @@ from meshems.adapters.preflight import preflight
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.wireguard import peer_status
-from meshems.cloud_sync import CloudSync
 from meshems.core.cluster import Result, ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import MeshemsError
@@ -50,6 +49,7 @@ from meshems.core.registers import Profile
 from meshems.logs import Throttled, log
 from meshems.node.api import Routes
 from meshems.node.bridge import Bridge
+from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
 from meshems.node.field import FieldService
 from meshems.node.views import Views
@@ -108,6 +108,7 @@ class NodeDaemon:
                 is_leader=lambda: self.machine.leads,
                 state=lambda: self.raft.state,
                 propose=self.raft.commit,
+                bridge=self.bridge,
             )
         self.overlay_peers: Any = None
         self.api = HttpApi(
@@ -151,7 +152,7 @@ class NodeDaemon:
             partners=self.raft.raft.partners,
         )
         if self.cloud is not None:
-            self.cloud.start(loop)
+            self.cloud.start()
         await self.api.start(self.node.bind_host, self.node.api_port)
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         loops = [asyncio.create_task(self._tick_loop()), asyncio.create_task(self._overlay_loop())]

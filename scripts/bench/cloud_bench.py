@@ -45,9 +45,9 @@ from meshems.adapters.mqtt_link import MqttLink
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_records import Record
 from meshems.adapters.secret import init_secret, read_secret
-from meshems.cloud_sync import CloudSync
 from meshems.core import commands, telemetry
 from meshems.core.cluster import ZoneState
+from meshems.node.cloud import CloudSync
 from meshems.ops.supervisor import LocalCluster
 from tests.conftest import free_ports
 from tests.mqtt_broker import MosquittoBroker
@@ -303,7 +303,8 @@ def drain(folder: Path, broker: MosquittoBroker, pki_dir: Path, n: int, cap: flo
             stop.wait(0.1)
 
     t0 = time.monotonic()
-    cs.start(loop)
+    cs.bridge.bind(loop)
+    cs.start()
     feeder = threading.Thread(target=live_feed, daemon=True)
     feeder.start()
     end = t0 + 600

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshems.adapters.outbox_file import OutboxError
-from tests.test_cloud_sync import Rig
+from tests.node.test_cloud import Rig
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,6 @@ Owns the outbox, the MQTT link, the leadership of the stream and a worker thread
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
@@ -19,12 +18,13 @@ from meshems.adapters.mqtt_link import MqttLink
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_file import OutboxError
 from meshems.adapters.outbox_records import DropReport, Record, seq_ranges
-from meshems.cloud_publisher import CloudStats, Publisher
 from meshems.core import commands, telemetry
 from meshems.core.cluster import ZoneState
 from meshems.core.config import CloudConfig, ClusterConfig
 from meshems.core.errors import MeshemsError
 from meshems.logs import log
+from meshems.node.bridge import Bridge
+from meshems.node.cloud_publisher import CloudStats, Publisher
 
 #: commit the watermark at most this often (and when it moved by ACK_BATCH records)
 ACK_PERIOD_S = 0.5
@@ -61,6 +61,7 @@ class CloudSync:
         state: Callable[[], ZoneState],
         propose: Callable[[bytes], Coroutine[Any, Any, dict[str, Any]]],
         link: MqttLink | None = None,
+        bridge: Bridge | None = None,
     ) -> None:
         assert cfg.cloud is not None
         self.cfg, self.cc, self.node_id = cfg, cfg.cloud, node_id
@@ -74,7 +75,8 @@ class CloudSync:
         self.pending: queue.SimpleQueue[Record] = queue.SimpleQueue()
         self.derived_seq = 0
         self.stats = CloudStats()
-        self.loop: asyncio.AbstractEventLoop | None = None
+        #: the crossing from the worker thread to the node's loop (for the cloud_ack proposals)
+        self.bridge = bridge or Bridge()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -111,8 +113,7 @@ class CloudSync:
 
     # --- lifetime ---------------------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="cloud-sync", daemon=True)
         self._thread.start()
 
@@ -257,12 +258,12 @@ class CloudSync:
         moved = self.publisher.acked_through - self._ack_committed
         if moved <= 0 or (moved < ACK_BATCH and now - self._ack_sent_at < ACK_PERIOD_S):
             return
-        if self.loop is None:
+        if self.bridge.loop is None:
             return
         seq = self.publisher.acked_through
         self._ack_sent_at = now
         data = commands.encode("cloud_ack", f"cloud-{uuid.uuid4().hex[:16]}", seq=seq)
-        fut = asyncio.run_coroutine_threadsafe(self._propose(data), self.loop)
+        fut = self.bridge.run(self._propose(data))
         try:
             res = fut.result(timeout=self.cfg.raft.commit_timeout_s + 1)
         except Exception as exc:  # retried at the next period

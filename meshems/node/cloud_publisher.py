@@ -1,7 +1,7 @@
 """The leader's publishing of the zone telemetry stream: the link's in-flight window split into
 a stream lane (seq order from the watermark) and a live lane (fresh records overtaking a backlog),
 the acknowledged-through watermark and gap notices. Owns that bookkeeping only: the outbox, the
-leadership and the Raft watermark commit are `cloud_sync.CloudSync`'s (one worker thread).
+leadership and the Raft watermark commit are `node.cloud.CloudSync`'s (one worker thread).
 """
 
 from __future__ import annotations

@@ -30,13 +30,13 @@ from meshems.adapters.journal import frame
 from meshems.adapters.mqtt_link import Reject
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_records import DropReport, Record, SeqRange
-from meshems.cloud_publisher import LIVE_AGE_S
-from meshems.cloud_sync import ACK_PERIOD_S, CloudSync
 from meshems.core import telemetry
 from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import Command, decode, encode
 from meshems.core.config import ClusterConfig
 from meshems.core.zone_records import Result
+from meshems.node.cloud import ACK_PERIOD_S, CloudSync
+from meshems.node.cloud_publisher import LIVE_AGE_S
 
 ZONE = "zone-a"
 TERM = 3
@@ -553,7 +553,7 @@ def proposed(rig: Rig) -> list[tuple[str, int]]:
 def test_the_watermark_is_committed_through_raft_at_most_every_period(
     rig: Rig, loop: asyncio.AbstractEventLoop
 ) -> None:
-    rig.cs.loop = loop
+    rig.cs.bridge.bind(loop)
     rig.add(6)
     rig.store()
     rig.lead()
@@ -978,7 +978,7 @@ def test_adjacent_drops_make_one_gap_notice(rigs: RigFactory) -> None:
 def test_acks_not_yet_committed_are_committed_after_a_reconnect(
     rig: Rig, loop: asyncio.AbstractEventLoop
 ) -> None:
-    rig.cs.loop = loop
+    rig.cs.bridge.bind(loop)
     rig.add(6)
     rig.store()
     rig.lead()
