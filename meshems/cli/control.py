@@ -185,7 +185,8 @@ def cmd_forecast_fit(args: Any) -> int:
     from meshems.adapters.config_file import load_config
     from meshems.adapters.forecast_store import save
     from meshems.core.errors import ConfigError
-    from meshems.core.forecast import evaluate, fit
+    from meshems.core.forecast import fit
+    from meshems.core.forecast_eval import evaluate
 
     cfg = load_config(args.config)
     cfg.node(args.node)

@@ -15,7 +15,7 @@ from meshems.cli.args import add_command, add_output
 from meshems.cli.output import print_json
 
 if TYPE_CHECKING:
-    from meshems.core.registers import Profile
+    from meshems.core.register_map import Profile
     from meshems.sim.sitefile import SiteFile
 
 EXAMPLES = {
