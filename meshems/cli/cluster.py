@@ -1,8 +1,8 @@
 """`meshems secret init | node run | status | setpoint set/get | member add/remove`: the
 cluster's secret, its node daemon and its replicated state, read and written over the API.
 
-Owns these commands' arguments and output; Raft and the daemon live in the runtime and the
-node API. Imports what a command uses inside it (`status` needs no schema, `node run` all).
+Owns these commands' arguments and output; Raft and the daemon live in `meshems.node` and
+the node API. Imports what a command uses inside it (`status` needs no schema, `node run` all).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def cmd_secret_init(args: Any) -> int:
 def cmd_node_run(args: Any) -> int:
     from meshems import logs
     from meshems.adapters.config_file import load_config
-    from meshems.runtime import run_node
+    from meshems.node.daemon import run_node
 
     cfg = load_config(args.config)
     logs.setup(args.node, args.log_level)

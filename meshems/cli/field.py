@@ -126,9 +126,12 @@ async def serve(spec: SiteFile, profiles: dict[str, Profile], ready_file: Path |
     from meshems.ops.http import HttpApi, Request
     from meshems.sim.server import SimRunner
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before anything starts: a stop always cleans up
+        loop.add_signal_handler(sig, stop.set)
     runner = SimRunner(spec, profiles)
-    await runner.start()
-    api = HttpApi(check_token=lambda token: True)
+    api = HttpApi(check_token=lambda token: True, name="sim control API")
 
     async def site(req: Request) -> tuple[int, Any]:
         return 200, {**runner.sim.status(), "ports": runner.ports}
@@ -141,18 +144,15 @@ async def serve(spec: SiteFile, profiles: dict[str, Profile], ready_file: Path |
         return 200, {"ok": True}
 
     api.route("GET", "/v1/site", site)
-    api.route("POST", "/v1/fault", fault)
-    if spec.control.port:
-        await api.start(spec.control.host, spec.control.port)
-    info = {"servers": runner.ports, "control": spec.control.port or None}
-    print(f"meshems sim: serving {len(runner.sim.devices)} devices: {json.dumps(info)}", flush=True)
-    if ready_file is not None:
-        ready_file.write_text(json.dumps(info))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    api.route("POST", "/v1/fault", fault, max_body=4096)
     try:
+        await runner.start()
+        if spec.control.port:
+            await api.start(spec.control.host, spec.control.port)
+        info = {"servers": runner.ports, "control": spec.control.port or None}
+        print(f"meshems sim: serving {len(runner.sim.devices)} devices: {json.dumps(info)}", flush=True)
+        if ready_file is not None:
+            ready_file.write_text(json.dumps(info))
         await stop.wait()
     finally:
         await api.stop()

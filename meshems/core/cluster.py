@@ -34,7 +34,6 @@ from meshems.core.zone_records import (
     Result,
     Setpoint,
 )
-from meshems.core.zone_records import setpoint_dict as setpoint_dict  # node/views.py imports it from here
 
 #: The dedup window: request ids are remembered in generations of RID_GENERATION ids, the
 #: newest RID_GENERATIONS generations are kept, so the window holds between
@@ -131,13 +130,3 @@ _HANDLERS = {
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})
-
-
-def __getattr__(name: str) -> object:
-    """`state_hash` moved to `core.snapshot`, which imports this module; node/views.py still
-    imports it from here, so it is looked up on first use."""
-    if name == "state_hash":
-        from meshems.core.snapshot import state_hash
-
-        return state_hash
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -156,13 +156,3 @@ def peak_energy_above(forecast_kw: np.ndarray, limit_kw: float, step_s: float) -
         raise ValueError(f"step_s must be a finite number > 0, got {step_s}")
     excess_kw = np.clip(np.asarray(forecast_kw, dtype=np.float64) - limit_kw, 0.0, None)
     return float(np.nansum(excess_kw) * step_s / 3600.0)
-
-
-def __getattr__(name: str) -> object:
-    """`evaluate` moved to `core.forecast_eval`, which imports this module; meshems/cli/control.py
-    still imports it from here, so it is looked up on first use."""
-    if name == "evaluate":
-        from meshems.core.forecast_eval import evaluate
-
-        return evaluate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

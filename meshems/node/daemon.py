@@ -26,7 +26,7 @@ from meshems.adapters.preflight import preflight
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.wireguard import peer_status
-from meshems.core.cluster import Result, ZoneState
+from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import MeshemsError
 from meshems.core.node import Node
@@ -46,6 +46,7 @@ from meshems.core.node_events import (
 )
 from meshems.core.node_spec import NodeSpec
 from meshems.core.registers import Profile
+from meshems.core.zone_records import Result
 from meshems.logs import Throttled, log
 from meshems.node.api import Routes
 from meshems.node.bridge import Bridge

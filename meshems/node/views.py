@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshems.core.cluster import ZoneState, setpoint_dict, state_hash
+from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.node import Node
+from meshems.core.snapshot import state_hash
+from meshems.core.zone_records import setpoint_dict
 from meshems.node.consensus import RaftService
 from meshems.node.field import FieldService
 

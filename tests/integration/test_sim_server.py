@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import yaml
 from meshems.adapters.profiles import builtin_profiles
 from meshems.sim.server import SimRunner
 from meshems.sim.sitefile import parse_site
+from tests.conftest import free_ports
 
 pytestmark = pytest.mark.integration
 HAVE_SOCAT = shutil.which("socat") is not None
@@ -73,7 +75,9 @@ def test_a_sim_process_stopped_with_sigterm_leaves_no_temp_folder(tmp_path: Path
     folder = tmp_path / "tmp"
     folder.mkdir()
     path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(site_doc(tmp_path, pty=HAVE_SOCAT), sort_keys=False))
+    (control,) = free_ports(1)
+    doc = {**site_doc(tmp_path, pty=HAVE_SOCAT), "control": {"host": "127.0.0.1", "port": control}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     ready = tmp_path / "ready.json"
     env = {**os.environ, "TMPDIR": str(folder)}
     cmd = [sys.executable, "-m", "meshems", "sim", "--site", str(path), "--ready-file", str(ready)]
@@ -87,6 +91,11 @@ def test_a_sim_process_stopped_with_sigterm_leaves_no_temp_folder(tmp_path: Path
         assert proc.poll() is None, proc.communicate()[0]
         assert json.loads(ready.read_text())["servers"]["tcp"] > 0
         assert len(leftovers(folder)) == (1 if HAVE_SOCAT else 0)
+        # the control API takes a fault as a JSON body (a body cap of 0 made this a 413)
+        fault = json.dumps({"server": "tcp", "unit_id": 1, "kind": "silent"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{control}/v1/fault", data=fault, method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read()) == {"ok": True}
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     finally:
