@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from meshems.core.register_map import Block, Point
-from meshems.core.register_map import Profile as Profile  # node/ and cli/field.py import it from here
 
 # The raw word value SunSpec uses for "not implemented", per type (as the unsigned wire value).
 NOT_IMPLEMENTED: Mapping[str, int] = MappingProxyType(

@@ -45,7 +45,7 @@ from meshems.core.node_events import (
     Written,
 )
 from meshems.core.node_spec import NodeSpec
-from meshems.core.registers import Profile
+from meshems.core.register_map import Profile
 from meshems.core.zone_records import Result
 from meshems.logs import Throttled, log
 from meshems.node.api import Routes

@@ -17,7 +17,7 @@ from typing import Any
 from meshems.adapters.poller import DeviceRuntime, Poller
 from meshems.core.config import NodeConfig
 from meshems.core.node_events import DeviceReading, Write, Written
-from meshems.core.registers import Profile
+from meshems.core.register_map import Profile
 
 
 class FieldService:
