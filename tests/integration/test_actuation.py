@@ -66,7 +66,7 @@ def test_a_setpoint_beyond_the_configured_limits_is_never_written() -> None:
             actions = machine.step(Applied(state)) + machine.step(Tick(machine.now_s + 0.1, 0.0))
             for a in actions:
                 if isinstance(a, Write):
-                    machine.step(await field.write(a))
+                    machine.step(await field.write_now(a))
             return actions
 
         try:
