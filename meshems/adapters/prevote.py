@@ -30,7 +30,8 @@ _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 #: the config keeps below a third of the minimum election timeout)
 LEASE_SHARE = 0.75
 #: a node that has just started knows nothing about the zone's leader: it refuses to vouch
-#: for a candidate for this many maximum election timeouts (or until it hears a leader)
+#: for a candidate until it hears from a leader, for at most this many maximum election
+#: timeouts (a quiet that outlived the first contact slowed every failover after a restart)
 STARTUP_QUIET_TIMEOUTS = 2.0
 
 
@@ -48,7 +49,8 @@ class PreVoteSyncObj(SyncObj):
         self.pre_votes_started = 0
         super().__init__(*args, **kwargs)
         quiet_s = STARTUP_QUIET_TIMEOUTS * self._SyncObj__conf.raftMaxTimeout  # type: ignore[attr-defined]
-        self._pv_quiet_until = time.monotonic() + quiet_s
+        if self._pv_quiet_until == float("inf"):  # no leader heard from during __init__
+            self._pv_quiet_until = time.monotonic() + quiet_s
 
     # --- the would-be candidate --------------------------------------------------------
 
@@ -124,4 +126,5 @@ class PreVoteSyncObj(SyncObj):
             return
         if kind == "append_entries" and message.get("term", -1) >= so._SyncObj__raftCurrentTerm:
             self._pv_leader_contact = time.monotonic()
+            self._pv_quiet_until = 0.0  # it knows a leader now: the lease rule decides from here
         SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
