@@ -144,6 +144,7 @@ def cmd_policy_get(args: Any) -> int:
 
 
 def cmd_explain(args: Any) -> int:
+    import time
     from urllib.parse import quote
 
     from meshems.cli.api import connect, first_answer
@@ -165,6 +166,18 @@ def cmd_explain(args: Any) -> int:
         print(
             f"{args.device_id}: {'closed' if relay['closed'] else 'OPEN (shed)'} by {relay['controller']} "
             f"at term {relay['term']}, index {relay['index']}"
+        )
+    override = body.get("override")
+    if override:
+        until = override["until_s"]
+        when = (
+            "until cleared"
+            if until is None
+            else "until " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(until))
+        )
+        print(
+            f"held {'on' if override['closed'] else 'off'} by an override of {override['source']} {when} "
+            f"(term {override['term']}, index {override['index']}): dispatch, shedding and restore leave it"
         )
     if d and d.get("controller"):
         print(

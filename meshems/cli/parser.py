@@ -20,15 +20,17 @@ COMMANDS = {
     "sim": "field",
     "policy": "control",
     "explain": "control",
+    "relay": "relay",
     "overlay": "overlay",
     "forecast": "control",
     "devices": "field",
+    "io": "io",
     "demo": "demo",
     "lab": "lab",
     "pki": "pki",
 }
 #: the groups in the order they add their commands
-GROUPS = ("cluster", "field", "control", "overlay", "pki", "lab", "demo")
+GROUPS = ("cluster", "field", "io", "control", "relay", "overlay", "pki", "lab", "demo")
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
 ALL = "*"
 

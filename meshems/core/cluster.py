@@ -30,6 +30,7 @@ from meshems.core.zone_records import (
     ForecastRecord,
     Member,
     NodeReport,
+    RelayOverride,
     RelayState,
     Result,
     Setpoint,
@@ -58,6 +59,8 @@ class ZoneState:
     policy: Policy | None = None
     forecasts: Mapping[str, ForecastRecord] = field(default_factory=dict)
     relays: Mapping[str, RelayState] = field(default_factory=dict)
+    #: load -> the operator's override (see RelayOverride)
+    overrides: Mapping[str, RelayOverride] = field(default_factory=dict)
     envelopes: Mapping[str, Envelope] = field(default_factory=dict)
     last_dispatch: DispatchRecord | None = None
     #: request id -> first result, newest generation first (see RID_GENERATION)
@@ -127,6 +130,7 @@ _HANDLERS = {
     "remove_node": handlers.remove_node,
     "barrier": handlers.barrier,
     "cloud_ack": handlers.cloud_ack,
+    "relay_override": handlers.relay_override,
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})

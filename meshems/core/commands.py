@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from meshems.core.ids import parse_load
 from meshems.core.policy import policy_problems
 
 SCHEMA_VERSION = 1
@@ -228,6 +229,21 @@ def _transfer_device(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {"device_id": _str(cmd, "device_id"), "node_id": _str(cmd, "node_id")}
 
 
+def _relay_override(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    """An operator's override of one load: closed (on), open (off), or cleared (`closed` nil);
+    `until_s` (epoch seconds) ends it, nil keeps it until cleared."""
+    load = _str(cmd, "load", 80)
+    if parse_load(load) is None:
+        raise Invalid("E_CMD_MALFORMED", f"load {load!r} is not RELAY_DEVICE:CHANNEL (channel 1-256)")
+    closed = cmd.get("closed")
+    if closed is not None and not isinstance(closed, bool):
+        raise Invalid("E_CMD_MALFORMED", "field 'closed' must be true (on), false (off) or nil (clear)")
+    until = None if cmd.get("until_s") is None else _num(cmd, "until_s")
+    if until is not None and until <= 0:
+        raise Invalid("E_CMD_MALFORMED", "field 'until_s' must be a time after the epoch (seconds)")
+    return {"load": load, "closed": closed, "until_s": until, "source": _str(cmd, "source")}
+
+
 def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -249,6 +265,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "report": (_report, frozenset({"node_id", "seq", "devices", "reserve_kwh"})),
     "set_policy": (_set_policy, frozenset({"values"})),
     "transfer_device": (_transfer_device, frozenset({"device_id", "node_id"})),
+    "relay_override": (_relay_override, frozenset({"load", "closed", "until_s", "source"})),
     "forecast_model": (_forecast_model, frozenset({"node_id", "version", "digest", "data"})),
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
 }
@@ -257,7 +274,7 @@ ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 #: What an operator may send through the node API; everything else is an internal command
 #: that only a node's own services propose (reports, dispatches, declarations, cloud
 #: acknowledgements, forecast records, ownership). Membership has its own API route.
-OPERATOR_TYPES = frozenset({"set_setpoint", "set_policy", "barrier"})
+OPERATOR_TYPES = frozenset({"set_setpoint", "set_policy", "barrier", "relay_override"})
 INTERNAL_TYPES = frozenset(SCHEMAS) - OPERATOR_TYPES
 
 #: The largest encoded command of each type (bytes), checked on the proposing node before
@@ -272,6 +289,7 @@ MAX_BYTES_BY_TYPE: dict[str, int] = {
     "set_setpoint": 1024,
     "remove_node": 512,
     "transfer_device": 512,
+    "relay_override": 512,
     "barrier": 256,
     "cloud_ack": 256,
 }

@@ -9,8 +9,8 @@ shedding, PV curtailment, restore); every result is within its device's limits.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from meshems.core import controllers as c
@@ -53,9 +53,13 @@ def dispatch(
     reserve_kwh: float = 0.0,
     shed_kw: Mapping[str, float] | None = None,
     soc_reserve_pct: float | None = None,
+    overridden: Collection[str] = (),
 ) -> DispatchResult:
     """One cycle. `reserve_kwh`: battery energy the forecast says the coming peak needs;
-    `shed_kw`: the power each currently shed load drew when it was shed."""
+    `shed_kw`: the power each currently shed load drew when it was shed; `overridden`: loads
+    an operator holds on or off (no controller sheds or restores them)."""
+    if overridden:
+        policy = replace(policy, shed_order=tuple(x for x in policy.shed_order if x not in overridden))
     base = image.grid_kw + sum(b.power_kw for b in image.batteries if b.ok)
     plan = c.Plan(base_kw=base)
     plan = c.import_limit(image, policy, plan)

@@ -109,6 +109,8 @@ class Node:
             for k in ("declare", "report", "dispatch", "policy", "orphans", "forecast", "survival", "history")
         }
         self.rids = 0
+        #: overrides this leader asked to clear (answered by a Proposed "expire")
+        self.expiring: set[str] = set()
         self.forecast_tries = 0
         self.forecast_done = self.spec.forecast is None
         self.leading = False
@@ -245,6 +247,7 @@ class Node:
             survival_policy(base, envelope),
             reserve_kwh=reserve,
             shed_kw=dict(self.actuation.survival_shed_kw),
+            overridden=frozenset(self.zone.overrides),
         )
         return self.actuation.survival(result, self.now_s)
 
@@ -301,6 +304,16 @@ class Node:
             self.forecast_done = True
             v = self.spec.forecast.model.version if self.spec.forecast else 0
             return [Log("info", "I_FORECAST", f"forecast model v{v} replicated", {"result": code})]
+        if ev.purpose == "expire":
+            self.expiring.discard(ev.key)
+            return [
+                Log(
+                    "info",
+                    "I_OVERRIDE_EXPIRED",
+                    f"{ev.key}: override expired, control resumes",
+                    {"result": code},
+                )
+            ]
         if ev.purpose == "transfer":
             dev, old, heir = ev.key.split(":")
             return [

@@ -1,7 +1,7 @@
 """The leader's duties (called by `core.node.Node` on the node that leads with quorum):
 commit the configured policy when the zone has none (once its loads are declared), move
-shared devices of gateways that are gone, and dispatch once per policy cycle, at once after
-becoming leader, with one dispatch in flight at a time.
+shared devices of gateways that are gone, clear operators' overrides whose time is up, and
+dispatch once per policy cycle, at once after becoming leader, one dispatch in flight.
 
 Pure: the zone state, the Raft view and time come from the Node; results are proposals.
 """
@@ -30,6 +30,7 @@ def lead(node: Node) -> list[Action]:
     if state.shared and node.duties["orphans"].due(node.now_s, t.orphans_s):
         node.duties["orphans"].last_s = node.now_s
         out += move_orphans(node)
+    out += expire_overrides(node)
     if state.policy is None:
         values = node.spec.policy_values
         if (
@@ -69,11 +70,31 @@ def move_orphans(node: Node) -> list[Action]:
     return out
 
 
+def expire_overrides(node: Node) -> list[Action]:
+    """Clear an operator's override whose time is up (by this leader's clock); one proposal
+    per expired override and request id, so a retry or a second leader dedups to one."""
+    out: list[Action] = []
+    for load, o in sorted(node.zone.overrides.items()):
+        if o.until_s is not None and o.until_s <= node.wall_s and load not in node.expiring:
+            node.expiring.add(load)
+            data = commands.encode(
+                "relay_override", f"expire-{load}-{o.index}", load=load, closed=None, source="expired"
+            )
+            out.append(Propose(data, "expire", load))
+    return out
+
+
 def dispatch_once(node: Node, policy: Policy) -> Propose:
     state = node.zone
     image = build_image(state, stale_nodes=node.liveness.stale(state, node.now_s))
     shed_kw = {k: r.expected_kw for k, r in state.relays.items() if not r.closed}
-    result = dispatch(image, policy, reserve_kwh=zone_reserve_kwh(state), shed_kw=shed_kw)
+    result = dispatch(
+        image,
+        policy,
+        reserve_kwh=zone_reserve_kwh(state),
+        shed_kw=shed_kw,
+        overridden=frozenset(state.overrides),
+    )
     cycle = (state.last_dispatch.cycle + 1) if state.last_dispatch else 1
     data = commands.encode("dispatch", f"dispatch-{node.raft.term}-{cycle}", **command_fields(result, cycle))
     return node.propose("dispatch", data, str(cycle))

@@ -21,6 +21,7 @@ from meshems.core.zone_records import (
     Member,
     NodeReport,
     Reading,
+    RelayOverride,
     RelayState,
     Result,
     Setpoint,
@@ -64,6 +65,10 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
         "relays": [
             [r.load, r.closed, r.term, r.index, r.controller, r.expected_kw]
             for _, r in sorted(state.relays.items())
+        ],
+        "overrides": [
+            [o.load, o.closed, o.until_s, o.term, o.index, o.rid, o.source]
+            for _, o in sorted(state.overrides.items())
         ],
         "envelopes": [
             [e.node_id, e.import_limit_kw, e.export_limit_kw, e.soc_reserve_pct, list(e.shed)]
@@ -116,6 +121,7 @@ def restore(data: bytes) -> ZoneState:
             forecasts={r[0]: ForecastRecord(*r) for r in raw["forecasts"]},
             policy=None if raw["policy"] is None else with_changes(Policy(), raw["policy"]),
             relays={r[0]: RelayState(*r) for r in raw["relays"]},
+            overrides={o[0]: RelayOverride(*o) for o in raw.get("overrides", [])},
             envelopes={e[0]: Envelope(e[0], e[1], e[2], e[3], tuple(e[4])) for e in raw["envelopes"]},
             last_dispatch=None
             if raw["last_dispatch"] is None

@@ -6,8 +6,9 @@ counters one entry may move. Pure: no I/O, clock or randomness (the rules of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meshems.core.commands import Command
 from meshems.core.policy import Envelope, Policy, with_changes
@@ -18,6 +19,7 @@ from meshems.core.zone_records import (
     Member,
     NodeReport,
     Reading,
+    RelayOverride,
     RelayState,
     Result,
     Setpoint,
@@ -87,11 +89,24 @@ def declare_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
     }
     members = {**state.members, node_id: Member(node_id, f["raft"], f["api"])}
     changes = {"members": members, "devices": devices, "setpoints": setpoints, "shared": shared}
+    overrides = _live_overrides(state.overrides, devices)
+    if len(overrides) != len(state.overrides):
+        changes["overrides"] = overrides
     report = state.reports.get(node_id)
     if report is not None and any(r.device_id not in declared for r in report.readings):
         kept = tuple(r for r in report.readings if r.device_id in declared)
         changes["reports"] = {**state.reports, node_id: replace(report, readings=kept)}
     return changes, _ok(term, index, f"node {node_id} declared with {len(declared)} devices")
+
+
+def _live_overrides(overrides: Mapping[str, RelayOverride], devices: Mapping[str, Device]) -> dict:
+    """The overrides whose load is still behind a relay device of the zone."""
+    out = {}
+    for load, o in overrides.items():
+        dev = devices.get(load.rpartition(":")[0])
+        if dev is not None and dev.kind == "relay":
+            out[load] = o
+    return out
 
 
 def remove_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
@@ -109,12 +124,14 @@ def remove_node(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[
     shared = {k: v for k, v in shared.items() if v and k in devices}
     setpoints = {k: v for k, v in state.setpoints.items() if k in devices}
     reports = {k: v for k, v in state.reports.items() if k != node_id}
+    overrides = _live_overrides(state.overrides, devices)
     changes = {
         "members": members,
         "devices": devices,
         "setpoints": setpoints,
         "reports": reports,
         "shared": shared,
+        "overrides": overrides,
     }
     return changes, _ok(term, index, f"node {node_id} removed")
 
@@ -214,6 +231,8 @@ def dispatch(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dic
         decisions.append((sp["device_id"], sp["controller"], sp["reason"]))
     relays = dict(state.relays)
     for r in f["relays"]:
+        if r["load"] in state.overrides:
+            continue  # an operator's override holds the load until it is cleared or expires
         relays[r["load"]] = RelayState(r["load"], r["closed"], term, index, r["controller"], r["expected_kw"])
         decisions.append((r["load"], r["controller"], r["reason"]))
     envelopes = {
@@ -224,6 +243,41 @@ def dispatch(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dic
     record = DispatchRecord(f["cycle"], term, index, tuple(f["inputs"].items()), tuple(sorted(decisions)))
     changes = {"setpoints": setpoints, "relays": relays, "envelopes": envelopes, "last_dispatch": record}
     return changes, _ok(term, index, f"dispatch cycle {f['cycle']}")
+
+
+def relay_override(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
+    """An operator's override of a load: committed as the load's relay state (so nodes
+    actuate it, fenced like any committed value), kept in `overrides` until cleared."""
+    f = cmd.fields
+    load = f["load"]
+    dev = state.devices.get(load.rpartition(":")[0])
+    if dev is None or dev.kind != "relay":
+        relays = ", ".join(sorted(d.id for d in state.devices.values() if d.kind == "relay")) or "none yet"
+        msg = f"{load!r} is not a load of a relay device in the zone (relays: {relays})"
+        return {}, _refuse("E_UNKNOWN_DEVICE", msg, term, index)
+    if f["closed"] is None:
+        if load not in state.overrides:
+            return {}, _ok(term, index, f"{load} had no override")
+        overrides = {k: v for k, v in state.overrides.items() if k != load}
+        changes: dict[str, Any] = {"overrides": overrides}
+        held = state.relays.get(load)
+        if (
+            held is not None
+            and not held.closed
+            and (state.policy is None or load not in state.policy.shed_order)
+        ):
+            # no controller switches a load outside the shed order: it goes back on at once
+            changes["relays"] = {**state.relays, load: RelayState(load, True, term, index, "override", 0.0)}
+            return changes, _ok(term, index, f"{load}: override cleared, back on (not in the shed order)")
+        return changes, _ok(term, index, f"{load}: override cleared, control resumes")
+    previous = state.relays.get(load)
+    expected = previous.expected_kw if previous is not None else 0.0
+    override = RelayOverride(load, f["closed"], f["until_s"], term, index, cmd.rid, f["source"])
+    relays = {**state.relays, load: RelayState(load, f["closed"], term, index, "override", expected)}
+    state_word = "on" if f["closed"] else "off"
+    return {"overrides": {**state.overrides, load: override}, "relays": relays}, _ok(
+        term, index, f"{load} held {state_word} by {f['source']}"
+    )
 
 
 def transfer_device(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:

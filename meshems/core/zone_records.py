@@ -96,6 +96,21 @@ class RelayState:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayOverride:
+    """An operator's override of one load, with the (term, index) that committed it: the
+    load stays `closed` (on) or open (off) until `until_s` (epoch seconds; None: until
+    cleared). Dispatch, shedding and restore leave the load alone meanwhile."""
+
+    load: str
+    closed: bool
+    until_s: float | None
+    term: int
+    index: int
+    rid: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchRecord:
     """What the last committed dispatch used and decided (for `meshems explain`)."""
 

@@ -20,6 +20,8 @@ from meshems.ops.http import HttpApi, Request
 
 #: the largest operator command the API reads (a policy with its shed order)
 OPERATOR_MAX_BYTES = max(commands.MAX_BYTES_BY_TYPE[t] for t in commands.OPERATOR_TYPES)
+#: the most points one `GET /v1/io` names
+MAX_IO_POINTS = 64
 #: setpoint sources only dispatch and survival write
 RESERVED_SOURCES = ("dispatch", "survival")
 
@@ -52,6 +54,7 @@ class Routes:
         api.route("GET", "/v1/devices", self.devices)
         api.route("GET", "/v1/explain", self.explain)
         api.route("GET", "/v1/control", self.control)
+        api.route("GET", "/v1/io", self.io)
 
     async def status(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.status()
@@ -61,6 +64,21 @@ class Routes:
 
     async def control(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.control()
+
+    async def io(self, req: Request) -> tuple[int, Any]:
+        """Live point values of a device this node polls: `?device=ID&points=a,b` (all
+        points without `points`)."""
+        device = req.query.get("device", "")
+        names = [n for n in req.query.get("points", "").split(",") if n]
+        if not device or len(device) > 80 or len(names) > MAX_IO_POINTS:
+            msg = f"query must be device=ID (at most 80 characters) and points=a,b (at most {MAX_IO_POINTS})"
+            return 400, {"ok": False, "code": "E_BAD_REQUEST", "message": msg, "node": self.node_id}
+        if self.views.field is None:
+            msg = f"{self.node_id} has no field devices"
+            return 404, {"ok": False, "code": "E_UNKNOWN_DEVICE", "message": msg, "node": self.node_id}
+        res = await self.views.field.read_points(device, names)
+        status = 200 if res["ok"] else {"E_UNKNOWN_DEVICE": 404, "E_UNKNOWN_POINT": 404}.get(res["code"], 503)
+        return status, {**res, "node": self.node_id}
 
     async def explain(self, req: Request) -> tuple[int, Any]:
         return self.views.explain(req.query.get("device", ""))

@@ -10,14 +10,18 @@ and verified. Decides nothing.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from meshems.adapters.poller import DeviceRuntime, Poller
 from meshems.core.config import NodeConfig
 from meshems.core.node_events import DeviceReading, Write, Written
 from meshems.core.register_map import Profile
+
+#: how long `read_points` waits for the device's next poll before it answers with the last
+READ_WAIT_S = 3.0
 
 
 class FieldService:
@@ -34,6 +38,8 @@ class FieldService:
         # a shared device is polled only once the zone says this node owns it
         self.poller.paused = {d.id for d in node.devices if d.shared}
         self._tasks: set[asyncio.Task[Written]] = set()
+        #: device -> futures waiting for its next finished poll (`read_points`)
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
     def roles(self) -> dict[str, frozenset[str]]:
         """The point roles each wired device's profile offers (for the node's spec)."""
@@ -54,6 +60,9 @@ class FieldService:
         self.poller.paused = set(devices)
 
     def _polled(self, dev: DeviceRuntime) -> None:
+        for fut in self._waiting.pop(dev.cfg.id, ()):
+            if not fut.done():
+                fut.set_result(None)
         answered = dev.failures == 0 and dev.last_ok is not None
         self._on_reading(DeviceReading(dev.cfg.id, answered, dev.failures, dev.role_values(), self.clock()))
 
@@ -85,6 +94,62 @@ class FieldService:
             str(res.get("message", "")),
             self.clock(),
         )
+
+    async def read_points(
+        self, device_id: str, names: Sequence[str], wait_s: float = READ_WAIT_S
+    ) -> dict[str, Any]:
+        """Live values of a device's points by name (all of them without `names`): those of
+        its next poll if one finishes within `wait_s`, else its last, with their age.
+        Returns {ok, code, message, ...}: E_UNKNOWN_DEVICE when this node does not poll it,
+        E_UNKNOWN_POINT naming the profile's points, E_NO_DATA before a first good poll."""
+        rt = self.poller.devices.get(device_id)
+        if rt is None or device_id in self.poller.paused:
+            why = "does not own it now" if rt is not None else "does not wire it"
+            return {"ok": False, "code": "E_UNKNOWN_DEVICE", "message": f"this node {why}: {device_id}"}
+        known = [p.name for p in rt.profile.points]
+        wrong = [n for n in names if n not in known]
+        if wrong:
+            points = ", ".join(known)
+            msg = f"{device_id} ({rt.profile.name}) has no point {', '.join(wrong)} (points: {points})"
+            return {"ok": False, "code": "E_UNKNOWN_POINT", "message": msg}
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(device_id, []).append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), wait_s)
+        except TimeoutError:
+            waiting = self._waiting.get(device_id, [])
+            if fut in waiting:
+                waiting.remove(fut)
+        if rt.last_ok is None:
+            msg = f"{device_id} has not answered a poll yet ({rt.last_error or 'no poll finished'})"
+            return {"ok": False, "code": "E_NO_DATA", "message": msg}
+        roles = {point: role for role, point in rt.profile.roles.items()}
+        points = []
+        for name in names or known:
+            p = rt.profile.point(name)
+            v = rt.values.get(name)
+            value = None if v is None or math.isnan(v) else v
+            points.append(
+                {
+                    "name": name,
+                    "value": value,
+                    "unit": p.unit,
+                    "role": roles.get(name, ""),
+                    "address": p.address,
+                }
+            )
+        return {
+            "ok": True,
+            "code": "OK",
+            "message": "",
+            "device": device_id,
+            "profile": rt.profile.name,
+            "fresh": fut.done() and rt.failures == 0,
+            "age_s": round(self.clock() - rt.last_ok, 3),
+            "failures_in_a_row": rt.failures,
+            "last_error": rt.last_error,
+            "points": points,
+        }
 
     def snapshot(self) -> list[dict[str, Any]]:
         return self.poller.snapshot()

@@ -128,6 +128,10 @@ class Views:
                 k: {"closed": r.closed, "controller": r.controller, "term": r.term, "index": r.index}
                 for k, r in state.relays.items()
             },
+            "overrides": {
+                k: {"closed": o.closed, "until_s": o.until_s, "source": o.source, "index": o.index}
+                for k, o in state.overrides.items()
+            },
             "trips": self.machine.trips,
             "shared": {
                 k: {"owner": state.devices[k].owner if k in state.devices else None, "reachable": list(v)}
@@ -148,6 +152,16 @@ class Views:
         out: dict[str, Any] = {"device": target, "node": self.node_id, "applied_index": state.last_index}
         if sp is not None:
             out["setpoint"] = setpoint_dict(sp)
+        override = state.overrides.get(target)
+        if override is not None:
+            out["override"] = {
+                "closed": override.closed,
+                "until_s": override.until_s,
+                "term": override.term,
+                "index": override.index,
+                "rid": override.rid,
+                "source": override.source,
+            }
         if relay is not None:
             out["relay"] = {
                 "closed": relay.closed,

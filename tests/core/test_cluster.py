@@ -183,8 +183,20 @@ remove_maps = st.builds(
     lambda rid, n: _raw("remove_node", rid, node_id=n), rids, st.sampled_from([*NODES, "n9"])
 )
 barrier_maps = st.builds(lambda rid: _raw("barrier", rid), rids)
+override_maps = st.builds(
+    lambda rid, d, ch, closed, until: _raw(
+        "relay_override", rid, load=f"{d}:{ch}", closed=closed, until_s=until, source="operator"
+    ),
+    rids,
+    st.sampled_from(["d1", "d2", "d3", "d4", "ghost"]),
+    st.integers(1, 3),
+    st.sampled_from([True, False, None]),
+    st.sampled_from([None, 1.8e9]),
+)
 # Setpoints dominate, as in a running zone; removals are rare enough for devices to stay.
-valid_maps = weighted((2, declare_maps), (4, setpoint_maps), (1, remove_maps), (1, barrier_maps))
+valid_maps = weighted(
+    (2, declare_maps), (4, setpoint_maps), (1, remove_maps), (1, barrier_maps), (1, override_maps)
+)
 
 
 def _without(m: dict[str, Any], key: str) -> dict[str, Any]:
@@ -268,6 +280,7 @@ class Model:
         self.devices: dict[str, tuple[str, str, float, float]] = {}  # id -> owner, kind, lo, hi
         self.setpoints: dict[str, tuple[float, int, int, str, str]] = {}  # kw, term, index, rid, src
         self.first: dict[str, tuple[bool, str, int, int]] = {}
+        self.overrides: dict[str, tuple[bool, float | None, int, int]] = {}  # closed, until, term, index
 
     def apply(self, data: bytes, term: int, index: int) -> tuple[bool, str, int, int, bool]:
         rid = peek_rid(data)
@@ -295,6 +308,7 @@ class Model:
                 if k in self.devices and self.devices[k][2] <= v[0] <= self.devices[k][3]
             }
             self.members[node] = (f["raft"], f["api"])
+            self._drop_dead_overrides()
         elif cmd.type == "set_setpoint":
             if f["device_id"] not in self.devices:
                 return False, "E_UNKNOWN_DEVICE", term, index
@@ -308,7 +322,23 @@ class Model:
             del self.members[f["node_id"]]
             self.devices = {k: v for k, v in self.devices.items() if v[0] != f["node_id"]}
             self.setpoints = {k: v for k, v in self.setpoints.items() if k in self.devices}
+            self._drop_dead_overrides()
+        elif cmd.type == "relay_override":
+            dev = self.devices.get(f["load"].split(":")[0])
+            if dev is None or dev[1] != "relay":
+                return False, "E_UNKNOWN_DEVICE", term, index
+            if f["closed"] is None:
+                self.overrides.pop(f["load"], None)
+            else:
+                self.overrides[f["load"]] = (f["closed"], f["until_s"], term, index)
         return True, "OK", term, index
+
+    def _drop_dead_overrides(self) -> None:
+        self.overrides = {
+            k: v
+            for k, v in self.overrides.items()
+            if self.devices.get(k.split(":")[0], ("", ""))[1] == "relay"
+        }
 
     def matches(self, state: ZoneState) -> bool:
         return (
@@ -316,6 +346,8 @@ class Model:
             and {k: (d.owner, d.kind, d.min_kw, d.max_kw) for k, d in state.devices.items()} == self.devices
             and {k: (s.kw, s.term, s.index, s.rid, s.source) for k, s in state.setpoints.items()}
             == self.setpoints
+            and {k: (o.closed, o.until_s, o.term, o.index) for k, o in state.overrides.items()}
+            == self.overrides
         )
 
 

@@ -294,7 +294,7 @@ def test_every_type_has_a_size_cap_and_a_role() -> None:
     assert set(MAX_BYTES_BY_TYPE) == set(SCHEMAS)
     assert all(n <= MAX_COMMAND_BYTES for n in MAX_BYTES_BY_TYPE.values())
     assert set(SCHEMAS) == OPERATOR_TYPES | INTERNAL_TYPES and not OPERATOR_TYPES & INTERNAL_TYPES
-    assert {"set_setpoint", "set_policy", "barrier"} == OPERATOR_TYPES
+    assert {"set_setpoint", "set_policy", "barrier", "relay_override"} == OPERATOR_TYPES
 
 
 # --- peek_rid ----------------------------------------------------------------------------
