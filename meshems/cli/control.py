@@ -48,7 +48,7 @@ def add_parsers(sub: Any) -> None:
     s = add_command(
         sub,
         "explain",
-        "why a device has its current setpoint: cycle, term, controller, inputs",
+        "why a device has its setpoint, or a load its relay state: override, cycle, term, controller, inputs",
         EXAMPLES["explain"],
     )
     s.add_argument("device_id", metavar="DEVICE_ID", help="a device id, or a load RELAY_DEVICE:CHANNEL")
