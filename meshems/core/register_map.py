@@ -1,84 +1,40 @@
-"""Device register maps as data: `Point` (one value's address, type, scale and access), the
-semantic roles each device kind maps (`ROLES`), `Profile` and the planning of read blocks.
+"""Device profiles as data: the semantic roles each device kind maps (`ROLES`), `Profile`
+(its points, which point plays which role, its read limits) and the planning of its reads.
 
-Owns what a profile says, not how words are decoded (`core.registers`) nor how a YAML file
-is validated (`core.profile_schema`). Pure: no I/O, no clocks.
+Owns what a profile says; a point by itself is `core.point`, the grouping into requests
+`core.block_plan`, decoding `core.registers`, the YAML schema `core.profile_schema`.
+Pure: no I/O, no clocks.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-RegType = Literal["int16", "uint16", "int32", "uint32", "float32"]
-WordOrder = Literal["big", "little"]
-Access = Literal["r", "rw"]
+from meshems.core.block_plan import Block, plan_blocks
+from meshems.core.point import (
+    BIT_TABLES,
+    LAST_ADDRESS,
+    READ_LIMIT,
+    WORDS,
+    Access,
+    Order,
+    Point,
+    RegType,
+    Table,
+    WordOrder,
+)
+
+__all__ = [
+    "LAST_ADDRESS", "ROLES", "WORDS", "Access", "Block", "Kind", "Order", "Point", "Profile", "RegType",
+    "RoleSpec", "Table", "WordOrder",
+]  # fmt: skip
+
 Kind = Literal["meter", "battery", "pv", "relay"]
-
-WORDS: Mapping[str, int] = MappingProxyType({"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2})
-LAST_ADDRESS = 0xFFFF
-
-
-# --- points and read blocks -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One value in a device's holding registers.
-
-    `address` is the 0-based register address as sent on the wire. `word_order` "big" puts the
-    high word first (the Modbus/SunSpec default); bytes inside a word are always big-endian.
-    Engineering value = raw * `scale`; `min`/`max` are engineering units, checked on encode.
-    """
-
-    name: str
-    address: int
-    type: RegType
-    word_order: WordOrder = "big"
-    scale: float = 1.0
-    unit: str = ""
-    access: Access = "r"
-    min: float | None = None
-    max: float | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.type not in WORDS:
-            raise ValueError(f"{self.name}: unknown register type {self.type!r}")
-        if not 0 <= self.address <= LAST_ADDRESS or self.address + WORDS[self.type] > LAST_ADDRESS + 1:
-            raise ValueError(f"{self.name}: registers {self.address}.. do not fit in 0..{LAST_ADDRESS}")
-        if self.scale == 0 or not math.isfinite(self.scale):
-            raise ValueError(f"{self.name}: scale must be finite and not 0, not {self.scale}")
-
-    @property
-    def count(self) -> int:
-        """Registers (16-bit words) the point occupies: 1 or 2."""
-        return WORDS[self.type]
-
-    @property
-    def end(self) -> int:
-        """One past the last register of the point."""
-        return self.address + self.count
-
-    @property
-    def writable(self) -> bool:
-        return self.access == "rw"
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    """Registers read with one request: `count` words from `start`, holding `points`."""
-
-    start: int
-    count: int
-    points: tuple[Point, ...]
-
-    @property
-    def end(self) -> int:
-        return self.start + self.count
+#: how many unused addresses a read may span between two points unless a profile says otherwise
+DEFAULT_MAX_GAP = 8
 
 
 # --- roles and profiles ---------------------------------------------------------------------
@@ -137,6 +93,13 @@ ROLES: Mapping[str, Mapping[str, RoleSpec]] = MappingProxyType(
                     f"load_{i}_kw": RoleSpec("kW", description=f"power drawn behind relay {i}")
                     for i in range(1, _RELAYS + 1)
                 },
+                **{
+                    f"input_{i}": RoleSpec(
+                        "",
+                        description=f"digital input {i}: 0 off, 1 on (e.g. a contactor's auxiliary contact)",
+                    )
+                    for i in range(1, _RELAYS + 1)
+                },
             }
         ),
     }
@@ -170,7 +133,10 @@ class _FrozenMap(Mapping[str, str]):
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A device's register map: its points and which point plays which semantic role."""
+    """A device's register map: its points, which point plays which semantic role, and how
+    the device wants to be read (`max_gap`, `max_read` registers and `max_read_bits` bits per
+    request, at most the Modbus limits) and written (`write_single_register`: one-register
+    points with function 06 instead of 16)."""
 
     name: str
     kind: Kind
@@ -178,6 +144,10 @@ class Profile:
     sunspec: str
     points: tuple[Point, ...]
     roles: Mapping[str, str] = field(hash=False)
+    max_gap: int = DEFAULT_MAX_GAP
+    max_read: int = READ_LIMIT["holding"]
+    max_read_bits: int = READ_LIMIT["coil"]
+    write_single_register: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(self.points))
@@ -201,40 +171,47 @@ class Profile:
         return None if name is None else self.point(name)
 
     def read_blocks(
-        self, max_gap: int = 8, max_count: int = 125, *, names: Collection[str] | None = None
+        self,
+        max_gap: int | None = None,
+        max_count: int | None = None,
+        *,
+        names: Collection[str] | None = None,
+        max_bits: int | None = None,
     ) -> tuple[Block, ...]:
-        """Readable points by address, merged into read requests.
+        """Points merged into read requests, per table (holding, input, coil, discrete), by address.
 
-        The next point joins the current block when at most `max_gap` unused registers lie
-        between them and the block stays within `max_count` registers (125 is the Modbus limit
-        for one read). `names` restricts the plan to those points (e.g. the ones polled every
-        cycle). Every selected point is in exactly one block; the result is deterministic.
+        The next point joins the current block when at most `max_gap` unused addresses lie
+        between them (default: the profile's `max_gap`) and the block stays within
+        `max_count` registers (default: the profile's `max_read`, at most 125) or `max_bits`
+        bits (default: `max_read_bits`, at most 2000). `names` restricts the plan to those
+        points (e.g. the ones polled every cycle) and the scale points they need, which are
+        always read in the same poll. Every selected point is in exactly one block; the
+        result is deterministic.
         """
-        if max_gap < 0 or max_count < 2:
-            raise ValueError(f"need max_gap >= 0 and max_count >= 2, got {max_gap}, {max_count}")
+        max_gap = self.max_gap if max_gap is None else max_gap
+        max_count = min(self.max_read, READ_LIMIT["holding"]) if max_count is None else max_count
+        max_bits = min(self.max_read_bits, READ_LIMIT["coil"]) if max_bits is None else max_bits
+        if max_gap < 0 or max_count < 2 or max_bits < 1:
+            raise ValueError(
+                f"need max_gap >= 0, max_count >= 2 and max_bits >= 1, got {max_gap}, {max_count}, {max_bits}"
+            )
+        selected = self.points
         if names is not None:
-            unknown = sorted(set(names) - {p.name for p in self.points})
+            known = {p.name for p in self.points}
+            unknown = sorted(set(names) - known)
             if unknown:
                 raise KeyError(f"no point(s) {', '.join(unknown)} in profile {self.name!r}")
-        selected = sorted(
-            (p for p in self.points if names is None or p.name in names),
-            key=lambda p: (p.address, p.count, p.name),
-        )
-        blocks: list[Block] = []
-        current: list[Point] = []
-        start = end = 0
-        for p in selected:
-            if current and p.address - end <= max_gap and max(end, p.end) - start <= max_count:
-                current.append(p)
-                end = max(end, p.end)
-                continue
-            if current:
-                blocks.append(Block(start, end - start, tuple(current)))
-            current, start, end = [p], p.address, p.end
-        if current:
-            blocks.append(Block(start, end - start, tuple(current)))
-        return tuple(blocks)
+            wanted = set(names)
+            wanted |= {p.scale_point for p in self.points if p.name in wanted and p.scale_point}
+            selected = tuple(p for p in self.points if p.name in wanted)
+        limits = {"holding": max_count, "input": max_count, "coil": max_bits, "discrete": max_bits}
+        return plan_blocks(selected, max_gap, limits)
+
+    def scaled_by(self) -> dict[str, str]:
+        """Point name -> the name of the scale point it is scaled by (SunSpec sunssf)."""
+        return {p.name: p.scale_point for p in self.points if p.scale_point is not None}
 
     def register_count(self) -> int:
-        """Registers over all points (words, not counting gaps)."""
-        return sum(p.count for p in self.points)
+        """Registers over all register points (words, not counting gaps; coils and discrete
+        inputs are bits and not counted)."""
+        return sum(p.count for p in self.points if p.table not in BIT_TABLES)

@@ -15,8 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshems.core.register_map import WORDS, Block, Point
-from meshems.core.registers import CodecError, decode, decode_block, encode
+from meshems.core.register_map import WORDS, Block, Point, Profile
+from meshems.core.registers import (
+    CodecError,
+    compile_block,
+    decode,
+    decode_block,
+    encode,
+)
 from tests.core.test_register_map import TYPES, profile_of
 
 RAW = {
@@ -239,3 +245,81 @@ def test_compiled_block_decoder_handles_little_word_order() -> None:
         == decode_block(block, [0xFFFE, 0xFFFF, 7])
         == {"a": -1.0, "b": 7}
     )
+
+
+# --- every type in every byte and word order ------------------------------------------------
+
+ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
+# (type, value, {order: words on the wire}), written out by hand from the big-endian bytes:
+# ABCD as is, CDAB words reversed, BADC bytes swapped in each word, DCBA both.
+VECTORS: list[tuple[str, float, dict[str, list[int]]]] = [
+    ("int16", -2, {"ABCD": [0xFFFE], "CDAB": [0xFFFE], "BADC": [0xFEFF], "DCBA": [0xFEFF]}),
+    ("uint16", 0x1234, {"ABCD": [0x1234], "CDAB": [0x1234], "BADC": [0x3412], "DCBA": [0x3412]}),
+    ("int32", 0x12345678, {"ABCD": [0x1234, 0x5678], "CDAB": [0x5678, 0x1234],
+                           "BADC": [0x3412, 0x7856], "DCBA": [0x7856, 0x3412]}),
+    ("int32", -2, {"ABCD": [0xFFFF, 0xFFFE], "CDAB": [0xFFFE, 0xFFFF],
+                   "BADC": [0xFFFF, 0xFEFF], "DCBA": [0xFEFF, 0xFFFF]}),
+    ("uint32", 65536, {"ABCD": [0x0001, 0x0000], "CDAB": [0x0000, 0x0001],
+                       "BADC": [0x0100, 0x0000], "DCBA": [0x0000, 0x0100]}),
+    ("float32", 123.456, {"ABCD": [0x42F6, 0xE979], "CDAB": [0xE979, 0x42F6],
+                          "BADC": [0xF642, 0x79E9], "DCBA": [0x79E9, 0xF642]}),
+    ("float32", 1.5, {"ABCD": [0x3FC0, 0x0000], "CDAB": [0x0000, 0x3FC0],
+                      "BADC": [0xC03F, 0x0000], "DCBA": [0x0000, 0xC03F]}),
+    ("int64", 0x0102030405060708, {"ABCD": [0x0102, 0x0304, 0x0506, 0x0708],
+                                   "CDAB": [0x0708, 0x0506, 0x0304, 0x0102],
+                                   "BADC": [0x0201, 0x0403, 0x0605, 0x0807],
+                                   "DCBA": [0x0807, 0x0605, 0x0403, 0x0201]}),
+    ("int64", -2, {"ABCD": [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], "CDAB": [0xFFFE, 0xFFFF, 0xFFFF, 0xFFFF],
+                   "BADC": [0xFFFF, 0xFFFF, 0xFFFF, 0xFEFF], "DCBA": [0xFEFF, 0xFFFF, 0xFFFF, 0xFFFF]}),
+    ("uint64", 2**32, {"ABCD": [0x0000, 0x0001, 0x0000, 0x0000], "CDAB": [0x0000, 0x0000, 0x0001, 0x0000],
+                       "BADC": [0x0000, 0x0100, 0x0000, 0x0000], "DCBA": [0x0000, 0x0000, 0x0100, 0x0000]}),
+    ("float64", 1.5, {"ABCD": [0x3FF8, 0, 0, 0], "CDAB": [0, 0, 0, 0x3FF8],
+                      "BADC": [0xF83F, 0, 0, 0], "DCBA": [0, 0, 0, 0xF83F]}),
+    ("float64", -123.456, {"ABCD": [0xC05E, 0xDD2F, 0x1A9F, 0xBE77],
+                           "CDAB": [0xBE77, 0x1A9F, 0xDD2F, 0xC05E],
+                           "BADC": [0x5EC0, 0x2FDD, 0x9F1A, 0x77BE],
+                           "DCBA": [0x77BE, 0x9F1A, 0x2FDD, 0x5EC0]}),
+]  # fmt: skip
+TYPE_ORDER = [(t, v, o, ws[o]) for t, v, ws in VECTORS for o in ORDERS]
+
+
+@pytest.mark.parametrize(("reg_type", "value", "order", "words"), TYPE_ORDER)
+def test_every_type_in_every_order(reg_type: str, value: float, order: str, words: list[int]) -> None:
+    p = Point("P", 100, reg_type, order, access="rw")  # type: ignore[arg-type]
+    assert encode(p, value) == words
+    got = decode(p, words)
+    assert got == (pytest.approx(value, rel=1e-7) if reg_type == "float32" else value)
+    (block,) = Profile("t", "meter", "", "", (p,), {}).read_blocks()
+    assert compile_block(block)(words) == decode_block(block, words) == {"P": got}
+
+
+def test_the_old_word_orders_are_abcd_and_cdab() -> None:
+    assert Point("P", 0, "float32", "big").order == "ABCD"
+    assert Point("P", 0, "float32", "little").order == "CDAB"
+    assert encode(Point("P", 0, "float32", "little", access="rw"), 123.456) == [0xE979, 0x42F6]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize(
+    ("reg_type", "marker"),
+    [("int64", [0x8000, 0, 0, 0]), ("uint64", [0xFFFF] * 4), ("float64", [0x7FF8, 0, 0, 0]),
+     ("int32", [0x8000, 0]), ("uint16", [0xFFFF])],
+)  # fmt: skip
+def test_not_implemented_markers_in_every_order(reg_type: str, marker: list[int], order: str) -> None:
+    p = Point("P", 0, reg_type, order)  # type: ignore[arg-type]
+    words = _reorder(marker, order)
+    assert math.isnan(decode(p, words))
+    (block,) = Profile("t", "meter", "", "", (p,), {}).read_blocks()
+    assert math.isnan(compile_block(block)(words)["P"])
+
+
+def _reorder(big_endian_words: list[int], order: str) -> list[int]:
+    """Big-endian words as a device with `order` puts them on the wire."""
+    words = [((w & 0xFF) << 8 | w >> 8) if order in ("BADC", "DCBA") else w for w in big_endian_words]
+    return words[::-1] if order in ("CDAB", "DCBA") else words
+
+
+def test_near_64_bit_markers_are_ordinary_values() -> None:
+    assert decode(Point("P", 0, "int64"), [0x8000, 0, 0, 1]) == -(2**63) + 1
+    assert decode(Point("P", 0, "uint64"), [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE]) == 2**64 - 2
+    assert decode(Point("P", 0, "int64", "CDAB"), [0x8000, 0, 0, 0]) == 0x8000
