@@ -1,10 +1,8 @@
 """The Modbus driver: one pymodbus client connection behind meshems' own small interface.
 
-Owns connecting (with our own capped backoff, forever), the request calls, and turning
-pymodbus outcomes into stable error codes: E_TIMEOUT (no answer, or gateway exceptions
-0x0A/0x0B), E_CRC (an RTU frame with a bad checksum), E_FRAME (bytes that are no valid
-answer), E_EXCEPTION (other Modbus exception codes), E_CONNECT. pymodbus is pinned to
-3.16 and never leaks past this module. Must not schedule anything: the poller does.
+Owns connecting (capped backoff, forever), the requests (read 01/02/03/04, write 05/15/06/16,
+per-request timeout and quiet gap) and their outcomes as stable codes: E_TIMEOUT (also 0x0A/
+0x0B), E_CRC, E_FRAME, E_EXCEPTION, E_CONNECT. pymodbus never leaks past it; it schedules nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -91,6 +91,8 @@ class ModbusLink:
         self._backoff_s = self.BACKOFF_MIN_S
         self.connects = 0
         self.connect_failures = 0
+        self._timeout_s = bus.timeout_s
+        self._last_done = 0.0
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         rx = self._rx
@@ -152,34 +154,97 @@ class ModbusLink:
     def _where(self) -> str:
         return self.bus.serial_port or f"{self.bus.host}:{self.bus.port}"
 
-    async def read(self, unit_id: int, address: int, count: int) -> list[int]:
+    async def _ready(self, timeout_s: float | None, gap_s: float) -> Any:
+        """The connected client, with this request's answer timeout set and the quiet gap
+        since the previous answer on this connection kept (requests here are sequential)."""
         if not self.connected:
             await self.connect()
-        assert self._client is not None
+        client = self._client
+        assert client is not None
+        self._timeout_s = self.bus.timeout_s if timeout_s is None else timeout_s
+        if client.comm_params.timeout_connect != self._timeout_s:
+            client.comm_params.timeout_connect = self._timeout_s  # pymodbus reads it per request
+        if gap_s > 0:
+            rest = self._last_done + gap_s - time.monotonic()
+            if rest > 0:
+                await asyncio.sleep(rest)
+        return client
+
+    async def _call(self, request: Awaitable[Any]) -> Any:
+        """Await one pymodbus request; every failure as a FieldError with a stable code."""
         try:
-            rr = await self._client.read_holding_registers(address, count=count, device_id=unit_id)
+            rr = await request
         except ModbusIOException as exc:
             raise self._io_error(exc) from None
         except (ConnectionException, OSError) as exc:
             raise FieldError("E_CONNECT", f"bus {self.bus.id}: {exc}") from None
+        finally:
+            self._last_done = time.monotonic()
         if rr.isError():
             raise self._exception(rr)
+        return rr
+
+    async def read(
+        self,
+        unit_id: int,
+        address: int,
+        count: int,
+        table: str = "holding",
+        *,
+        timeout_s: float | None = None,
+        gap_s: float = 0.0,
+    ) -> list[int]:
+        """Read `count` registers or bits of `table` (function 03, 04, 01 or 02); bits come
+        back as 0/1 (bools)."""
+        client = await self._ready(timeout_s, gap_s)
+        if table == "holding":
+            rr = await self._call(client.read_holding_registers(address, count=count, device_id=unit_id))
+        elif table == "input":
+            rr = await self._call(client.read_input_registers(address, count=count, device_id=unit_id))
+        else:
+            call = client.read_coils if table == "coil" else client.read_discrete_inputs
+            rr = await self._call(call(address, count=count, device_id=unit_id))
+            if len(rr.bits) < count:  # answers are padded to whole bytes, never shorter
+                raise FieldError("E_FRAME", f"asked {count} bits, got {len(rr.bits)}")
+            return list(rr.bits[:count])
         if len(rr.registers) != count:
             raise FieldError("E_FRAME", f"asked {count} registers, got {len(rr.registers)}")
         return list(rr.registers)
 
-    async def write(self, unit_id: int, address: int, values: list[int]) -> None:
-        if not self.connected:
-            await self.connect()
-        assert self._client is not None
-        try:
-            rr = await self._client.write_registers(address, values, device_id=unit_id)
-        except ModbusIOException as exc:
-            raise self._io_error(exc) from None
-        except (ConnectionException, OSError) as exc:
-            raise FieldError("E_CONNECT", f"bus {self.bus.id}: {exc}") from None
-        if rr.isError():
-            raise self._exception(rr)
+    async def write(
+        self,
+        unit_id: int,
+        address: int,
+        values: list[int],
+        *,
+        single: bool = False,
+        timeout_s: float | None = None,
+        gap_s: float = 0.0,
+    ) -> None:
+        """Write holding registers: function 16, or 06 with `single` and one value."""
+        client = await self._ready(timeout_s, gap_s)
+        if single and len(values) == 1:
+            await self._call(client.write_register(address, values[0], device_id=unit_id))
+        else:
+            await self._call(client.write_registers(address, values, device_id=unit_id))
+
+    async def write_bits(
+        self,
+        unit_id: int,
+        address: int,
+        values: list[int],
+        *,
+        single: bool = True,
+        timeout_s: float | None = None,
+        gap_s: float = 0.0,
+    ) -> None:
+        """Write coils: function 05 for one coil with `single`, else 15."""
+        client = await self._ready(timeout_s, gap_s)
+        bits = [bool(v) for v in values]
+        if single and len(bits) == 1:
+            await self._call(client.write_coil(address, bits[0], device_id=unit_id))
+        else:
+            await self._call(client.write_coils(address, bits, device_id=unit_id))
 
     def _io_error(self, exc: ModbusIOException) -> FieldError:
         text = str(exc)
@@ -189,7 +254,7 @@ class ModbusLink:
             if self.bus.serial and not crc_ok(self._rx.buffer):
                 return FieldError("E_CRC", f"{self._rx.bytes_seen} bytes with a bad CRC")
             return FieldError("E_FRAME", f"{self._rx.bytes_seen} bytes that are no valid answer")
-        return FieldError("E_TIMEOUT", f"no answer within {self.bus.timeout_s} s")
+        return FieldError("E_TIMEOUT", f"no answer within {self._timeout_s} s")
 
     @staticmethod
     def _exception(rr: object) -> FieldError:

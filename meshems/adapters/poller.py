@@ -25,7 +25,7 @@ from meshems.adapters.modbus import FieldError, ModbusLink, line_time_s
 from meshems.core.config import BusConfig, DeviceConfig, NodeConfig
 from meshems.core.health import device_state, next_poll_at
 from meshems.core.register_map import Block, Point, Profile
-from meshems.core.registers import compile_block, decode, encode
+from meshems.core.registers import Value, apply_scale_factors, compile_block, decode, encode
 
 #: frame errors (garbage, CRC) are retried once at once; timeouts wait for the next poll
 RETRY_AT_ONCE = {"E_CRC", "E_FRAME"}
@@ -51,12 +51,19 @@ class DeviceRuntime:
     failures: int = 0
     last_ok: float | None = None
     values: dict[str, float] = field(default_factory=dict)
+    #: string points (serial numbers, models): kept aside, never role values
+    texts: dict[str, str] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     exceptions: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
     poll_starts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-    decoders: tuple[Callable[[Sequence[int]], dict[str, float]], ...] = ()
+    decoders: tuple[Callable[[Sequence[int]], dict[str, Value]], ...] = ()
+    #: point -> the scale point it is scaled by (SunSpec sunssf), applied after each poll
+    scaled_by: dict[str, str] = field(default_factory=dict)
+    text_names: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    gap_s: float = 0.0
 
     def role_values(self) -> dict[str, float]:
         out = {}
@@ -119,6 +126,9 @@ class Poller:
             first = now + (i % 100) / 100 * min(dev.poll_interval_s, 1.0)
             rt = DeviceRuntime(dev, profile, profile.read_blocks(), first)
             rt.decoders = tuple(compile_block(b) for b in rt.blocks)
+            rt.scaled_by = profile.scaled_by()
+            rt.text_names = tuple(p.name for p in profile.points if p.text)
+            rt.timeout_s, rt.gap_s = dev.timeout_s, dev.inter_frame_delay_s
             self.devices[dev.id] = rt
             assert dev.bus is not None
             heapq.heappush(self.buses[dev.bus].heap, (first, next(self._seq), rt))
@@ -191,9 +201,10 @@ class Poller:
         for fut in bus.sleepers:
             _release(fut)
 
-    async def _request(self, bus: _Bus, link: ModbusLink, call: Callable[[], Any], words: int) -> Any:
+    async def _request(self, bus: _Bus, link: ModbusLink, call: Callable[[], Any], answer_bytes: int) -> Any:
         """One request on the link, retried once at once on a frame/CRC error, paced on
-        serial lines by the modelled line time (a pty ignores baud)."""
+        serial lines by the modelled line time of a request and its `answer_bytes` answer
+        (a pty ignores baud)."""
         paced = bus.cfg.serial and bus.cfg.model_line_time
         start = self.clock() if paced else 0.0
         try:
@@ -205,7 +216,7 @@ class Poller:
             return await call()
         finally:
             if paced:
-                rest = line_time_s(bus.cfg, 8, 5 + 2 * words) - (self.clock() - start)
+                rest = line_time_s(bus.cfg, 8, answer_bytes) - (self.clock() - start)
                 if rest > 0:
                     await asyncio.sleep(rest)
 
@@ -214,18 +225,27 @@ class Poller:
         dev.lateness_s.append(max(0.0, start - due))
         dev.poll_starts.append(start)
         dev.counters["polls"] += 1
-        unit = dev.cfg.unit_id
-        values: dict[str, float] = {}
+        unit, timeout_s, gap_s = dev.cfg.unit_id, dev.timeout_s, dev.gap_s
+        values: dict[str, Any] = {}
         try:
             for block, decode_words in zip(dev.blocks, dev.decoders, strict=True):
                 words = await self._request(
-                    bus, link, lambda b=block: link.read(unit, b.start, b.count), block.count
+                    bus,
+                    link,
+                    lambda b=block: link.read(
+                        unit, b.start, b.count, b.table, timeout_s=timeout_s, gap_s=gap_s
+                    ),
+                    _answer_bytes(block),
                 )
                 values.update(decode_words(words))
         except FieldError as exc:
             self._count_error(dev, exc)
             dev.failures += 1
         else:
+            if dev.scaled_by:
+                apply_scale_factors(values, dev.scaled_by)
+            if dev.text_names:
+                dev.texts = {k: values.pop(k) for k in dev.text_names}
             dev.values = values
             dev.failures = 0
             dev.last_ok = self.clock()
@@ -250,16 +270,17 @@ class Poller:
     # --- writes -------------------------------------------------------------------------
 
     async def write(
-        self, device_id: str, point_name: str, value: float, verify: bool = True
+        self, device_id: str, point_name: str, value: Value, verify: bool = True
     ) -> dict[str, Any]:
-        """Write one engineering value (absolute, so idempotent); with `verify`, read it back.
-        Returns {ok, code, message, written, read_back}."""
+        """Write one engineering value (absolute, so idempotent) to a holding register point
+        (function 16, or 06 for one register if the profile says so) or a coil (05); with
+        `verify`, read it back. Returns {ok, code, message, written, read_back}."""
         dev = self.devices.get(device_id)
         if dev is None:
             return {"ok": False, "code": "E_UNKNOWN_DEVICE", "message": f"{device_id} is not wired here"}
         try:
             point = dev.profile.point(point_name)
-            words = encode(point, value)
+            words = encode(point, value, sf=self._sf(dev, point))
         except (KeyError, ValueError) as exc:
             return {"ok": False, "code": "E_LIMIT", "message": str(exc)}
         assert dev.cfg.bus is not None
@@ -269,18 +290,37 @@ class Poller:
         self._wake(bus)
         return await fut
 
+    @staticmethod
+    def _sf(dev: DeviceRuntime, point: Point) -> float | None:
+        """The scale factor last read for a point scaled by a scale point (else None)."""
+        return dev.values.get(point.scale_point) if point.scale_point is not None else None
+
     async def _write(self, bus: _Bus, link: ModbusLink, job: WriteJob) -> None:
         dev, point, unit = job.device, job.point, job.device.cfg.unit_id
+        timing: dict[str, Any] = {"timeout_s": dev.timeout_s, "gap_s": dev.gap_s}
+        sf = self._sf(dev, point)
         result: dict[str, Any]
+
+        def write() -> Any:
+            if point.bits:  # a coil: function 05
+                return link.write_bits(unit, point.address, job.words, **timing)
+            return link.write(
+                unit, point.address, job.words, single=dev.profile.write_single_register, **timing
+            )
+
         try:
-            await self._request(bus, link, lambda: link.write(unit, point.address, job.words), 0)
+            await self._request(bus, link, write, 8)
             dev.counters["writes"] += 1
-            result = {"ok": True, "code": "OK", "message": "", "written": decode(point, job.words)}
+            result = {"ok": True, "code": "OK", "message": "", "written": decode(point, job.words, sf)}
             if job.verify:
                 back = await self._request(
-                    bus, link, lambda: link.read(unit, point.address, point.count), point.count
+                    bus,
+                    link,
+                    lambda: link.read(unit, point.address, point.count, point.table, **timing),
+                    _answer_bytes(point),
                 )
-                result["read_back"] = decode(point, back)
+                back = [int(w) for w in back]
+                result["read_back"] = decode(point, back, sf)
                 if back != job.words:
                     dev.counters["write_mismatches"] += 1
                     result.update(
@@ -322,9 +362,20 @@ class Poller:
             "failures_in_a_row": dev.failures,
             "last_error": dev.last_error,
             "values": dev.role_values(),
+            "texts": dict(dev.texts),
         }
+
+    def point_values(self, device_id: str) -> dict[str, Value]:
+        """Every point of a device as last read, numbers and strings (e.g. for `io read`)."""
+        dev = self.devices[device_id]
+        return {**dev.values, **dev.texts}
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every device this node polls now (shared devices owned elsewhere are left out)."""
         now = self.clock()
         return [self.device_status(d, now) for k, d in self.devices.items() if k not in self.paused]
+
+
+def _answer_bytes(what: Block | Point) -> int:
+    """Bytes of the answer to a read of a block (or of one point): 5 + the data."""
+    return 5 + ((what.count + 7) // 8 if what.bits else 2 * what.count)

@@ -99,6 +99,12 @@ class DeviceConfig(Frozen):
     unit_id: int = Field(default=1, ge=1, le=247)
     profile: str | None = Field(default=None, description="built-in profile name or a YAML file path")
     poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=30, description="answer timeout for this device (none = the bus's timeout_s)"
+    )
+    inter_frame_delay_s: float = Field(
+        default=0.0, ge=0, le=5, description="quiet time on the line before each request to this device"
+    )
     revert_timeout_s: float = Field(
         default=0.0, ge=0, description="written to the device: it reverts an unrefreshed setpoint (0 = off)"
     )
