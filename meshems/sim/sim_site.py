@@ -1,5 +1,5 @@
 """One simulated site as Modbus devices: its physics (`sim.physics`) on the wall clock, each
-device's registers a view of it (a read encodes the values, a write commands the physics; a
+device's four tables a view of it (a read encodes the values, a write commands the physics; a
 value outside min/max is exception 0x03) and faults per device (silent, slow, garbage, CRC,
 exception codes). Serving it is `sim.server`; profiles come in as objects, no files are read.
 """
@@ -16,15 +16,14 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import SimDevice
 
 from meshems.core.register_map import Point, Profile
 from meshems.core.registers import CodecError, decode, encode
+from meshems.sim.meter_view import meter_point
 from meshems.sim.physics import Site
 from meshems.sim.sitefile import FaultSpec, SiteFile
-
-SIM_BLOCK_START = 40000
-SIM_BLOCK_COUNT = 300
+from meshems.sim.tables import TABLE_OF_FC, points_by_table, put, sim_blocks, touched, written
 
 
 @dataclass
@@ -125,11 +124,11 @@ class SimSite:
                 "revert_timeout_s": pv.revert_timeout_s / self.speed,
                 "rated_kw": pv.rated_kw,
             }.get(role)
-        if dev.model == "relay" and role.startswith(("relay_", "load_")):
+        if dev.model == "relay" and role.startswith(("relay_", "load_", "input_")):
             ch = int(role.split("_")[1])
             if ch > len(s.loads):
                 return 0.0
-            if role.startswith("relay_"):
+            if role.startswith(("relay_", "input_")):  # input N: relay N's auxiliary contact
                 return 1.0 if s.relays.is_closed(ch) else 0.0
             return s.loads[ch - 1].power_kw
         return None
@@ -155,7 +154,7 @@ class SimSite:
 
     def device_action(self, dev: SimDeviceState) -> Callable[..., Any]:
         roles_by_point = {pname: role for role, pname in dev.profile.roles.items()}
-        points = sorted(dev.profile.points, key=lambda p: p.address)
+        tables = points_by_table(dev.profile)
 
         async def action(
             fc: int,
@@ -172,21 +171,21 @@ class SimSite:
                 return ExcCodes(fault.code)
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay_s)
-            end = address + count
-            touched = [p for p in points if p.address < end and p.end > address]
+            table = TABLE_OF_FC.get(fc, "holding")
+            points = tables[table]
             if set_values is None:
                 dev.reads += 1
                 self.tick()
-                for p in touched:
+                for p in touched(points, table in ("coil", "discrete"), address, count):
                     self._refresh(dev, p, roles_by_point.get(p.name), start, regs)
                 return None
             dev.writes += 1
-            written = list(set_values)
-            for p in touched:
-                if p.address < address or p.end > end:
-                    continue  # a partial write of a 32-bit point: left to pymodbus
-                words = [int(w) for w in written[p.address - address : p.end - address]]
-                value = decode(p, words)
+            for p, words in written(points, address, set_values):
+                if p.type == "bit":  # a view of one bit: its register's own point decides
+                    continue
+                value = decode(p, words) if p.scale_point is None else math.nan
+                if isinstance(value, str):
+                    continue
                 if (
                     not p.writable
                     or (p.min is not None and value < p.min)
@@ -206,10 +205,10 @@ class SimSite:
         return action
 
     def _refresh(self, dev: SimDeviceState, p: Point, role: str | None, start: int, regs: list[int]) -> None:
-        if role is None:
-            return
-        value = self.role_value(dev, role)
-        if value is None:
+        value = self.role_value(dev, role) if role is not None else None
+        if value is None and dev.model == "meter":
+            value = meter_point(self.site.meter, p.name)
+        if value is None or p.scale_point is not None:
             return
         try:
             words = encode(p, value, check_access=False)
@@ -221,25 +220,15 @@ class SimSite:
                 words = encode(p, value, check_access=False)
             except CodecError:
                 return
-        off = p.address - start
-        if off >= 0 and off + len(words) <= len(regs):
-            regs[off : off + len(words)] = words
+        put(p, words, start, regs)
 
     def sim_devices(self, server: str) -> list[SimDevice]:
-        out = []
-        for (srv, unit), dev in sorted(self.devices.items()):
-            if srv != server:
-                continue
-            out.append(
-                SimDevice(
-                    id=unit,
-                    simdata=[
-                        SimData(SIM_BLOCK_START, count=SIM_BLOCK_COUNT, values=0, datatype=DataType.REGISTERS)
-                    ],
-                    action=self.device_action(dev),
-                )
-            )
-        return out
+        """The pymodbus devices of one server, each with its four tables."""
+        return [
+            SimDevice(id=unit, simdata=sim_blocks(dev.profile), action=self.device_action(dev))
+            for (srv, unit), dev in sorted(self.devices.items())
+            if srv == server
+        ]
 
     def trace_for(self, server: str, rtu: bool) -> Callable[[bool, bytes], bytes]:
         """Corrupt outgoing frames of devices with a garbage/crc fault."""
