@@ -138,6 +138,7 @@ class ModbusLink:
         if self._client is not None:
             self._client.close()
         self._client = self._make_client()
+        self._timeout_s = self.bus.timeout_s  # what the new client was made with
         ok = False
         try:
             ok = await asyncio.wait_for(self._client.connect(), timeout=max(1.0, self.bus.timeout_s * 2))
@@ -157,27 +158,31 @@ class ModbusLink:
     async def _ready(self, timeout_s: float | None, gap_s: float) -> Any:
         """The connected client, with this request's answer timeout set and the quiet gap
         since the previous answer on this connection kept (requests here are sequential)."""
-        if not self.connected:
-            await self.connect()
         client = self._client
-        assert client is not None
-        self._timeout_s = self.bus.timeout_s if timeout_s is None else timeout_s
-        if client.comm_params.timeout_connect != self._timeout_s:
-            client.comm_params.timeout_connect = self._timeout_s  # pymodbus reads it per request
+        if client is None or not client.connected:
+            await self.connect()
+            client = self._client
+            assert client is not None
+        timeout_s = self.bus.timeout_s if timeout_s is None else timeout_s
+        if timeout_s != self._timeout_s:
+            self._timeout_s = client.comm_params.timeout_connect = timeout_s  # read per request
         if gap_s > 0:
             rest = self._last_done + gap_s - time.monotonic()
             if rest > 0:
                 await asyncio.sleep(rest)
         return client
 
+    def _failure(self, exc: Exception) -> FieldError:
+        if isinstance(exc, ModbusIOException):
+            return self._io_error(exc)
+        return FieldError("E_CONNECT", f"bus {self.bus.id}: {exc}")
+
     async def _call(self, request: Awaitable[Any]) -> Any:
         """Await one pymodbus request; every failure as a FieldError with a stable code."""
         try:
             rr = await request
-        except ModbusIOException as exc:
-            raise self._io_error(exc) from None
-        except (ConnectionException, OSError) as exc:
-            raise FieldError("E_CONNECT", f"bus {self.bus.id}: {exc}") from None
+        except (ModbusIOException, ConnectionException, OSError) as exc:
+            raise self._failure(exc) from None
         finally:
             self._last_done = time.monotonic()
         if rr.isError():
@@ -190,26 +195,38 @@ class ModbusLink:
         address: int,
         count: int,
         table: str = "holding",
-        *,
         timeout_s: float | None = None,
         gap_s: float = 0.0,
     ) -> list[int]:
         """Read `count` registers or bits of `table` (function 03, 04, 01 or 02); bits come
-        back as 0/1 (bools)."""
-        client = await self._ready(timeout_s, gap_s)
-        if table == "holding":
-            rr = await self._call(client.read_holding_registers(address, count=count, device_id=unit_id))
-        elif table == "input":
-            rr = await self._call(client.read_input_registers(address, count=count, device_id=unit_id))
-        else:
-            call = client.read_coils if table == "coil" else client.read_discrete_inputs
-            rr = await self._call(call(address, count=count, device_id=unit_id))
-            if len(rr.bits) < count:  # answers are padded to whole bytes, never shorter
-                raise FieldError("E_FRAME", f"asked {count} bits, got {len(rr.bits)}")
-            return list(rr.bits[:count])
-        if len(rr.registers) != count:
-            raise FieldError("E_FRAME", f"asked {count} registers, got {len(rr.registers)}")
-        return list(rr.registers)
+        back as 0/1 (bools). The poller's hot path: one coroutine, no copies."""
+        client = self._client
+        if client is None or gap_s > 0 or timeout_s is not None or not client.connected:
+            client = await self._ready(timeout_s, gap_s)
+        elif self._timeout_s != self.bus.timeout_s:
+            self._timeout_s = client.comm_params.timeout_connect = self.bus.timeout_s
+        try:
+            if table == "holding":
+                rr = await client.read_holding_registers(address, count=count, device_id=unit_id)
+            elif table == "input":
+                rr = await client.read_input_registers(address, count=count, device_id=unit_id)
+            elif table == "coil":
+                rr = await client.read_coils(address, count=count, device_id=unit_id)
+            else:
+                rr = await client.read_discrete_inputs(address, count=count, device_id=unit_id)
+        except (ModbusIOException, ConnectionException, OSError) as exc:
+            raise self._failure(exc) from None
+        finally:
+            self._last_done = time.monotonic()
+        if rr.isError():
+            raise self._exception(rr)
+        if table == "holding" or table == "input":
+            if len(rr.registers) != count:
+                raise FieldError("E_FRAME", f"asked {count} registers, got {len(rr.registers)}")
+            return rr.registers  # type: ignore[no-any-return]
+        if len(rr.bits) < count:  # answers are padded to whole bytes, never shorter
+            raise FieldError("E_FRAME", f"asked {count} bits, got {len(rr.bits)}")
+        return rr.bits[:count]  # type: ignore[no-any-return]
 
     async def write(
         self,

@@ -24,20 +24,30 @@ from typing import Any
 from meshems.adapters.modbus import FieldError, ModbusLink, line_time_s
 from meshems.core.config import BusConfig, DeviceConfig, NodeConfig
 from meshems.core.health import device_state, next_poll_at
+from meshems.core.read_plan import ReadPlan
 from meshems.core.register_map import Block, Point, Profile
-from meshems.core.registers import Value, apply_scale_factors, compile_block, decode, encode
+from meshems.core.registers import Value, decode, encode
 
 #: frame errors (garbage, CRC) are retried once at once; timeouts wait for the next poll
 RETRY_AT_ONCE = {"E_CRC", "E_FRAME"}
-#: workers wake on a shared time grid (seconds) and may poll a device this much early,
-#: so wake-ups are shared by many polls instead of one timer per poll
+ERROR_COUNTERS = {"E_TIMEOUT": "timeouts", "E_CRC": "crc_errors", "E_FRAME": "frame_errors",
+                  "E_CONNECT": "connect_errors", "E_EXCEPTION": "exceptions"}  # fmt: skip
+#: workers wake on a shared time grid (seconds): one timer per bus and grid tick, however
+#: many workers sleep on it; a woken worker may take a device up to one tick early (at most a
+#: quarter of its interval), so it serves what falls due before the next tick without sleeping
 GRID_S = 0.02
-EARLY_S = 0.01
+EARLY_S = GRID_S
 
 
 def _release(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _end_tick(bus: _Bus, tick: int) -> None:
+    fut = bus.ticks.pop(tick, None)
+    if fut is not None:
+        _release(fut)
 
 
 @dataclass
@@ -46,7 +56,7 @@ class DeviceRuntime:
 
     cfg: DeviceConfig
     profile: Profile
-    blocks: tuple[Block, ...]
+    plan: ReadPlan
     due: float
     failures: int = 0
     last_ok: float | None = None
@@ -58,12 +68,6 @@ class DeviceRuntime:
     last_error: str = ""
     poll_starts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-    decoders: tuple[Callable[[Sequence[int]], dict[str, Value]], ...] = ()
-    #: point -> the scale point it is scaled by (SunSpec sunssf), applied after each poll
-    scaled_by: dict[str, str] = field(default_factory=dict)
-    text_names: tuple[str, ...] = ()
-    timeout_s: float | None = None
-    gap_s: float = 0.0
 
     def role_values(self) -> dict[str, float]:
         out = {}
@@ -96,6 +100,9 @@ class _Bus:
     heap: list[tuple[float, int, DeviceRuntime]] = field(default_factory=list)
     urgent: deque[WriteJob] = field(default_factory=deque)
     sleepers: list[asyncio.Future[None]] = field(default_factory=list)
+    #: grid tick -> the future every worker sleeping until that tick awaits
+    ticks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    paced: bool = False
 
 
 class Poller:
@@ -118,17 +125,14 @@ class Poller:
         self._stopping = False
         now = clock()
         for bus in node.buses:
-            self.buses[bus.id] = _Bus(bus, [ModbusLink(bus) for _ in range(bus.concurrency)])
+            paced = bus.serial and bus.model_line_time
+            self.buses[bus.id] = _Bus(bus, [ModbusLink(bus) for _ in range(bus.concurrency)], paced=paced)
         wired = [d for d in node.devices if d.bus is not None and d.profile is not None]
         for i, dev in enumerate(wired):
             profile = profiles[dev.id]
             # spread first polls over one interval so a node does not start with a burst
             first = now + (i % 100) / 100 * min(dev.poll_interval_s, 1.0)
-            rt = DeviceRuntime(dev, profile, profile.read_blocks(), first)
-            rt.decoders = tuple(compile_block(b) for b in rt.blocks)
-            rt.scaled_by = profile.scaled_by()
-            rt.text_names = tuple(p.name for p in profile.points if p.text)
-            rt.timeout_s, rt.gap_s = dev.timeout_s, dev.inter_frame_delay_s
+            rt = DeviceRuntime(dev, profile, ReadPlan.of(profile), first)
             self.devices[dev.id] = rt
             assert dev.bus is not None
             heapq.heappush(self.buses[dev.bus].heap, (first, next(self._seq), rt))
@@ -165,7 +169,7 @@ class Poller:
             if due > now + min(EARLY_S, top.cfg.poll_interval_s / 4):
                 # Wake on a shared grid: every worker of every bus that has work around the
                 # same instant wakes together, so one event-loop pass serves many requests.
-                await self._sleep(bus, math.ceil(due / GRID_S) * GRID_S - now)
+                await self._sleep_until_tick(bus, math.ceil(due / GRID_S), now)
                 continue
             _, _, dev = heapq.heappop(bus.heap)
             if dev.cfg.id in self.paused:  # a shared device another gateway owns: not ours to poll
@@ -196,17 +200,29 @@ class Poller:
             with contextlib.suppress(ValueError):
                 bus.sleepers.remove(fut)
 
+    async def _sleep_until_tick(self, bus: _Bus, tick: int, now: float) -> None:
+        """Sleep until grid tick `tick` (or `_wake(bus)`) on the one future and timer the bus
+        keeps per tick. Only `stop()` cancels workers, all at once, so sharing is safe."""
+        fut = bus.ticks.get(tick)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = bus.ticks[tick] = loop.create_future()
+            loop.call_later(max(tick * GRID_S - now, 0.0), _end_tick, bus, tick)
+        await fut
+
     @staticmethod
     def _wake(bus: _Bus) -> None:
         for fut in bus.sleepers:
             _release(fut)
+        for fut in bus.ticks.values():
+            _release(fut)
+        bus.ticks.clear()  # their timers find nothing left to end
 
     async def _request(self, bus: _Bus, link: ModbusLink, call: Callable[[], Any], answer_bytes: int) -> Any:
         """One request on the link, retried once at once on a frame/CRC error, paced on
         serial lines by the modelled line time of a request and its `answer_bytes` answer
         (a pty ignores baud)."""
-        paced = bus.cfg.serial and bus.cfg.model_line_time
-        start = self.clock() if paced else 0.0
+        start = self.clock() if bus.paced else 0.0
         try:
             try:
                 return await call()
@@ -215,38 +231,43 @@ class Poller:
                     raise
             return await call()
         finally:
-            if paced:
-                rest = line_time_s(bus.cfg, 8, answer_bytes) - (self.clock() - start)
-                if rest > 0:
-                    await asyncio.sleep(rest)
+            if bus.paced:
+                await self._pace(bus, start, answer_bytes)
+
+    async def _pace(self, bus: _Bus, start: float, answer_bytes: int) -> None:
+        """Keep a serial line busy for the modelled time of a request and its answer."""
+        rest = line_time_s(bus.cfg, 8, answer_bytes) - (self.clock() - start)
+        if rest > 0:
+            await asyncio.sleep(rest)
 
     async def _poll(self, bus: _Bus, link: ModbusLink, dev: DeviceRuntime, due: float) -> None:
         start = self.clock()
         dev.lateness_s.append(max(0.0, start - due))
         dev.poll_starts.append(start)
         dev.counters["polls"] += 1
-        unit, timeout_s, gap_s = dev.cfg.unit_id, dev.timeout_s, dev.gap_s
-        values: dict[str, Any] = {}
+        unit, timeout_s, gap_s = dev.cfg.unit_id, dev.cfg.timeout_s, dev.cfg.inter_frame_delay_s
+        answers: list[Sequence[int]] = []
         try:
-            for block, decode_words in zip(dev.blocks, dev.decoders, strict=True):
-                words = await self._request(
-                    bus,
-                    link,
-                    lambda b=block: link.read(
-                        unit, b.start, b.count, b.table, timeout_s=timeout_s, gap_s=gap_s
-                    ),
-                    _answer_bytes(block),
-                )
-                values.update(decode_words(words))
+            for block in dev.plan.blocks:
+                # inline, not through _request: this runs for every block of every poll
+                sent = self.clock() if bus.paced else 0.0
+                try:
+                    words = await link.read(unit, block.start, block.count, block.table, timeout_s, gap_s)
+                except FieldError as exc:
+                    if exc.code not in RETRY_AT_ONCE:
+                        raise
+                    words = await link.read(unit, block.start, block.count, block.table, timeout_s, gap_s)
+                finally:
+                    if bus.paced:
+                        await self._pace(bus, sent, _answer_bytes(block))
+                answers.append(words)
         except FieldError as exc:
             self._count_error(dev, exc)
             dev.failures += 1
         else:
-            if dev.scaled_by:
-                apply_scale_factors(values, dev.scaled_by)
-            if dev.text_names:
-                dev.texts = {k: values.pop(k) for k in dev.text_names}
-            dev.values = values
+            dev.values, texts = dev.plan.values(answers)
+            if texts:
+                dev.texts = texts
             dev.failures = 0
             dev.last_ok = self.clock()
             dev.counters["ok"] += 1
@@ -255,13 +276,7 @@ class Poller:
 
     @staticmethod
     def _count_error(dev: DeviceRuntime, exc: FieldError) -> None:
-        key = {
-            "E_TIMEOUT": "timeouts",
-            "E_CRC": "crc_errors",
-            "E_FRAME": "frame_errors",
-            "E_CONNECT": "connect_errors",
-            "E_EXCEPTION": "exceptions",
-        }.get(exc.code, "other_errors")
+        key = ERROR_COUNTERS.get(exc.code, "other_errors")
         dev.counters[key] += 1
         if exc.exception_code is not None:
             dev.exceptions[f"0x{exc.exception_code:02X}"] += 1
@@ -297,7 +312,7 @@ class Poller:
 
     async def _write(self, bus: _Bus, link: ModbusLink, job: WriteJob) -> None:
         dev, point, unit = job.device, job.point, job.device.cfg.unit_id
-        timing: dict[str, Any] = {"timeout_s": dev.timeout_s, "gap_s": dev.gap_s}
+        timing: dict[str, Any] = {"timeout_s": dev.cfg.timeout_s, "gap_s": dev.cfg.inter_frame_delay_s}
         sf = self._sf(dev, point)
         result: dict[str, Any]
 

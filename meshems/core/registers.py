@@ -9,6 +9,7 @@ and block decoding for the poller. Pure: no I/O, no clocks; points are `core.poi
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -274,19 +275,18 @@ def compile_block(block: Block) -> Callable[[Sequence[int]], dict[str, Value]]:
             groups.setdefault((swapped, endian), []).append(p)
     plans = []
     for (swapped, endian), pts in groups.items():
+        pts.sort(key=lambda p: p.address)
         fmt, at = endian, 0
-        for p in sorted(pts, key=lambda p: p.address):
+        for p in pts:
             offset = 2 * (p.address - block.start)
             fmt += f"{offset - at}x{_CODES[p.type]}" if offset > at else _CODES[p.type]
             at = offset + 2 * p.count
-        rows = tuple(
-            (p.name, _marker(p.type) if p.type in NOT_IMPLEMENTED else None,
-             1.0 if p.scale_point is not None else _factor(p))
-            for p in sorted(pts, key=lambda p: p.address)
-        )  # fmt: skip
-        plans.append((swapped, struct.Struct(fmt), rows))
+        names = tuple(p.name for p in pts)
+        scales = tuple(1.0 if p.scale_point is not None else _factor(p) for p in pts)
+        markers = tuple((i, _marker(p.type)) for i, p in enumerate(pts) if p.type in NOT_IMPLEMENTED)
+        plans.append((swapped, struct.Struct(fmt), names, scales, markers, frozenset(m for _, m in markers)))
     big, little = struct.Struct(f">{n}H"), struct.Struct(f"<{n}H")
-    needs_swapped = any(swapped for swapped, _, _ in plans) or any(t[1] for t in texts)
+    needs_swapped = any(plan[0] for plan in plans) or any(t[1] for t in texts)
 
     def decode_fast(words: Sequence[int]) -> dict[str, Value]:
         if len(words) != n:
@@ -296,9 +296,13 @@ def compile_block(block: Block) -> Callable[[Sequence[int]], dict[str, Value]]:
         except struct.error:
             return decode_block(block, words)  # out-of-range words: let decode name the point
         out: dict[str, Value] = {}
-        for swapped, st, rows in plans:
-            for (name, marker, scale), v in zip(rows, st.unpack_from(buffers[swapped]), strict=True):
-                out[name] = math.nan if v == marker else v * scale
+        for swapped, st, names, scales, markers, marker_set in plans:
+            values = st.unpack_from(buffers[swapped])
+            out.update(zip(names, map(operator.mul, values, scales), strict=True))
+            if not marker_set.isdisjoint(values):  # rare: some value may be "not implemented"
+                for i, marker in markers:
+                    if values[i] == marker:
+                        out[names[i]] = math.nan
         for name, i, bit in bits:
             out[name] = float(words[i] >> bit & 1)
         for name, swapped, offset, size in texts:

@@ -14,41 +14,23 @@ from meshems.sim.device_physics import Meter
 _SQRT3 = math.sqrt(3.0)
 
 
-def meter_point(m: Meter, name: str) -> float | None:
-    """The value of point `name` on meter `m`, or None for a name it does not know."""
+def meter_points(m: Meter) -> dict[str, float]:
+    """Every point name this view knows -> its value on meter `m` (one dict per reading)."""
     v, kw = m.voltage_v, m.grid_kw
     phase_a = abs(kw) * 1000.0 / 3.0 / v if v else 0.0
-    values = {
-        "W": kw,
-        "VA": abs(kw),
-        "Var": 0.0,
-        "PF": 1.0,
-        "Hz": m.frequency_hz,
-        "LNV": v,
-        "LLV": v * _SQRT3,
-        "A": 3.0 * phase_a,
-        "ASum": 3.0 * phase_a,
-        "AN": 0.0,
-        "TotWhImp": m.energy_import_kwh,
-        "TotWhExp": m.energy_export_kwh,
+    ll = v * _SQRT3
+    out = {
+        "W": kw, "VA": abs(kw), "Var": 0.0, "PF": 1.0, "Hz": m.frequency_hz, "LNV": v, "LLV": ll,
+        "A": 3.0 * phase_a, "ASum": 3.0 * phase_a, "AAvg": phase_a, "AN": 0.0,
+        "TotWhImp": m.energy_import_kwh, "TotWhExp": m.energy_export_kwh,
         "TotWh": m.energy_import_kwh + m.energy_export_kwh,
-    }
-    if name in values:
-        return values[name]
+        "VL1L2": ll, "VL2L3": ll, "VL3L1": ll,
+    }  # fmt: skip
     for phase in ("L1", "L2", "L3"):
-        per_phase = {
-            f"W{phase}": kw / 3.0,
-            f"VA{phase}": abs(kw) / 3.0,
-            f"Var{phase}": 0.0,
-            f"PF{phase}": 1.0,
-            f"A{phase}": phase_a,
-            f"V{phase}": v,
-            f"Ang{phase}": 0.0,
-            f"TotWhImp{phase}": m.energy_import_kwh / 3.0,
-            f"TotWhExp{phase}": m.energy_export_kwh / 3.0,
-        }
-        if name in per_phase:
-            return per_phase[name]
-    if name in ("VL1L2", "VL2L3", "VL3L1"):
-        return v * _SQRT3
-    return None
+        out.update(
+            {f"W{phase}": kw / 3.0, f"VA{phase}": abs(kw) / 3.0, f"Var{phase}": 0.0, f"PF{phase}": 1.0,
+             f"A{phase}": phase_a, f"V{phase}": v, f"Ang{phase}": 0.0,
+             f"TotWhImp{phase}": m.energy_import_kwh / 3.0, f"TotWhExp{phase}": m.energy_export_kwh / 3.0,
+             f"TotWh{phase}": (m.energy_import_kwh + m.energy_export_kwh) / 3.0}
+        )  # fmt: skip
+    return out

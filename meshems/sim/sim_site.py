@@ -20,7 +20,7 @@ from pymodbus.simulator import SimDevice
 
 from meshems.core.register_map import Point, Profile
 from meshems.core.registers import CodecError, decode, encode
-from meshems.sim.meter_view import meter_point
+from meshems.sim.meter_view import meter_points
 from meshems.sim.physics import Site
 from meshems.sim.sitefile import FaultSpec, SiteFile
 from meshems.sim.tables import TABLE_OF_FC, points_by_table, put, sim_blocks, touched, written
@@ -176,8 +176,9 @@ class SimSite:
             if set_values is None:
                 dev.reads += 1
                 self.tick()
+                view = meter_points(self.site.meter) if dev.model == "meter" else {}
                 for p in touched(points, table in ("coil", "discrete"), address, count):
-                    self._refresh(dev, p, roles_by_point.get(p.name), start, regs)
+                    self._refresh(dev, p, roles_by_point.get(p.name), start, regs, view)
                 return None
             dev.writes += 1
             for p, words in written(points, address, set_values):
@@ -204,10 +205,18 @@ class SimSite:
 
         return action
 
-    def _refresh(self, dev: SimDeviceState, p: Point, role: str | None, start: int, regs: list[int]) -> None:
-        value = self.role_value(dev, role) if role is not None else None
-        if value is None and dev.model == "meter":
-            value = meter_point(self.site.meter, p.name)
+    def _refresh(
+        self,
+        dev: SimDeviceState,
+        p: Point,
+        role: str | None,
+        start: int,
+        regs: list[int],
+        view: dict[str, float],
+    ) -> None:
+        """Encode the point's current value into the table (its role's value, else what the
+        device's view shows by the point's name); points it knows nothing of keep what was written."""
+        value = self.role_value(dev, role) if role is not None else view.get(p.name)
         if value is None or p.scale_point is not None:
             return
         try:

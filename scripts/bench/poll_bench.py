@@ -7,7 +7,9 @@ polls/s, p50/p99 lateness against each device's schedule, CPU % of one core and 
 poll of the poller process alone, and its RSS. In the same run: a naive sequential loop
 with the same pymodbus client, and the bare client's CPU us per request at the same
 concurrency (the floor for us), with ratios. One more row: a silent device on a shared bus
-and how much the other devices' rate changes. Never asserts on time.
+and how much the other devices' rate changes. And the 60-point meter profile (the built-in
+Eastron SDM630, float32 input registers): requests per poll from its read plan, and the
+poller's rate and CPU against simulated SDM630s. Never asserts on time.
 
     python scripts/bench/poll_bench.py [--quick] [--json]
 """
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import free_ports  # noqa: E402
 
 PROFILE = str(Path(__file__).resolve().parent / "bench-meter.yaml")
+METER60 = "sdm630"  # the built-in 60-point meter profile
 UNITS_PER_SERVER = 200
 
 
@@ -40,7 +43,9 @@ UNITS_PER_SERVER = 200
 
 
 class Sims:
-    def __init__(self, folder: Path, devices: int, per_server: int = UNITS_PER_SERVER) -> None:
+    def __init__(
+        self, folder: Path, devices: int, per_server: int = UNITS_PER_SERVER, profile: str = PROFILE
+    ) -> None:
         self.folder = folder
         self.procs: list[subprocess.Popen[bytes]] = []
         self.servers: list[tuple[int, int]] = []  # (port, units)
@@ -55,7 +60,7 @@ class Sims:
                 "site": {"seed": i, "speed": 1.0, "tick_s": 1.0},
                 "servers": [{"id": "s", "type": "tcp", "host": "127.0.0.1", "port": port}],
                 "devices": [
-                    {"server": "s", "unit_id": 1, "model": "meter", "profile": PROFILE, "count": units}
+                    {"server": "s", "unit_id": 1, "model": "meter", "profile": profile, "count": units}
                 ],
             }
             (folder / f"site{i}.yaml").write_text(yaml.safe_dump(site))
@@ -113,7 +118,7 @@ async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
     from meshems.adapters.profiles import load_profile
     from meshems.core.config import NodeConfig
 
-    profile = load_profile(PROFILE)
+    profile = load_profile(spec.get("profile", PROFILE))
     buses, devices = [], []
     for i, (port, units) in enumerate(spec["servers"]):
         buses.append(
@@ -163,6 +168,7 @@ async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
     silent = spec.get("silent_unit")
     others = [v for k, v in polls.items() if k != f"d0-{silent}"]
     result = {
+        "requests_per_poll": len(profile.read_blocks()),
         "polls_per_s": sum(polls.values()) / (t1 - t0),
         "ok_per_s": oks / (t1 - t0),
         "others_rate_hz": statistics.mean(others) / (t1 - t0) if others else 0.0,
@@ -330,12 +336,35 @@ def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
     return {**results, "rate_change_pct": 100 * (dirty - clean) / clean}
 
 
+def measure_meter60(folder: Path, devices: int, measure_s: float, concurrency: int) -> dict[str, Any]:
+    """The poller against simulated SDM630s (60 float32 input registers, 3 requests a poll)."""
+    sims = Sims(folder, devices, profile=METER60)
+    sims.start()
+    try:
+        spec = {
+            "servers": sims.servers,
+            "concurrency": concurrency,
+            "timeout_s": 0.5,
+            "interval_s": 1.0,
+            "warmup_s": 3.0,
+            "measure_s": measure_s,
+            "profile": METER60,
+        }
+        result = in_worker("poller", spec)
+    finally:
+        sims.stop()
+    return {"devices": devices, **result}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="100 and 500 devices, short runs")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--concurrency", type=int, default=4, help="connections per simulated server")
     ap.add_argument("--sizes", help="comma-separated device counts (default 100,500,2000)")
+    ap.add_argument(
+        "--meter60", type=int, default=200, help="simulated SDM630s for the 60-point row (0: skip)"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -357,11 +386,24 @@ def main() -> int:
         folder = Path(tmp) / "silent"
         folder.mkdir()
         silent = measure_silent(folder, measure_s)
+        meter60: dict[str, Any] | None = None
+        if args.meter60:
+            print(f"bench: {args.meter60} x 60-point meter (SDM630)...", file=sys.stderr)
+            folder = Path(tmp) / "meter60"
+            folder.mkdir()
+            meter60 = measure_meter60(folder, 50 if args.quick else args.meter60, measure_s, args.concurrency)
     out: dict[str, Any] = {
         "sizes": rows,
         "silent": silent,
         "silent_device_rate_change_pct": round(silent["rate_change_pct"], 2),
+        "meter60_requests_per_poll": meter60_requests_per_poll(),
+        "dense60_requests_per_poll": dense60_requests_per_poll(),
     }
+    if meter60 is not None:
+        out["meter60"] = meter60
+        out["meter60_polls_per_s"] = round(meter60["polls_per_s"], 1)
+        out["meter60_cpu_us_per_poll"] = round(meter60["cpu_us_per_poll"], 1)
+        out["meter60_errors"] = meter60["errors"]
     for r in rows:
         n, p, b = r["devices"], r["poller"], r["bare"]
         out[f"polls_per_s_{n}"] = round(p["polls_per_s"], 1)
@@ -417,7 +459,49 @@ def main() -> int:
         "errors (failed polls) per size: "
         + ", ".join(f"{r['devices']}: {r['poller']['errors']}" for r in rows)
     )
+    m = meter60
+    line = (
+        f"60-point meter profile (built-in {METER60}): {out['meter60_requests_per_poll']} requests per poll"
+    )
+    if m is not None:
+        line += (
+            f"; {m['devices']} simulated meters: {m['polls_per_s']:.1f} polls/s, "
+            f"CPU {m['cpu_us_per_poll']:.1f} us/poll "
+            f"({m['cpu_us_per_poll'] / m['requests_per_poll']:.1f} us/request), "
+            f"late p99 {m['lateness_p99_ms']:.1f} ms, errors {m['errors']}"
+        )
+    print(line)
+    print(
+        f"60-point dense map (60 float32 in a row, no device max_read): "
+        f"{out['dense60_requests_per_poll']} request(s) per poll"
+    )
     return 0
+
+
+def meter60_requests_per_poll() -> int:
+    from meshems.adapters.profiles import load_profile
+
+    return len(load_profile(METER60).read_blocks())
+
+
+def dense60_requests_per_poll() -> int:
+    """Requests per poll of a dense 60-point meter map (60 float32 in a row, 120 registers):
+    the planner's own limit (125 registers, no device `max_read`), unlike the SDM630 whose map
+    has wide gaps and whose maker caps a request at 40 parameters."""
+    from meshems.core.profile_schema import parse_profile
+
+    points = [
+        {"name": f"P{i}", "address": 2 * i, "type": "float32", "table": "input", "unit": "kW"}
+        for i in range(60)
+    ]
+    doc = {
+        "name": "dense60",
+        "kind": "meter",
+        "description": "bench",
+        "points": points,
+        "roles": {"power_kw": "P0"},
+    }
+    return len(parse_profile(doc, "dense60").read_blocks())
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def test_an_sdm630_on_input_registers() -> None:
             assert points["A"] == pytest.approx(meter.grid_kw * 1000 / meter.voltage_v, rel=0.05)
             assert len(points) == 60
             dev = poller.devices["a-sdm"]
-            assert [(b.table, b.count) for b in dev.blocks] == [("input", 80), ("input", 50), ("input", 30)]
+            blocks = [(b.table, b.count) for b in dev.plan.blocks]
+            assert blocks == [("input", 80), ("input", 50), ("input", 30)]
             res = await poller.write("a-sdm", "W", 1.0)
             assert not res["ok"] and res["code"] == "E_LIMIT" and "read-only" in res["message"]
         finally:
