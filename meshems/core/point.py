@@ -57,7 +57,8 @@ class Point:
     BADC (bytes swapped in each word), DCBA (fully reversed), or the older big/little (=
     ABCD/CDAB); `order` gives it in the four-letter form. One-register types follow only the
     byte half of it (BADC and DCBA swap their two bytes). Engineering value = raw * `scale`,
-    or raw * 10 ** sf with sf read from the int16 point `scale_point` (SunSpec sunssf).
+    times 10 ** sf when sf is read from the int16 point `scale_point` (SunSpec sunssf; a
+    `scale` of 0.001 with it turns a SunSpec W into kW).
     A string is `length` registers; a `bit` point is bit `bit` (0 = least significant) of one
     register; coils and discrete inputs are type `bool`. `min`/`max` are engineering units.
     """
@@ -144,8 +145,6 @@ def point_problem(p: Point) -> str | None:
         return f"a {p.type} has no byte or word order"
     if p.type == "string" and p.order not in ("ABCD", "BADC"):
         return "a string's bytes are ABCD (as sent) or BADC (swapped in each register), not reordered words"
-    if p.scale_point is not None and p.scale != 1:
-        return "scale and scale_point exclude each other (value = raw * 10 ** sf)"
     if p.access == "rw" and p.table not in WRITABLE_TABLES:
         what = "a discrete input" if p.table == "discrete" else "an input register"
         return f"{what} is read-only (access r)"

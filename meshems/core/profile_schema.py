@@ -132,8 +132,6 @@ def _shape_errors(p: _PointModel, at: str, max_read: int) -> list[tuple[str, str
         return [(f"{at}.scale_point", f"a scale point scales a number, not a {t}")]
     if t not in NUMBER_TYPES and p.scale != 1:
         return [(f"{at}.scale", f"a {t} is not scaled (scale 1)")]
-    if p.scale_point is not None and p.scale != 1:
-        return [(f"{at}.scale_point", "scale and scale_point exclude each other (value = raw * 10 ** sf)")]
     if p.access == "rw" and p.table not in ("holding", "coil"):
         return [(f"{at}.access", f"{'discrete inputs' if p.table == 'discrete' else 'input registers'} are "
                                  "read-only: access r (write to holding registers or coils)")]  # fmt: skip

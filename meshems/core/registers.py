@@ -137,7 +137,7 @@ def decode(point: Point, words: Sequence[int], sf: float | None = None) -> Value
     if point.scale_point is not None:
         if sf is None:
             raise CodecError(f"{_where(point)}: scaled by {point.scale_point!r}; pass its value as sf")
-        return scale_by_sf(v, sf)
+        return scale_by_sf(v, sf) * point.scale
     return v * _factor(point)
 
 
@@ -174,8 +174,8 @@ def encode(point: Point, value: Value, *, check_access: bool = True, sf: float |
     if point.max is not None and value > point.max:
         raise CodecError(f"{_where(point)}: {value}{unit} is above its max {point.max}{unit}")
     if point.scale_point is not None:
-        factor = scale_by_sf(1.0, sf)
-        if math.isnan(factor):
+        factor = scale_by_sf(1.0, sf) * point.scale
+        if math.isnan(factor) or factor == 0:
             raise CodecError(
                 f"{_where(point)}: its scale factor {point.scale_point!r} is {sf} (not read yet?)"
             )
@@ -245,9 +245,9 @@ def decode_block(block: Block, words: Sequence[int]) -> dict[str, Value]:
 
 def _scaled_or_raw(p: Point, words: Sequence[int]) -> Value:
     v = _unscaled(p, words)
-    if isinstance(v, str) or p.scale_point is not None or p.type == "bit":
+    if isinstance(v, str) or p.type == "bit":
         return v
-    return v * _factor(p)
+    return v * _factor(p)  # times 10 ** sf later for a point with a scale_point
 
 
 def apply_scale_factors(values: dict[str, float], scaled_by: Mapping[str, str]) -> None:
@@ -282,7 +282,7 @@ def compile_block(block: Block) -> Callable[[Sequence[int]], dict[str, Value]]:
             fmt += f"{offset - at}x{_CODES[p.type]}" if offset > at else _CODES[p.type]
             at = offset + 2 * p.count
         names = tuple(p.name for p in pts)
-        scales = tuple(1.0 if p.scale_point is not None else _factor(p) for p in pts)
+        scales = tuple(_factor(p) for p in pts)  # 10 ** sf comes after, for a scale_point
         markers = tuple((i, _marker(p.type)) for i, p in enumerate(pts) if p.type in NOT_IMPLEMENTED)
         plans.append((swapped, struct.Struct(fmt), names, scales, markers, frozenset(m for _, m in markers)))
     big, little = struct.Struct(f">{n}H"), struct.Struct(f"<{n}H")

@@ -49,7 +49,6 @@ def test_orders(written: str, order: str) -> None:
         ({"type": "int16", "access": "rw", "table": "input"}, "an input register is read-only"),
         ({"type": "bool", "access": "rw", "table": "discrete"}, "a discrete input is read-only"),
         ({"type": "bit", "bit": 1, "access": "rw"}, "a bit of a register is read-only"),
-        ({"type": "int16", "scale": 0.1, "scale_point": "SF"}, "exclude each other"),
         ({"type": "string", "length": 2, "scale_point": "SF"}, "a string is not scaled"),
         ({"type": "bool", "table": "coil", "word_order": "DCBA"}, "no byte or word order"),
         ({"type": "string", "length": 2, "word_order": "CDAB"}, "a string's bytes are ABCD"),

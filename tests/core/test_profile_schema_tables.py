@@ -120,7 +120,6 @@ ERRORS: list[tuple[str, Any, str, str]] = [
         "points[2].scale_point",
         "is int16 with scale 0.1",
     ),
-    ("scale and scale point", with_point(2, scale=0.1), "points[2].scale_point", "exclude each other"),
     ("scale point on a string", with_point(4, scale_point="A_SF"), "points[4].scale_point", "not a string"),
     ("string without length", with_point(4, length=None), "points[4].length", "a string needs its length"),
     ("length on a number", with_point(0, length=2), "points[0].length", "length is for strings"),

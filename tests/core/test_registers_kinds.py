@@ -116,6 +116,22 @@ def test_scale_points_apply_after_every_block_is_decoded() -> None:
         decode(w, [1])
 
 
+def test_a_fixed_scale_multiplies_a_scale_factor() -> None:
+    """A SunSpec W (sf 1: 10 W steps) read as kW: value = raw * 10 ** sf * 0.001."""
+    w = Point("W", 0, "int16", scale=0.001, scale_point="W_SF", unit="kW", access="rw")
+    sf = Point("W_SF", 10, "int16")
+    profile = Profile("t", "pv", "", "", (w, sf), {})
+    values: dict[str, float] = {}
+    for block in profile.read_blocks(max_gap=0):
+        values.update(compile_block(block)([1234] if block.start == 0 else [1]))  # type: ignore[arg-type]
+    apply_scale_factors(values, profile.scaled_by())
+    assert values["W"] == pytest.approx(12.34)
+    assert decode(w, [1234], 1) == pytest.approx(12.34)
+    assert encode(w, 12.34, sf=1) == [1234]
+    with pytest.raises(CodecError, match="raw 40000 at scale factor 1"):
+        encode(w, 400.0, sf=1)
+
+
 # --- range checks of the new types ---------------------------------------------------------------
 
 
