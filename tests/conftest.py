@@ -28,17 +28,20 @@ def write_site(
     seed: int = 1,
     control_port: int = 0,
     params: dict[str, object] | None = None,
+    profiles: dict[str, str] | None = None,
 ) -> Path:
-    """A simulated site for one node: meter, battery, PV, relays on one Modbus TCP server."""
+    """A simulated site for one node: meter, battery, PV, relays on one Modbus TCP server;
+    `profiles` replaces the profile of some models (e.g. {"pv": "sunspec"})."""
+    chosen = {"meter": "meter", "battery": "battery", "pv": "pv", "relay": "relay", **(profiles or {})}
     doc = {
         "site": {"seed": seed, "start_h": 12, "soc_pct": 60, **(params or {})},
         "control": {"host": "127.0.0.1", "port": control_port},
         "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": modbus_port}],
         "devices": [
-            {"server": "main", "unit_id": 1, "model": "meter", "profile": "meter"},
-            {"server": "main", "unit_id": 2, "model": "battery", "profile": "battery"},
-            {"server": "main", "unit_id": 3, "model": "pv", "profile": "pv"},
-            {"server": "main", "unit_id": 4, "model": "relay", "profile": "relay"},
+            {"server": "main", "unit_id": 1, "model": "meter", "profile": chosen["meter"]},
+            {"server": "main", "unit_id": 2, "model": "battery", "profile": chosen["battery"]},
+            {"server": "main", "unit_id": 3, "model": "pv", "profile": chosen["pv"]},
+            {"server": "main", "unit_id": 4, "model": "relay", "profile": chosen["relay"]},
         ],
     }
     path = folder / f"site-{node_id}.yaml"
@@ -46,8 +49,10 @@ def write_site(
     return path
 
 
-def wired_devices(node_id: str, revert_timeout_s: float = 3.0) -> list[dict[str, object]]:
-    return [
+def wired_devices(
+    node_id: str, revert_timeout_s: float = 3.0, profiles: dict[str, str] | None = None
+) -> list[dict[str, object]]:
+    devices = [
         {"id": f"{node_id}-meter", "kind": "meter", "bus": "site", "unit_id": 1, "profile": "meter"},
         {"id": f"{node_id}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50, "bus": "site", "unit_id": 2,
          "profile": "battery", "revert_timeout_s": revert_timeout_s},
@@ -55,6 +60,9 @@ def wired_devices(node_id: str, revert_timeout_s: float = 3.0) -> list[dict[str,
          "unit_id": 3, "profile": "pv", "revert_timeout_s": revert_timeout_s},
         {"id": f"{node_id}-relays", "kind": "relay", "bus": "site", "unit_id": 4, "profile": "relay"},
     ]  # fmt: skip
+    for d in devices:
+        d["profile"] = (profiles or {}).get(str(d["kind"]), d["profile"])
+    return devices
 
 
 def write_config(
@@ -65,10 +73,12 @@ def write_config(
     policy: dict[str, object] | None = None,
     protection: dict[str, object] | None = None,
     site: dict[str, object] | None = None,
+    profiles: dict[str, str] | None = None,
     **raft: object,
 ) -> Path:
     """A cluster config with `nodes` initial members and `joiners` that join at run time;
-    `wired` gives each node a simulated site (sim_site) and its four Modbus devices."""
+    `wired` gives each node a simulated site (sim_site) and its four Modbus devices, with
+    `profiles` by model where they are not the built-in flat ones (e.g. {"pv": "sunspec"})."""
     # every port in one call: ports taken in two calls can collide (the first ones are closed)
     all_ports = free_ports(4 * (nodes + joiners) if wired else 2 * (nodes + joiners))
     ports, modbus = all_ports[: 2 * (nodes + joiners)], all_ports[2 * (nodes + joiners) :]
@@ -92,14 +102,14 @@ def write_config(
         doc["policy"] = policy
     if wired:
         for i, n in enumerate(doc["nodes"]):
-            sim = write_site(folder, n["id"], modbus[2 * i], i + 1, modbus[2 * i + 1], site)
+            sim = write_site(folder, n["id"], modbus[2 * i], i + 1, modbus[2 * i + 1], site, profiles)
             if protection is not None:
                 n["protection"] = protection
             n["sim_site"] = sim.name
             n["buses"] = [
                 {"id": "site", "type": "tcp", "host": "127.0.0.1", "port": modbus[2 * i], "timeout_s": 0.3}
             ]
-            n["devices"] = wired_devices(n["id"])
+            n["devices"] = wired_devices(n["id"], profiles=profiles)
     path = folder / "cluster.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

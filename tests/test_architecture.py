@@ -32,7 +32,7 @@ LAYERS: dict[str, set[str]] = {
     "core": {"core"},
     "ports": {"core"},
     "logs": set(),
-    "sim": {"core", "ports", "sim"},
+    "sim": {"core", "ports", "sim", "adapters"},  # adapters.sunspec: a chain encoded as nodes decode it
     "adapters": {"core", "ports", "logs", "adapters", "meshems"},
     "ops": {"core", "adapters", "logs", "ops"},
     "lab": {"core", "adapters", "ops", "logs", "lab"},
@@ -52,6 +52,8 @@ ADAPTER_PAIRS = {
     ("outbox", "outbox_file"), ("outbox", "outbox_records"),
     ("pki", "atomic_write"), ("secret", "atomic_write"), ("wireguard", "atomic_write"),
     ("poller", "modbus"), ("profiles", "config_file"),
+    ("sunspec_device", "sunspec"), ("sunspec_device", "modbus"),  # a scan at start, over the bus
+    ("sunspec_device", "atomic_write"),
 }  # fmt: skip
 
 

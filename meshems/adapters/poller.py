@@ -127,7 +127,8 @@ class Poller:
         for bus in node.buses:
             paced = bus.serial and bus.model_line_time
             self.buses[bus.id] = _Bus(bus, [ModbusLink(bus) for _ in range(bus.concurrency)], paced=paced)
-        wired = [d for d in node.devices if d.bus is not None and d.profile is not None]
+        # a device without a profile here (a SunSpec device that could not be scanned) is not polled
+        wired = [d for d in node.devices if d.bus is not None and d.id in profiles]
         for i, dev in enumerate(wired):
             profile = profiles[dev.id]
             # spread first polls over one interval so a node does not start with a burst

@@ -113,7 +113,15 @@ def load_site(path: str | Path) -> tuple[SiteFile, dict[str, Profile]]:
 
     spec = parse_site(load_yaml(path), str(path))
     base = Path(path).resolve().parent
-    profiles = {d.profile: load_profile(d.profile, base) for d in spec.devices}
+    from meshems.sim.sim_site import profile_key
+    from meshems.sim.sunspec_chain import chain_profile
+
+    profiles = {
+        profile_key(d.profile, d.model): chain_profile(d.model)
+        if d.profile == "sunspec"
+        else load_profile(d.profile, base)
+        for d in spec.devices
+    }
     return spec, profiles
 
 

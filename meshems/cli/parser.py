@@ -25,12 +25,13 @@ COMMANDS = {
     "forecast": "control",
     "devices": "field",
     "io": "io",
+    "sunspec": "sunspec",
     "demo": "demo",
     "lab": "lab",
     "pki": "pki",
 }
 #: the groups in the order they add their commands
-GROUPS = ("cluster", "field", "io", "control", "relay", "overlay", "pki", "lab", "demo")
+GROUPS = ("cluster", "field", "io", "sunspec", "control", "relay", "overlay", "pki", "lab", "demo")
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
 ALL = "*"
 

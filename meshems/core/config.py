@@ -97,7 +97,10 @@ class DeviceConfig(Frozen):
     rated_kw: float | None = Field(default=None, gt=0, description="pv: rated power for kW -> % limits")
     bus: NameStr | None = Field(default=None, description="bus id on this node; none = not wired yet")
     unit_id: int = Field(default=1, ge=1, le=247)
-    profile: str | None = Field(default=None, description="built-in profile name or a YAML file path")
+    profile: str | None = Field(
+        default=None,
+        description='built-in profile name, a YAML file path, or "sunspec" (read from the model chain)',
+    )
     poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
     timeout_s: float | None = Field(
         default=None, gt=0, le=30, description="answer timeout for this device (none = the bus's timeout_s)"
@@ -119,6 +122,8 @@ class DeviceConfig(Frozen):
             raise ValueError(f"min_kw ({self.min_kw}) is above max_kw ({self.max_kw})")
         if self.bus is not None and self.profile is None:
             raise ValueError("a wired device (bus set) needs a profile")
+        if self.profile == "sunspec" and self.kind not in ("pv", "battery", "meter"):
+            raise ValueError(f"profile sunspec is for pv, battery and meter devices, not a {self.kind}")
         return self
 
 

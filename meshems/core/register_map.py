@@ -136,7 +136,8 @@ class Profile:
     """A device's register map: its points, which point plays which semantic role, and how
     the device wants to be read (`max_gap`, `max_read` registers and `max_read_bits` bits per
     request, at most the Modbus limits) and written (`write_single_register`: one-register
-    points with function 06 instead of 16)."""
+    points with function 06 instead of 16; `enables`: role -> (point, value) pairs written
+    before a value of that role, as SunSpec controls take effect only when enabled)."""
 
     name: str
     kind: Kind
@@ -148,10 +149,12 @@ class Profile:
     max_read: int = READ_LIMIT["holding"]
     max_read_bits: int = READ_LIMIT["coil"]
     write_single_register: bool = False
+    enables: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "roles", _FrozenMap(self.roles))
+        object.__setattr__(self, "enables", dict(self.enables))  # a copy: pickles, unlike a proxy
 
     def point(self, name: str) -> Point:
         for p in self.points:

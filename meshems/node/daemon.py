@@ -25,6 +25,7 @@ from meshems.adapters.journal import check_node_files, quarantine
 from meshems.adapters.preflight import preflight
 from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
+from meshems.adapters.sunspec_device import sunspec_profiles
 from meshems.adapters.wireguard import peer_status
 from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
@@ -292,9 +293,18 @@ def prepare_journal(cfg: ClusterConfig, node_id: str, reset: bool) -> None:
 
 
 def node_profiles(cfg: ClusterConfig, node_id: str) -> dict[str, Profile]:
-    """The register profile of each wired device of a node (ConfigError on a bad profile)."""
+    """The register profile of each wired device of a node (ConfigError on a bad profile file).
+    `profile: sunspec` devices are scanned now (`adapters.sunspec_device`); one that cannot be
+    configured is logged and left out, so the node starts with its other devices."""
     base = cfg.path(".")
-    return {d.id: load_profile(d.profile, base) for d in cfg.node(node_id).devices if d.bus and d.profile}
+    node = cfg.node(node_id)
+    wired = [d for d in node.devices if d.bus and d.profile]
+    out = {d.id: load_profile(d.profile, base) for d in wired if d.profile != "sunspec"}
+    sunspec = [d for d in wired if d.profile == "sunspec"]
+    if sunspec:
+        buses = {b.id: b for b in node.buses}
+        out.update(sunspec_profiles(buses, sunspec, cfg.data_dir(node_id), log))
+    return out
 
 
 def run_node(

@@ -85,6 +85,14 @@ class FieldService:
         if point is None:
             msg = f"{action.device_id} has no {action.role} point"
             return Written(action.key, action.token, False, "E_PROFILE", msg, self.clock())
+        assert rt is not None
+        for name, value in rt.profile.enables.get(action.role, ()):  # SunSpec: enable the control first
+            if rt.values.get(name) == value:
+                continue
+            res = await self.poller.write(action.device_id, name, value)
+            if not res.get("ok"):
+                msg = f"enabling {name} for {action.role}: {res.get('message', '')}"
+                return Written(action.key, action.token, False, str(res.get("code", "")), msg, self.clock())
         res = await self.poller.write(action.device_id, point.name, action.value)
         return Written(
             action.key,

@@ -20,6 +20,7 @@ from pymodbus.simulator import SimDevice
 
 from meshems.core.register_map import Point, Profile
 from meshems.core.registers import CodecError, decode, encode
+from meshems.sim import sunspec_chain
 from meshems.sim.meter_view import meter_points
 from meshems.sim.physics import Site
 from meshems.sim.sitefile import FaultSpec, SiteFile
@@ -39,6 +40,8 @@ class SimDeviceState:
     unit_id: int
     model: str
     profile: Profile
+    #: a static holding-register image served beneath the points (a SunSpec chain), or None
+    image: dict[int, int] | None = None
     fault: Fault = field(default_factory=Fault)
     reads: int = 0
     writes: int = 0
@@ -74,11 +77,19 @@ class SimSite:
         self.site = self.site.step(1e-3)  # compute the first physics state
         self.devices: dict[tuple[str, int], SimDeviceState] = {}
         for d in spec.devices:
+            profile = profiles[profile_key(d.profile, d.model)]
             for u in range(d.unit_id, d.unit_id + d.count):
-                self.devices[(d.server, u)] = SimDeviceState(d.server, u, d.model, profiles[d.profile])
+                image = self._sunspec_image(d.model, u) if d.profile == "sunspec" else None
+                self.devices[(d.server, u)] = SimDeviceState(d.server, u, d.model, profile, image)
         for f in spec.faults:
             self.set_fault(f)
         self._last_tick = clock()
+
+    def _sunspec_image(self, model: str, unit: int) -> dict[int, int]:
+        p = self.spec.site
+        rated_kw = p.pv_rated_kw if model == "pv" else p.battery_kw
+        values = sunspec_chain.nameplate(model, rated_kw, p.battery_kwh, f"SIM{unit:03d}")
+        return sunspec_chain.chain_registers(model, values)
 
     # --- physics ------------------------------------------------------------------------
 
@@ -155,6 +166,22 @@ class SimSite:
     def device_action(self, dev: SimDeviceState) -> Callable[..., Any]:
         roles_by_point = {pname: role for role, pname in dev.profile.roles.items()}
         tables = points_by_table(dev.profile)
+        by_name = {p.name: p for p in dev.profile.points}
+
+        def sf_of(p: Point, start: int, regs: list[int]) -> float | None:
+            """The scale factor a point is scaled by, as the table holds it now."""
+            if p.scale_point is None:
+                return None
+            s = by_name[p.scale_point]
+            return float(decode(s, regs[s.address - start : s.end - start]))
+
+        def enabled(role: str, start: int, regs: list[int]) -> bool:
+            """A SunSpec control takes effect only while its enable points hold their values."""
+            for name, want in dev.profile.enables.get(role, ()):
+                e = by_name[name]
+                if decode(e, regs[e.address - start : e.end - start]) != want:
+                    return False
+            return True
 
         async def action(
             fc: int,
@@ -178,13 +205,17 @@ class SimSite:
                 self.tick()
                 view = meter_points(self.site.meter) if dev.model == "meter" else {}
                 for p in touched(points, table in ("coil", "discrete"), address, count):
-                    self._refresh(dev, p, roles_by_point.get(p.name), start, regs, view)
+                    sf = sf_of(p, start, regs)
+                    self._refresh(dev, p, roles_by_point.get(p.name), start, regs, view, sf)
                 return None
             dev.writes += 1
             for p, words in written(points, address, set_values):
                 if p.type == "bit":  # a view of one bit: its register's own point decides
                     continue
-                value = decode(p, words) if p.scale_point is None else math.nan
+                try:
+                    value = decode(p, words, sf_of(p, start, regs))
+                except CodecError:
+                    value = math.nan
                 if isinstance(value, str):
                     continue
                 if (
@@ -195,7 +226,7 @@ class SimSite:
                     dev.rejected_writes += 1
                     return ExcCodes.ILLEGAL_VALUE
                 role = roles_by_point.get(p.name)
-                if role is not None and not math.isnan(value):
+                if role is not None and not math.isnan(value) and enabled(role, start, regs):
                     try:
                         self.command(dev, role, value)
                     except ValueError:  # the physics refuses it (e.g. a limit outside 0-100 %)
@@ -213,20 +244,21 @@ class SimSite:
         start: int,
         regs: list[int],
         view: dict[str, float],
+        sf: float | None = None,
     ) -> None:
         """Encode the point's current value into the table (its role's value, else what the
         device's view shows by the point's name); points it knows nothing of keep what was written."""
         value = self.role_value(dev, role) if role is not None else view.get(p.name)
-        if value is None or p.scale_point is not None:
+        if value is None or (p.scale_point is not None and sf is None):
             return
         try:
-            words = encode(p, value, check_access=False)
+            words = encode(p, value, check_access=False, sf=sf)
         except CodecError:
             lo, hi = (p.min, p.max)
             value = max(lo, value) if lo is not None else value
             value = min(hi, value) if hi is not None else value
             try:
-                words = encode(p, value, check_access=False)
+                words = encode(p, value, check_access=False, sf=sf)
             except CodecError:
                 return
         put(p, words, start, regs)
@@ -234,7 +266,7 @@ class SimSite:
     def sim_devices(self, server: str) -> list[SimDevice]:
         """The pymodbus devices of one server, each with its four tables."""
         return [
-            SimDevice(id=unit, simdata=sim_blocks(dev.profile), action=self.device_action(dev))
+            SimDevice(id=unit, simdata=sim_blocks(dev.profile, dev.image), action=self.device_action(dev))
             for (srv, unit), dev in sorted(self.devices.items())
             if srv == server
         ]
@@ -274,3 +306,9 @@ class SimSite:
                 for d in self.devices.values()
             ],
         }
+
+
+def profile_key(profile: str, model: str) -> str:
+    """The key of a device's profile in a site's profiles: its name, or `sunspec:MODEL` for a
+    device that serves a SunSpec chain (each model serves its own chain)."""
+    return f"sunspec:{model}" if profile == "sunspec" else profile

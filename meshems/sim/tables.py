@@ -6,7 +6,7 @@ points a write request sets. Pure data handling for `sim.sim_site`: no sockets, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pymodbus.simulator import DataType, SimData
 
@@ -23,20 +23,27 @@ TABLE_OF_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6:
 SimBlocks = tuple[list[SimData], list[SimData], list[SimData], list[SimData]]
 
 
-def sim_blocks(profile: Profile) -> SimBlocks:
+def sim_blocks(profile: Profile, image: Mapping[int, int] | None = None) -> SimBlocks:
     """One SimData per table covering the profile's points of it (holding also covers
-    40000-40299); a table without points gets one address so pymodbus can build it."""
+    40000-40299 and every address of `image`, a static holding-register image such as a
+    SunSpec chain, which it starts with); a table without points gets one address so pymodbus
+    can build it."""
     out: list[list[SimData]] = []
     for table in ("coil", "discrete", "holding", "input"):  # pymodbus' order of the tuple
         pts = [p for p in profile.points if p.table == table]
         spans = [(p.address, p.end) for p in pts]
         if table == "holding":
             spans.append((SIM_BLOCK_START, SIM_BLOCK_START + SIM_BLOCK_COUNT))
+            if image:
+                spans.append((min(image), max(image) + 1))
         if not spans:
             spans = [(LAST_ADDRESS, LAST_ADDRESS + 1)]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
         if table in BIT_TABLES:
             out.append([SimData(lo, count=hi - lo, values=False, datatype=DataType.BITS)])
+        elif table == "holding" and image:
+            values = [image.get(a, 0) for a in range(lo, hi)]
+            out.append([SimData(lo, values=values, datatype=DataType.REGISTERS)])
         else:
             out.append([SimData(lo, count=hi - lo, values=0, datatype=DataType.REGISTERS)])
     return out[0], out[1], out[2], out[3]

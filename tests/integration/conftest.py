@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
@@ -36,11 +39,19 @@ class ClusterFactory:
         policy: dict | None = None,
         protection: dict | None = None,
         site: dict | None = None,
+        profiles: dict[str, str] | None = None,
     ) -> LocalCluster:
         folder = self.tmp_path / f"c{len(self.clusters)}"
         folder.mkdir()
         path = write_config(
-            folder, nodes=nodes, joiners=joiners, wired=wired, policy=policy, protection=protection, site=site
+            folder,
+            nodes=nodes,
+            joiners=joiners,
+            wired=wired,
+            policy=policy,
+            protection=protection,
+            site=site,
+            profiles=profiles,
         )
         cfg = load_config(path)
         init_secret(cfg.secret_path)
@@ -91,3 +102,26 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
         yield factory()
     finally:
         factory.close()
+
+
+@contextlib.contextmanager
+def sim_process(folder: Path, site: dict[str, Any]) -> Iterator[subprocess.Popen[bytes]]:
+    """A `meshems sim` process serving `site` (written to FOLDER/site.yaml) until the block ends."""
+    path = folder / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    ready = folder / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshems", "sim", "--site", str(path), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, "meshems sim exited"
+            time.sleep(0.05)
+        assert ready.exists(), "meshems sim did not become ready"
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

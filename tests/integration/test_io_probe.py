@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import free_ports
-from tests.integration.conftest import meshems_cli
+from tests.integration.conftest import meshems_cli, sim_process
 
 pytestmark = pytest.mark.integration
 
@@ -33,24 +30,8 @@ def sim_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             {"server": "a", "unit_id": 4, "model": "relay", "profile": "waveshare-relay-8ch"},
         ],
     }
-    path = folder / "site.yaml"
-    path.write_text(yaml.safe_dump(site))
-    ready = folder / "ready.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meshems", "sim", "--site", str(path), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not ready.exists() and time.monotonic() < deadline:
-            assert proc.poll() is None, "meshems sim exited"
-            time.sleep(0.05)
-        assert ready.exists(), "meshems sim did not become ready"
+    with sim_process(folder, site):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def probe(port: int, *args: str) -> subprocess.CompletedProcess[str]:
