@@ -76,3 +76,10 @@ class UnreachableError(MeshemsError):
     """No node of the cluster answered."""
 
     code = "E_UNREACHABLE"
+
+
+class RootError(MeshemsError):
+    """The node was started as root without `--allow-root` (it needs no privilege at all)."""
+
+    code = "E_ROOT"
+    exit_code = 2
