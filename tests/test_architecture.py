@@ -53,7 +53,7 @@ ADAPTER_PAIRS = {
     ("pki", "atomic_write"), ("secret", "atomic_write"), ("wireguard", "atomic_write"),
     ("poller", "modbus"), ("profiles", "config_file"),
     ("sunspec_device", "sunspec"), ("sunspec_device", "modbus"),  # a scan at start, over the bus
-    ("sunspec_device", "atomic_write"),
+    ("sunspec_device", "atomic_write"), ("api_tls", "pki"),  # the zone CA makes the API's certificates
 }  # fmt: skip
 
 

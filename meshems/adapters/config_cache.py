@@ -58,6 +58,7 @@ class ClusterView(NamedTuple):
     secret_path: Path
     raft: RaftView
     nodes: tuple[NodeView, ...]
+    tls_dir: Path
 
     def node(self, node_id: str) -> NodeView:
         for n in self.nodes:
@@ -70,7 +71,7 @@ class ClusterView(NamedTuple):
     def of(cls, cfg: ClusterConfig) -> ClusterView:
         nodes = tuple(NodeView(n.id, n.bind_host, n.api_port, n.initial) for n in cfg.nodes)
         raft = RaftView(cfg.raft.commit_timeout_s)
-        return cls(cfg.cluster, cfg.zone, cfg.source, cfg.secret_path, raft, nodes)
+        return cls(cfg.cluster, cfg.zone, cfg.source, cfg.secret_path, raft, nodes, cfg.tls_dir)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class ClusterView(NamedTuple):
             "secret_path": str(self.secret_path),
             "commit_timeout_s": self.raft.commit_timeout_s,
             "nodes": [[n.id, n.bind_host, n.api_port, n.initial] for n in self.nodes],
+            "tls_dir": str(self.tls_dir),
         }
 
     @classmethod
@@ -86,8 +88,10 @@ class ClusterView(NamedTuple):
         """The view of a cache entry; ValueError when it is not one this version wrote."""
         nodes = tuple(NodeView(*n) for n in doc["nodes"])
         view = cls(doc["cluster"], doc["zone"], source, Path(doc["secret_path"]),
-                   RaftView(doc["commit_timeout_s"]), nodes)  # fmt: skip
-        types_ok = all(isinstance(v, str) for v in (view.cluster, view.zone, doc["secret_path"]))
+                   RaftView(doc["commit_timeout_s"]), nodes, Path(doc["tls_dir"]))  # fmt: skip
+        types_ok = all(
+            isinstance(v, str) for v in (view.cluster, view.zone, doc["secret_path"], doc["tls_dir"])
+        )
         types_ok &= isinstance(view.raft.commit_timeout_s, int | float) and bool(nodes)
         types_ok &= all(
             isinstance(n.id, str) and isinstance(n.bind_host, str) and type(n.api_port) is int

@@ -23,10 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshems.adapters.atomic_write import write_atomic
+from meshems.core.access import ROLES
 from meshems.core.errors import AuthError, ConfigError
 
-Kind = Literal["node", "client", "server"]
-KINDS: tuple[Kind, ...] = ("node", "client", "server")
+Kind = Literal["node", "client", "server", "operator"]
+KINDS: tuple[Kind, ...] = ("node", "client", "server", "operator")
+#: an operator certificate's role (`core.access.ROLES`) is its subject's title
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
 _CN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -167,12 +169,15 @@ def issue(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     force: bool = False,
+    role: str | None = None,
 ) -> tuple[Path, Path]:
     """Issue a certificate signed by the folder's CA; returns (key path, cert path).
 
-    CN = `cn` (a node id, client name or broker host name). Server certificates get SAN DNS
-    localhost and IP 127.0.0.1 plus `sans`, and EKU serverAuth; node and client certificates
-    get EKU clientAuth. `not_before`/`not_after` override the validity (tests make expired
+    CN = `cn` (a node id, client name, operator name or broker host name). Server certificates
+    get SAN DNS localhost and IP 127.0.0.1 plus `sans`, and EKU serverAuth; node certificates
+    the same SANs and both serverAuth (the node API) and clientAuth (the broker); client and
+    operator certificates EKU clientAuth, an operator's `role` (read, operate, admin) in its
+    subject's title. `not_before`/`not_after` override the validity (tests make expired
     certificates with them). Refuses to replace an existing key unless `force`."""
     if kind not in KINDS:
         raise ConfigError(f"pki issue: kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -183,6 +188,10 @@ def issue(
         )
     if days < 1:
         raise ConfigError(f"pki issue: days must be at least 1, got {days}")
+    if (kind == "operator") != (role is not None) or (role is not None and role not in ROLES):
+        raise ConfigError(
+            f"pki issue: an operator certificate needs a role ({', '.join(ROLES)}), got {role!r}"
+        )
     key_path, cert_path = folder / f"{cn}.key", folder / f"{cn}.crt"
     if key_path.exists() and not force:
         raise ConfigError(f"{key_path} already exists; pass --force to replace it", path=str(key_path))
@@ -193,13 +202,17 @@ def issue(
     end = not_after or now + timedelta(days=days)
     if end <= start:
         raise ConfigError(f"pki issue: not_after {iso_utc(end)} is not after not_before {iso_utc(start)}")
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
-        ]
-    )
-    eku = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    attributes = [
+        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
+    ]
+    if role is not None:
+        attributes.append(x509.NameAttribute(NameOID.TITLE, role))
+    subject = x509.Name(attributes)
+    ekus = {
+        "server": [ExtendedKeyUsageOID.SERVER_AUTH],
+        "node": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    }.get(kind, [ExtendedKeyUsageOID.CLIENT_AUTH])
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -213,13 +226,13 @@ def issue(
             _key_usage(ca=False),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
     )
-    if kind == "server":
+    if kind in ("server", "node"):
         names = list(dict.fromkeys([*_SERVER_SANS, cn, *sans]))
         builder = builder.add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
     elif sans:

@@ -94,12 +94,15 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_secret_init(args: Any) -> int:
+    from meshems.adapters.api_tls import ensure_zone_pki
     from meshems.adapters.config_file import load_config
     from meshems.adapters.secret import init_secret
 
     cfg = load_config(args.config)
     path = init_secret(cfg.secret_path, force=args.force)
     print(f"wrote the Raft secret to {path.resolve()} (mode 0600); copy it to every gateway")
+    for made in ensure_zone_pki(cfg):
+        print(f"created {made} (the zone's HTTPS API; keys 0600 beside it)")
     return 0
 
 

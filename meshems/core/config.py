@@ -342,6 +342,11 @@ class ClusterConfig(Frozen):
     def data_dir(self, node_id: str) -> Path:
         return self.path(self.raft.data_dir) / node_id
 
+    @property
+    def tls_dir(self) -> Path:
+        """The API's certificates: the zone CA, each node's, operators' (`api.tls_dir`)."""
+        return self.path(self.api.tls_dir)
+
 
 def parse_config(data: object, source: str = "<memory>") -> ClusterConfig:
     """Validate a decoded YAML document; raise ConfigError naming the file and the key."""

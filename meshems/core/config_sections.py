@@ -30,7 +30,7 @@ class Frozen(BaseModel):
 
 
 class ApiConfig(Frozen):
-    """The node API's guards (each node's HTTP API on its own address)."""
+    """The node API: HTTPS only (TLS 1.3, certificates of the zone CA) and its guards."""
 
     max_connections: int = Field(default=256, ge=1, le=100_000, description="open connections at once")
     max_connections_per_peer: int = Field(
@@ -38,6 +38,10 @@ class ApiConfig(Frozen):
     )
     header_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole request head within")
     body_timeout_s: float = Field(default=5.0, gt=0, le=300, description="a whole body within")
+    tls_dir: str = Field(
+        default=".meshems/pki",
+        description="the zone CA (ca.crt), each node's NODE.crt/.key (0600) and operator certificates",
+    )
 
 
 class OverlayConfig(Frozen):

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import yaml
 
+from meshems.adapters.api_tls import ensure_zone_pki
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.adapters.wireguard import keygen
@@ -106,6 +107,7 @@ class Lab:
         self.pids = pids
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
+        ensure_zone_pki(cfg)  # the lab's zone CA and node certificates (HTTPS API)
         self.client = NodeClient(cfg, read_secret(cfg.secret_path, str(cfg.source)), timeout_s=1.0)
 
     # --- building and opening -----------------------------------------------------------

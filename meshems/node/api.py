@@ -49,8 +49,8 @@ class Routes:
     def install(self, api: HttpApi) -> None:
         api.route("GET", "/v1/status", self.status)
         api.route("GET", "/v1/setpoints", self.setpoints)
-        api.route("POST", "/v1/propose", self.propose, max_body=OPERATOR_MAX_BYTES)
-        api.route("POST", "/v1/members", self.members, max_body=1024)
+        api.route("POST", "/v1/propose", self.propose, max_body=OPERATOR_MAX_BYTES, role="operate")
+        api.route("POST", "/v1/members", self.members, max_body=1024, role="admin")
         api.route("GET", "/v1/devices", self.devices)
         api.route("GET", "/v1/explain", self.explain)
         api.route("GET", "/v1/control", self.control)

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from meshems.adapters.api_tls import peer_identity, server_context
 from meshems.adapters.apply_trace import ApplyTrace
 from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
 from meshems.adapters.journal import check_node_files, quarantine
@@ -55,7 +56,7 @@ from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
 from meshems.node.field import FieldService
 from meshems.node.views import Views
-from meshems.ops.http import HttpApi
+from meshems.ops.http import HttpApi, Principal
 
 #: how often the machine hears the time and the Raft view (the leader's dispatch timing,
 #: survival, refreshes all run on it)
@@ -113,8 +114,9 @@ class NodeDaemon:
                 bridge=self.bridge,
             )
         self.overlay_peers: Any = None
+        self._secret = secret
         self.api = HttpApi(
-            check_token=lambda t: token_ok(secret, t),
+            authorize=self._authorize,
             name=f"API of {node_id}",
             max_connections=cfg.api.max_connections,
             max_per_peer=cfg.api.max_connections_per_peer,
@@ -136,6 +138,17 @@ class NodeDaemon:
         self._applied_pending = False
         self._view: RaftChanged | None = None
 
+    def _authorize(self, token: str | None, peercert: dict[str, Any] | None) -> Principal | None:
+        """Who asks: a client certificate of the zone CA (an operator's role, a node is admin),
+        else the cluster secret's own token (admin: whoever holds the secret runs the zone)."""
+        who = peer_identity(peercert)
+        if who is not None:
+            _, name, role = who
+            return Principal(name, role, "cert")
+        if token is not None and token_ok(self._secret, token):
+            return Principal("cluster-secret", "admin", "secret")
+        return None
+
     # --- lifetime -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -155,7 +168,7 @@ class NodeDaemon:
         )
         if self.cloud is not None:
             self.cloud.start()
-        await self.api.start(self.node.bind_host, self.node.api_port)
+        await self.api.start(self.node.bind_host, self.node.api_port, server_context(self.cfg, self.node_id))
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         loops = [asyncio.create_task(self._tick_loop()), asyncio.create_task(self._overlay_loop())]
         if self.field is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from meshems.adapters.secret import api_token
@@ -43,13 +44,30 @@ class ApiCluster(Protocol):
     def nodes(self) -> Sequence[ApiNode]: ...
     @property
     def raft(self) -> _RaftTimes: ...
+    @property
+    def tls_dir(self) -> Path: ...
 
 
 class NodeClient:
-    def __init__(self, cfg: ApiCluster, secret: str, timeout_s: float = 2.0) -> None:
+    """Talks HTTPS (TLS 1.3, the zone CA) to the nodes, with a bearer token (`token`, else the
+    cluster secret's own) and/or an operator certificate (`cert`/`key`, else the TLS folder's
+    `operator` one when readable)."""
+
+    def __init__(
+        self,
+        cfg: ApiCluster,
+        secret: str | None,
+        timeout_s: float = 2.0,
+        token: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        from meshems.adapters.api_tls import client_context
+
         self.cfg = cfg
-        self.token = api_token(secret)
+        self.token = token if token is not None else api_token(secret) if secret is not None else None
         self.timeout_s = timeout_s
+        self.ssl_context = client_context(cfg.tls_dir, cert, key)
 
     def request(
         self,
@@ -66,8 +84,9 @@ class NodeClient:
                 method,
                 path,
                 body,
-                {"Authorization": f"Bearer {self.token}"},
+                {"Authorization": f"Bearer {self.token}"} if self.token else {},
                 timeout_s or self.timeout_s,
+                self.ssl_context,
             )
             return status, json.loads(data or b"null")
         except (OSError, HttpError, ValueError) as exc:  # ValueError: JSON (and its UTF-8) errors

@@ -1,4 +1,5 @@
-"""One HTTP/1.1 request and its answer over a plain socket, for the node API client.
+"""One HTTP/1.1 request and its answer over a socket (TLS when given a context), for the node
+API client.
 
 Owns the wire format of one exchange (`Connection: close`, Content-Length or chunked
 answers, caps on head and body size). Must not retry or interpret answers (ops.client does).
@@ -8,6 +9,7 @@ Exists because `http.client` costs about 45 ms of imports (email, ssl) on every 
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 #: an answer's status line and headers; the node API's are a few hundred bytes
 MAX_HEAD_BYTES = 64 * 1024
@@ -28,6 +30,7 @@ def exchange(
     body: bytes = b"",
     headers: dict[str, str] | None = None,
     timeout_s: float = 2.0,
+    ssl_context: Any = None,
 ) -> tuple[int, bytes]:
     """Send one request and return (status, body). `timeout_s` bounds the connect and every
     read, as http.client's timeout does. Raises OSError (refused, reset, timed out) or
@@ -42,9 +45,11 @@ def exchange(
         lines.append(f"Content-Length: {len(body)}")
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(request)
-        return _read_answer(sock)
+    with socket.create_connection((host, port), timeout=timeout_s) as raw:
+        sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context is not None else raw
+        with sock:
+            sock.sendall(request)
+            return _read_answer(sock)
 
 
 def _read_answer(sock: socket.socket) -> tuple[int, bytes]:

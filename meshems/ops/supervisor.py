@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from meshems.adapters.api_tls import ensure_zone_pki
 from meshems.core.config import ClusterConfig
 from meshems.ops.client import NodeClient
 
@@ -23,6 +24,7 @@ class LocalCluster:
     def __init__(self, cfg: ClusterConfig, config_path: str, secret: str, log_dir: Path) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        ensure_zone_pki(cfg)  # a zone on one machine: its CA and node certificates (HTTPS API)
         self.client = NodeClient(cfg, secret, timeout_s=1.0)
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -68,10 +68,20 @@ def test_node_certificate_cn_eku_key_mode_and_chain(ca: Path) -> None:
     assert mode(key) == 0o600
     cert = load(crt)
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "n1"
-    assert eku(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert eku(cert) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]  # API + broker
     cert.verify_directly_issued_by(load(ca / "ca.crt"))
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
     assert 824 <= days <= 825
+
+
+def test_an_operator_certificate_carries_its_role(ca: Path) -> None:
+    _, crt = pki.issue(ca, "alice", "operator", role="operate")
+    cert = load(crt)
+    assert cert.subject.get_attributes_for_oid(NameOID.TITLE)[0].value == "operate"
+    assert eku(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    for kind, role in (("operator", None), ("operator", "root"), ("client", "read")):
+        with pytest.raises(ConfigError, match="operator certificate needs a role"):
+            pki.issue(ca, "bob", kind, role=role)  # type: ignore[arg-type]
 
 
 def test_server_certificate_names_localhost_and_loopback(ca: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from meshems.adapters.config_file import load_config
+from meshems.adapters.api_tls import ensure_zone_pki
 from meshems.adapters.secret import init_secret
 from tests.conftest import write_config
 
@@ -50,6 +51,7 @@ def test_help_loads_nothing_heavy() -> None:
 def test_an_api_command_on_a_validated_config_needs_no_schema(tmp_path: Path) -> None:
     path = write_config(tmp_path)  # nothing runs on its ports: every node is unreachable
     init_secret(load_config(path).secret_path)
+    ensure_zone_pki(load_config(path))  # the CA the client checks nodes against
     env = {**os.environ, "MESHEMS_CACHE_DIR": str(tmp_path / "cache")}
     first, out = loaded(call_main("status", "--config", str(path), "-o", "json"), env)
     assert "pydantic" in first and "E_UNREACHABLE" in out.stderr  # validated, then cached

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from meshems.adapters.api_tls import client_context
 from meshems.core import commands
 from meshems.ops.supervisor import LocalCluster
 from tests.integration.test_cluster import set_sp, status_of, wait_until
@@ -45,6 +47,11 @@ def token(c: LocalCluster) -> str:
     return c.client.token
 
 
+def no_cert(c: LocalCluster) -> ssl.SSLContext:
+    """A TLS client that trusts the zone CA and presents no certificate (a token, or nothing)."""
+    return client_context(c.cfg.tls_dir, cert="")
+
+
 def http(c: LocalCluster, node: str, method: str, path: str, body: bytes = b"", auth: bool = True,
          headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
     """One raw HTTP/1.1 request; (status, JSON body)."""
@@ -53,7 +60,10 @@ def http(c: LocalCluster, node: str, method: str, path: str, body: bytes = b"", 
     if auth:
         head["Authorization"] = f"Bearer {token(c)}"
     req = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n"
-    with socket.create_connection((n.bind_host, n.api_port), timeout=10) as s:
+    with (
+        socket.create_connection((n.bind_host, n.api_port), timeout=10) as raw,
+        no_cert(c).wrap_socket(raw, server_hostname=n.bind_host) as s,
+    ):
         s.sendall(req.encode() + body)
         data = b""
         while chunk := s.recv(65536):
@@ -136,7 +146,9 @@ def test_a_policy_with_an_unknown_load_is_refused(shared_cluster: LocalCluster) 
 # --- 3. unauthenticated memory exhaustion and slow clients --------------------------------------
 
 
-async def _flood(host: str, port: int, conns: int, body_bytes: int, source: str) -> dict[str, int]:
+async def _flood(
+    host: str, port: int, conns: int, body_bytes: int, source: str, tls: ssl.SSLContext
+) -> dict[str, int]:
     """`conns` connections at once, each POSTing `body_bytes` without a token."""
     outcome = {"401": 0, "refused": 0, "other": 0}
     head = (f"POST /v1/propose HTTP/1.1\r\nHost: x\r\nContent-Length: {body_bytes}\r\n\r\n").encode()
@@ -145,7 +157,7 @@ async def _flood(host: str, port: int, conns: int, body_bytes: int, source: str)
     async def one() -> None:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, local_addr=(source, 0)), 10
+                asyncio.open_connection(host, port, local_addr=(source, 0), ssl=tls, server_hostname=host), 10
             )
             writer.write(head + body)
             # the answer comes before the body has been read: the token is checked first
@@ -171,7 +183,7 @@ def test_unauthenticated_bodies_cannot_exhaust_memory(shared_cluster: LocalClust
     node = c.cfg.node("n3")
     pid = status_of(c, "n3")["pid"]
     baseline = rss_mb(pid)
-    outcome = asyncio.run(_flood(node.bind_host, node.api_port, 600, 1 << 20, ATTACKER))
+    outcome = asyncio.run(_flood(node.bind_host, node.api_port, 600, 1 << 20, ATTACKER, no_cert(c)))
     assert outcome["other"] == 0, outcome
     assert outcome["401"] > 0  # the ones within the caps got an answer, before their bodies
     # the operator on another address is still served during and after the attack
@@ -236,7 +248,11 @@ def test_the_api_survives_a_fuzzed_mix_of_malformed_requests(shared_cluster: Loc
 def test_a_slow_client_is_cut_off_at_the_header_deadline(shared_cluster: LocalCluster) -> None:
     node = shared_cluster.cfg.node("n2")
     t0 = time.monotonic()
-    with socket.create_connection((node.bind_host, node.api_port), timeout=20) as s:
+    tls = no_cert(shared_cluster)
+    with (
+        socket.create_connection((node.bind_host, node.api_port), timeout=20) as raw,
+        tls.wrap_socket(raw, server_hostname=node.bind_host) as s,
+    ):
         s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
         closed = False
         for _ in range(40):  # one header line every 0.5 s: never finishes

@@ -84,7 +84,7 @@ def test_retry_with_same_request_id_applies_once(shared_cluster: LocalCluster) -
 
 def test_wrong_api_token_is_refused(shared_cluster: LocalCluster) -> None:
     c = shared_cluster
-    bad = NodeClient(c.cfg, "f" * 64)
+    bad = NodeClient(c.cfg, "f" * 64, cert="")  # no operator certificate: the token alone
     code, body = bad.request(c.cfg.node("n1"), "GET", "/v1/status")
     assert code == 401 and body["code"] == "E_AUTH_FAIL"
     data = commands.encode("set_setpoint", "evil", device_id="n1-bat", kw=9.0, source="x")
