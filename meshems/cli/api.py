@@ -23,11 +23,19 @@ def view(args: Any) -> ClusterView:
 
 
 def client_for(cfg: ClusterView, args: Any) -> NodeClient:
-    """A client that authenticates with the cluster's secret (SecretError when it is
-    missing or exposed)."""
+    """A client with the caller's credentials: `--token`/`--cert --key` (or MESHEMS_TOKEN,
+    MESHEMS_CERT, MESHEMS_KEY); without them the config's operator certificate when this user
+    can read it, and the cluster secret's token (SecretError when it is missing or exposed)."""
+    import os
+
     from meshems.adapters.secret import read_secret
     from meshems.ops.client import NodeClient
 
+    token = getattr(args, "token", None) or os.environ.get("MESHEMS_TOKEN")
+    cert = getattr(args, "cert", None) or os.environ.get("MESHEMS_CERT")
+    key = getattr(args, "key", None) or os.environ.get("MESHEMS_KEY")
+    if token or cert:
+        return NodeClient(cfg, None, token=token, cert=cert or "", key=key)
     return NodeClient(cfg, read_secret(cfg.secret_path, args.config))
 
 

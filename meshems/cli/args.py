@@ -24,6 +24,15 @@ def add_command(parent: Any, name: str, help_: str, example: str, config: bool =
     )
     if config:
         sp.add_argument("--config", "-c", required=True, help=CONFIG_HELP)
+        creds = sp.add_argument_group(
+            "credentials for the node API (default: the config's operator certificate, else the "
+            "cluster secret; env MESHEMS_TOKEN, MESHEMS_CERT, MESHEMS_KEY)"
+        )
+        creds.add_argument("--token", help="a scoped token (meshems token create)")
+        creds.add_argument(
+            "--cert", help="an operator certificate of the zone CA (meshems pki issue --operator)"
+        )
+        creds.add_argument("--key", help="its private key")
     return sp
 
 

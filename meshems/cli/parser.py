@@ -29,9 +29,10 @@ COMMANDS = {
     "demo": "demo",
     "lab": "lab",
     "pki": "pki",
+    "token": "token",
 }
 #: the groups in the order they add their commands
-GROUPS = ("cluster", "field", "io", "sunspec", "control", "relay", "overlay", "pki", "lab", "demo")
+GROUPS = ("cluster", "field", "io", "sunspec", "control", "relay", "overlay", "pki", "token", "lab", "demo")
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
 ALL = "*"
 

@@ -7,6 +7,7 @@ private key.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 EXAMPLES = {
     "pki init": "meshems pki init --config cluster-configs/local-3.yaml",
-    "pki issue": "meshems pki issue --config cluster-configs/local-3.yaml --node n1",
+    "pki issue": "meshems pki issue --config cluster-configs/local-3.yaml --operator alice --role operate",
     "pki show": "meshems pki show --config cluster-configs/local-3.yaml -o json",
 }
 
@@ -52,8 +53,12 @@ def add_parsers(sub: Any) -> None:
     who.add_argument("--node", metavar="ID", help="a node's client certificate (CN = node id)")
     who.add_argument("--client", metavar="NAME", help="a client certificate (CN = NAME), e.g. a cloud reader")
     who.add_argument(
+        "--operator", metavar="NAME", help="an operator's certificate for the node API (with --role)"
+    )
+    who.add_argument(
         "--server", metavar="NAME", help="a broker certificate (CN = NAME; SAN localhost, 127.0.0.1, NAME)"
     )
+    s.add_argument("--role", choices=["read", "operate", "admin"], help="an operator's role on the node API")
     s.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
     s.add_argument(
         "--san", action="append", default=[], metavar="HOST_OR_IP", help="extra subject alternative name"
@@ -99,9 +104,21 @@ def cmd_pki_issue(args: Any) -> int:
         kind, cn = "node", args.node
     elif args.client:
         kind, cn = "client", args.client
+    elif args.operator:
+        if args.role is None:
+            print("error E_USAGE: --operator needs --role read|operate|admin", file=sys.stderr)
+            return 2
+        kind, cn = "operator", args.operator
     else:
         kind, cn = "server", args.server
-    key, cert = pki.issue(pki_dir(cfg, args), cn, kind, days=args.days, sans=args.san, force=args.force)
+    if kind == "node":
+        from meshems.adapters.api_tls import node_sans
+
+        args.san = [*node_sans(cfg.node(cn)), *args.san]  # the node API is reached at these
+    role = args.role if kind == "operator" else None
+    key, cert = pki.issue(
+        pki_dir(cfg, args), cn, kind, days=args.days, sans=args.san, force=args.force, role=role
+    )
     print(
         f"issued {kind} certificate CN={cn}: {cert} (key {key}, mode 0600), expires "
         f"{pki.iso_utc(pki.cert_expiry(cert))}"

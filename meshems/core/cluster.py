@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from meshems.core import token_handlers
 from meshems.core import zone_handlers as handlers
 from meshems.core.commands import Rejection, decode, peek_rid
 from meshems.core.policy import Envelope, Policy
 from meshems.core.zone_records import (
+    ApiToken,
     Device,
     DispatchRecord,
     ForecastRecord,
@@ -70,6 +72,8 @@ class ZoneState:
     telemetry_seq: int = 0
     #: the highest telemetry seq the cloud broker acknowledged (all below it too)
     cloud_acked: int = 0
+    #: token id -> scoped API token (digests only; see ApiToken)
+    tokens: Mapping[str, ApiToken] = field(default_factory=dict)
 
 
 def _remember(state: ZoneState, rid: str | None, result: Result) -> dict[str, Any]:
@@ -131,6 +135,8 @@ _HANDLERS = {
     "barrier": handlers.barrier,
     "cloud_ack": handlers.cloud_ack,
     "relay_override": handlers.relay_override,
+    "token_create": token_handlers.token_create,
+    "token_revoke": token_handlers.token_revoke,
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})

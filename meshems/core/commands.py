@@ -8,12 +8,14 @@ same way, so a malformed command is rejected identically everywhere. Pure: no I/
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from meshems.core.access import ROLES
 from meshems.core.ids import parse_load
 from meshems.core.policy import policy_problems
 
@@ -244,6 +246,28 @@ def _relay_override(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {"load": load, "closed": closed, "until_s": until, "source": _str(cmd, "source")}
 
 
+_TOKEN_ID = re.compile(r"^[0-9a-f]{8,32}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _token_create(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    """A scoped API token: id (hex), name, role, SHA-256 digest of its secret, expiry (epoch s)."""
+    token_id, digest, role = _str(cmd, "token_id", 32), _str(cmd, "digest", 64), _str(cmd, "role", 16)
+    if not _TOKEN_ID.match(token_id) or not _DIGEST.match(digest):
+        raise Invalid("E_CMD_MALFORMED", "token_id must be 8-32 hex digits and digest 64 (SHA-256)")
+    if role not in ROLES:
+        raise Invalid("E_CMD_MALFORMED", f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    expires = _num(cmd, "expires_s")
+    if expires <= 0:
+        raise Invalid("E_CMD_MALFORMED", "field 'expires_s' must be a time after the epoch (seconds)")
+    return {"token_id": token_id, "name": _str(cmd, "name", 64), "role": role, "digest": digest,
+            "expires_s": expires, "by": _str(cmd, "by", 80)}  # fmt: skip
+
+
+def _token_revoke(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": _str(cmd, "name", 64)}
+
+
 def _barrier(cmd: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -268,13 +292,21 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "relay_override": (_relay_override, frozenset({"load", "closed", "until_s", "source"})),
     "forecast_model": (_forecast_model, frozenset({"node_id", "version", "digest", "data"})),
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
+    "token_create": (_token_create, frozenset({"token_id", "name", "role", "digest", "expires_s", "by"})),
+    "token_revoke": (_token_revoke, frozenset({"name"})),
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 
 #: What an operator may send through the node API; everything else is an internal command
 #: that only a node's own services propose (reports, dispatches, declarations, cloud
 #: acknowledgements, forecast records, ownership). Membership has its own API route.
-OPERATOR_TYPES = frozenset({"set_setpoint", "set_policy", "barrier", "relay_override"})
+OPERATOR_TYPES = frozenset({"set_setpoint", "set_policy", "barrier", "relay_override", "token_create",
+                            "token_revoke"})  # fmt: skip
+#: the role an operator needs to propose each operator command (`core.access`)
+ROLE_OF_TYPE: dict[str, str] = {
+    "barrier": "read", "set_setpoint": "operate", "set_policy": "operate", "relay_override": "operate",
+    "token_create": "admin", "token_revoke": "admin",
+}  # fmt: skip
 INTERNAL_TYPES = frozenset(SCHEMAS) - OPERATOR_TYPES
 
 #: The largest encoded command of each type (bytes), checked on the proposing node before
@@ -292,6 +324,8 @@ MAX_BYTES_BY_TYPE: dict[str, int] = {
     "relay_override": 512,
     "barrier": 256,
     "cloud_ack": 256,
+    "token_create": 512,
+    "token_revoke": 256,
 }
 
 

@@ -15,6 +15,7 @@ import msgpack
 from meshems.core.cluster import ZoneState
 from meshems.core.policy import Envelope, Policy, with_changes
 from meshems.core.zone_records import (
+    ApiToken,
     Device,
     DispatchRecord,
     ForecastRecord,
@@ -70,6 +71,10 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
             [o.load, o.closed, o.until_s, o.term, o.index, o.rid, o.source]
             for _, o in sorted(state.overrides.items())
         ],
+        "tokens": [
+            [t.id, t.name, t.role, t.digest, t.expires_s, t.created_by, t.revoked]
+            for _, t in sorted(state.tokens.items())
+        ],
         "envelopes": [
             [e.node_id, e.import_limit_kw, e.export_limit_kw, e.soc_reserve_pct, list(e.shed)]
             for _, e in sorted(state.envelopes.items())
@@ -122,6 +127,7 @@ def restore(data: bytes) -> ZoneState:
             policy=None if raw["policy"] is None else with_changes(Policy(), raw["policy"]),
             relays={r[0]: RelayState(*r) for r in raw["relays"]},
             overrides={o[0]: RelayOverride(*o) for o in raw.get("overrides", [])},
+            tokens={t[0]: ApiToken(*t) for t in raw.get("tokens", [])},
             envelopes={e[0]: Envelope(e[0], e[1], e[2], e[3], tuple(e[4])) for e in raw["envelopes"]},
             last_dispatch=None
             if raw["last_dispatch"] is None

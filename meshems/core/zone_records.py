@@ -142,3 +142,18 @@ def setpoint_dict(sp: Setpoint) -> dict[str, Any]:
         "rid": sp.rid,
         "source": sp.source,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A scoped API token (`meshems token create`): its `digest` (SHA-256 of the secret part;
+    the token itself is never replicated), `role`, expiry (`expires_s`, epoch seconds, set by
+    the proposer), who created it and whether it was revoked (kept, so the id is not reused)."""
+
+    id: str
+    name: str
+    role: str
+    digest: str
+    expires_s: float
+    created_by: str
+    revoked: bool = False

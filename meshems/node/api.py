@@ -14,6 +14,7 @@ from typing import Any
 from meshems.core import commands
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import ConfigError
+from meshems.logs import log
 from meshems.node.consensus import RaftService
 from meshems.node.views import Views
 from meshems.ops.http import HttpApi, Request
@@ -55,6 +56,7 @@ class Routes:
         api.route("GET", "/v1/explain", self.explain)
         api.route("GET", "/v1/control", self.control)
         api.route("GET", "/v1/io", self.io)
+        api.route("GET", "/v1/tokens", self.tokens, role="admin")
 
     async def status(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.status()
@@ -87,12 +89,33 @@ class Routes:
         return self.views.setpoints(req.query.get("device"))
 
     async def propose(self, req: Request) -> tuple[int, Any]:
-        refusal = operator_refusal(commands.decode(req.body))
+        cmd = commands.decode(req.body)
+        refusal = operator_refusal(cmd)
         if refusal is not None:
             status, body = refusal
             return status, {**body, "node": self.node_id}
-        res = await self.raft.commit(req.body)
+        assert isinstance(cmd, commands.Command) and req.principal is not None
+        who = req.principal
+        need = commands.ROLE_OF_TYPE[cmd.type]
+        if not who.may(need):
+            msg = f"{cmd.type} needs role {need}; {who.name} ({who.via}) has {who.role}"
+            return 403, {"ok": False, "code": "E_FORBIDDEN", "message": msg, "node": self.node_id}
+        data = req.body
+        if cmd.type == "token_create":  # who created it is who asked, whatever the body says
+            data = commands.encode(cmd.type, cmd.rid, **{**cmd.fields, "by": who.name})
+        log("info", "I_AUDIT", f"{who.name} ({who.via}, {who.role}) proposed {cmd.type}", rid=cmd.rid,
+            peer=req.peer)  # fmt: skip
+        res = await self.raft.commit(data)
         return 200, {**res, "node": self.node_id}
+
+    async def tokens(self, req: Request) -> tuple[int, Any]:
+        """The zone's scoped tokens: names, roles, expiry, state (never digests)."""
+        rows = [
+            {"id": t.id, "name": t.name, "role": t.role, "expires_s": t.expires_s, "created_by": t.created_by,
+             "revoked": t.revoked}
+            for t in sorted(self.raft.state.tokens.values(), key=lambda t: (t.name, t.id))
+        ]  # fmt: skip
+        return 200, {"ok": True, "tokens": rows, "node": self.node_id}
 
     async def members(self, req: Request) -> tuple[int, Any]:
         body = req.json_object()

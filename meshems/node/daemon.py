@@ -28,6 +28,7 @@ from meshems.adapters.profiles import load_profile
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.sunspec_device import sunspec_profiles
 from meshems.adapters.wireguard import peer_status
+from meshems.core.access import find_token
 from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import MeshemsError
@@ -140,14 +141,18 @@ class NodeDaemon:
 
     def _authorize(self, token: str | None, peercert: dict[str, Any] | None) -> Principal | None:
         """Who asks: a client certificate of the zone CA (an operator's role, a node is admin),
-        else the cluster secret's own token (admin: whoever holds the secret runs the zone)."""
+        else the cluster secret's own token (admin: whoever holds the secret runs the zone), else
+        a scoped token of the replicated state (its role, while unexpired and not revoked)."""
         who = peer_identity(peercert)
         if who is not None:
             _, name, role = who
             return Principal(name, role, "cert")
-        if token is not None and token_ok(self._secret, token):
+        if token is None:
+            return None
+        if token_ok(self._secret, token):
             return Principal("cluster-secret", "admin", "secret")
-        return None
+        scoped = find_token(self.raft.state.tokens, token, time.time())  # revoked: gone at once
+        return Principal(scoped.name, scoped.role, "token") if scoped is not None else None
 
     # --- lifetime -----------------------------------------------------------------------------
 

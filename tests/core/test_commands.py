@@ -24,6 +24,7 @@ from meshems.core.commands import (
     MAX_ID_LEN,
     MAX_RID_LEN,
     OPERATOR_TYPES,
+    ROLE_OF_TYPE,
     SCHEMA_VERSION,
     SCHEMAS,
     Command,
@@ -294,7 +295,15 @@ def test_every_type_has_a_size_cap_and_a_role() -> None:
     assert set(MAX_BYTES_BY_TYPE) == set(SCHEMAS)
     assert all(n <= MAX_COMMAND_BYTES for n in MAX_BYTES_BY_TYPE.values())
     assert set(SCHEMAS) == OPERATOR_TYPES | INTERNAL_TYPES and not OPERATOR_TYPES & INTERNAL_TYPES
-    assert {"set_setpoint", "set_policy", "barrier", "relay_override"} == OPERATOR_TYPES
+    assert {
+        "set_setpoint",
+        "set_policy",
+        "barrier",
+        "relay_override",
+        "token_create",
+        "token_revoke",
+    } == OPERATOR_TYPES
+    assert set(ROLE_OF_TYPE) == OPERATOR_TYPES and ROLE_OF_TYPE["token_create"] == "admin"
 
 
 # --- peek_rid ----------------------------------------------------------------------------

@@ -67,6 +67,10 @@ def test_roles_from_client_certificates(shared_cluster: LocalCluster) -> None:
         c, op, "POST", "/v1/members", json.dumps({"action": "remove", "node_id": "n3"}).encode()
     )
     assert (code, body["code"]) == (403, "E_FORBIDDEN") and "needs role admin" in body["message"]
+    mint = commands.encode("token_create", f"t-{uuid.uuid4().hex}", token_id="00aa11bb", name="mine",
+                           role="admin", digest="0" * 64, expires_s=2e9, by="alice")  # fmt: skip
+    code, body = request(c, op, "POST", "/v1/propose", mint)
+    assert (code, body["code"]) == (403, "E_FORBIDDEN") and "token_create needs role admin" in body["message"]
     nothing = client_context(c.cfg.tls_dir, cert="")
     code, body = request(c, nothing, "GET", "/v1/status")
     assert (code, body["code"]) == (401, "E_AUTH_FAIL")
@@ -112,3 +116,65 @@ def test_what_is_not_the_zone_ca_or_tls_1_3_gets_no_answer(
     assert not answer.startswith(b"HTTP/1.1 200")
     # and the operator's own client still works
     assert NodeClient(c.cfg, None).request(n, "GET", "/v1/status")[0] == 200
+
+
+def test_a_scoped_token_has_its_role_and_is_revoked_on_every_node(shared_cluster: LocalCluster) -> None:
+    from tests.integration.conftest import meshems_cli
+
+    c = shared_cluster
+    cfg = c.config_path
+    out = meshems_cli("token", "create", "--config", cfg, "--role", "read", "--name", "prom", "--ttl", "1h",
+                      "-o", "json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    token = json.loads(out.stdout)["token"]
+    assert token.startswith("mst_")
+    nothing = client_context(c.cfg.tls_dir, cert="")
+    for node in ("n1", "n2", "n3"):
+        code, _ = request_to(c, node, nothing, "GET", "/v1/status", token=token)
+        assert code == 200
+    code, body = request(c, nothing, "POST", "/v1/propose", setpoint(), token=token)
+    assert (code, body["code"]) == (403, "E_FORBIDDEN") and "needs role operate" in body["message"]
+    status = meshems_cli("status", "--config", cfg, "--token", token, "-o", "json")
+    assert status.returncode == 0 and len(json.loads(status.stdout)) == 3
+    listed = meshems_cli("token", "list", "--config", cfg, "-o", "json")
+    row = next(r for r in json.loads(listed.stdout) if r["name"] == "prom")
+    assert row["role"] == "read" and not row["revoked"] and "digest" not in row
+    # a read token cannot mint itself an admin one
+    escalate = meshems_cli(
+        "token", "create", "--config", cfg, "--token", token, "--role", "admin", "--name", "x"
+    )
+    assert escalate.returncode != 0 and "E_FORBIDDEN" in escalate.stderr
+    revoked = meshems_cli("token", "revoke", "--config", cfg, "prom")
+    assert revoked.returncode == 0, revoked.stderr
+    index = int(revoked.stdout.rsplit("index ", 1)[1].rstrip(")\n"))
+    for node in ("n1", "n2", "n3"):  # refused on every node once it has applied that one commit
+        wait_applied(c, node, index)
+        code, body = request_to(c, node, nothing, "GET", "/v1/status", token=token)
+        assert (code, body["code"]) == (401, "E_AUTH_FAIL"), node
+
+
+def request_to(
+    c: LocalCluster, node: str, ctx: ssl.SSLContext, method: str, path: str, token: str
+) -> tuple[int, Any]:
+    n = c.cfg.node(node)
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    with (
+        socket.create_connection((n.bind_host, n.api_port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=n.bind_host) as s,
+    ):
+        s.sendall(head.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
+
+
+def wait_applied(c: LocalCluster, node: str, index: int) -> None:
+    from tests.integration.test_cluster import status_of, wait_until
+
+    wait_until(
+        lambda: status_of(c, node)["state_index"] >= index, timeout_s=10, what=f"{node} applied {index}"
+    )
