@@ -58,10 +58,17 @@ def _under(path: str, root: str) -> bool:
     return p == r or r in p.parents
 
 
-def warnings(cfg: ClusterConfig, node_id: str) -> list[str]:
+def secret_file(cfg: ClusterConfig) -> str:
+    """The Raft secret's path as the installed config resolves it."""
+    return _norm(cfg.secret_path)
+
+
+def warnings(cfg: ClusterConfig, node_id: str, inst: Install | None = None) -> list[str]:
     """Paths of the installed config the service cannot use as they are (each says what to do)."""
     out = []
-    read = [("raft.secret_file", _norm(cfg.secret_path))]
+    read = [("raft.secret_file", secret_file(cfg))]
+    if inst is not None:
+        read.append(("the interpreter (install meshems outside /home, e.g. in /opt/meshems)", inst.python))
     for key, path in [*read, *(("a folder the node writes", d) for d in writable_dirs(cfg, node_id))]:
         if any(_under(path, h) for h in HIDDEN):
             out.append(f"{key} resolves to {path}, which the service cannot see (ProtectHome/PrivateTmp)")
@@ -223,7 +230,7 @@ def tmpfiles(cfg: ClusterConfig, node_id: str, inst: Install) -> str:
     lines = [f"d {STATE_DIR} 0700 {USER} {USER} -"]
     lines += [f"d {d} 0700 {USER} {USER} -" for d in writable_dirs(cfg, node_id) if not _under(d, STATE_DIR)]
     lines.append(f"z {inst.config_path} 0640 root {USER} -")
-    lines.append(f"z {_norm(cfg.secret_path)} 0600 {USER} {USER} -")
+    lines.append(f"z {secret_file(cfg)} 0600 {USER} {USER} -")
     return "# meshems: state folder and config/secret ownership\n" + "\n".join(lines) + "\n"
 
 
