@@ -5,7 +5,6 @@ Owns the command's arguments, the writing and its output; the unit texts are `op
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_install(args: Any) -> int:
+    import os
+
     from meshems.adapters.atomic_write import write_atomic
     from meshems.adapters.config_file import load_config
     from meshems.ops import units
