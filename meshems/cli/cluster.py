@@ -49,6 +49,11 @@ def add_parsers(sub: Any) -> None:
         metavar="FILE",
         help="append every applied entry and actuated setpoint to FILE (for the lab's fault checker)",
     )
+    s.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="run even as root (the lab and local test clusters); a gateway runs it as the meshems user",
+    )
     s.set_defaults(run=cmd_node_run)
 
     s = add_command(
@@ -110,7 +115,9 @@ def cmd_node_run(args: Any) -> int:
     from meshems import logs
     from meshems.adapters.config_file import load_config
     from meshems.node.daemon import run_node
+    from meshems.node.service import refuse_root
 
+    refuse_root(args.allow_root)  # E_ROOT before anything is read or written
     cfg = load_config(args.config)
     logs.setup(args.node, args.log_level)
     return run_node(cfg, args.node, args.config, reset_journal=args.reset_journal, trace_file=args.trace)

@@ -211,8 +211,9 @@ class Lab:
         if self.running(node):
             raise LabError(f"{node} is already running (pid {self.pids[node]})")
         trace = self.folder / "traces" / f"{node}.jsonl"
+        # the lab runs as root (namespaces, tunnels): the node is told it may
         self._spawn(node, node, "node", "run", "--config", str(self.cfg.source), "--node", node,
-                    "--trace", str(trace))  # fmt: skip
+                    "--trace", str(trace), "--allow-root")  # fmt: skip
 
     def running(self, key: str) -> bool:
         proc = self.procs.get(key)

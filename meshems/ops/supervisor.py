@@ -47,6 +47,7 @@ class LocalCluster:
             self.config_path,
             "--node",
             node_id,
+            *(["--allow-root"] if os.geteuid() == 0 else []),  # a local cluster of a root shell
             *extra,
         ]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

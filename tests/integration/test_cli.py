@@ -104,7 +104,7 @@ def test_status_shows_unreachable_nodes_and_still_succeeds(make_cluster) -> None
 
 def test_node_run_without_secret_names_the_command(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    out = meshems_cli("node", "run", "--config", str(cfg), "--node", "n1", timeout=30)
+    out = meshems_cli("node", "run", "--config", str(cfg), "--node", "n1", "--allow-root", timeout=30)
     assert out.returncode == 2
     assert "meshems secret init --config" in out.stderr
 
@@ -118,7 +118,7 @@ def test_secret_init_is_0600_and_exposed_secret_is_refused(tmp_path: Path) -> No
     again = meshems_cli("secret", "init", "--config", str(cfg))
     assert again.returncode == 2 and "already exists" in again.stderr
     secret.chmod(0o644)
-    out = meshems_cli("node", "run", "--config", str(cfg), "--node", "n1", timeout=30)
+    out = meshems_cli("node", "run", "--config", str(cfg), "--node", "n1", "--allow-root", timeout=30)
     assert out.returncode == 2 and "chmod 600" in out.stderr
 
 
@@ -128,7 +128,7 @@ def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
     out = meshems_cli("status", "--config", str(cfg))
     assert out.returncode == 2
     assert str(cfg) in out.stderr and "raft.heartbeet_s" in out.stderr and "E_CONFIG" in out.stderr
-    out = meshems_cli("node", "run", "--config", str(cfg), "--node", "n1")
+    out = meshems_cli("node", "run", "--config", str(cfg), "--node", "n1", "--allow-root")
     assert out.returncode == 2
 
 

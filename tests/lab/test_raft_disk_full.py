@@ -81,7 +81,8 @@ def test_a_full_disk_stops_the_node_cleanly_and_it_catches_up_once_there_is_room
         config2 = tmp_path / "floor.yaml"
         config2.write_text(path.read_text().replace("min_free_mib: 0", "min_free_mib: 16"))
         refused = subprocess.run([*c.procs["n3"].args[:3], "node", "run", "--config", str(config2),
-                                  "--node", "n3"], capture_output=True, text=True, timeout=60)  # fmt: skip
+                                  "--node", "n3", "--allow-root"], capture_output=True, text=True,
+                                 timeout=60)  # fmt: skip
         assert refused.returncode == 1
         assert "E_DISK_FULL" in refused.stderr and "min_free_mib" in refused.stderr
         # room again: it starts cleanly and catches up to the same state
