@@ -22,6 +22,7 @@ COMMANDS = {
     "explain": "control",
     "relay": "relay",
     "overlay": "overlay",
+    "firewall": "firewall",
     "forecast": "control",
     "devices": "field",
     "io": "io",
@@ -30,9 +31,14 @@ COMMANDS = {
     "lab": "lab",
     "pki": "pki",
     "token": "token",
+    "install": "install",
 }
 #: the groups in the order they add their commands
-GROUPS = ("cluster", "field", "io", "sunspec", "control", "relay", "overlay", "pki", "token", "lab", "demo")
+GROUPS = (
+    "cluster", "field", "io", "sunspec", "control", "relay", "overlay", "firewall", "pki", "token",
+    "lab", "demo",
+    "install",
+)  # fmt: skip
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
 ALL = "*"
 

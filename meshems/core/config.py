@@ -141,7 +141,7 @@ class NodeConfig(Frozen):
         min_length=1, description="underlay address; Raft and the API bind here unless overlay_address is set"
     )
     raft_port: Port
-    api_port: Port
+    api_port: Port = Field(default=8443, description="the HTTPS API (TLS 1.3) on bind_host")
     initial: bool = Field(
         default=True,
         description="member of the cluster from the start; false = joins later via member add",

@@ -25,6 +25,7 @@ from meshems.adapters.forecast_store import load_history, load_model_if_any, sav
 from meshems.adapters.journal import check_node_files, quarantine
 from meshems.adapters.preflight import preflight
 from meshems.adapters.profiles import load_profile
+from meshems.adapters.sd_notify import Notifier
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.sunspec_device import sunspec_profiles
 from meshems.adapters.wireguard import peer_status
@@ -56,6 +57,7 @@ from meshems.node.bridge import Bridge
 from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
 from meshems.node.field import FieldService
+from meshems.node.service import ServiceNotify, polled_once
 from meshems.node.views import Views
 from meshems.ops.http import HttpApi, Principal
 
@@ -138,6 +140,8 @@ class NodeDaemon:
         self._saving: asyncio.Task[None] | None = None
         self._applied_pending = False
         self._view: RaftChanged | None = None
+        # systemd (Type=notify): READY once joined and polled, WATCHDOG from the tick below
+        self.service = ServiceNotify(Notifier.from_env(), lambda: polled_once(self.field))
 
     def _authorize(self, token: str | None, peercert: dict[str, Any] | None) -> Principal | None:
         """Who asks: a client certificate of the zone CA (an operator's role, a node is admin),
@@ -189,6 +193,7 @@ class NodeDaemon:
             await self._stop.wait()
         finally:
             log("info", "I_STOP", "stopping")
+            self.service.stopping()
             for t in loops:
                 t.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -244,6 +249,7 @@ class NodeDaemon:
             if view != self._view:
                 self._view = view
                 self._feed(view)
+            self.service.tick(time.monotonic(), self._view)
             await asyncio.sleep(TICK_S)
 
     async def _overlay_loop(self) -> None:

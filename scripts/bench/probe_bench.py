@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchlib import pct
 
+from meshems.adapters.api_tls import client_context
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.core import commands
@@ -90,8 +91,9 @@ def in_background(fn: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any]
     return t, out
 
 
-def api_flood(host: str, port: int, conns: int, seconds: float) -> dict[str, int]:
-    """Waves of `conns` connections, each sending headers and 1 MiB without a token."""
+def api_flood(host: str, port: int, conns: int, seconds: float, tls: Any = None) -> dict[str, int]:
+    """Waves of `conns` connections (TLS when given a context: the API is HTTPS), each sending
+    headers and 1 MiB without a token."""
     outcome = {"answered_401": 0, "refused": 0, "connections": 0}
     head = f"POST /v1/propose HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
     chunk = os.urandom(65536)
@@ -99,7 +101,10 @@ def api_flood(host: str, port: int, conns: int, seconds: float) -> dict[str, int
     async def one() -> None:
         outcome["connections"] += 1
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(ATTACKER, 0)), 5)
+            opened = asyncio.open_connection(
+                host, port, local_addr=(ATTACKER, 0), ssl=tls, server_hostname=host if tls else None
+            )
+            r, w = await asyncio.wait_for(opened, 5)
             w.write(head + chunk)
             line = await asyncio.wait_for(r.readline(), 5)
             outcome["answered_401" if b" 401 " in line else "refused"] += 1
@@ -171,7 +176,8 @@ def run(quick: bool) -> dict[str, Any]:
             idle_lat, _ = timed_status(c, follower, n_req)
             rss0 = rss_mb(pid)
             print("bench: API flood...", file=sys.stderr)
-            t, flood = in_background(api_flood, node.bind_host, node.api_port, 300, flood_s)
+            no_cert = client_context(cfg.tls_dir, cert="")  # an attacker trusts the CA, has no credential
+            t, flood = in_background(api_flood, node.bind_host, node.api_port, 300, flood_s, no_cert)
             flood_lat, flood_err = timed_status(c, follower, n_req)
             t.join()
             out |= {
