@@ -7,6 +7,7 @@ schema and messages only, no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +43,22 @@ class ApiConfig(Frozen):
         default=".meshems/pki",
         description="the zone CA (ca.crt), each node's NODE.crt/.key (0600) and operator certificates",
     )
+    operator_networks: tuple[str, ...] = Field(
+        default=(),
+        strict=False,
+        description="CIDRs the firewall lets reach the API besides the peers (`meshems firewall`)",
+    )
+
+    @model_validator(mode="after")
+    def _networks(self) -> ApiConfig:
+        for i, net in enumerate(self.operator_networks):
+            try:
+                ipaddress.ip_network(net)
+            except ValueError as exc:
+                raise ValueError(
+                    f"operator_networks[{i}]: {net!r} is not a network such as 10.0.0.0/24 ({exc})"
+                ) from None
+        return self
 
 
 class OverlayConfig(Frozen):
