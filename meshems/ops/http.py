@@ -101,6 +101,15 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A handler's payload sent as is, not as JSON: `body` with its own `content_type`
+    (e.g. the Prometheus text format)."""
+
+    body: bytes
+    content_type: str
+
+
 Handler = Callable[[Request], Awaitable[tuple[int, Any]]]
 
 
@@ -246,6 +255,9 @@ class HttpApi:
             log("error", "E_API_INTERNAL", f"{self.name} handler failed: {type(exc).__name__}: {exc}",
                 path=request.path, peer=peer)  # fmt: skip
             return _error(500, "E_API_INTERNAL", f"internal error: {type(exc).__name__}")
+        if isinstance(payload, Raw):
+            headers = {"Content-Type": payload.content_type}
+            return web.Response(body=payload.body, status=status, headers=headers)
         return web.json_response(payload, status=status, dumps=lambda v: json.dumps(v, default=str))
 
     async def _read_body(self, request: web.BaseRequest, cap: int) -> bytes | None:
