@@ -21,10 +21,10 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "meshems"
 
 #: the stdlib of pure computation (pathlib: the config's paths are relative to its file;
-#: ipaddress, difflib: the firewall's address sets and drift)
+#: ipaddress, difflib: the firewall's address sets and drift; hmac: constant-time token digests)
 CORE_STDLIB = {
     "__future__", "abc", "bisect", "collections", "copy", "dataclasses", "difflib", "enum", "functools",
-    "hashlib", "heapq", "io", "ipaddress", "itertools", "json", "math", "operator", "pathlib", "re",
+    "hashlib", "heapq", "hmac", "io", "ipaddress", "itertools", "json", "math", "operator", "pathlib", "re",
     "statistics", "string", "struct", "types", "typing", "zlib",
 }  # fmt: skip
 CORE_THIRD_PARTY = {"msgpack", "numpy", "pydantic", "pydantic_core"}

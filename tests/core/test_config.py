@@ -272,7 +272,7 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("devices not a list", lambda d: d["nodes"][0].update(devices={"id": "x"}), "nodes[0].devices", "tuple"),
     ("missing raft", lambda d: d.pop("raft"), "raft", "Field required"),
     ("missing secret_file", lambda d: d["raft"].pop("secret_file"), "raft.secret_file", "Field required"),
-    ("missing node port", lambda d: d["nodes"][1].pop("api_port"), "nodes[1].api_port", "Field required"),
+    ("missing node port", lambda d: d["nodes"][1].pop("raft_port"), "nodes[1].raft_port", "Field required"),
     ("no nodes", lambda d: d.update(nodes=[]), "nodes", "at least 1"),
     ("bad cluster name", lambda d: d.update(cluster="My Cluster"), "cluster", "is not a valid name"),
     ("bad node id", lambda d: d["nodes"][1].update(id="N2"), "nodes[1].id", "is not a valid name"),
