@@ -256,8 +256,13 @@ def render(cfg: ClusterConfig, node_id: str, addresses: Mapping[str, Sequence[st
     ]
     operators = [ipaddress.ip_network(n) for n in cfg.api.operator_networks]
     inp += _by_family("saddr", operators, f"tcp dport {me.api_port} accept {_comment('api from operators')}")
+    # the operators' networks may also log in: a remote gateway must not lock its operators out
+    inp += _by_family("saddr", operators, f"tcp dport 22 accept {_comment('ssh from operators')}")
     if not operators:
-        notes.append("api.operator_networks is empty: only the peers (and this host) reach the API")
+        notes.append(
+            "api.operator_networks is empty: only the peers (and this host) reach the API, and new SSH "
+            "logins are dropped (open sessions stay); set it before applying on a remote gateway"
+        )
     inp.append(f"counter {_comment(f'meshems {node_id}: dropped by policy')}")
     out = ['oifname "lo" accept', "ct state established,related accept", *mesh_out]
     named = hostnames(cfg, node_id)

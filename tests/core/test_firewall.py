@@ -101,7 +101,9 @@ def test_the_api_from_operator_networks_only_when_configured() -> None:
         "10.9.9.9",
         "10.9.9.9/32",
     ]
-    api = [r for r in rules(cfg_of(doc))["input"] if "operators" in r]
+    api = [r for r in rules(cfg_of(doc))["input"] if "api from operators" in r]
+    ssh = [r for r in rules(cfg_of(doc))["input"] if "ssh from operators" in r]
+    assert ssh == [r.replace("8443", "22").replace("api from", "ssh from") for r in api]  # operators keep SSH
     assert api == [  # sorted, the /24 inside the /16 and the repeated host dropped, IPv6 apart
         'ip saddr 10.9.9.9 tcp dport 8443 accept comment "api from operators"',
         'ip saddr 10.1.0.0/16 tcp dport 8443 accept comment "api from operators"',
