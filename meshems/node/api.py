@@ -9,6 +9,7 @@ before body, caps, deadlines) is `ops.http`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from meshems.core import commands
@@ -16,8 +17,9 @@ from meshems.core.config import ClusterConfig
 from meshems.core.errors import ConfigError
 from meshems.logs import log
 from meshems.node.consensus import RaftService
+from meshems.node.metrics import CONTENT_TYPE
 from meshems.node.views import Views
-from meshems.ops.http import HttpApi, Request
+from meshems.ops.http import HttpApi, Raw, Request
 
 #: the largest operator command the API reads (a policy with its shed order)
 OPERATOR_MAX_BYTES = max(commands.MAX_BYTES_BY_TYPE[t] for t in commands.OPERATOR_TYPES)
@@ -44,8 +46,16 @@ def operator_refusal(cmd: commands.Command | commands.Rejection) -> tuple[int, d
 
 
 class Routes:
-    def __init__(self, cfg: ClusterConfig, node_id: str, raft: RaftService, views: Views) -> None:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        raft: RaftService,
+        views: Views,
+        metrics: Callable[[], bytes] | None = None,
+    ) -> None:
         self.cfg, self.node_id, self.raft, self.views = cfg, node_id, raft, views
+        self.render_metrics = metrics
 
     def install(self, api: HttpApi) -> None:
         api.route("GET", "/v1/status", self.status)
@@ -57,9 +67,15 @@ class Routes:
         api.route("GET", "/v1/control", self.control)
         api.route("GET", "/v1/io", self.io)
         api.route("GET", "/v1/tokens", self.tokens, role="admin")
+        if self.render_metrics is not None:
+            api.route("GET", "/metrics", self.metrics)  # Prometheus, with a read token
 
     async def status(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.status()
+
+    async def metrics(self, req: Request) -> tuple[int, Any]:
+        assert self.render_metrics is not None
+        return 200, Raw(self.render_metrics(), CONTENT_TYPE)
 
     async def devices(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.devices()

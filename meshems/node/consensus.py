@@ -9,6 +9,8 @@ member's status becomes a `RaftChanged` event. Zone logic stays in the core.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from meshems.core.config import ClusterConfig
 from meshems.core.errors import DiskFullError
 from meshems.core.node_events import RaftChanged
 from meshems.node.bridge import Bridge, settle
+from meshems.node.histogram import COMMIT_BUCKETS_S, Histogram
 from meshems.ports import ProposeDone
 
 #: pysyncobj's code for a membership change it refuses (another one in progress, or done)
@@ -49,6 +52,13 @@ class RaftService:
         )
         self._in_flight = asyncio.Semaphore(cfg.raft.max_in_flight)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # for /metrics (node.metrics): proposals by outcome, propose->commit seconds, leaders seen
+        self.committed = 0
+        self.failed: Counter[str] = Counter()
+        self.pending = 0
+        self.commit_latency = Histogram(COMMIT_BUCKETS_S)
+        self.leader_changes = 0
+        self._leader_seen: str | None = None
 
     @property
     def state(self) -> ZoneState:
@@ -65,6 +75,9 @@ class RaftService:
     def view(self) -> RaftChanged:
         st = self.raft.status()
         connected = frozenset(n for n, up in st.partners.items() if up)
+        if st.leader is not None and st.leader != self._leader_seen:  # as etcd: the first one counts
+            self._leader_seen = st.leader
+            self.leader_changes += 1
         return RaftChanged(st.role, st.term, st.leader, st.has_quorum, self.raft.ready(), connected)
 
     def propose(self, data: bytes, done: ProposeDone, timeout_s: float | None = None) -> None:
@@ -94,13 +107,17 @@ class RaftService:
         try:
             await asyncio.wait_for(self._in_flight.acquire(), timeout=0.5)
         except TimeoutError:
+            self.failed["E_BUSY"] += 1
             return {"ok": False, "code": "E_BUSY", "message": "too many proposals in flight"}
+        self.pending += 1
         try:
             fut: asyncio.Future[tuple[Any, Any, str]] = asyncio.get_running_loop().create_future()
+            started = time.monotonic()
             self.raft.propose(data, lambda res, code, text: self.bridge.call(settle, fut, (res, code, text)))
             try:
                 res, code, text = await asyncio.wait_for(fut, timeout_s)
             except TimeoutError:
+                self.failed["E_TIMEOUT"] += 1
                 return {
                     "ok": False,
                     "code": "E_TIMEOUT",
@@ -108,9 +125,13 @@ class RaftService:
                     "request id",
                 }
             if code is not None:
+                self.failed[str(code)] += 1
                 return {"ok": False, "code": code, "message": text}
+            self.committed += 1
+            self.commit_latency.observe(time.monotonic() - started)
             return dict(res)
         finally:
+            self.pending -= 1
             self._in_flight.release()
 
     async def change_membership(self, action: str, endpoint: str) -> tuple[bool, str, str]:

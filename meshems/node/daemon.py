@@ -57,6 +57,7 @@ from meshems.node.bridge import Bridge
 from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
 from meshems.node.field import FieldService
+from meshems.node.metrics import NodeMetrics, NodeStats
 from meshems.node.service import ServiceNotify, polled_once
 from meshems.node.views import Views
 from meshems.ops.http import HttpApi, Principal
@@ -135,7 +136,9 @@ class NodeDaemon:
             lambda: self.cloud.status() if self.cloud else None,
             lambda: self.overlay_peers,
         )
-        Routes(cfg, node_id, self.raft, self.views).install(self.api)
+        self.stats = NodeStats()
+        self.metrics = NodeMetrics(self.views, self.stats)
+        Routes(cfg, node_id, self.raft, self.views, self.metrics.render).install(self.api)
         self._stop = asyncio.Event()
         self._saving: asyncio.Task[None] | None = None
         self._applied_pending = False
@@ -219,11 +222,13 @@ class NodeDaemon:
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, Propose):
-            self.raft.propose(action.data, partial(self._proposed, action), action.timeout_s)
+            done = partial(self._proposed, action, time.monotonic())
+            self.raft.propose(action.data, done, action.timeout_s)
         elif isinstance(action, Write):
             if self.field is not None:
                 self.field.write(action, partial(self._written, action))
         elif isinstance(action, Log):
+            self.stats.logged(action.code, action.fields)
             log(action.level, action.code, action.message, **action.fields)
         elif isinstance(action, SetPaused):
             if self.field is not None:
@@ -233,7 +238,11 @@ class NodeDaemon:
                 asyncio.to_thread(save_history, self.machine.history, self.history_path)
             )
 
-    def _proposed(self, action: Propose, res: dict[str, Any] | None, code: str | None, text: str) -> None:
+    def _proposed(
+        self, action: Propose, started_s: float, res: dict[str, Any] | None, code: str | None, text: str
+    ) -> None:
+        if action.purpose == "dispatch" and res is not None:
+            self.stats.dispatch_committed(time.monotonic() - started_s)
         result = res if res is not None else {"ok": False, "code": code, "message": text}
         self._feed(Proposed(action.purpose, action.key, result, time.monotonic()))
 
@@ -276,6 +285,7 @@ class NodeDaemon:
 
     def _applied(self) -> None:
         self._applied_pending = False
+        self.stats.applied(self.raft.state)
         self._feed(Applied(self.raft.state))
 
     def _role_changed(self, old: int, new: int) -> None:

@@ -19,6 +19,7 @@ from meshems.adapters.poller import DeviceRuntime, Poller
 from meshems.core.config import NodeConfig
 from meshems.core.node_events import DeviceReading, Write, Written
 from meshems.core.register_map import Profile
+from meshems.node.histogram import POLL_BUCKETS_S, Histogram
 
 #: how long `read_points` waits for the device's next poll before it answers with the last
 READ_WAIT_S = 3.0
@@ -40,6 +41,8 @@ class FieldService:
         self._tasks: set[asyncio.Task[Written]] = set()
         #: device -> futures waiting for its next finished poll (`read_points`)
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+        #: bus -> seconds each finished poll took, all its blocks (for /metrics)
+        self.poll_latency = {b: Histogram(POLL_BUCKETS_S) for b in {d.bus for d in node.devices if d.bus}}
 
     def roles(self) -> dict[str, frozenset[str]]:
         """The point roles each wired device's profile offers (for the node's spec)."""
@@ -60,6 +63,9 @@ class FieldService:
         self.poller.paused = set(devices)
 
     def _polled(self, dev: DeviceRuntime) -> None:
+        hist = self.poll_latency.get(dev.cfg.bus or "")
+        if hist is not None and dev.poll_starts:
+            hist.observe(self.clock() - dev.poll_starts[-1])
         for fut in self._waiting.pop(dev.cfg.id, ()):
             if not fut.done():
                 fut.set_result(None)
