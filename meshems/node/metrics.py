@@ -20,7 +20,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
@@ -35,7 +35,8 @@ from meshems.node.views import Views
 ERROR_CODE_OF = {counter: code for code, counter in ERROR_COUNTERS.items()} | {"other_errors": "E_OTHER"}
 DEVICE_STATES = ("ok", "stale", "defective", "unknown")
 MODES = ("normal", "survival")
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: the classic text format generate_latest writes, which every Prometheus 2.x parses
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 @dataclass
