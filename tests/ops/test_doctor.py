@@ -1,0 +1,63 @@
+"""`ops.doctor` probes on local files and processes: key modes, clock offsets from status
+bodies, chrony's tracking through a stand-in `chronyc` on PATH, and devices of nodes not
+wired here (a warning without --node, failures with it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from meshems.adapters.config_file import load_config
+from meshems.adapters.secret import init_secret
+from meshems.ops import doctor, doctor_field
+from tests.conftest import write_config
+
+
+def test_modes_list_the_secret_and_every_key(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path))
+    assert doctor.check_modes(cfg)[0].status == "fail"  # no secret yet
+    init_secret(cfg.secret_path)
+    cfg.tls_dir.mkdir(parents=True)
+    (cfg.tls_dir / "n1.key").write_text("k")
+    os.chmod(cfg.tls_dir / "n1.key", 0o644)
+    checks = {c.name: c for c in doctor.check_modes(cfg)}
+    assert checks["secret"].status == "ok"
+    assert checks["key n1.key"].status == "fail" and "chmod 600" in checks["key n1.key"].hint
+
+
+def test_clock_offsets_come_from_the_status_bodies_when_present() -> None:
+    rows = [{"id": "n1", "clock_offsets_s": {"n2": 0.01, "n3": -0.8}}, {"id": "n2"}]
+    checks = {c.name: c.status for c in doctor.check_clock_offsets(rows)}
+    assert checks == {"clock n1→n2": "ok", "clock n1→n3": "warn"}
+    assert doctor.check_clock_offsets([{"id": "n1"}]) == []
+
+
+@pytest.mark.parametrize(
+    ("system_time", "leap", "status"),
+    [
+        ("0.000120 seconds fast of NTP time", "Normal", "ok"),
+        ("0.900000 seconds slow of NTP time", "Normal", "warn"),
+        ("0.000120 seconds fast of NTP time", "Not synchronised", "warn"),
+    ],
+)
+def test_chrony_tracking_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, system_time: str, leap: str, status: str
+) -> None:
+    fake = tmp_path / "chronyc"
+    lines = [f"echo 'System time     : {system_time}'", f"echo 'Leap status     : {leap}'"]
+    fake.write_text("#!/bin/sh\n" + "\n".join(lines) + "\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    [check] = doctor.check_time_sync()
+    assert check.status == status and check.detail.startswith("chrony")
+
+
+def test_devices_of_a_node_not_wired_here_are_one_warning_without_node(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, nodes=2, wired=True))  # no simulator runs: nothing answers
+    checks = doctor_field.check_devices(cfg, list(cfg.nodes), explicit=False)
+    assert [(c.name, c.status) for c in checks] == [("devices n1", "warn"), ("devices n2", "warn")]
+    assert "--node n1" in checks[0].hint
+    explicit = doctor_field.check_devices(cfg, [cfg.node("n1")], explicit=True)
+    assert explicit and all(c.status == "fail" and "E_CONNECT" in c.detail for c in explicit)
