@@ -37,7 +37,10 @@ def check_config(path: str) -> tuple[ClusterConfig | None, dx.Check]:
     try:
         cfg = load_config(path)
     except MeshemsError as exc:
-        return None, dx.fail("config", exc.message, "fix the named key (README: configuration)")
+        detail = "; ".join(line.strip() for line in exc.message.splitlines() if line.strip())
+        if not Path(path).is_file():
+            return None, dx.fail("config", detail, "pass the cluster config of this zone with --config")
+        return None, dx.fail("config", detail, "fix the named key (README: configuration)")
     return cfg, dx.ok("config", f"{path}: {len(cfg.nodes)} nodes, zone {cfg.zone}")
 
 

@@ -61,3 +61,13 @@ def test_devices_of_a_node_not_wired_here_are_one_warning_without_node(tmp_path:
     assert "--node n1" in checks[0].hint
     explicit = doctor_field.check_devices(cfg, [cfg.node("n1")], explicit=True)
     assert explicit and all(c.status == "fail" and "E_CONNECT" in c.detail for c in explicit)
+
+
+def test_a_bad_config_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cluster: c\nzone: z\nraft: {secret_file: s, heartbeat_s: x}\nnodes: []\n")
+    cfg, check = doctor.check_config(str(path))
+    assert cfg is None and check.status == "fail"
+    assert "raft.heartbeat_s" in check.detail and "\n" not in check.detail and str(path) in check.detail
+    cfg, check = doctor.check_config(str(tmp_path / "none.yaml"))
+    assert cfg is None and "--config" in check.hint
