@@ -235,3 +235,35 @@ def test_a_stopped_node_fails_its_ports(cluster: LocalCluster) -> None:
     assert "refused" in checks["n3 raft"]["detail"].lower()
     assert "running" in checks["n3 api"]["hint"]
     assert checks["n1 api"]["status"] == "ok"
+
+
+def test_slow_silent_and_sunspec_devices_of_the_simulator(tmp_path: Path) -> None:
+    """The simulator's fault injection: a meter answering in 0.6 s of its 1 s timeout is a
+    warning (raise timeout_s), a silent battery a failure (E_TIMEOUT), a SunSpec PV is
+    checked by its SunS marker."""
+    from meshems.adapters.config_file import load_config
+    from meshems.adapters.secret import init_secret
+    from tests.conftest import write_config
+    from tests.integration.conftest import sim_process
+
+    path = write_config(tmp_path, nodes=1, wired=True, profiles={"pv": "sunspec"})
+    doc = yaml.safe_load(path.read_text())
+    doc["nodes"][0]["buses"][0]["timeout_s"] = 1.0
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    init_secret(load_config(path).secret_path)
+    site = yaml.safe_load((tmp_path / "site-n1.yaml").read_text())
+    site["faults"] = [
+        {"server": "main", "unit_id": 1, "kind": "slow", "delay_s": 0.6},
+        {"server": "main", "unit_id": 2, "kind": "silent"},
+    ]
+    (tmp_path / "sim").mkdir()
+    with sim_process(tmp_path / "sim", site):
+        code, checks, table = doctor(path, "--node", "n1", "--skip", "peers")
+    assert code == 1
+    assert [n for n in failures(checks) if n.startswith("device")] == ["device n1-bat"], table
+    assert "E_TIMEOUT" in checks["device n1-bat"]["detail"]
+    assert "unit_id" in checks["device n1-bat"]["hint"]
+    assert checks["device n1-meter"]["status"] == "warn", table
+    assert "timeout_s" in checks["device n1-meter"]["hint"]
+    assert checks["device n1-pv"]["status"] == "ok" and "SunS marker" in checks["device n1-pv"]["detail"]
+    assert checks["device n1-relays"]["status"] == "ok"
