@@ -89,6 +89,8 @@ def collect(args: Any) -> list[Any]:
         except Exception as exc:  # as in _guarded
             peers = [dx.fail("peers", f"the check itself failed: {type(exc).__name__}: {exc}", "report it")]
         checks += peers
+        if client is not None:
+            checks += _guarded("counters", doctor.check_node_counters, client, nodes, rows)
     if "devices" not in args.skip:
         checks += _guarded("devices", doctor_field.check_devices, cfg, nodes, bool(args.node))
     checks += _guarded("data", doctor.check_data_dirs, cfg, nodes)

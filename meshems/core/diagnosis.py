@@ -23,6 +23,17 @@ RTT_WARN_MS = 50.0
 CLOCK_WARN_S = 0.5
 #: a device answering in more than this share of its timeout is a warning
 RESPONSE_WARN_SHARE = 0.5
+#: a device whose polls failed more often than this share is a warning
+POLL_ERROR_WARN_SHARE = 0.05
+#: telemetry waiting in the outbox longer than this is a warning (the alert rule's 15 min)
+OUTBOX_WARN_AGE_S = 900.0
+_ERROR_HINTS = {
+    "timeouts": "a slow converter or a wrong unit_id: raise timeout_s, check the wiring",
+    "crc_errors": "line noise or wrong baud/parity: shielded twisted pair, 120 Ω termination, grounding",
+    "frame_errors": "a second master on the line or a wrong profile: check the bus and the profile",
+    "connect_errors": "the device or its converter drops the connection: check power and network",
+    "exceptions": "the device refuses some reads: check the profile's addresses against its manual",
+}
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,32 @@ def response_time(name: str, where: str, response_s: float, timeout_s: float) ->
             f"raise the device's timeout_s (e.g. {max(timeout_s * 2, response_s * 3):.1f}) or its bus's",
         )
     return ok(name, f"{where} answered in {ms:.0f} ms (timeout {limit_ms:.0f} ms)")
+
+
+def poll_errors(name: str, polls: int, errors: dict[str, int]) -> Check:
+    """A node's error counters for one device (`timeouts`, `crc_errors`, ...): failing more
+    than POLL_ERROR_WARN_SHARE of its polls warns, with the hint of the commonest error."""
+    total = sum(errors.values())
+    if polls <= 0:
+        return ok(name, "not polled yet")
+    listed = ", ".join(f"{k} {v}" for k, v in sorted(errors.items()) if v)
+    if total / polls > POLL_ERROR_WARN_SHARE:
+        worst = max(errors, key=lambda k: errors[k])
+        return warn(
+            name, f"{total} errors in {polls} polls ({listed})", _ERROR_HINTS.get(worst, "check the bus")
+        )
+    return ok(name, f"{total} errors in {polls} polls" + (f" ({listed})" if listed else ""))
+
+
+def outbox(name: str, records: int, oldest_age_s: float | None) -> Check:
+    """The cloud outbox: telemetry older than OUTBOX_WARN_AGE_S is not reaching the broker."""
+    if oldest_age_s is not None and oldest_age_s > OUTBOX_WARN_AGE_S:
+        return warn(
+            name,
+            f"{records} records waiting, the oldest for {oldest_age_s / 60:.0f} min",
+            "the uplink is down or throttled: see the broker checks and meshems status (cloud)",
+        )
+    return ok(name, f"{records} records waiting")
 
 
 def free_space(name: str, path: str, free_mib: float, min_free_mib: int) -> Check:

@@ -189,6 +189,35 @@ def check_clock_offsets(rows: list[dict[str, Any]]) -> list[dx.Check]:
     return out
 
 
+#: the poll counters of /v1/devices that count failures
+ERROR_COUNTERS = ("timeouts", "crc_errors", "frame_errors", "connect_errors")
+
+
+def check_node_counters(
+    client: NodeClient, nodes: list[NodeConfig], rows: list[dict[str, Any]]
+) -> list[dx.Check]:
+    """What the running nodes count: each polled device's errors (/v1/devices of `nodes`)
+    and the leader's cloud outbox (its status body)."""
+    out: list[dx.Check] = []
+    answered = {r.get("id") for r in rows}
+    for node in nodes:
+        if node.id not in answered:
+            continue
+        try:
+            code, body = client.request(node, "GET", "/v1/devices", timeout_s=CONNECT_TIMEOUT_S)
+        except MeshemsError:
+            continue
+        for dev in body.get("devices", []) if code == 200 and isinstance(body, dict) else []:
+            errors = {k: int(dev.get(k) or 0) for k in ERROR_COUNTERS}
+            errors["exceptions"] = sum(int(v) for v in (dev.get("exceptions") or {}).values())
+            out.append(dx.poll_errors(f"poll errors {dev.get('id')}", int(dev.get("polls") or 0), errors))
+    for row in rows:
+        cloud = row.get("cloud")
+        if row.get("role") == "leader" and isinstance(cloud, dict) and "outbox_records" in cloud:
+            out.append(dx.outbox("outbox", int(cloud["outbox_records"]), cloud.get("oldest_unsent_age_s")))
+    return out
+
+
 def _run(argv: list[str]) -> str | None:
     if shutil.which(argv[0]) is None:
         return None

@@ -98,3 +98,16 @@ def test_warnings_do_not_fail_and_render_shows_hints() -> None:
     checks.append(dx.fail("c", "down", "start it"))
     assert dx.exit_code(checks) == 1
     assert "✗ c   down" in dx.render(checks)
+
+
+def test_poll_errors_over_five_percent_warn_with_the_commonest_errors_hint() -> None:
+    assert dx.poll_errors("p", 0, {}).detail == "not polled yet"
+    assert dx.poll_errors("p", 100, {"timeouts": 5, "crc_errors": 0}).status == "ok"
+    bad = dx.poll_errors("p", 100, {"timeouts": 1, "crc_errors": 6})
+    assert bad.status == "warn" and "crc_errors 6" in bad.detail and "termination" in bad.hint
+
+
+def test_an_outbox_older_than_15_minutes_warns() -> None:
+    assert dx.outbox("outbox", 0, None).status == "ok"
+    assert dx.outbox("outbox", 10, 899.0).status == "ok"
+    assert dx.outbox("outbox", 10, 901.0).status == "warn"

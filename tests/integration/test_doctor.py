@@ -85,6 +85,8 @@ def test_a_healthy_zone_passes(cluster: LocalCluster) -> None:
     assert checks["n2 api"]["detail"].count("term") == 1
     assert any(n.startswith("device n1-") for n in checks)
     assert checks["data n1 writable"]["status"] == "ok"
+    assert checks["poll errors n2-meter"]["status"] == "ok", checks
+    assert "outbox" not in checks  # no cloud configured
     assert "✓ config" in table and table.rstrip().endswith("0 failed")
 
 

@@ -65,6 +65,7 @@ def test_the_broker_checks_catch_a_topic_mismatch_and_a_stopped_broker(
             assert checks[name]["status"] == "ok", table
         assert "TLSv1.3 as n1" in checks["broker tls"]["detail"]
         assert checks["broker topic"]["detail"].startswith("meshems/zone-t/")
+        assert checks["outbox"]["status"] == "ok"
 
         code, checks, table = doctor(with_prefix(lc.config_path, "cloud-ems"), "--node", "n1", "--skip",
                                      "devices", "--broker-wait", "3")  # fmt: skip
