@@ -79,6 +79,8 @@ def collect(args: Any) -> list[Any]:
         return [*checks, dx.fail("node", exc.message, "pass a node id of the config")]
     checks += _guarded("modes", doctor.check_modes, cfg)
     checks += _guarded("certificates", doctor.check_certs, cfg, nodes, doctor.now_utc())
+    if args.node and cfg.overlay is not None:
+        checks += _guarded("overlay", doctor.check_overlay, cfg, args.node)
     rows: list[dict[str, Any]] = []
     if "peers" not in args.skip:
         client, why = _client(cfg, args)

@@ -167,6 +167,17 @@ def poll_errors(name: str, polls: int, errors: dict[str, int]) -> Check:
     return ok(name, f"{total} errors in {polls} polls" + (f" ({listed})" if listed else ""))
 
 
+def handshake(name: str, endpoint: str, age_s: float | None, max_age_s: float) -> Check:
+    """A WireGuard peer: no handshake yet fails, one older than overlay.handshake_max_age_s
+    fails too (the tunnel carries Raft and the API, so the peer is cut off)."""
+    hint = "check the peer's overlay_endpoint, UDP to its listen_port and its key (meshems overlay status)"
+    if age_s is None:
+        return fail(name, f"{endpoint or 'no endpoint'}: no handshake yet", hint)
+    if age_s > max_age_s:
+        return fail(name, f"{endpoint}: last handshake {age_s:.0f} s ago (> {max_age_s:g} s)", hint)
+    return ok(name, f"{endpoint}: handshake {age_s:.0f} s ago")
+
+
 def outbox(name: str, records: int, oldest_age_s: float | None) -> Check:
     """The cloud outbox: telemetry older than OUTBOX_WARN_AGE_S is not reaching the broker."""
     if oldest_age_s is not None and oldest_age_s > OUTBOX_WARN_AGE_S:

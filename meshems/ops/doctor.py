@@ -189,6 +189,28 @@ def check_clock_offsets(rows: list[dict[str, Any]]) -> list[dx.Check]:
     return out
 
 
+def check_overlay(cfg: ClusterConfig, node_id: str) -> list[dx.Check]:
+    """This gateway's WireGuard peers (`wg show`, needs CAP_NET_ADMIN): every handshake
+    younger than overlay.handshake_max_age_s."""
+    from meshems.adapters import wireguard
+
+    if cfg.overlay is None:
+        return []
+    ifname = wireguard.interface_name(cfg, node_id)
+    if shutil.which("wg") is None:
+        return [dx.warn("overlay", "wg is not installed", "apt install wireguard-tools")]
+    try:
+        rows = wireguard.peer_status(cfg, node_id)
+    except MeshemsError as exc:
+        hint = f"meshems overlay up --config {cfg.source} --node {node_id} (as root)"
+        return [dx.fail("overlay", f"{ifname}: {exc.message}", hint)]
+    max_age_s = cfg.overlay.handshake_max_age_s
+    return [
+        dx.handshake(f"overlay {r['peer']}", str(r["endpoint"]), r["handshake_age_s"], max_age_s)
+        for r in rows
+    ]  # type: ignore[arg-type]
+
+
 #: the poll counters of /v1/devices that count failures
 ERROR_COUNTERS = ("timeouts", "crc_errors", "frame_errors", "connect_errors")
 

@@ -111,3 +111,10 @@ def test_an_outbox_older_than_15_minutes_warns() -> None:
     assert dx.outbox("outbox", 0, None).status == "ok"
     assert dx.outbox("outbox", 10, 899.0).status == "ok"
     assert dx.outbox("outbox", 10, 901.0).status == "warn"
+
+
+def test_a_wireguard_peer_without_a_recent_handshake_fails() -> None:
+    assert dx.handshake("o", "10.0.0.2:51820", 20.0, 180.0).status == "ok"
+    assert dx.handshake("o", "10.0.0.2:51820", 181.0, 180.0).status == "fail"
+    never = dx.handshake("o", "", None, 180.0)
+    assert never.status == "fail" and "no handshake" in never.detail and "listen_port" in never.hint

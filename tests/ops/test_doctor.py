@@ -71,3 +71,33 @@ def test_a_bad_config_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
     assert "raft.heartbeat_s" in check.detail and "\n" not in check.detail and str(path) in check.detail
     cfg, check = doctor.check_config(str(tmp_path / "none.yaml"))
     assert cfg is None and "--config" in check.hint
+
+
+def test_overlay_handshakes_are_read_from_wg_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in `wg` prints a dump: n2 shook hands 10 s ago, n3 never."""
+    import time
+
+    from meshems.adapters.wireguard import keygen
+    from tests.adapters.test_wireguard import overlay_config
+
+    (tmp_path / "zone").mkdir()
+    cfg = overlay_config(tmp_path / "zone")
+    publics = {n.id: keygen(cfg, n.id)[1] for n in cfg.nodes}
+    now = int(time.time())
+    dump = [
+        "priv\tpub\t51820\toff",
+        f"{publics['n2']}\t(none)\t10.0.0.2:51820\t10.77.0.2/32\t{now - 10}\t100\t200\t25",
+        f"{publics['n3']}\t(none)\t10.0.0.3:51820\t10.77.0.3/32\t0\t0\t0\t25",
+    ]
+    (tmp_path / "dump").write_text("\n".join(dump) + "\n")
+    fake = tmp_path / "bin" / "wg"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ncat {tmp_path / 'dump'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    checks = {c.name: c for c in doctor.check_overlay(cfg, "n1")}
+    assert checks["overlay n2"].status == "ok"
+    assert checks["overlay n3"].status == "fail" and "no handshake" in checks["overlay n3"].detail
+    fake.write_text("#!/bin/sh\necho 'Unable to access interface: No such device' >&2\nexit 1\n")
+    [down] = doctor.check_overlay(cfg, "n1")
+    assert down.status == "fail" and "overlay up" in down.hint
