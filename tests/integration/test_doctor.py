@@ -104,6 +104,19 @@ def test_an_expired_certificate_fails_with_the_renewal_hint(cluster: LocalCluste
     assert "✗ cert n2 " in table and "→ meshems pki issue" in table
 
 
+def test_a_certificate_not_yet_valid_points_at_the_clock(cluster: LocalCluster) -> None:
+    tls = cluster.cfg.tls_dir
+    with kept(tls / "operator.crt", tls / "operator.key"):
+        now = datetime.now(UTC)
+        pki.issue(tls, "operator", "operator", role="admin", not_before=now + timedelta(hours=2),
+                  not_after=now + timedelta(days=90), force=True)  # fmt: skip
+        code, checks, table = doctor(cluster.config_path, "--skip", "devices", "--skip", "peers")
+    assert code == 1
+    assert failures(checks) == ["cert operator"], table
+    assert "not valid before" in checks["cert operator"]["detail"]
+    assert "clock" in checks["cert operator"]["hint"]
+
+
 def test_a_certificate_expiring_soon_warns_but_does_not_fail(cluster: LocalCluster) -> None:
     tls = cluster.cfg.tls_dir
     with kept(tls / "n3.crt", tls / "n3.key"):
