@@ -32,12 +32,13 @@ COMMANDS = {
     "pki": "pki",
     "token": "token",
     "install": "install",
+    "doctor": "doctor",
 }
 #: the groups in the order they add their commands
 GROUPS = (
     "cluster", "field", "io", "sunspec", "control", "relay", "overlay", "firewall", "pki", "token",
     "lab", "demo",
-    "install",
+    "install", "doctor",
 )  # fmt: skip
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
 ALL = "*"
