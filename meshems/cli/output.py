@@ -81,10 +81,31 @@ def overlay_cell(peers: Any) -> str:
     return ", ".join(parts)
 
 
+def clock_cell(offsets: dict[str, float] | None) -> str:
+    """The largest peer clock offset a node measured, red beyond 0.5 s (A_CLOCK_SKEW)."""
+    if not offsets:
+        return "-"
+    peer, worst = max(offsets.items(), key=lambda kv: abs(kv[1]))
+    text = f"{worst * 1000:+.0f}ms {peer}"
+    return f"[red]{text}[/red]" if abs(worst) > 0.5 else text
+
+
 def status_table(rows: list[dict[str, Any]]) -> Table:
     """Every node's Raft status, one row each, as `meshems status` shows it."""
     overlay = any(r.get("overlay") is not None for r in rows)
-    cols = ["ID", "ENDPOINT", "REACHABLE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "QUORUM", "UPTIME"]
+    cols = [
+        "ID",
+        "ENDPOINT",
+        "REACHABLE",
+        "ROLE",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+        "QUORUM",
+        "UPTIME",
+        "CLOCK",
+    ]
     cols += ["LEADER", *(["WG HANDSHAKES"] if overlay else [])]
     t = table(*cols, right=("TERM", "COMMIT", "APPLIED", "LAG"), title=None, show_lines=False)
     for r in rows:
@@ -104,6 +125,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             "-" if r.get("lag") is None else str(r["lag"]),
             "yes" if r["has_quorum"] else "[red]no[/red]",
             f"{r['uptime_s']:.0f}s",
+            clock_cell(r.get("clock_offsets_s")),
             r.get("leader") or "-",
             *([overlay_cell(r.get("overlay"))] if overlay else []),
         )

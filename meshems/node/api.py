@@ -8,6 +8,7 @@ before body, caps, deadlines) is `ops.http`.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -67,8 +68,15 @@ class Routes:
         api.route("GET", "/v1/control", self.control)
         api.route("GET", "/v1/io", self.io)
         api.route("GET", "/v1/tokens", self.tokens, role="admin")
+        api.route("GET", "/v1/time", self.time)
         if self.render_metrics is not None:
             api.route("GET", "/metrics", self.metrics)  # Prometheus, with a read token
+
+    async def time(self, req: Request) -> tuple[int, Any]:
+        """This node's wall clock when the request arrived and when it answers (peers measure
+        their clock offsets NTP-style with it)."""
+        received = req.received_wall_s
+        return 200, {"t2": received, "t3": time.time(), "node": self.node_id}
 
     async def status(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.status()

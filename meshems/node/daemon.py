@@ -54,6 +54,7 @@ from meshems.core.zone_records import Result
 from meshems.logs import Throttled, log
 from meshems.node.api import Routes
 from meshems.node.bridge import Bridge
+from meshems.node.clock_sync import clock_loop
 from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
 from meshems.node.field import FieldService
@@ -182,7 +183,11 @@ class NodeDaemon:
             self.cloud.start()
         await self.api.start(self.node.bind_host, self.node.api_port, server_context(self.cfg, self.node_id))
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
-        loops = [asyncio.create_task(self._tick_loop()), asyncio.create_task(self._overlay_loop())]
+        loops = [
+            asyncio.create_task(self._tick_loop()),
+            asyncio.create_task(self._overlay_loop()),
+            asyncio.create_task(self._clock_loop()),
+        ]
         if self.field is not None:
             await self.field.start()
             log(
@@ -271,6 +276,9 @@ class NodeDaemon:
             except (MeshemsError, OSError, ValueError) as exc:
                 self.overlay_peers = {"error": str(exc)}
             await asyncio.sleep(2.0)
+
+    async def _clock_loop(self) -> None:
+        await clock_loop(self.cfg, self.node_id, self.views.clock)
 
     # --- the Raft thread (everything crosses to the loop through the bridge) --------------------
 

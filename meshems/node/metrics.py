@@ -92,6 +92,17 @@ class NodeCollector(Collector):
         yield from self._zone()
         yield from self._devices()
         yield from self._cloud()
+        yield from self._clocks()
+
+    def _clocks(self) -> Iterator[Metric]:
+        offsets = GaugeMetricFamily(
+            "meshems_peer_clock_offset_seconds",
+            "A peer's clock minus this node's (NTP-style).",
+            labels=["peer"],
+        )
+        for peer, offset in self.views.clock.current(self.clock()).items():
+            offsets.add_metric([peer], offset)
+        yield offsets
 
     def _raft(self) -> Iterator[Metric]:
         raft = self.views.raft

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshems.core.clock import ClockWatch
 from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.node import Node
@@ -31,6 +32,7 @@ class Views:
     field: FieldService | None
     cloud_status: Callable[[], dict[str, Any] | None]
     overlay_peers: Callable[[], Any]
+    clock: ClockWatch = field(default_factory=ClockWatch)
     started: float = field(default_factory=time.monotonic)
     _hash_cache: tuple[ZoneState | None, str] = (None, "")
 
@@ -41,6 +43,9 @@ class Views:
             cached_hash = state_hash(state)
             self._hash_cache = (state, cached_hash)
         return cached_hash
+
+    def _clock_alarms(self) -> list[str]:
+        return ["A_CLOCK_SKEW"] if self.clock.alarm else []
 
     def status(self) -> dict[str, Any]:
         st = self.raft.raft.status()
@@ -68,7 +73,8 @@ class Views:
             "state_hash": self._state_hash(state),
             "telemetry_seq": state.telemetry_seq,
             "cloud_acked": state.cloud_acked,
-            "alarms": cloud.get("alarms", []) if cloud is not None else [],
+            "alarms": [*(cloud.get("alarms", []) if cloud is not None else []), *self._clock_alarms()],
+            "clock_offsets_s": {p: round(o, 4) for p, o in self.clock.current(time.monotonic()).items()},
             "overlay": self.overlay_peers(),
             "cloud": cloud,
             "forecasts": {

@@ -68,6 +68,8 @@ class Request:
     body: bytes = b""
     peer: str = ""
     principal: Principal | None = None
+    #: the wall clock when the request head arrived (peers' clock-offset measurement)
+    received_wall_s: float = 0.0
 
     def json(self) -> Any:
         """The body as JSON (an empty body is `{}`); BadRequest when it is not JSON or nests
@@ -221,6 +223,7 @@ class HttpApi:
             self._runner = None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        received_wall_s = time.time()
         route = self.routes.get((request.method, request.path))
         if route is None:
             if any(path == request.path for _, path in self.routes):
@@ -245,8 +248,9 @@ class HttpApi:
         if body is None:
             return _error(413, "E_TOO_LARGE", f"{request.path} takes at most {route.max_body} bytes", True)
         req = Request(
-            request.method, request.path, dict(request.query), dict(request.headers), body, peer, who
-        )
+            request.method, request.path, dict(request.query), dict(request.headers), body, peer, who,
+            received_wall_s,
+        )  # fmt: skip
         try:
             status, payload = await route.handler(req)
         except BadRequest as exc:

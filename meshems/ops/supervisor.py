@@ -30,7 +30,8 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
-    def start(self, node_id: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start(self, node_id: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a node process (`env`: extra environment, e.g. faketime in a test)."""
         self.cfg.node(node_id)
         old = self.procs.get(node_id)
         if old is not None and old.poll() is None:
@@ -50,7 +51,13 @@ class LocalCluster:
             *(["--allow-root"] if os.geteuid() == 0 else []),  # a local cluster of a root shell
             *extra,
         ]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
         self.procs[node_id], self._logs[node_id] = proc, log
         return proc
 
