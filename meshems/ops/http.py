@@ -5,7 +5,9 @@ role (a verified client certificate or a bearer token, checked before a single b
 read; each route names the role it needs: read < operate < admin, 403 E_FORBIDDEN naming it),
 a body cap per route (413 beyond it), caps on concurrent connections (in all and per peer address), a
 deadline for headers (aiohttp's keep-alive timer also runs before the first request) and
-for bodies, JSON answers for every error (400, 401, 404, 405, 408, 413, 500) and
+for bodies, JSON answers for every error (400, 401, 404, 405, 408, 413, 500, 503), streamed
+answers (`Stream`: server-sent events, at most `max_streams` at once, ended when the server
+stops), a token cookie accepted on GET routes of role read (browsers), and
 rate-limited logging of authentication failures with the peer addresses. Must not know
 anything about Raft or the zone. aiohttp does the HTTP/1.1 parsing (header line and field
 caps, chunked bodies); we use its low-level `web.Server` because the per-connection caps
@@ -19,7 +21,8 @@ import json
 import time
 from asyncio import sslproto
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,10 @@ BODY_TIMEOUT_S = 5.0
 MAX_JSON_DEPTH = 16
 TLS_READ_BUFFER_BYTES = 16 * 1024
 AUTH_FAILED = "API requests with a missing or wrong token"
+#: concurrent streamed answers (server-sent events) per server
+MAX_STREAMS = 16
+#: the cookie a browser holds its token in (set by the dashboard's login, HttpOnly)
+TOKEN_COOKIE = "meshems_token"
 
 
 class BadRequest(ValueError):
@@ -110,6 +117,16 @@ class Raw:
 
     body: bytes
     content_type: str
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A handler's streamed payload: each chunk of `source` is written as it comes (e.g.
+    server-sent events), until the source ends, the client leaves or the server stops."""
+
+    source: AsyncIterator[bytes]
+    content_type: str
 
 
 Handler = Callable[[Request], Awaitable[tuple[int, Any]]]
@@ -120,6 +137,8 @@ class Route:
     handler: Handler
     max_body: int  # bytes; 0 = the route takes no body
     role: str = "read"
+    #: a GET route of role read that also takes `?token=` (a browser's login page)
+    query_token: bool = False
 
 
 def _error(status: int, code: str, message: str, close: bool = False) -> web.Response:
@@ -169,8 +188,11 @@ class HttpApi:
     max_per_peer: int = MAX_CONNECTIONS_PER_PEER
     header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
+    max_streams: int = MAX_STREAMS
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     _runner: web.ServerRunner | None = None
+    streams: int = 0
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     auth_failures: Throttled = field(
         default_factory=lambda: Throttled(
             "warning", "E_AUTH_FAIL", "API requests with a missing or wrong token"
@@ -182,14 +204,29 @@ class HttpApi:
         )
     )
 
-    def route(self, method: str, path: str, handler: Handler, max_body: int = 0, role: str = "read") -> None:
+    def route(
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        max_body: int = 0,
+        role: str = "read",
+        query_token: bool = False,
+    ) -> None:
         if role not in ROLES:
             raise ValueError(f"{method} {path}: role must be one of {', '.join(ROLES)}, not {role!r}")
-        self.routes[(method, path)] = Route(handler, max_body, role)
+        if query_token and (method != "GET" or role != "read"):
+            raise ValueError(f"{method} {path}: only a GET route of role read may take ?token=")
+        self.routes[(method, path)] = Route(handler, max_body, role, query_token)
 
-    def _who(self, request: web.BaseRequest) -> Principal | None:
+    def _who(self, request: web.BaseRequest, route: Route) -> Principal | None:
         auth = request.headers.get("Authorization", "")
         token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
+        browser = request.method == "GET" and route.role == "read"  # never a cookie for a change
+        if token is None and browser:
+            token = request.cookies.get(TOKEN_COOKIE) or None
+        if route.query_token and "token" in request.query:
+            token = request.query["token"]  # the one being logged in with is the one checked
         if self.authorize is not None:
             transport = request.transport
             peercert = transport.get_extra_info("peercert") if transport is not None else None
@@ -215,9 +252,11 @@ class HttpApi:
         )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
+        self._stopping = asyncio.Event()
         await web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
 
     async def stop(self) -> None:
+        self._stopping.set()  # ends every stream first: cleanup waits for open handlers
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -230,7 +269,7 @@ class HttpApi:
                 return _error(405, "E_METHOD", f"{request.method} is not allowed on {request.path}", True)
             return _error(404, "E_NOT_FOUND", f"no {request.method} {request.path}", True)
         peer = request.remote or "?"
-        who = self._who(request)
+        who = self._who(request, route)
         if who is None:
             self.auth_failures.note(peer, time.monotonic(), api=self.name)
             return _error(401, "E_AUTH_FAIL", "missing, wrong, expired or revoked credentials", close=True)
@@ -259,10 +298,48 @@ class HttpApi:
             log("error", "E_API_INTERNAL", f"{self.name} handler failed: {type(exc).__name__}: {exc}",
                 path=request.path, peer=peer)  # fmt: skip
             return _error(500, "E_API_INTERNAL", f"internal error: {type(exc).__name__}")
+        if isinstance(payload, Stream):
+            return await self._stream(request, status, payload)
         if isinstance(payload, Raw):
-            headers = {"Content-Type": payload.content_type}
+            headers = {**(payload.headers or {}), "Content-Type": payload.content_type}
             return web.Response(body=payload.body, status=status, headers=headers)
         return web.json_response(payload, status=status, dumps=lambda v: json.dumps(v, default=str))
+
+    async def _stream(self, request: web.BaseRequest, status: int, payload: Stream) -> web.StreamResponse:
+        """Write `payload` chunk by chunk (503 E_BUSY over `max_streams`); a chunk the client
+        does not take within `body_timeout_s` ends the stream, as does `stop()`."""
+        if self.streams >= self.max_streams or self._stopping.is_set():
+            await payload.source.aclose()
+            return _error(503, "E_BUSY", f"{self.max_streams} streams are open on {self.name}; retry", True)
+        self.streams += 1
+        resp = web.StreamResponse(status=status, headers={
+            "Content-Type": payload.content_type, "Cache-Control": "no-store", "X-Accel-Buffering": "no",
+        })  # fmt: skip
+        resp.force_close()  # the connection ends with the stream: it counts against the caps
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        source = payload.source
+        try:
+            await resp.prepare(request)
+            while True:
+                chunk = asyncio.ensure_future(_next(source))
+                done, _ = await asyncio.wait({chunk, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if chunk not in done:
+                    chunk.cancel()
+                    with suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await chunk
+                    break
+                data = chunk.result()
+                if data is None:
+                    break
+                async with asyncio.timeout(self.body_timeout_s):
+                    await resp.write(data)
+        except (ConnectionError, TimeoutError, RuntimeError):
+            pass  # the client left or stalled (aiohttp raises RuntimeError on a closed transport)
+        finally:
+            self.streams -= 1
+            stopping.cancel()
+            await source.aclose()
+        return resp
 
     async def _read_body(self, request: web.BaseRequest, cap: int) -> bytes | None:
         """The whole body, or None when it is longer than `cap` (chunked bodies included)."""
@@ -278,3 +355,11 @@ class HttpApi:
                 if size > cap:
                     return None
                 chunks.append(chunk)
+
+
+async def _next(source: AsyncIterator[bytes]) -> bytes | None:
+    """The source's next chunk, None at its end."""
+    try:
+        return await anext(source)
+    except StopAsyncIteration:
+        return None
