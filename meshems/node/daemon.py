@@ -57,6 +57,7 @@ from meshems.node.bridge import Bridge
 from meshems.node.clock_sync import clock_loop
 from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
+from meshems.node.dashboard import Dashboard
 from meshems.node.field import FieldService
 from meshems.node.metrics import NodeMetrics, NodeStats
 from meshems.node.service import ServiceNotify, polled_once
@@ -140,6 +141,8 @@ class NodeDaemon:
         self.stats = NodeStats()
         self.metrics = NodeMetrics(self.views, self.stats)
         Routes(cfg, node_id, self.raft, self.views, self.metrics.render).install(self.api)
+        self.dashboard = Dashboard(self.views)  # GET /dashboard and /v1/events (live feed)
+        self.dashboard.install(self.api)
         self._stop = asyncio.Event()
         self._saving: asyncio.Task[None] | None = None
         self._applied_pending = False
@@ -187,6 +190,7 @@ class NodeDaemon:
             asyncio.create_task(self._tick_loop()),
             asyncio.create_task(self._overlay_loop()),
             asyncio.create_task(self._clock_loop()),
+            asyncio.create_task(self.dashboard.sample_loop()),
         ]
         if self.field is not None:
             await self.field.start()
