@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from meshems.adapters.api_tls import client_context
 from meshems.ops.supervisor import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -140,3 +143,27 @@ def test_without_credentials_the_page_and_the_feed_are_refused(browser: tuple[Lo
     driver.get(f"https://127.0.0.1:{node.api_port}/dashboard?token=wrong-token")
     assert "E_AUTH_FAIL" in driver.page_source
     assert not [c for c in driver.get_cookies() if c["name"] == "meshems_token"]
+
+
+def test_an_open_event_stream_ends_when_its_node_stops(make_cluster: Any) -> None:
+    """SIGTERM with a feed open: the node ends the stream and exits on its own (aiohttp alone
+    would wait up to 60 s for the handler, and the supervisor would kill it after 5 s)."""
+    cluster = make_cluster()
+    node = cluster.cfg.node("n3")
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", node.api_port, context=client_context(cluster.cfg.tls_dir, cert=""), timeout=10
+    )
+    try:
+        conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {cluster.client.token}"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+        events = [line for line in (resp.readline() for _ in range(8)) if line.startswith(b"data:")]
+        assert json.loads(events[-1][len(b"data:") :])["members"], events
+        started = time.monotonic()
+        rc = cluster.stop("n3", grace_s=5.0)
+        took = time.monotonic() - started
+        rest = resp.read()  # the end of the stream, not a timeout
+    finally:
+        conn.close()
+    print(f"n3 stopped {took:.2f} s after SIGTERM with a stream open (rc {rc}); {len(rest)} bytes after")
+    assert rc == 0 and took < 4.0, (rc, took)
