@@ -1,7 +1,7 @@
 """The live dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`,
-driven by selenium) against a wired 3-node cluster: the login with `?token=` leaves a
-HttpOnly cookie and a bare URL, the page shows the leader, its zone import changes within 3 s
-(the simulated sites move), and a screenshot is kept as an artefact."""
+driven by selenium) against a wired 3-node cluster: the login with a read token (`?token=`)
+leaves a HttpOnly cookie and a bare URL, the page shows the leader, its zone import changes
+within 3 s (the simulated sites move), and a screenshot is kept as an artefact."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from meshems.adapters.api_tls import client_context
 from meshems.ops.supervisor import LocalCluster
+from tests.integration.conftest import meshems_cli
 
 pytestmark = pytest.mark.integration
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -101,7 +102,11 @@ def test_the_dashboard_shows_the_leader_and_a_live_zone_import(
     leader = cluster.wait_leader()
     node = cluster.cfg.node("n1")
     base = f"https://127.0.0.1:{node.api_port}"
-    driver.get(f"{base}/dashboard?token={cluster.client.token}")
+    res = meshems_cli(
+        "token", "create", "--config", cluster.config_path, "--role", "read", "--name", "web", "-o", "json"
+    )
+    assert res.returncode == 0, res.stderr
+    driver.get(f"{base}/dashboard?token={json.loads(res.stdout)['token']}")  # the read role is enough
     assert driver.current_url == f"{base}/dashboard", "the login must drop the token from the URL"
     (cookie,) = [c for c in driver.get_cookies() if c["name"] == "meshems_token"]
     assert cookie["httpOnly"] and cookie["secure"] and cookie.get("sameSite") == "Strict"
