@@ -66,8 +66,11 @@ class Dashboard:
         views: Views,
         interval_s: float = EVENT_INTERVAL_S,
         wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.views, self.interval_s, self.wall = views, interval_s, wall
+        self.clock = clock
+        self._latest: tuple[float, bytes] | None = None  # (monotonic s, the encoded event)
         self.history = ImportHistory(views, wall)
         self.files = {path: (read_file(name), ctype) for path, (name, ctype) in ASSETS.items()}
         self.page_html = read_file("index.html")
@@ -105,8 +108,16 @@ class Dashboard:
         """`history` first (the node's last hour), then one snapshot every `interval_s`."""
         yield b"retry: 2000\n\n" + sse(self.history.columns(), "history")
         while True:
-            yield sse(snapshot(self.views, self.wall()))
+            yield self.latest()
             await asyncio.sleep(self.interval_s)
+
+    def latest(self) -> bytes:
+        """The current snapshot's event, built at most once per `interval_s` whatever the number
+        of open streams (a zone of 2,000 devices takes ~30 ms to build and encode)."""
+        now = self.clock()
+        if self._latest is None or now - self._latest[0] >= self.interval_s:
+            self._latest = (now, sse(snapshot(self.views, self.wall())))
+        return self._latest[1]
 
     async def sample_loop(self) -> None:
         """Sample the zone import once a second for the chart's history (until cancelled)."""

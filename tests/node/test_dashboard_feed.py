@@ -142,6 +142,19 @@ def test_the_feed_sends_the_history_first_then_a_snapshot_per_interval() -> None
     assert sse({"a": 1}, "x") == b'event: x\ndata: {"a":1}\n\n'
 
 
+def test_streams_share_one_snapshot_per_interval() -> None:
+    wall, mono = FakeClock(100.0), FakeClock(5.0)
+    board = Dashboard(_views(_state()), interval_s=1.0, wall=wall, clock=mono)
+    first = board.latest()
+    wall.now += 0.5
+    mono.now += 0.5
+    assert board.latest() is first  # another stream within the interval: the same bytes
+    wall.now += 0.5
+    mono.now += 0.5
+    later = board.latest()
+    assert later is not first and json.loads(later[len(b"data: ") :])["t"] == 101.0
+
+
 def test_the_login_sets_a_strict_httponly_cookie_and_drops_the_token_from_the_url() -> None:
     board = Dashboard(_views(_state()))
 
