@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from meshems.adapters.config_file import load_config
 from meshems.adapters.api_tls import ensure_zone_pki
+from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret
 from tests.conftest import write_config
 
