@@ -165,8 +165,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer renders and a shorter CPU window")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--window", type=float, help="CPU window in seconds (default 60; --quick 10)")
     args = ap.parse_args()
     n, window_s = (20, 10.0) if args.quick else (200, 60.0)
+    window_s = args.window or window_s
     print("bench: rendering /metrics...", file=sys.stderr)
     render = [measure_render(d, n) for d in SIZES]
     print(

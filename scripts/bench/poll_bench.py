@@ -365,6 +365,7 @@ def main() -> int:
     ap.add_argument(
         "--meter60", type=int, default=200, help="simulated SDM630s for the 60-point row (0: skip)"
     )
+    ap.add_argument("--measure-s", type=float, help="seconds measured per run (default 10; --quick 5)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -374,7 +375,7 @@ def main() -> int:
     sizes = (100, 500) if args.quick else (100, 500, 2000)
     if args.sizes:
         sizes = tuple(int(x) for x in args.sizes.split(","))
-    measure_s = 5.0 if args.quick else 10.0
+    measure_s = args.measure_s or (5.0 if args.quick else 10.0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="meshems-pollbench-") as tmp:
         for n in sizes:
@@ -391,7 +392,8 @@ def main() -> int:
             print(f"bench: {args.meter60} x 60-point meter (SDM630)...", file=sys.stderr)
             folder = Path(tmp) / "meter60"
             folder.mkdir()
-            meter60 = measure_meter60(folder, 50 if args.quick else args.meter60, measure_s, args.concurrency)
+            meters = min(50, args.meter60) if args.quick else args.meter60
+            meter60 = measure_meter60(folder, meters, measure_s, args.concurrency)
     out: dict[str, Any] = {
         "sizes": rows,
         "silent": silent,

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 def test_overlay_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/overlay_bench.py"), "--quick", "--json", "--trials", "2"],
+        [sys.executable, str(ROOT / "scripts/bench/overlay_bench.py"), "--quick", "--json", "--trials", "1"],
         capture_output=True,
         text=True,
         timeout=400,
