@@ -6,7 +6,6 @@ on the operator's machine, and printed once: no node ever sees more than its SHA
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from typing import Any
@@ -48,6 +47,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_token_create(args: Any) -> int:
+    import secrets
+
     from meshems.cli.api import connect, new_rid
     from meshems.cli.relay import duration_s
     from meshems.core import commands

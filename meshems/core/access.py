@@ -6,8 +6,6 @@ keeps only their digests). Pure: the time comes in.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -35,6 +33,8 @@ def token_parts(presented: str) -> tuple[str, str] | None:
 
 def token_digest(secret: str) -> str:
     """What the zone keeps of a token: the SHA-256 of its secret part, hex."""
+    import hashlib  # here, not at the top: every CLI command imports this module (hashlib: 7 ms)
+
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -46,4 +46,6 @@ def find_token(tokens: Mapping[str, ApiToken], presented: str, now_s: float) -> 
     record = tokens.get(parts[0])
     if record is None or record.revoked or record.expires_s <= now_s:
         return None
+    import hmac
+
     return record if hmac.compare_digest(record.digest, token_digest(parts[1])) else None
