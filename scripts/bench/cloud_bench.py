@@ -385,8 +385,8 @@ def main() -> int:
         "--drain-cap", type=float, default=0.0, help="cloud.drain_max_msgs_s for the drain (0: none)"
     )
     args = ap.parse_args()
-    n = 20_000 if args.quick else 360_000
-    writes, rate = (100, 20.0) if args.quick else (600, 20.0)
+    n = 5_000 if args.quick else 360_000
+    writes, rate = (40, 20.0) if args.quick else (600, 20.0)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     folder = Path(tempfile.mkdtemp(prefix="meshems-cloud-bench-"))
     pki_dir = folder / "pki"
