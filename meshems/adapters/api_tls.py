@@ -20,7 +20,7 @@ from meshems.core.errors import ConfigError
 if TYPE_CHECKING:  # the CLI's client path stays free of pydantic and cryptography
     from meshems.core.config import ClusterConfig, NodeConfig
 
-CA_CERT = "ca.crt"
+CA_CERT = "ca.crt"  # = pki.CA_CERT, named here so the CLI's path does not import cryptography
 
 #: the operator certificate the CLI presents when it finds one (made by `ensure_zone_pki`)
 OPERATOR = "operator"

@@ -30,12 +30,6 @@ CACHE_MAX_BYTES = 64 * 1024
 Log = Callable[..., None]
 
 
-class SunSpecDeviceError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 async def scan_chain(
     bus: BusConfig, dev: DeviceConfig, timeout_s: float = SCAN_TIMEOUT_S
 ) -> list[ModelLayout]:
@@ -49,12 +43,10 @@ async def scan_chain(
 
     try:
         chain = await asyncio.wait_for(sunspec.scan(read), timeout_s)
-    except sunspec.SunSpecError as exc:
-        raise SunSpecDeviceError(exc.code, exc.message) from None
     except FieldError as exc:
-        raise SunSpecDeviceError(exc.code, exc.detail) from None
+        raise sunspec.SunSpecError(exc.code, exc.detail) from None
     except TimeoutError:
-        raise SunSpecDeviceError("E_TIMEOUT", f"the scan took longer than {timeout_s:g} s") from None
+        raise sunspec.SunSpecError("E_TIMEOUT", f"the scan took longer than {timeout_s:g} s") from None
     finally:
         await link.close()
     return chain.layouts()
@@ -68,10 +60,10 @@ def save_cache(path: Path, layouts: list[ModelLayout]) -> None:
 
 
 def load_cache(path: Path) -> list[ModelLayout]:
-    """The cached chain; SunSpecDeviceError E_SUNSPEC_CACHE naming the file when it is unusable."""
+    """The cached chain; sunspec.SunSpecError E_SUNSPEC_CACHE naming the file when it is unusable."""
 
-    def bad(why: str) -> SunSpecDeviceError:
-        return SunSpecDeviceError("E_SUNSPEC_CACHE", f"{path}: {why}")
+    def bad(why: str) -> sunspec.SunSpecError:
+        return sunspec.SunSpecError("E_SUNSPEC_CACHE", f"{path}: {why}")
 
     try:
         if path.stat().st_size > CACHE_MAX_BYTES:
@@ -100,10 +92,10 @@ async def _resolve(bus: BusConfig, dev: DeviceConfig, cache: Path, log: Log) -> 
         layouts = await scan_chain(bus, dev)
         save_cache(cache, layouts)
         log("info", "I_SUNSPEC_SCANNED", f"{source}: SunSpec models {', '.join(str(m.id) for m in layouts)}")
-    except SunSpecDeviceError as exc:
+    except sunspec.SunSpecError as exc:
         try:
             layouts = load_cache(cache)
-        except SunSpecDeviceError as cached:
+        except sunspec.SunSpecError as cached:
             log("error", exc.code, f"{source}: SunSpec scan failed ({exc.message}); {cached.message}; "
                 "it is not polled until the node restarts", device=dev.id)  # fmt: skip
             return None

@@ -288,18 +288,19 @@ def in_worker(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
 # --- orchestration ----------------------------------------------------------------------------
 
 
+def poll_spec(
+    sims: Sims, concurrency: int, measure_s: float, warmup_s: float = 3.0, **extra: Any
+) -> dict[str, Any]:
+    """A worker's spec: the simulators' servers polled at 1 Hz with a 0.5 s timeout."""
+    return {"servers": sims.servers, "concurrency": concurrency, "timeout_s": 0.5, "interval_s": 1.0,
+            "warmup_s": warmup_s, "measure_s": measure_s, **extra}  # fmt: skip
+
+
 def measure_size(folder: Path, devices: int, measure_s: float, concurrency: int) -> dict[str, Any]:
     sims = Sims(folder, devices)
     sims.start()
     try:
-        spec = {
-            "servers": sims.servers,
-            "concurrency": concurrency,
-            "timeout_s": 0.5,
-            "interval_s": 1.0,
-            "warmup_s": 3.0,
-            "measure_s": measure_s,
-        }
+        spec = poll_spec(sims, concurrency, measure_s)
         poller = in_worker("poller", spec)
         naive = in_worker("naive", spec)
         bare = in_worker("bare", {**spec, "measure_s": min(5.0, measure_s)})
@@ -320,15 +321,7 @@ def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
             site_file.write_text(yaml.safe_dump(doc))
         sims.start()
         try:
-            spec = {
-                "servers": sims.servers,
-                "concurrency": 1,
-                "timeout_s": 0.5,
-                "interval_s": 1.0,
-                "warmup_s": 5.0,
-                "measure_s": measure_s,
-                "silent_unit": 1 if silent else None,
-            }
+            spec = poll_spec(sims, 1, measure_s, warmup_s=5.0, silent_unit=1 if silent else None)
             results["silent" if silent else "clean"] = in_worker("poller", spec)
         finally:
             sims.stop()
@@ -341,16 +334,7 @@ def measure_meter60(folder: Path, devices: int, measure_s: float, concurrency: i
     sims = Sims(folder, devices, profile=METER60)
     sims.start()
     try:
-        spec = {
-            "servers": sims.servers,
-            "concurrency": concurrency,
-            "timeout_s": 0.5,
-            "interval_s": 1.0,
-            "warmup_s": 3.0,
-            "measure_s": measure_s,
-            "profile": METER60,
-        }
-        result = in_worker("poller", spec)
+        result = in_worker("poller", poll_spec(sims, concurrency, measure_s, profile=METER60))
     finally:
         sims.stop()
     return {"devices": devices, **result}
