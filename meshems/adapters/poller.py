@@ -37,6 +37,8 @@ ERROR_COUNTERS = {"E_TIMEOUT": "timeouts", "E_CRC": "crc_errors", "E_FRAME": "fr
 #: quarter of its interval), so it serves what falls due before the next tick without sleeping
 GRID_S = 0.02
 EARLY_S = GRID_S
+#: a device polled faster sleeps on its own timer (on the grid, a 50 Hz meter's polls are late
+FAST_S = 4 * GRID_S  # by up to one tick: a whole interval of the meter protection watches)
 
 
 def _release(fut: asyncio.Future[None]) -> None:
@@ -168,9 +170,10 @@ class Poller:
             now = self.clock()
             # early by at most a quarter interval, or fast devices bunch up in pairs
             if due > now + min(EARLY_S, top.cfg.poll_interval_s / 4):
-                # Wake on a shared grid: every worker of every bus that has work around the
-                # same instant wakes together, so one event-loop pass serves many requests.
-                await self._sleep_until_tick(bus, math.ceil(due / GRID_S), now)
+                if top.cfg.poll_interval_s < FAST_S:
+                    await self._sleep(bus, due - now)
+                else:  # one shared wake-up grid: one loop pass serves many requests
+                    await self._sleep_until_tick(bus, math.ceil(due / GRID_S), now)
                 continue
             _, _, dev = heapq.heappop(bus.heap)
             if dev.cfg.id in self.paused:  # a shared device another gateway owns: not ours to poll

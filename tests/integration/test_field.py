@@ -5,7 +5,9 @@ and over TCP, and mbpoll as an independent Modbus client."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -324,6 +326,39 @@ def test_mbpoll_reads_what_the_simulator_reports() -> None:
             assert raw / 1000 == pytest.approx(runner.sim.site.meter.grid_kw, abs=0.01)
             assert regs[40079] / 100 == pytest.approx(50.0)  # Hz at 40079, scale 0.01
         finally:
+            await runner.stop()
+
+    run(body)
+
+
+@pytest.mark.parametrize("phase_s", [0.002, 0.011])
+def test_a_50_hz_meter_is_polled_evenly_whatever_its_phase(phase_s: float) -> None:
+    """A device faster than a few grid ticks keeps its own cadence: whatever the phase of its
+    schedule against the workers' shared wake-up grid, polls are one interval apart (not in
+    bunched pairs every two intervals, which halves how often protection sees the meter)."""
+    from meshems.adapters import poller as poller_mod
+
+    (port,) = free_ports(1)
+
+    async def body() -> None:
+        runner = SimRunner(site([{"id": "a", "type": "tcp", "port": port}]), PROFILES)
+        await runner.start()
+        cfg = node([{"id": "a", "type": "tcp", "host": "127.0.0.1", "port": port}], {"a": [1]}, 0.02)
+        poller = Poller(cfg, {d.id: PROFILES[d.profile] for d in cfg.devices})
+        grid = poller_mod.GRID_S
+        first = (int(time.monotonic() / grid) + 5) * grid + phase_s  # just after a grid tick
+        bus = poller.buses["a"]
+        bus.heap = [(first, 0, rt) for rt in poller.devices.values()]
+        await poller.start()
+        try:
+            dev = poller.devices["a-meter"]
+            await until(lambda: dev.counters["ok"] >= 40, what="40 polls")
+            starts = list(dev.poll_starts)
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            assert min(gaps) > 0.01, f"polls bunched: gaps {[round(g * 1000, 1) for g in gaps]} ms"
+            assert statistics.median(dev.lateness_s) < 0.005
+        finally:
+            await poller.stop()
             await runner.stop()
 
     run(body)
