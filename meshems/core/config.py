@@ -227,6 +227,11 @@ class RaftConfig(Frozen):
         return self.leader_fallback_s or self.election_timeout_max_s
 
 
+class SocTargetConfig(Frozen):
+    at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description='UTC time of day, "HH:MM"')
+    pct: float = Field(ge=0, le=100)
+
+
 class PolicyConfig(Frozen):
     """The zone policy committed at start (change it at run time with `meshems policy set`)."""
 
@@ -239,6 +244,12 @@ class PolicyConfig(Frozen):
     margin_kw: float = Field(default=2.0, ge=0)
     restore_margin_kw: float = Field(default=5.0, ge=0)
     reserve_forecast: bool = True
+    mode: Literal["peak", "tariff", "self_consumption", "reactive"] = "peak"
+    import_price: tuple[float, ...] = items()
+    export_price: tuple[float, ...] = items()
+    soc_targets: tuple[SocTargetConfig, ...] = items()
+    cycle_cost_per_kwh: float = Field(default=0.005, ge=0, le=100)
+    plan_horizon_h: float = Field(default=24.0, ge=1, le=48)
 
     @model_validator(mode="after")
     def _bounds(self) -> PolicyConfig:

@@ -24,11 +24,24 @@ class Policy:
     cycle_s: float = 1.0  # dispatch cycle
     margin_kw: float = 2.0  # aim this far inside the limits
     restore_margin_kw: float = 5.0  # restore a shed load only with this much headroom left
-    reserve_forecast: bool = True  # hold battery energy for the forecast peak
+    reserve_forecast: bool = True  # hold battery energy for the forecast peak (reactive rules)
+    #: peak: hold the lowest import peak the batteries can; tariff: least energy cost under
+    #: the prices; self_consumption: keep PV on site; reactive: no plan, the rules alone
+    mode: str = "peak"
+    #: a day of import / export prices per kWh, 24 (hourly) or 96 (quarter-hour) values, UTC
+    import_price: tuple[float, ...] = ()
+    export_price: tuple[float, ...] = ()
+    #: (UTC "HH:MM", SoC %): have the batteries at least this full at that time every day
+    soc_targets: tuple[tuple[str, float], ...] = ()
+    cycle_cost_per_kwh: float = 0.005  # battery wear the planner weighs against savings
+    plan_horizon_h: float = 24.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shed_order"] = list(self.shed_order)
+        d["import_price"] = list(self.import_price)
+        d["export_price"] = list(self.export_price)
+        d["soc_targets"] = [{"at": at, "pct": pct} for at, pct in self.soc_targets]
         return d
 
 
@@ -43,7 +56,12 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "cycle_s": (0.1, 60.0),
     "margin_kw": (0.0, 1e6),
     "restore_margin_kw": (0.0, 1e6),
+    "cycle_cost_per_kwh": (0.0, 100.0),
+    "plan_horizon_h": (1.0, 48.0),
 }
+MODES = ("peak", "tariff", "self_consumption", "reactive")
+PRICE_LENGTHS = (24, 96)
+MAX_SOC_TARGETS = 8
 MAX_SHED_LOADS = 256
 SHED_FORMAT = "shed_order: a list of at most 256 'RELAY_DEVICE:CHANNEL' load ids (channel 1-256)"
 
@@ -77,6 +95,13 @@ def policy_problems(values: Mapping[str, Any]) -> list[str]:
                 out.append(SHED_FORMAT)
             elif len(set(value)) != len(value):
                 out.append("shed_order: a load is listed twice")
+        elif key == "mode":
+            if value not in MODES:
+                out.append(f"mode: one of {', '.join(MODES)}, not {value!r}")
+        elif key in ("import_price", "export_price"):
+            out += _price_problems(key, value)
+        elif key == "soc_targets":
+            out += _soc_target_problems(value)
         elif key == "reserve_forecast":
             if not isinstance(value, bool):
                 out.append("reserve_forecast: true or false")
@@ -90,14 +115,58 @@ def policy_problems(values: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _price_problems(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return [f"{key}: a list of {' or '.join(map(str, PRICE_LENGTHS))} prices per kWh (UTC day)"]
+    if value and len(value) not in PRICE_LENGTHS:
+        return [f"{key}: {len(value)} prices; a day needs 24 (hourly) or 96 (quarter-hour)"]
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or abs(v) > 1e4:
+            return [f"{key}[{i}]: a finite price per kWh (|price| <= 10000)"]
+    return []
+
+
+def soc_target_minute(at: Any) -> int | None:
+    """Minutes after UTC midnight of an "HH:MM" time, None when it is not one."""
+    if not isinstance(at, str) or len(at) != 5 or at[2] != ":" or not (at[:2] + at[3:]).isdigit():
+        return None
+    h, m = int(at[:2]), int(at[3:])
+    return h * 60 + m if h < 24 and m < 60 else None
+
+
+def _soc_target_problems(value: Any) -> list[str]:
+    fmt = 'soc_targets: a list of at most 8 {at: "HH:MM" (UTC), pct: 0-100}'
+    if not isinstance(value, list | tuple) or len(value) > MAX_SOC_TARGETS:
+        return [fmt]
+    for i, t in enumerate(value):
+        if isinstance(t, Mapping):
+            at, pct = t.get("at"), t.get("pct")
+        elif isinstance(t, list | tuple) and len(t) == 2:
+            at, pct = t
+        else:
+            at, pct = None, None
+        ok_pct = not isinstance(pct, bool) and isinstance(pct, int | float) and 0 <= pct <= 100
+        if soc_target_minute(at) is None or not ok_pct:
+            return [f"soc_targets[{i}]: {fmt.split(': ', 1)[1]}"]
+    return []
+
+
+def _normalise(key: str, v: Any) -> Any:
+    if key == "shed_order":
+        return tuple(v)
+    if key in ("import_price", "export_price"):
+        return tuple(float(x) for x in v)
+    if key == "soc_targets":
+        pairs = [(t["at"], t["pct"]) if isinstance(t, Mapping) else tuple(t) for t in v]
+        return tuple(sorted((str(at), float(pct)) for at, pct in pairs))
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    return v
+
+
 def with_changes(policy: Policy, values: Mapping[str, Any]) -> Policy:
     """A new policy with `values` applied (validate with policy_problems first)."""
-    clean = {k: (tuple(v) if k == "shed_order" else v) for k, v in values.items()}
-    clean = {
-        k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
-        for k, v in clean.items()
-    }
-    return replace(policy, **clean)
+    return replace(policy, **{k: _normalise(k, v) for k, v in values.items()})
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ def survival_policy(base: Policy, envelope: Envelope) -> Policy:
         restore_margin_kw=base.restore_margin_kw,
         reserve_forecast=base.reserve_forecast,
         cycle_s=base.cycle_s,
+        mode="reactive",  # alone, a node has no zone plan: its envelope and the rules
     )
 
 

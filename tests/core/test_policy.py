@@ -19,7 +19,9 @@ from meshems.core.commands import SCHEMA_VERSION, Command, Rejection, decode, en
 from meshems.core.policy import FIELDS, SHED_FORMAT, Policy, policy_problems, with_changes
 from meshems.core.snapshot import restore, snapshot, state_hash
 
-NUMBER_FIELDS = sorted(FIELDS - {"shed_order", "reserve_forecast"})
+NUMBER_FIELDS = sorted(
+    FIELDS - {"shed_order", "reserve_forecast", "mode", "import_price", "export_price", "soc_targets"}
+)
 
 # --- policy_problems -----------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ def test_policy_problems(case: str, values: dict[str, Any], want: list[str]) -> 
 
 def test_fields_are_the_policy_dataclass_fields() -> None:
     assert set(Policy().to_dict()) == FIELDS
-    assert len(FIELDS) == 9
+    assert len(FIELDS) == 15
 
 
 @pytest.mark.parametrize("name", NUMBER_FIELDS)
@@ -130,6 +132,12 @@ def test_policy_defaults_and_to_dict() -> None:
         "margin_kw": 2.0,
         "restore_margin_kw": 5.0,
         "reserve_forecast": True,
+        "mode": "peak",
+        "import_price": [],
+        "export_price": [],
+        "soc_targets": [],
+        "cycle_cost_per_kwh": 0.005,
+        "plan_horizon_h": 24.0,
     }
     with pytest.raises(FrozenInstanceError):
         pol.margin_kw = 1.0  # type: ignore[misc]
@@ -294,3 +302,30 @@ def test_floor_and_ceiling_are_checked_against_the_previous_policy() -> None:
     assert state.policy is not None
     assert state.policy.soc_floor_pct < state.policy.soc_ceiling_pct
     assert (res.ok, res.code) == (False, "E_POLICY")
+
+
+PLAN_PROBLEMS = [
+    ("a mode", {"mode": "tariff"}, []),
+    ("an unknown mode", {"mode": "cheapest"},
+     ["mode: one of peak, tariff, self_consumption, reactive, not 'cheapest'"]),
+    ("hourly prices", {"import_price": [0.3] * 24, "export_price": [0.08] * 96}, []),
+    ("a day needs 24 or 96 prices", {"import_price": [0.3] * 23},
+     ["import_price: 23 prices; a day needs 24 (hourly) or 96 (quarter-hour)"]),
+    ("a price is a number", {"export_price": [0.1] * 23 + ["x"]},
+     ["export_price[23]: a finite price per kWh (|price| <= 10000)"]),
+    ("soc targets", {"soc_targets": [{"at": "07:00", "pct": 80}, {"at": "23:45", "pct": 30}]}, []),
+    ("a target's time is HH:MM", {"soc_targets": [{"at": "7:00", "pct": 80}]},
+     ['soc_targets[0]: a list of at most 8 {at: "HH:MM" (UTC), pct: 0-100}']),
+    ("a target's SoC is a percentage",
+     {"soc_targets": [{"at": "24:00", "pct": 80}, {"at": "07:00", "pct": 101}]},
+     ['soc_targets[0]: a list of at most 8 {at: "HH:MM" (UTC), pct: 0-100}']),
+    ("a horizon of at most two days", {"plan_horizon_h": 72}, ["plan_horizon_h: at most 48"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "values", "want"), PLAN_PROBLEMS, ids=[p[0] for p in PLAN_PROBLEMS])
+def test_plan_fields(case: str, values: dict[str, Any], want: list[str]) -> None:
+    assert policy_problems(values) == want
+    if not want:  # valid fields survive the round trip through to_dict (snapshots, msgpack)
+        policy = with_changes(Policy(), values)
+        assert with_changes(Policy(), policy.to_dict()) == policy
