@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshems.core import token_handlers
+from meshems.core import plan_handlers, token_handlers
 from meshems.core import zone_handlers as handlers
 from meshems.core.commands import Rejection, decode, peek_rid
+from meshems.core.plan_records import NodeForecast, PlanRecord
 from meshems.core.policy import Envelope, Policy
 from meshems.core.zone_records import (
     ApiToken,
@@ -74,6 +75,9 @@ class ZoneState:
     cloud_acked: int = 0
     #: token id -> scoped API token (digests only; see ApiToken)
     tokens: Mapping[str, ApiToken] = field(default_factory=dict)
+    #: node -> its latest forecast of its base load (the planner's input)
+    node_forecasts: Mapping[str, NodeForecast] = field(default_factory=dict)
+    plan: PlanRecord | None = None  # the committed zone plan (`core.planner`)
 
 
 def _remember(state: ZoneState, rid: str | None, result: Result) -> dict[str, Any]:
@@ -137,6 +141,8 @@ _HANDLERS = {
     "relay_override": handlers.relay_override,
     "token_create": token_handlers.token_create,
     "token_revoke": token_handlers.token_revoke,
+    "node_forecast": plan_handlers.node_forecast,
+    "plan": plan_handlers.plan,
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})

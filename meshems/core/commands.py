@@ -7,7 +7,6 @@ same way, so a malformed command is rejected identically everywhere. Pure: no I/
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +15,11 @@ from typing import Any
 import msgpack
 
 from meshems.core.access import ROLES
+from meshems.core.command_fields import Invalid, Rejection
+from meshems.core.command_fields import number as _num
+from meshems.core.command_fields import text as _str
 from meshems.core.ids import parse_load
+from meshems.core.plan_commands import node_forecast, plan
 from meshems.core.policy import policy_problems
 
 SCHEMA_VERSION = 1
@@ -26,37 +29,6 @@ MAX_COMMAND_BYTES = 60 * 1024
 MAX_RID_LEN = 64
 MAX_ID_LEN = 63
 DEVICE_KINDS = frozenset({"battery", "pv", "meter", "relay", "load"})
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a command was refused: a stable code and a message for humans."""
-
-    code: str
-    message: str
-
-
-class Invalid(Exception):
-    """Raised inside validation; turned into a Rejection by `decode`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _str(cmd: Mapping[str, Any], key: str, max_len: int = MAX_ID_LEN) -> str:
-    val = cmd.get(key)
-    if not isinstance(val, str) or not val or len(val) > max_len:
-        raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a non-empty string of <= {max_len}")
-    return val
-
-
-def _num(cmd: Mapping[str, Any], key: str) -> float:
-    val = cmd.get(key)
-    if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val):
-        raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a finite number")
-    return float(val)
 
 
 def _device(raw: object) -> dict[str, Any]:
@@ -294,6 +266,26 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
     "token_create": (_token_create, frozenset({"token_id", "name", "role", "digest", "expires_s", "by"})),
     "token_revoke": (_token_revoke, frozenset({"name"})),
+    "node_forecast": (node_forecast, frozenset({"node_id", "start_s", "step_s", "kw", "basis"})),
+    "plan": (
+        plan,
+        frozenset(
+            {
+                "version",
+                "start_s",
+                "step_s",
+                "mode",
+                "status",
+                "import_kw",
+                "batteries",
+                "peak_kw",
+                "cost",
+                "reason",
+                "basis",
+                "made_s",
+            }
+        ),
+    ),
 }
 ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 
@@ -326,6 +318,8 @@ MAX_BYTES_BY_TYPE: dict[str, int] = {
     "cloud_ack": 256,
     "token_create": 512,
     "token_revoke": 256,
+    "node_forecast": 2048,
+    "plan": MAX_COMMAND_BYTES,
 }
 
 

@@ -249,7 +249,7 @@ class PolicyConfig(Frozen):
     export_price: tuple[float, ...] = items()
     soc_targets: tuple[SocTargetConfig, ...] = items()
     cycle_cost_per_kwh: float = Field(default=0.005, ge=0, le=100)
-    plan_horizon_h: float = Field(default=24.0, ge=1, le=48)
+    plan_horizon_h: float = Field(default=24.0, ge=1, le=36)
 
     @model_validator(mode="after")
     def _bounds(self) -> PolicyConfig:

@@ -57,7 +57,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "margin_kw": (0.0, 1e6),
     "restore_margin_kw": (0.0, 1e6),
     "cycle_cost_per_kwh": (0.0, 100.0),
-    "plan_horizon_h": (1.0, 48.0),
+    "plan_horizon_h": (1.0, 36.0),
 }
 MODES = ("peak", "tariff", "self_consumption", "reactive")
 PRICE_LENGTHS = (24, 96)

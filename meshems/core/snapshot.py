@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from meshems.core.cluster import ZoneState
+from meshems.core.plan_records import NodeForecast, pack, plan_from_fields, unpack
 from meshems.core.policy import Envelope, Policy, with_changes
 from meshems.core.zone_records import (
     ApiToken,
@@ -92,6 +93,11 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
         "rids": [[[k, *_result_row(v)] for k, v in gen.items()] for gen in state.rids],
         "telemetry_seq": state.telemetry_seq,
         "cloud_acked": state.cloud_acked,
+        "node_forecasts": [
+            [f.node_id, f.start_s, f.step_s, pack(f.kw), f.basis, f.term, f.index]
+            for _, f in sorted(state.node_forecasts.items())
+        ],
+        "plan": None if state.plan is None else [state.plan.to_fields(), state.plan.term, state.plan.index],
     }
 
 
@@ -141,9 +147,25 @@ def restore(data: bytes) -> ZoneState:
             rids=tuple({r[0]: Result(*r[1:]) for r in gen} for gen in raw["rids"]),
             telemetry_seq=int(raw.get("telemetry_seq", 0)),
             cloud_acked=int(raw.get("cloud_acked", 0)),
+            node_forecasts={
+                f[0]: NodeForecast(f[0], f[1], f[2], unpack(f[3]), f[4], f[5], f[6])
+                for f in raw.get("node_forecasts", [])
+            },
+            plan=_plan(raw.get("plan")),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
+
+
+def _plan(row: Any) -> Any:
+    if row is None:
+        return None
+    fields, term, index = row
+    series = {"import_kw": unpack(fields["import_kw"])}
+    batteries = [
+        {"id": b["id"], "kw": unpack(b["kw"]), "soc": unpack(b["soc"], 2)} for b in fields["batteries"]
+    ]
+    return plan_from_fields({**fields, **series, "batteries": batteries}, term, index)
 
 
 def state_hash(state: ZoneState) -> str:

@@ -319,7 +319,7 @@ PLAN_PROBLEMS = [
     ("a target's SoC is a percentage",
      {"soc_targets": [{"at": "24:00", "pct": 80}, {"at": "07:00", "pct": 101}]},
      ['soc_targets[0]: a list of at most 8 {at: "HH:MM" (UTC), pct: 0-100}']),
-    ("a horizon of at most two days", {"plan_horizon_h": 72}, ["plan_horizon_h: at most 48"]),
+    ("a horizon of at most 36 h", {"plan_horizon_h": 48}, ["plan_horizon_h: at most 36"]),
 ]  # fmt: skip
 
 
