@@ -21,11 +21,12 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "meshems"
 
 #: the stdlib of pure computation (pathlib: the config's paths are relative to its file;
-#: ipaddress, difflib: the firewall's address sets and drift; hmac: constant-time token digests)
+#: ipaddress, difflib: the firewall's address sets and drift; hmac: constant-time token digests;
+#: datetime: ISO 8601 times and time zones passed in as tzinfo, never the clock)
 CORE_STDLIB = {
-    "__future__", "abc", "bisect", "collections", "copy", "dataclasses", "difflib", "enum", "functools",
-    "hashlib", "heapq", "hmac", "io", "ipaddress", "itertools", "json", "math", "operator", "pathlib", "re",
-    "statistics", "string", "struct", "types", "typing", "zlib",
+    "__future__", "abc", "bisect", "collections", "copy", "dataclasses", "datetime", "difflib", "enum",
+    "functools", "hashlib", "heapq", "hmac", "io", "ipaddress", "itertools", "json", "math", "operator",
+    "pathlib", "re", "statistics", "string", "struct", "types", "typing", "zlib",
 }  # fmt: skip
 CORE_THIRD_PARTY = {"msgpack", "numpy", "pydantic", "pydantic_core"}
 #: which meshems layers each layer may import (a layer is meshems.LAYER...)

@@ -1,5 +1,5 @@
-"""`meshems policy set/get | explain | forecast fit`: the zone's control. The policy the
-leader dispatches to, why a device has its setpoint, and a node's load forecaster.
+"""`meshems policy set/get | explain`: the zone's control. The policy the leader dispatches
+to, and why a device has its setpoint (`meshems forecast` is `cli.forecast`).
 
 Owns these commands' arguments, policy values on the command line (`KEY=VALUE`) and their
 output; control itself lives in the core and runs in the node daemons.
@@ -17,7 +17,6 @@ EXAMPLES = {
     "shed_order=n1-relays:4,n2-relays:4",
     "policy get": "meshems policy get --config cluster-configs/local-3.yaml -o json",
     "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
-    "forecast fit": "meshems forecast fit --config cluster-configs/local-3.yaml --node n1 --csv load.csv",
 }
 BOOLEANS = {
     "true": True,
@@ -32,7 +31,7 @@ BOOLEANS = {
 
 
 def add_parsers(sub: Any) -> None:
-    """Add `policy`, `explain` and `forecast` to the top-level subparsers."""
+    """Add `policy` and `explain` to the top-level subparsers."""
     pol = add_group(sub, "policy", "show or change the zone policy (committed through Raft)")
     s = add_command(
         pol, "set", "change zone policy fields (KEY=VALUE; lists comma-separated)", EXAMPLES["policy set"]
@@ -54,23 +53,6 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("device_id", metavar="DEVICE_ID", help="a device id, or a load RELAY_DEVICE:CHANNEL")
     add_output(s)
     s.set_defaults(run=cmd_explain)
-
-    fc = add_group(sub, "forecast", "fit a node's load forecaster")
-    s = add_command(
-        fc,
-        "fit",
-        "fit a node's load forecaster on its history (CSV: unix_time_s,kw at "
-        "15-minute steps) and save it as DATA_DIR/NODE/forecast.npz; the node loads it at start",
-        EXAMPLES["forecast fit"],
-    )
-    s.add_argument("--node", "-n", required=True)
-    s.add_argument(
-        "--csv",
-        help="history: one 'unix_time_s,kw' row per 15 minutes (8+ weeks); default: the "
-        "history the node recorded itself (DATA_DIR/NODE/load_history.npz)",
-    )
-    s.add_argument("--version", type=int, default=1)
-    s.set_defaults(run=cmd_forecast_fit)
 
 
 def parse_policy_values(items: list[str]) -> dict[str, Any]:
@@ -189,45 +171,4 @@ def cmd_explain(args: Any) -> int:
         print("not set by dispatch (an operator or earlier write)")
     if body.get("reading"):
         print("latest reading: " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(body["reading"].items())))
-    return 0
-
-
-def cmd_forecast_fit(args: Any) -> int:
-    import numpy as np
-
-    from meshems.adapters.config_file import load_config
-    from meshems.adapters.forecast_store import save
-    from meshems.core.errors import ConfigError
-    from meshems.core.forecast import fit
-    from meshems.core.forecast_eval import evaluate
-
-    cfg = load_config(args.config)
-    cfg.node(args.node)
-    if args.csv:
-        try:
-            rows = np.loadtxt(args.csv, delimiter=",", ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{args.csv}: cannot read 'unix_time_s,kw' rows: {exc}") from None
-        t, kw = rows[:, 0], rows[:, 1]
-    else:
-        from meshems.adapters.forecast_store import load_history
-
-        hist_path = cfg.data_dir(args.node) / "load_history.npz"
-        history = load_history(hist_path)
-        if history.t0_s is None or not history.values:
-            raise ConfigError(f"{hist_path}: no recorded history yet; pass --csv")
-        kw = history.series()
-        t = history.t0_s + np.arange(len(kw)) * history.step_s
-    try:
-        model = fit(kw, float(t[0]), step_s=900.0, version=args.version)
-        skill = evaluate(kw, float(t[0]), 900.0, train_days=max(8.0, len(kw) / 96 - 14), test_days=14)
-    except ValueError as exc:
-        raise ConfigError(f"{args.csv}: {exc}") from None
-    path = cfg.data_dir(args.node) / "forecast.npz"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    digest = save(model, path)
-    print(
-        f"fitted on {model.fitted_on} steps; MAE {skill['mae_model_kw']:.2f} kW vs same time last week "
-        f"{skill['mae_naive_kw']:.2f} kW (ratio {skill['ratio']:.2f}); saved {path} (sha256 {digest[:16]})"
-    )
     return 0

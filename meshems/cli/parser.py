@@ -23,7 +23,7 @@ COMMANDS = {
     "relay": "relay",
     "overlay": "overlay",
     "firewall": "firewall",
-    "forecast": "control",
+    "forecast": "forecast",
     "devices": "field",
     "io": "io",
     "sunspec": "sunspec",
@@ -36,8 +36,8 @@ COMMANDS = {
 }
 #: the groups in the order they add their commands
 GROUPS = (
-    "cluster", "field", "io", "sunspec", "control", "relay", "overlay", "firewall", "pki", "token",
-    "lab", "demo",
+    "cluster", "field", "io", "sunspec", "control", "forecast", "relay", "overlay", "firewall", "pki",
+    "token", "lab", "demo",
     "install", "doctor",
 )  # fmt: skip
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)

@@ -1,5 +1,6 @@
-"""A node's own load history in fixed steps (15 minutes), and the battery reserve its
-forecast asks for. Pure: samples and times come in as arguments; numpy only.
+"""A node's own load history in fixed steps (15 minutes), its forecast of the coming day
+from it, and the battery reserve that forecast asks for. Pure: samples and times come in as
+arguments; numpy only.
 """
 
 from __future__ import annotations
@@ -55,25 +56,62 @@ class LoadHistory:
         return np.array(self.values, dtype=float)
 
 
-def forecast_reserve_kwh(
-    history: LoadHistory, now_s: float, limit_kw: float, model: ForecastModel | None = None
-) -> tuple[float, str]:
-    """Battery energy to hold for the coming day's load above `limit_kw`, and how it was
-    forecast: the fitted model when there is enough history for it, else the same time
-    yesterday (seasonal naive), else nothing."""
+NO_HISTORY = "no history yet"
+SAME_TIME_YESTERDAY = "same time yesterday"
+
+
+@dataclass(frozen=True)
+class LoadForecast:
+    """The coming day's load in steps from `start_s` (the step being recorded now), NaN
+    where unknown, and its basis: `model vN`, `same time yesterday` or `no history yet`."""
+
+    start_s: float
+    step_s: float
+    kw: np.ndarray
+    basis: str
+
+
+def load_forecast(history: LoadHistory, now_s: float, model: ForecastModel | None = None) -> LoadForecast:
+    """The node's forecast from its own history: the fitted model when there is enough
+    history for it, else the same time yesterday (seasonal naive), else nothing (NaN).
+
+    Steps the history has not closed yet before `now_s`'s step (a node that has just
+    started) count as gaps, so the forecast always starts at the current step. The model is
+    issued at the start of the last completed step, the time of `series[-1]` as in training.
+    """
+    step, day = history.step_s, int(86400 / history.step_s)
+    current_s = math.floor(now_s / step) * step
     series = history.series()
-    day = int(86400 / history.step_s)
+    if history.t0_s is None:
+        return LoadForecast(current_s, step, np.full(day, np.nan), NO_HISTORY)
+    end_s = history.t0_s + len(series) * step
+    missed = min(max(0, round((current_s - end_s) / step)), history.keep_steps)
+    if missed:
+        series = np.concatenate([series, np.full(missed, np.nan)])
+        end_s += missed * step
     if (
         model is not None
         and len(series) >= max(model.lags)
         and not np.isnan(series[-max(model.lags) :]).all()
     ):
         try:
-            forecast = predict(model, series, now_s)
-            return peak_energy_above(forecast, limit_kw, history.step_s), f"model v{model.version}"
+            kw = predict(model, series, end_s - step)
+            return LoadForecast(end_s, step, kw, f"model v{model.version}")
         except ValueError:
             pass
     if len(series) >= day:
-        forecast = np.nan_to_num(series[-day:], nan=0.0)
-        return peak_energy_above(forecast, limit_kw, history.step_s), "same time yesterday"
-    return 0.0, "no history yet"
+        return LoadForecast(end_s, step, series[-day:].copy(), SAME_TIME_YESTERDAY)
+    return LoadForecast(end_s, step, np.full(day, np.nan), NO_HISTORY)
+
+
+def forecast_reserve_kwh(
+    history: LoadHistory, now_s: float, limit_kw: float, model: ForecastModel | None = None
+) -> tuple[float, str]:
+    """Battery energy to hold for the coming day's load above `limit_kw`, and how it was
+    forecast (`load_forecast`: the same forecast `meshems forecast show` prints); a gap in
+    the same time yesterday counts as 0 kW."""
+    f = load_forecast(history, now_s, model)
+    if f.basis == NO_HISTORY:
+        return 0.0, f.basis
+    kw = np.nan_to_num(f.kw, nan=0.0) if f.basis == SAME_TIME_YESTERDAY else f.kw
+    return peak_energy_above(kw, limit_kw, f.step_s), f.basis

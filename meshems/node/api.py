@@ -66,6 +66,7 @@ class Routes:
         api.route("GET", "/v1/devices", self.devices)
         api.route("GET", "/v1/explain", self.explain)
         api.route("GET", "/v1/control", self.control)
+        api.route("GET", "/v1/forecast", self.forecast)
         api.route("GET", "/v1/io", self.io)
         api.route("GET", "/v1/tokens", self.tokens, role="admin")
         api.route("GET", "/v1/time", self.time)
@@ -90,6 +91,9 @@ class Routes:
 
     async def control(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.control()
+
+    async def forecast(self, req: Request) -> tuple[int, Any]:
+        return 200, self.views.forecast()
 
     async def io(self, req: Request) -> tuple[int, Any]:
         """Live point values of a device this node polls: `?device=ID&points=a,b` (all

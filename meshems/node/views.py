@@ -1,12 +1,13 @@
 """What the node API shows: read-only bodies built from the node's parts (its Raft view, the
 zone state, the state machine's bookkeeping, the field devices, the cloud worker).
 
-Owns the shape of `GET /v1/status`, `/v1/devices`, `/v1/control`, `/v1/explain` and
-`/v1/setpoints` answers. Reads only; changes nothing.
+Owns the shape of `GET /v1/status`, `/v1/devices`, `/v1/control`, `/v1/explain`,
+`/v1/setpoints` and `/v1/forecast` answers. Reads only; changes nothing.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 from meshems.core.clock import ClockWatch
 from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
+from meshems.core.load_history import load_forecast
 from meshems.core.node import Node
 from meshems.core.snapshot import state_hash
 from meshems.core.zone_records import setpoint_dict
@@ -143,6 +145,20 @@ class Views:
                 k: {"owner": state.devices[k].owner if k in state.devices else None, "reachable": list(v)}
                 for k, v in state.shared.items()
             },
+        }
+
+    def forecast(self) -> dict[str, Any]:
+        """The node's load forecast for the coming day, from its own history and fitted
+        model as its reserve duty computes it (kW per step, null where unknown)."""
+        m = self.machine
+        model = m.spec.forecast.model if m.spec.forecast is not None else None
+        f = load_forecast(m.history, m.wall_s if m.started else time.time(), model)
+        return {
+            "node_id": self.node_id,
+            "basis": f.basis,
+            "step_s": f.step_s,
+            "start_s": f.start_s,
+            "kw": [round(float(v), 3) if math.isfinite(v) else None for v in f.kw],
         }
 
     def explain(self, target: str) -> tuple[int, dict[str, Any]]:

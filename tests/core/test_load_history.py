@@ -1,4 +1,4 @@
-"""A node's load history and the battery reserve its forecast asks for."""
+"""A node's load history, its forecast of the coming day and the battery reserve that asks for."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from meshems.core.forecast import fit
-from meshems.core.load_history import LoadHistory, forecast_reserve_kwh
+from meshems.core.forecast import fit, peak_energy_above, predict
+from meshems.core.load_history import LoadHistory, forecast_reserve_kwh, load_forecast
 from meshems.sim.load_data import synthetic_year
 
 
@@ -60,3 +60,34 @@ def test_a_fitted_model_is_used_when_history_allows() -> None:
     reserve, how = forecast_reserve_kwh(h, 96 * 56 * 900.0, float(np.percentile(year, 90)), model)
     assert how == "model v1"
     assert reserve >= 0.0
+
+
+def test_the_forecast_starts_at_the_current_step_and_names_its_basis() -> None:
+    empty = load_forecast(LoadHistory(), 1000.0)
+    assert (empty.start_s, empty.basis, empty.kw.size) == (900.0, "no history yet", 96)
+    assert np.isnan(empty.kw).all()
+    h = LoadHistory()
+    for t in range(0, 2 * 86400, 60):
+        h.add(t, float(t // 900 % 96))
+    now = 2 * 86400 - 60 + 30.0  # the last sample opened step 191; steps up to 190 are closed
+    f = load_forecast(h, now)
+    assert (f.start_s, f.step_s, f.basis) == (191 * 900.0, 900.0, "same time yesterday")
+    assert f.kw.tolist() == h.series()[-96:].tolist()
+    later = load_forecast(h, now + 3600)  # a node restarted an hour later: the missed steps are gaps
+    assert later.start_s == 195 * 900.0
+    assert np.isnan(later.kw[-4:]).all() and later.kw[:-4].tolist() == f.kw[4:].tolist()
+
+
+def test_the_model_forecast_is_issued_at_the_last_completed_step_and_sets_the_reserve() -> None:
+    year = synthetic_year(seed=1, shape="office", start_weekday=3)
+    model = fit(year[: 96 * 56], 0.0)
+    h = LoadHistory()
+    first = 96 * 56 - 96 * 8
+    for i, kw in enumerate(year[first : 96 * 56 + 1]):
+        h.add((first + i) * 900.0 + 1, float(kw))
+    now = 96 * 56 * 900.0 + 400
+    f = load_forecast(h, now, model)
+    assert (f.basis, f.start_s, f.kw.size) == ("model v1", 96 * 56 * 900.0, 96)
+    assert f.kw.tolist() == predict(model, h.series(), f.start_s - 900.0).tolist()
+    limit = float(np.percentile(year, 90))
+    assert forecast_reserve_kwh(h, now, limit, model) == (peak_energy_above(f.kw, limit, 900.0), "model v1")
