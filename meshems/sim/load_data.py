@@ -1,8 +1,9 @@
-"""A year of synthetic 15-minute load data (kW) for fitting and scoring the load forecaster.
+"""A year of synthetic 15-minute site data: load (kW) for the forecaster, PV (kW) for benchmarks.
 
-Generated, in the spirit of the BDEW/demandlib standard load profiles G1 (office/commerce)
-and H0 (household); these are not the official tables. Pure: numpy only, no I/O or clocks;
-all randomness comes from `numpy.random.default_rng(seed)`, so a seed gives the same year.
+Load in the spirit of the BDEW/demandlib standard load profiles G1 (office/commerce), H0
+(household) and L0 (farm); these are not the official tables. PV: a clear-sky model at ~50 N
+times seeded cloudiness. Pure: numpy only, no I/O or clocks; all randomness comes from
+`numpy.random.default_rng`, so a seed gives the same year.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ STEP_S = 900.0
 DAY_S = 86400.0
 #: Unix time 0 (1970-01-01) was a Thursday; this is the first Monday, 1970-01-05 00:00 UTC.
 FIRST_MONDAY_S = 4 * DAY_S
-SHAPES = ("office", "household")
+SHAPES = ("office", "household", "farm")
 _ALIASES = {"residential": "household"}
 
 # Weather-like day-to-day variation: AR(1) on a daily scale factor.
@@ -23,7 +24,7 @@ _DAILY_AR_PHI = 0.75
 _DAILY_SIGMA = 0.07
 # Quarter-hour noise: AR(1), multiplicative.
 _QH_AR_PHI = 0.5
-_QH_SIGMA = {"office": 0.035, "household": 0.06}
+_QH_SIGMA = {"office": 0.035, "household": 0.06, "farm": 0.05}
 # Fixed days off (day of year, 0 = 1 January) plus this many seeded random weekdays off.
 _FIXED_HOLIDAYS = (0, 358, 359)
 _RANDOM_HOLIDAYS = 8
@@ -47,7 +48,9 @@ def day_shapes(shape: str) -> dict[str, np.ndarray]:
     Sundays and days off share the "sunday" shape. Office (G1-like): low base, ramp 6-9 h,
     plateau with a lunch bump, ramp down 16-19 h; Saturday a short morning; Sunday base load.
     Household (H0-like): night base, morning peak, midday cooking peak (largest on Sunday),
-    evening peak around 19-20 h.
+    evening peak around 19-20 h. Farm (L0-like, a dairy): the same every day but for a lower
+    midday at weekends; milking (pumps, cooling) peaks 05-07 h and 17-19 h, fieldwork and
+    feeding between them, a night base of ventilation and cooling.
     """
     shape = _ALIASES.get(shape, shape)
     hour = (np.arange(STEPS_PER_DAY) + 0.5) / 4.0
@@ -77,6 +80,12 @@ def day_shapes(shape: str) -> dict[str, np.ndarray]:
             + 0.18 * _window(hour, 10.0, 18.0, 1.0)
             + 0.52 * _bell(hour, 18.8, 1.8)
         )
+    elif shape == "farm":
+        milking = 0.28 + 0.62 * _bell(hour, 6.0, 0.75) + 0.55 * _bell(hour, 18.0, 0.75)
+        day_work = _window(hour, 8.0, 16.5, 0.8)
+        weekday = milking + 0.18 * day_work + 0.05 * _bell(hour, 12.5, 1.0)
+        saturday = milking + 0.14 * day_work
+        sunday = milking + 0.09 * day_work
     else:
         raise ValueError(f"unknown load shape {shape!r}: use one of {', '.join(SHAPES)}")
     return {"weekday": weekday, "saturday": saturday, "sunday": sunday}
@@ -101,7 +110,8 @@ def synthetic_year(
     you use: Unix time 0 is a Thursday, 3). Ingredients: the day's shape by type (weekday,
     Saturday, Sunday; public-holiday-like days off, three fixed and eight seeded, use the
     Sunday shape); a seasonal factor (household: about +-18 % with the winter high; office:
-    +-6 % plus a summer cooling bump on the working hours); a weather-like AR(1) daily scale
+    +-6 % plus a summer cooling bump on the working hours; farm: +-12 %, winter high, stable
+    lighting and heating); a weather-like AR(1) daily scale
     factor (phi 0.75, sd 7 %); and small AR(1) quarter-hour noise. Scaled so that the
     year's maximum is exactly `peak_kw`.
     """
@@ -130,7 +140,7 @@ def synthetic_year(
         working = (day_type < 2)[:, None] * _window(hour, 9.0, 18.0, 0.8)[None, :]
         load = base * (1.0 + 0.06 * winter) + cooling * working * (1.0 + 3.0 * weather)
     else:
-        load = base * (1.0 + 0.18 * winter)
+        load = base * (1.0 + (0.12 if canonical == "farm" else 0.18) * winter)
     load = load * (1.0 + weather)
 
     flat = load.reshape(-1)
@@ -146,3 +156,49 @@ def timestamps_s(n: int, start_s: float = 0.0, step_s: float = STEP_S) -> np.nda
     if not (np.isfinite(step_s) and step_s > 0.0):
         raise ValueError(f"step_s must be a finite number > 0, got {step_s}")
     return start_s + step_s * np.arange(n, dtype=np.float64)
+
+
+# PV cloudiness: a daily clearness index (AR(1) on its logit) and quarter-hour flicker (AR(1))
+# whose size is largest on half-clear days (broken cloud) and small on clear or overcast ones.
+_PV_DAILY_PHI = 0.6
+_PV_QH_PHI = 0.85
+_PV_FLICKER = 0.45
+_PV_LOSSES = 0.86  # inverter, temperature, soiling: a clear summer noon gives ~85 % of peak_kw
+
+
+def clear_sky_fraction(latitude_deg: float = 50.0, tilt_deg: float = 35.0) -> np.ndarray:
+    """365 x 96 irradiance on a south-facing panel tilted `tilt_deg`, as a fraction of
+    1000 W/m2, at local solar time (noon = 12:00; shifting it to a site's clock is the
+    caller's business): Cooper's declination, Meinel's air-mass attenuation of 1353 W/m2
+    beam, plus a diffuse tenth; zero while the sun is below the horizon."""
+    day = np.arange(DAYS_PER_YEAR)[:, None] + 1.0
+    hour = (np.arange(STEPS_PER_DAY)[None, :] + 0.5) / 4.0
+    decl = np.radians(23.44) * np.sin(2.0 * np.pi * (284.0 + day) / DAYS_PER_YEAR)
+    omega = np.radians(15.0 * (hour - 12.0))
+    lat, tilt = np.radians(latitude_deg), np.radians(tilt_deg)
+    sin_elev = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(omega)
+    cos_incidence = np.sin(lat - tilt) * np.sin(decl) + np.cos(lat - tilt) * np.cos(decl) * np.cos(omega)
+    up = sin_elev > 0.01
+    air_mass = 1.0 / np.where(up, sin_elev, 1.0)
+    beam = 1.353 * 0.7 ** (air_mass**0.678)
+    return np.where(up, beam * (np.maximum(cos_incidence, 0.0) + 0.1 * sin_elev), 0.0)
+
+
+def pv_year(seed: int = 0, peak_kw: float = 10.0, latitude_deg: float = 50.0) -> np.ndarray:
+    """365 days x 96 quarter-hours of PV output in kW (35040 values, 0 at night, at most
+    `peak_kw`), day 0 = 1 January, solar time. The clear-sky bell of `clear_sky_fraction`
+    times a seeded cloudiness: each day's clearness (mean ~0.4 in winter, ~0.7 in summer,
+    day to day AR(1)) and, within a day, quarter-hour AR(1) flicker that is strongest on
+    half-cloudy days. Roughly 900-1000 kWh per kW of `peak_kw` a year at 50 N, as in Germany."""
+    if not (np.isfinite(peak_kw) and peak_kw > 0.0):
+        raise ValueError(f"peak_kw must be a finite number > 0, got {peak_kw}")
+    rng = np.random.default_rng([seed, 0x5057])  # not the load's stream for the same seed
+    day = np.arange(DAYS_PER_YEAR)
+    mean = 0.55 + 0.17 * np.cos(2.0 * np.pi * (day - 172.0) / DAYS_PER_YEAR)
+    latent = np.log(mean / (1.0 - mean)) + 1.4 * _ar1(rng, DAYS_PER_YEAR, _PV_DAILY_PHI, 1.0)
+    clearness = 1.0 / (1.0 + np.exp(-latent))
+    broken = 4.0 * clearness * (1.0 - clearness)  # 1 at half-clear, 0 at clear or overcast
+    flicker = _ar1(rng, DAYS_PER_YEAR * STEPS_PER_DAY, _PV_QH_PHI, 1.0).reshape(DAYS_PER_YEAR, -1)
+    cloud = np.clip(clearness[:, None] * (1.0 + _PV_FLICKER * broken[:, None] * flicker), 0.03, 1.05)
+    pv = _PV_LOSSES * clear_sky_fraction(latitude_deg) * cloud * peak_kw
+    return np.minimum(pv, peak_kw).reshape(-1)

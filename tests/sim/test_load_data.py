@@ -1,7 +1,8 @@
 """Unit tests for `meshems.sim.load_data`: a year of synthetic 15-minute load.
 
 They check size, range, determinism per seed, and that the shapes carry the structure a
-forecaster should find: office weekdays above weekends, household winters above summers.
+forecaster should find: office weekdays above weekends, household winters above summers,
+the farm's milking peaks; and that the PV year is dark at night and yields what 50 N does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from meshems.sim.load_data import (
     FIRST_MONDAY_S,
     SHAPES,
     STEPS_PER_DAY,
+    clear_sky_fraction,
+    pv_year,
     synthetic_year,
     timestamps_s,
 )
@@ -110,3 +113,61 @@ def test_timestamps() -> None:
     assert timestamps_s(3, step_s=60.0).tolist() == [0.0, 60.0, 120.0]
     with pytest.raises(ValueError):
         timestamps_s(3, step_s=0.0)
+
+
+def hours_of(mean_day: np.ndarray, first_h: float, last_h: float) -> np.ndarray:
+    return mean_day[int(first_h * 4) : int(last_h * 4)]
+
+
+def test_farm_peaks_at_milking_times(years: dict[str, np.ndarray]) -> None:
+    days = by_day(years["farm"])
+    mean_day = days.mean(axis=0)
+    hour = np.arange(STEPS_PER_DAY) / 4.0
+    assert 5.0 <= hour[mean_day.argmax()] < 7.0  # the morning milking is the day's peak
+    evening = hours_of(mean_day, 15.0, 21.0)
+    assert 17.0 <= 15.0 + evening.argmax() / 4.0 < 19.0
+    midday = hours_of(mean_day, 11.0, 14.0).mean()
+    assert midday < 0.75 * hours_of(mean_day, 5.0, 7.0).mean()
+    assert midday < 0.75 * hours_of(mean_day, 17.0, 19.0).mean()
+    assert hours_of(mean_day, 1.0, 3.0).mean() < midday  # the night base is lowest
+    # seasonal, and a farm works at weekends (unlike the office)
+    assert days[0:31].mean() > 1.1 * days[181:212].mean()
+    weekday = np.arange(DAYS_PER_YEAR) % 7
+    assert days[weekday == 6].mean() > 0.9 * days[weekday < 5].mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pv_is_dark_at_night_and_yields_a_german_year(seed: int) -> None:
+    pv = pv_year(seed=seed, peak_kw=10.0)
+    assert pv.shape == (35040,)
+    assert np.all(np.isfinite(pv))
+    assert pv.min() >= 0.0
+    assert pv.max() <= 10.0
+    days = by_day(pv)
+    night = np.r_[0 : 3 * 4, 21 * 4 : 24 * 4]  # solar time: the sun is down at 50 N all year
+    assert np.all(days[:, night] == 0.0)
+    assert np.all(days[354, : 8 * 4] == 0.0)  # a December morning: sunrise after 08:00
+    kwh_per_kw = pv.sum() * 0.25 / 10.0
+    assert 850.0 <= kwh_per_kw <= 1150.0
+    assert days[150:240].sum() > 2.5 * days[list(range(0, 45)) + list(range(320, 365))].sum()
+
+
+def test_pv_has_overcast_clear_and_broken_days() -> None:
+    days = by_day(pv_year(seed=3, peak_kw=1.0))
+    ratio = days.sum(axis=1) / (0.86 * clear_sky_fraction().sum(axis=1))
+    assert (ratio < 0.3).sum() >= 30  # overcast
+    assert (ratio > 0.8).sum() >= 30  # clear
+    # broken cloud: quarter-hours jump about on half-clear days, far less on clear ones
+    steps = np.abs(np.diff(days[:, 40:56], axis=1)).mean(axis=1) / np.maximum(
+        days[:, 40:56].mean(axis=1), 1e-9
+    )
+    half = (ratio > 0.4) & (ratio < 0.6)
+    assert half.sum() >= 10
+    assert np.median(steps[half]) > 2.0 * np.median(steps[ratio > 0.85])
+
+
+def test_pv_is_deterministic_per_seed_and_refuses_a_bad_peak() -> None:
+    assert np.array_equal(pv_year(seed=5, peak_kw=4.0), pv_year(seed=5, peak_kw=4.0))
+    assert not np.allclose(pv_year(seed=5), pv_year(seed=6))
+    with pytest.raises(ValueError, match="peak_kw"):
+        pv_year(peak_kw=float("nan"))
