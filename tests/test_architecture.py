@@ -28,7 +28,8 @@ CORE_STDLIB = {
     "functools", "hashlib", "heapq", "hmac", "io", "ipaddress", "itertools", "json", "math", "operator",
     "pathlib", "re", "statistics", "string", "struct", "types", "typing", "zlib",
 }  # fmt: skip
-CORE_THIRD_PARTY = {"msgpack", "numpy", "pydantic", "pydantic_core"}
+#: highspy: the planner's LP solver (HiGHS), a computation library like numpy
+CORE_THIRD_PARTY = {"msgpack", "numpy", "pydantic", "pydantic_core", "highspy"}
 #: which meshems layers each layer may import (a layer is meshems.LAYER...)
 LAYERS: dict[str, set[str]] = {
     "core": {"core"},

@@ -82,6 +82,43 @@ def bench_dispatch(sizes: tuple[int, ...], runs: int) -> dict[int, dict[str, flo
     return out
 
 
+def bench_plan_compute(runs: int = 20) -> dict[str, float]:
+    """plan() compute time, median ms: (a) three sites (office, household, farm, each with PV
+    and a 100 kWh battery on its own node) over 36 h of quarter-hours; (b) 50 batteries on ten
+    nodes over a day. Both in peak mode with an import limit, from a late-June day."""
+    from meshems.core.planner import BatteryModel, PlanRequest, plan
+    from meshems.sim.load_data import SHAPES, STEPS_PER_DAY, pv_year, synthetic_year
+
+    day = 180
+    first = day * STEPS_PER_DAY
+
+    def net(seed: int, shape: str, n: int, pv_kw: float) -> np.ndarray:
+        load = synthetic_year(seed=seed, shape=shape, peak_kw=60.0)[first : first + n]
+        return load - pv_year(seed=seed, peak_kw=pv_kw)[first : first + n]
+
+    base3 = sum(net(i, shape, 144, 40.0) for i, shape in enumerate(SHAPES))
+    bats3 = tuple(BatteryModel(f"b{i}", f"n{i}", 100.0, 50.0, 50.0, 50.0) for i in range(3))
+    base50 = sum(net(10 + i, SHAPES[i % 3], 96, 40.0) for i in range(10))
+    rng = np.random.default_rng(0)
+    bats50 = tuple(
+        BatteryModel(f"n{i // 5}-b{i % 5}", f"n{i // 5}", 100.0, float(rng.uniform(20, 90)), 50.0, 50.0)
+        for i in range(50)
+    )
+    out = {}
+    for key, base, bats in (("plan_ms_3x144", base3, bats3), ("plan_ms_50", base50, bats50)):
+        limit = round(0.8 * float(np.max(base)), 1)
+        req = PlanRequest(day * 86400.0, tuple(np.asarray(base).tolist()), bats, import_limit_kw=limit)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            result = plan(req)
+            times.append((time.perf_counter() - t0) * 1000)
+        if result.status in ("infeasible", "solver_failed"):
+            raise RuntimeError(f"{key}: {result.reason}")
+        out[key] = round(statistics.median(times), 1)
+    return out
+
+
 # --- 2. protection latency (in process: sim server, poller at 20 Hz, protect(), coil write) -----
 
 
