@@ -24,6 +24,7 @@ COMMANDS = {
     "overlay": "overlay",
     "firewall": "firewall",
     "forecast": "forecast",
+    "plan": "plan",
     "devices": "field",
     "io": "io",
     "sunspec": "sunspec",
@@ -36,7 +37,7 @@ COMMANDS = {
 }
 #: the groups in the order they add their commands
 GROUPS = (
-    "cluster", "field", "io", "sunspec", "control", "forecast", "relay", "overlay", "firewall", "pki",
+    "cluster", "field", "io", "sunspec", "control", "forecast", "plan", "relay", "overlay", "firewall", "pki",
     "token", "lab", "demo",
     "install", "doctor",
 )  # fmt: skip

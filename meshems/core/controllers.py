@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from meshems.core.plan_records import PlanStep
 from meshems.core.policy import Policy
 from meshems.core.process_image import BatteryImage, ProcessImage
 
@@ -51,9 +52,18 @@ class Plan:
 RESERVE_SAFETY = 1.15
 
 
-def import_limit(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
-    """Peak shaving: how much battery discharge keeps zone import under the limit."""
-    upper = policy.import_limit_kw - policy.margin_kw
+def ceiling_kw(policy: Policy, follow: PlanStep | None) -> float:
+    """The import the zone stays under: in peak mode with a fresh plan, the plan's peak (the
+    lowest the batteries can hold over the horizon; aiming below it only empties them early,
+    so no margin is taken off), else the import limit less the margin."""
+    if follow is not None and follow.mode == "peak":
+        return follow.peak_kw
+    return policy.import_limit_kw - policy.margin_kw
+
+
+def import_limit(image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep | None = None) -> Plan:
+    """Peak shaving: how much battery discharge keeps zone import under the ceiling."""
+    upper = ceiling_kw(policy, follow)
     if plan.base_kw > upper:
         need = plan.base_kw - upper
         return replace(plan, need_discharge_kw=need, notes=(*plan.notes, f"import_limit: need {need:.1f} kW"))
@@ -113,10 +123,31 @@ def allocate(total_kw: float, batteries: tuple[BatteryImage, ...], policy: Polic
     return {k: math.copysign(math.floor(abs(v) * 1000 + 1e-6) / 1000, v) for k, v in out.items()}
 
 
-def battery_balancing(image: ProcessImage, policy: Policy, plan: Plan, reserve_kwh: float = 0.0) -> Plan:
-    """Battery setpoints: cover what the limit controllers need; otherwise store surplus PV,
-    and (with a forecast peak ahead) charge up to the reserve it needs from spare headroom."""
-    upper = policy.import_limit_kw - policy.margin_kw
+def _follow(image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep, upper: float) -> tuple:
+    """Battery power from the committed plan: in peak mode charge no faster than the plan and
+    never above the planned peak, store PV surplus, else hold; in tariff mode the plan's power
+    within the import and export caps; self-consumption covers the net load."""
+    planned = sum(follow.battery_kw.get(b.id, 0.0) for b in image.batteries if b.ok)
+    tag = f"plan v{follow.version}"
+    if follow.mode == "self_consumption" or (follow.mode == "peak" and plan.base_kw < 0):
+        return plan.base_kw, f"{tag}: self-consumption: net load {plan.base_kw:.1f} kW", "plan"
+    if follow.mode == "peak":
+        if planned < 0 and upper - plan.base_kw > 0:
+            kw = min(-planned, upper - plan.base_kw)
+            return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {upper:.1f})", "plan"
+        return 0.0, f"{tag}: hold; import {plan.base_kw:.1f} kW under the planned peak {upper:.1f}", "plan"
+    most = plan.base_kw + policy.export_limit_kw - policy.margin_kw  # discharge beyond it exports too much
+    total = min(max(planned, plan.base_kw - upper), most)
+    return total, f"{tag}: tariff schedule {planned:.1f} kW (import cap {upper:.1f})", "plan"
+
+
+def battery_balancing(
+    image: ProcessImage, policy: Policy, plan: Plan, reserve_kwh: float = 0.0, follow: PlanStep | None = None
+) -> Plan:
+    """Battery setpoints: cover what the limit controllers need; otherwise follow the committed
+    plan when there is a fresh one; without one, store surplus PV and (with a forecast peak
+    ahead) charge up to the reserve it needs from spare headroom."""
+    upper = ceiling_kw(policy, follow)
     if plan.need_discharge_kw > 0:
         total, why = (
             plan.need_discharge_kw,
@@ -126,6 +157,8 @@ def battery_balancing(image: ProcessImage, policy: Policy, plan: Plan, reserve_k
     elif plan.need_charge_kw > 0:
         total, why = -plan.need_charge_kw, f"export limit: surplus {-plan.base_kw:.1f} kW"
         name = "export_limit"
+    elif follow is not None:
+        total, why, name = _follow(image, policy, plan, follow, upper)
     else:
         stored = sum(
             max(0.0, b.soc_pct - policy.soc_floor_pct) / 100 * b.capacity_kwh for b in image.batteries if b.ok
@@ -199,11 +232,13 @@ def pv_curtailment(image: ProcessImage, policy: Policy, plan: Plan) -> Plan:
     return replace(plan, pvs=pvs)
 
 
-def restore(image: ProcessImage, policy: Policy, plan: Plan, shed_kw: dict[str, float]) -> Plan:
+def restore(
+    image: ProcessImage, policy: Policy, plan: Plan, shed_kw: dict[str, float], follow: PlanStep | None = None
+) -> Plan:
     """Close one shed load per cycle (last shed first) once the headroom allows it safely."""
     if any(not r.closed for r in plan.relays.values()):
         return plan  # shedding this cycle: nothing to restore
-    upper = policy.import_limit_kw - policy.margin_kw
+    upper = ceiling_kw(policy, follow)
     headroom = upper - plan.base_kw + plan.battery_kw
     loads = {ld.id: ld for ld in image.loads}
     relays = dict(plan.relays)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from meshems.core import controllers as c
+from meshems.core.plan_records import PlanStep
 from meshems.core.policy import Envelope, Policy
 from meshems.core.process_image import ProcessImage
 
@@ -54,22 +55,24 @@ def dispatch(
     shed_kw: Mapping[str, float] | None = None,
     soc_reserve_pct: float | None = None,
     overridden: Collection[str] = (),
+    follow: PlanStep | None = None,
 ) -> DispatchResult:
     """One cycle. `reserve_kwh`: battery energy the forecast says the coming peak needs;
     `shed_kw`: the power each currently shed load drew when it was shed; `overridden`: loads
-    an operator holds on or off (no controller sheds or restores them)."""
+    an operator holds on or off (no controller sheds or restores them); `follow`: the committed
+    plan's step now (`core.plan_inputs.plan_step`; None: no fresh plan, the reactive rules)."""
     if overridden:
         policy = replace(policy, shed_order=tuple(x for x in policy.shed_order if x not in overridden))
     base = image.grid_kw + sum(b.power_kw for b in image.batteries if b.ok)
     plan = c.Plan(base_kw=base)
-    plan = c.import_limit(image, policy, plan)
+    plan = c.import_limit(image, policy, plan, follow)
     plan = c.export_limit(image, policy, plan)
     plan = c.battery_balancing(
-        image, policy, plan, reserve_kwh=reserve_kwh if policy.reserve_forecast else 0.0
+        image, policy, plan, reserve_kwh=reserve_kwh if policy.reserve_forecast else 0.0, follow=follow
     )
     plan = c.load_shedding(image, policy, plan)
     plan = c.pv_curtailment(image, policy, plan)
-    plan = c.restore(image, policy, plan, dict(shed_kw or {}))
+    plan = c.restore(image, policy, plan, dict(shed_kw or {}), follow)
     setpoints = tuple(
         [(k, d.kw, d.controller, d.reason) for k, d in sorted(plan.batteries.items())]
         + [(k, d.kw, d.controller, d.reason) for k, d in sorted(plan.pvs.items())]
@@ -86,6 +89,10 @@ def dispatch(
         "reserve_kwh": round(reserve_kwh, 3),
         "complete": 1.0 if image.complete else 0.0,
     }
+    if follow is not None:
+        inputs.update(
+            plan_version=float(follow.version), plan_ceiling_kw=round(c.ceiling_kw(policy, follow), 3)
+        )
     return DispatchResult(setpoints, relays, envelopes(image, policy, soc_reserve_pct), inputs)
 
 

@@ -44,11 +44,13 @@ from meshems.core.node_events import (
     Proposed,
     RaftChanged,
     SetPaused,
+    Solved,
     Tick,
     Write,
     Written,
 )
 from meshems.core.node_lead import lead
+from meshems.core.node_plan import publish_node_forecast, solved
 from meshems.core.node_spec import NodeSpec
 from meshems.core.policy import Policy
 from meshems.core.process_image import DeviceInfo, image_from_readings
@@ -106,8 +108,25 @@ class Node:
         self.dispatch_refusals = 0
         self.duties = {
             k: _Duty()
-            for k in ("declare", "report", "dispatch", "policy", "orphans", "forecast", "survival", "history")
+            for k in (
+                "declare",
+                "report",
+                "dispatch",
+                "policy",
+                "orphans",
+                "forecast",
+                "survival",
+                "history",
+                "node_forecast",
+                "plan",
+            )
         }
+        # the planner (core.node_plan): the quarter-hour last forecast, the solve in flight, and
+        # the term and policy of this leader's last plan
+        self.forecast_step = NEVER
+        self.solving: str | None = None
+        self.plan_term, self.plan_policy, self.plan_asked_s, self.plan_note = -1, None, NEVER, ""
+        self.plan_inputs: tuple = ()
         self.rids = 0
         #: overrides this leader asked to clear (answered by a Proposed "expire")
         self.expiring: set[str] = set()
@@ -160,10 +179,14 @@ class Node:
         elif isinstance(event, Written):
             out += self._written(event)
             return out
+        elif isinstance(event, Solved):
+            out += solved(self, event)
         if not self.started:
             return out
         out += self._survival()
-        out += declare(self) + report(self) + publish_forecast(self) + lead(self)
+        out += (
+            declare(self) + report(self) + publish_forecast(self) + publish_node_forecast(self) + lead(self)
+        )
         out += self._actuate()
         return self._remember(out)
 
@@ -304,6 +327,12 @@ class Node:
             self.forecast_done = True
             v = self.spec.forecast.model.version if self.spec.forecast else 0
             return [Log("info", "I_FORECAST", f"forecast model v{v} replicated", {"result": code})]
+        if ev.purpose == "plan":
+            if not ok:
+                self.plan_term = -1  # ask again
+            word = "committed" if ok else "refused"
+            level, log_code = ("info", "I_PLAN") if ok else ("warning", code or "E_PLAN")
+            return [Log(level, log_code, f"plan v{ev.key} {word}: {res.get('message')}")]
         if ev.purpose == "expire":
             self.expiring.discard(ev.key)
             return [

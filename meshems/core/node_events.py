@@ -81,7 +81,16 @@ class Written:
     now_s: float
 
 
-Event = Tick | RaftChanged | Applied | DeviceReading | Proposed | Written
+@dataclass(frozen=True, slots=True)
+class Solved:
+    """The outcome of a `Solve` action: the planner's plan for that request."""
+
+    key: str
+    plan: Any  # core.planner.ZonePlan
+    now_s: float
+
+
+Event = Tick | RaftChanged | Applied | DeviceReading | Proposed | Written | Solved
 
 # --- actions out -----------------------------------------------------------------------------
 
@@ -131,4 +140,13 @@ class SaveHistory:
     """Persist the node's load history (the forecast's input)."""
 
 
-Action = Propose | Write | SetPaused | Log | SaveHistory
+@dataclass(frozen=True, slots=True)
+class Solve:
+    """Run the planner (`core.planner.plan`) on this request off the control path (it takes
+    up to ~100 ms); answer with `Solved(key, plan, ...)`."""
+
+    key: str
+    request: Any  # core.planner.PlanRequest
+
+
+Action = Propose | Write | SetPaused | Log | SaveHistory | Solve

@@ -1,7 +1,8 @@
 """The leader's duties (called by `core.node.Node` on the node that leads with quorum):
 commit the configured policy when the zone has none (once its loads are declared), move
-shared devices of gateways that are gone, clear operators' overrides whose time is up, and
-dispatch once per policy cycle, at once after becoming leader, one dispatch in flight.
+shared devices of gateways that are gone, clear operators' overrides whose time is up, ask
+for a zone plan when one is due (`core.node_plan`), and dispatch once per policy cycle, at
+once after becoming leader, one dispatch in flight, tracking the committed plan.
 
 Pure: the zone state, the Raft view and time come from the Node; results are proposals.
 """
@@ -14,6 +15,8 @@ from meshems.core import commands
 from meshems.core.cluster import ZoneState
 from meshems.core.dispatch import command_fields, dispatch
 from meshems.core.node_events import Action, Propose
+from meshems.core.node_plan import replan
+from meshems.core.plan_records import plan_step
 from meshems.core.policy import Policy
 from meshems.core.process_image import build_image
 
@@ -41,6 +44,7 @@ def lead(node: Node) -> list[Action]:
             data = commands.encode("set_policy", f"policy-init-{node.raft.term}", values=dict(values))
             out.append(node.propose("policy", data))
         return out
+    out += replan(node)
     duty = node.duties["dispatch"]
     first = not node.leading
     if state.reports and (first or duty.due(node.now_s, state.policy.cycle_s)) and not duty.in_flight:
@@ -88,12 +92,14 @@ def dispatch_once(node: Node, policy: Policy) -> Propose:
     state = node.zone
     image = build_image(state, stale_nodes=node.liveness.stale(state, node.now_s))
     shed_kw = {k: r.expected_kw for k, r in state.relays.items() if not r.closed}
+    follow = plan_step(state.plan, node.wall_s) if policy.mode != "reactive" else None
     result = dispatch(
         image,
         policy,
         reserve_kwh=zone_reserve_kwh(state),
         shed_kw=shed_kw,
         overridden=frozenset(state.overrides),
+        follow=follow,
     )
     cycle = (state.last_dispatch.cycle + 1) if state.last_dispatch else 1
     data = commands.encode("dispatch", f"dispatch-{node.raft.term}-{cycle}", **command_fields(result, cycle))

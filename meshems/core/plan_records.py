@@ -16,6 +16,9 @@ from typing import Any
 
 MAX_STEPS = 144  # 36 h of quarter-hours
 MAX_PLAN_BATTERIES = 50
+#: a plan older than this is stale: dispatch falls back to the reactive rules
+PLAN_MAX_AGE_S = 1800.0
+USABLE = ("optimal", "limit_unreachable")
 
 
 def pack(values: tuple[float, ...] | list[float]) -> bytes:
@@ -121,3 +124,27 @@ def plan_dict(p: PlanRecord) -> dict[str, Any]:
         "basis": p.basis, "made_s": p.made_s, "term": p.term, "index": p.index,
         "batteries": [{"id": b.id, "kw": list(b.kw), "soc_pct": list(b.soc_pct)} for b in p.batteries],
     }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    """The committed plan at one moment: what the 1 s dispatch tracks."""
+
+    version: int
+    mode: str
+    status: str
+    target_import_kw: float
+    peak_kw: float  # the plan's highest import: in peak mode, the ceiling the zone holds
+    battery_kw: dict[str, float]
+
+
+def plan_step(plan: PlanRecord | None, wall_s: float, max_age_s: float = PLAN_MAX_AGE_S) -> PlanStep | None:
+    """The committed plan's step at `wall_s`; None when there is none, it is stale (older
+    than `max_age_s`, or over), or the planner could not make one."""
+    if plan is None or plan.status not in USABLE or wall_s - plan.made_s > max_age_s:
+        return None
+    i = plan.step_at(wall_s)
+    if i is None:
+        return None
+    return PlanStep(plan.version, plan.mode, plan.status, plan.import_kw[i], plan.peak_kw,
+                    {b.id: b.kw[i] for b in plan.batteries})  # fmt: skip

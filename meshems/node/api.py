@@ -67,6 +67,7 @@ class Routes:
         api.route("GET", "/v1/explain", self.explain)
         api.route("GET", "/v1/control", self.control)
         api.route("GET", "/v1/forecast", self.forecast)
+        api.route("GET", "/v1/plan", self.plan)
         api.route("GET", "/v1/io", self.io)
         api.route("GET", "/v1/tokens", self.tokens, role="admin")
         api.route("GET", "/v1/time", self.time)
@@ -94,6 +95,9 @@ class Routes:
 
     async def forecast(self, req: Request) -> tuple[int, Any]:
         return 200, self.views.forecast()
+
+    async def plan(self, req: Request) -> tuple[int, Any]:
+        return self.views.plan()
 
     async def io(self, req: Request) -> tuple[int, Any]:
         """Live point values of a device this node polls: `?device=ID&points=a,b` (all

@@ -44,6 +44,8 @@ from meshems.core.node_events import (
     RaftChanged,
     SaveHistory,
     SetPaused,
+    Solve,
+    Solved,
     Tick,
     Write,
     Written,
@@ -145,15 +147,15 @@ class NodeDaemon:
         self.dashboard.install(self.api)
         self._stop = asyncio.Event()
         self._saving: asyncio.Task[None] | None = None
+        self._solving: asyncio.Task[None] | None = None  # the planner's run (kept: tasks are weak)
         self._applied_pending = False
         self._view: RaftChanged | None = None
         # systemd (Type=notify): READY once joined and polled, WATCHDOG from the tick below
         self.service = ServiceNotify(Notifier.from_env(), lambda: polled_once(self.field))
 
     def _authorize(self, token: str | None, peercert: dict[str, Any] | None) -> Principal | None:
-        """Who asks: a client certificate of the zone CA (an operator's role, a node is admin),
-        else the cluster secret's own token (admin: whoever holds the secret runs the zone), else
-        a scoped token of the replicated state (its role, while unexpired and not revoked)."""
+        """Who asks: a zone CA client certificate (an operator's role; a node is admin), else the
+        cluster secret (admin), else a replicated scoped token (its role, unexpired, unrevoked)."""
         who = peer_identity(peercert)
         if who is not None:
             _, name, role = who
@@ -246,6 +248,17 @@ class NodeDaemon:
             self._saving = asyncio.get_running_loop().create_task(
                 asyncio.to_thread(save_history, self.machine.history, self.history_path)
             )
+        elif isinstance(action, Solve):
+            self._solving = asyncio.get_running_loop().create_task(self._solve(action))
+
+    async def _solve(self, action: Solve) -> None:
+        """The planner's LP in a worker thread: the loop keeps polling and protecting."""
+        from meshems.core.planner import plan  # HiGHS loads on the leader, when it plans
+
+        started = time.monotonic()
+        result = await asyncio.to_thread(plan, action.request)
+        self.stats.planned(time.monotonic() - started, result.status)
+        self._feed(Solved(action.key, result, time.monotonic()))
 
     def _proposed(
         self, action: Propose, started_s: float, res: dict[str, Any] | None, code: str | None, text: str

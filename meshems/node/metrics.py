@@ -46,8 +46,15 @@ class NodeStats:
     clock: Callable[[], float] = time.monotonic
     dispatch_duration: Histogram = field(default_factory=lambda: Histogram(COMMIT_BUCKETS_S))
     trips: Counter[str] = field(default_factory=Counter)
+    plan_solves: Counter[str] = field(default_factory=Counter)
+    plan_solve_s: float | None = None
     last_dispatch: DispatchRecord | None = None
     last_dispatch_s: float | None = None
+
+    def planned(self, seconds: float, status: str) -> None:
+        """The planner answered this leader after `seconds` with `status`."""
+        self.plan_solves[status] += 1
+        self.plan_solve_s = seconds
 
     def dispatch_committed(self, seconds: float) -> None:
         """A dispatch this node proposed committed `seconds` after it was decided."""
@@ -166,6 +173,20 @@ class NodeCollector(Collector):
             yield _gauge(
                 "meshems_zone_export_kw", "Zone grid export (kW) the last dispatch saw.", max(-grid, 0.0)
             )
+        if state.plan is not None:
+            p = state.plan
+            yield _gauge("meshems_plan_version", "The committed zone plan's version.", p.version)
+            yield _gauge("meshems_plan_age_seconds", "Seconds since the leader made the committed plan.",
+                         max(0.0, time.time() - p.made_s))  # fmt: skip
+            yield _gauge("meshems_plan_peak_kw", "The committed plan's highest zone import (kW).", p.peak_kw)
+        if stats.plan_solves:
+            solves = CounterMetricFamily("meshems_plan_solves", "Planner runs on this node by status.",
+                                         labels=["status"])  # fmt: skip
+            for status, n in sorted(stats.plan_solves.items()):
+                solves.add_metric([status], n)
+            yield solves
+            yield _gauge("meshems_plan_solve_seconds", "Seconds the last planner run took here.",
+                         stats.plan_solve_s or 0.0)  # fmt: skip
         policy = state.policy
         imp = policy.import_limit_kw if policy else inputs.get("import_limit_kw")
         exp = policy.export_limit_kw if policy else inputs.get("export_limit_kw")

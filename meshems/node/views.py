@@ -2,7 +2,7 @@
 zone state, the state machine's bookkeeping, the field devices, the cloud worker).
 
 Owns the shape of `GET /v1/status`, `/v1/devices`, `/v1/control`, `/v1/explain`,
-`/v1/setpoints` and `/v1/forecast` answers. Reads only; changes nothing.
+`/v1/setpoints`, `/v1/forecast` and `/v1/plan` answers. Reads only; changes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.load_history import load_forecast
 from meshems.core.node import Node
+from meshems.core.plan_records import plan_dict, plan_step
 from meshems.core.snapshot import state_hash
 from meshems.core.zone_records import setpoint_dict
 from meshems.node.consensus import RaftService
@@ -160,6 +161,23 @@ class Views:
             "start_s": f.start_s,
             "kw": [round(float(v), 3) if math.isfinite(v) else None for v in f.kw],
         }
+
+    def plan(self) -> tuple[int, dict[str, Any]]:
+        """The committed zone plan (`core.plan_records.plan_dict`) with its age and what
+        dispatch tracks now; 404 E_NO_PLAN while there is none."""
+        state, now = self.raft.state, time.time()
+        if state.plan is None:
+            policy = state.policy
+            mode = policy.mode if policy is not None else None
+            why = "the policy's mode is reactive" if mode == "reactive" else "no plan committed yet"
+            return 404, {"ok": False, "code": "E_NO_PLAN", "message": why, "mode": mode}
+        step = plan_step(state.plan, now)
+        body = {**plan_dict(state.plan), "age_s": round(now - state.plan.made_s, 1)}
+        ceiling = None if step is None or step.mode != "peak" else step.peak_kw
+        tracking = None if step is None else {"ceiling_kw": ceiling, "target_kw": step.target_import_kw}
+        body["tracking"] = tracking
+        body["import_limit_kw"] = state.policy.import_limit_kw if state.policy is not None else None
+        return 200, body
 
     def explain(self, target: str) -> tuple[int, dict[str, Any]]:
         state = self.raft.state

@@ -28,10 +28,13 @@ from meshems.core.node_events import (
     Propose,
     Proposed,
     RaftChanged,
+    Solve,
+    Solved,
     Tick,
     Write,
 )
 from meshems.core.node_spec import NodeSpec
+from meshems.core.planner import plan
 from meshems.core.policy import Policy
 from meshems.sim.fakes import FakeClock, FakeConsensus, FakeFieldBus
 from meshems.sim.physics import Site
@@ -168,6 +171,8 @@ class Harness:
         elif isinstance(action, Write):
             self._observe(sim, action)
             sim.field.write(action, lambda w: self.feed(n, w), now)
+        elif isinstance(action, Solve):  # the node's own planner, inline (virtual time)
+            self.feed(n, Solved(action.key, plan(action.request), now))
         elif isinstance(action, Log) and action.code in ("E_QUORUM", "I_SURVIVAL_END"):
             self._say(f"{n} survival" if action.code == "E_QUORUM" else f"{n} back to the leader")
 
