@@ -332,7 +332,7 @@ class Node:
                 self.plan_term = -1  # ask again
             word = "committed" if ok else "refused"
             level, log_code = ("info", "I_PLAN") if ok else ("warning", code or "E_PLAN")
-            return [Log(level, log_code, f"plan v{ev.key} {word}: {res.get('message')}")]
+            return [Log(level, log_code, f"plan {word}: {res.get('message')} (v{ev.key})")]
         if ev.purpose == "expire":
             self.expiring.discard(ev.key)
             return [

@@ -1,7 +1,8 @@
 """The planner's duties on a node (called by `core.node.Node`): every node publishes its
 forecast of its base load once per quarter-hour; the leader asks for a plan every
-quarter-hour, at once after winning an election, when the policy changes and when a battery
-leaves the plan's SoC band, then commits the plan it gets back.
+quarter-hour, at once after winning an election, when the policy changes, when the reporting
+batteries differ from the plan's and when a battery leaves the plan's SoC band, then commits
+the plan it gets back.
 
 Pure: the forecast comes from the node's own history (`core.load_history.load_forecast`,
 the path `meshems forecast show` prints); the solve is an action (`Solve`), carried out off
@@ -68,8 +69,13 @@ def replan(node: Node) -> list[Action]:
         why = "policy changed"
     elif node.wall_s >= plan.start_s + plan.step_s:
         why = "next quarter-hour"
-    elif node.now_s - node.duties["plan"].last_s >= REPLAN_MIN_S and soc_off_plan(plan, image, node.wall_s):
-        why = "SoC left the plan's band"
+    elif node.now_s - node.duties["plan"].last_s >= REPLAN_MIN_S:
+        planned = {b.id for b in plan.batteries}
+        reporting = {b.id for b in image.batteries if b.ok and b.capacity_kwh > 0 and b.id in state.devices}
+        if planned != reporting:
+            why = "the batteries changed"  # e.g. a node's first report came after the plan
+        elif soc_off_plan(plan, image, node.wall_s):
+            why = "SoC left the plan's band"
     if not why or node.now_s - node.plan_asked_s < 1.0:
         return []
     request, basis = plan_request(state, image, policy, node.wall_s)

@@ -273,7 +273,9 @@ def reason_for(req: PlanRequest, p: lp.Problem, sol: lp.Solution, imports: np.nd
     active = np.flatnonzero((sol.discharge_kw - sol.charge_kw).sum(axis=0) > 0.01)
     if active.size:
         first, last = req.start_s + active[0] * req.step_s, req.start_s + (active[-1] + 1) * req.step_s
-        moves += f" (discharging {_clock(first)[:5]}-{_clock(last)})"
+        days = int(last // 86400) - int(first // 86400)
+        until = _clock(last) if days == 0 else f"{_clock(last)[:5]} +{days} d UTC"
+        moves += f" (discharging {_clock(first)[:5]}-{until})"
     if req.mode == "peak":
         text = f"peak mode: planned peak {imports.max():.1f} kW against {base.max():.1f} kW without batteries"
         if math.isfinite(p.import_cap_kw):

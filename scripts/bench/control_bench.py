@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Control benchmark: dispatch compute time, protection latency, the control gap at a leader
-kill, and control quality over one simulated day against no control and a perfect-foresight
-optimum (a linear program over the battery schedule, scipy). Never asserts on time.
+kill (and kill -> the next committed dispatch), plan compute time, and control quality on
+realistic days of three sites (`plan_days.py`: the node's forecast, planner and dispatch
+against no control and the perfect-foresight optimum: peak mode with the default policy and
+with a limit that cannot be met, tariff mode under a time-of-use tariff), and the forecaster's
+MAE against same time last week on the same data. Never asserts on time.
 
     python scripts/bench/control_bench.py [--quick] [--json] [--no-cluster]
 """
@@ -25,12 +28,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import plan_days  # noqa: E402
 from benchlib import pct  # noqa: E402
 
 from meshems.core.dispatch import dispatch  # noqa: E402
 from meshems.core.policy import Policy  # noqa: E402
 from meshems.core.process_image import DeviceInfo, image_from_readings  # noqa: E402
-from meshems.sim.physics import Site  # noqa: E402
 
 # --- 1. dispatch compute time -------------------------------------------------------------------
 
@@ -253,7 +256,8 @@ async def bench_protection(trials: int, meter_poll_s: float = 0.05) -> dict[str,
 def bench_control_gap(trials: int, cycle_s: float = 1.0) -> dict[str, float]:
     from tests.integration.conftest import ClusterFactory
 
-    gaps = []
+    gaps: list[float] = []
+    after_kill: list[float] = []  # kill -> the next committed dispatch (seen 10 ms polls apart)
     with tempfile.TemporaryDirectory() as tmp:
         factory = ClusterFactory(Path(tmp))
         try:
@@ -277,11 +281,13 @@ def bench_control_gap(trials: int, cycle_s: float = 1.0) -> dict[str, float]:
                         last_cycle, last_change = cyc, time.monotonic()
                     time.sleep(0.01)
                 c.kill(leader)
-                end = time.monotonic() + 15
+                killed = time.monotonic()
+                end = killed + 15
                 while time.monotonic() < end:
                     cyc = cycle()
                     if cyc != last_cycle:
                         gaps.append((time.monotonic() - last_change) * 1000)
+                        after_kill.append((time.monotonic() - killed) * 1000)
                         break
                     time.sleep(0.01)
                 c.start(leader)
@@ -289,152 +295,26 @@ def bench_control_gap(trials: int, cycle_s: float = 1.0) -> dict[str, float]:
                 time.sleep(2.0)
         finally:
             factory.close()
-    return {"median_ms": statistics.median(gaps), "max_ms": max(gaps), "trials": len(gaps)}
+    return {"median_ms": statistics.median(gaps), "max_ms": max(gaps), "trials": len(gaps),
+            "kill_median_ms": statistics.median(after_kill), "kill_max_ms": max(after_kill)}  # fmt: skip
 
 
-# --- 4. control quality over one simulated day -------------------------------------------------
-
-DT_S = 60.0
-STEPS = int(86400 / DT_S)
+# --- 4. control quality on realistic days: scripts/bench/plan_days.py ----------------------------
 
 
-def idle_day(site: Site) -> tuple[Site, np.ndarray]:
-    """Step a site one day with the battery idle; returns the end state and the minute-by-
-    minute import with the battery at 0 (the base load the controller must shave)."""
-    base = []
-    s = site
-    for _ in range(STEPS):
-        s = s.step(DT_S)
-        base.append(s.meter.grid_kw + s.battery_kw)
-    return s, np.array(base)
+def forecast_ratio(quick: bool) -> dict[str, float]:
+    """The load forecaster's MAE over seasonal naive (same time last week) on each benchmark
+    site's base load (load - PV), refitted weekly on the trailing 8 weeks as a node would."""
+    from plan_days import SITES, site_year
 
-
-def simulate(site: Site, policy: Policy | None, forecast: np.ndarray | None = None) -> dict[str, float]:
-    """One day under dispatch every minute (or none). With `forecast` (base load for the day,
-    here yesterday's: seasonal naive), dispatch holds battery energy for the forecast peak."""
-    s = site
-    imports, throughput = [], 0.0
-    devices = [
-        DeviceInfo("m", "meter", "n", 0, 0),
-        DeviceInfo("b", "battery", "n", -50, 50),
-        DeviceInfo("pv", "pv", "n", 0, 40),
-    ]
-    for t in range(STEPS):
-        if policy is not None:
-            b = s.battery
-            readings = {
-                "m": ("ok", {"power_kw": s.meter.grid_kw}),
-                "b": (
-                    "ok",
-                    {
-                        "power_kw": b.power_kw,
-                        "soc_pct": b.soc_pct,
-                        "capacity_kwh": b.capacity_kwh,
-                        "max_charge_kw": b.max_charge_kw,
-                        "max_discharge_kw": b.max_discharge_kw,
-                    },
-                ),
-                "pv": ("ok", {"power_kw": s.pv_kw, "rated_kw": s.pv.rated_kw}),
-            }
-            reserve = 0.0
-            if forecast is not None:
-                ahead = forecast[t + 1 :] - (policy.import_limit_kw - policy.margin_kw)
-                reserve = float(np.maximum(ahead, 0).sum() * DT_S / 3600)
-            result = dispatch(image_from_readings(devices, readings), policy, reserve_kwh=reserve)
-            sp = {d: kw for d, kw, _, _ in result.setpoints}
-            s = dataclasses.replace(s, battery=s.battery.write_setpoint(sp.get("b", 0.0)))
-            if "pv" in sp and s.pv.rated_kw > 0:
-                s = dataclasses.replace(
-                    s, pv=s.pv.write_limit_pct(min(100.0, sp["pv"] / s.pv.rated_kw * 100))
-                )
-        s = s.step(DT_S)
-        imports.append(s.meter.grid_kw)
-        throughput += abs(s.battery_kw) * DT_S / 3600
-    return quality(np.array(imports), policy.import_limit_kw if policy else None, throughput)
-
-
-def quality(imports: np.ndarray, limit: float | None, throughput: float) -> dict[str, float]:
-    over = np.maximum(imports - (limit if limit is not None else np.inf), 0)
-    return {
-        "peak_kw": float(imports.max()),
-        "minutes_over": float((over > 0.05).sum() * DT_S / 60),
-        "kwh_over": float(over.sum() * DT_S / 3600),
-        "throughput_kwh": throughput,
-    }
-
-
-def optimum(site: Site, base: np.ndarray, soc_floor: float, soc_ceiling: float) -> tuple[float, float]:
-    """Perfect foresight: the battery schedule that minimises the peak import (LP)."""
-    from scipy.optimize import linprog
-
-    b = site.battery
-    n, h = len(base), DT_S / 3600
-    eta = b.one_way_efficiency
-    cost = np.zeros(2 * n + 1)  # variables: discharge d_t >= 0, charge c_t >= 0, peak P
-    cost[-1] = 1.0
-    rows, rhs = [], []
-    for t in range(n):  # base_t - d_t + c_t <= P
-        r = np.zeros(2 * n + 1)
-        r[t], r[n + t], r[-1] = -1.0, 1.0, -1.0
-        rows.append(r)
-        rhs.append(-base[t])
-    e0 = b.soc_pct / 100 * b.capacity_kwh
-    lo, hi = soc_floor / 100 * b.capacity_kwh, soc_ceiling / 100 * b.capacity_kwh
-    cum = np.zeros(2 * n + 1)
-    for t in range(n):  # stored energy after step t stays within [lo, hi]
-        cum[t] = -h / eta
-        cum[n + t] = h * eta
-        rows.append(cum.copy())
-        rhs.append(hi - e0)
-        rows.append(-cum.copy())
-        rhs.append(e0 - lo)
-    bounds = [(0, b.max_discharge_kw)] * n + [(0, b.max_charge_kw)] * n + [(None, None)]
-    res = linprog(cost, A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds, method="highs")
-    if not res.success:
-        raise RuntimeError(res.message)
-    d, c = res.x[:n], res.x[n : 2 * n]
-    return float(res.x[-1]), float((d + c).sum() * h)
-
-
-def bench_quality(seeds: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Day 2 (a Tuesday) of a site; day 1 serves as the forecast (same time yesterday)."""
-    rows = []
-    for seed in seeds:
-        day1_end, yesterday = idle_day(Site.demo(seed=seed, soc_pct=50.0, t_s=0.0))
-        start = dataclasses.replace(day1_end, battery=dataclasses.replace(day1_end.battery, soc_pct=50.0))
-        _, base = idle_day(start)
-        none = simulate(start, None)
-        opt_peak, opt_tp = optimum(start, base, 10.0, 95.0)
-        limit = round(opt_peak + 0.1 * (none["peak_kw"] - opt_peak), 1)  # a limit the battery can hold
-        policy = Policy(import_limit_kw=limit, soc_floor_pct=10.0, soc_ceiling_pct=95.0, margin_kw=1.0)
-        ctrl = simulate(start, policy, forecast=yesterday)
-        reactive = simulate(start, policy)
-        reduction = (none["peak_kw"] - ctrl["peak_kw"]) / max(1e-9, none["peak_kw"] - opt_peak)
-        rows.append(
-            {
-                "seed": seed,
-                "limit_kw": limit,
-                "none": none,
-                "controlled": ctrl,
-                "reactive": reactive,
-                "optimum": {"peak_kw": opt_peak, "throughput_kwh": opt_tp},
-                "peak_reduction_vs_optimum": reduction,
-                "reactive_reduction_vs_optimum": (none["peak_kw"] - reactive["peak_kw"])
-                / max(1e-9, none["peak_kw"] - opt_peak),
-            }
-        )
-    return rows
-
-
-def forecast_ratio(quick: bool) -> float:
-    """The load forecaster's MAE over seasonal naive (same time last week) on a synthetic year
-    (see scripts/bench/forecast_skill.py for the full table)."""
     from meshems.core.forecast_eval import evaluate
-    from meshems.sim.load_data import synthetic_year
 
-    series = synthetic_year(seed=1, shape="office", start_weekday=3)  # day 0 of Unix time is a Thursday
-    res = evaluate(series, 0.0, 900.0, train_days=56, test_days=14 if quick else 60)
-    return round(res["ratio"], 3)
+    out = {}
+    for spec in SITES[:1] if quick else SITES:
+        res = evaluate(site_year(spec), 0.0, 900.0, train_days=56, test_days=14 if quick else 120,
+                       refit_every_days=7)  # fmt: skip
+        out[spec.name] = round(res["ratio"], 3)
+    return out
 
 
 def main() -> int:
@@ -453,8 +333,13 @@ def main() -> int:
         print("bench: control gap at a leader kill...", file=sys.stderr)
         gap = bench_control_gap(2 if args.quick else 5)
         gap_fast = None if args.quick else bench_control_gap(5, cycle_s=0.5)
-    print("bench: control quality over a simulated day...", file=sys.stderr)
-    qual = bench_quality((1,) if args.quick else (1, 2, 3))
+    print("bench: plan compute time...", file=sys.stderr)
+    plan_ms = bench_plan_compute(5 if args.quick else 20)
+    print("bench: control quality on realistic days (this takes minutes)...", file=sys.stderr)
+    days = (100,) if args.quick else tuple(range(60, 360, 43))  # 7 days across the year, every weekday
+    rows = plan_days.bench_days(days, plan_days.SITES[:1] if args.quick else plan_days.SITES)
+    summ = plan_days.summary(rows)
+    mae = forecast_ratio(args.quick)
     out = {
         "dispatch_ms_10": round(disp[10]["median_ms"], 3),
         "dispatch_ms_100": round(disp[100]["median_ms"], 3),
@@ -466,11 +351,14 @@ def main() -> int:
         "control_gap_ms": None if gap is None else round(gap["max_ms"], 1),
         "control_gap_median_ms": None if gap is None else round(gap["median_ms"], 1),
         "control_gap_ms_cycle_0_5s": None if gap_fast is None else round(gap_fast["max_ms"], 1),
-        "peak_reduction_vs_optimum": round(
-            statistics.median(r["peak_reduction_vs_optimum"] for r in qual), 3
-        ),
-        "forecast_mae_vs_seasonal_naive": forecast_ratio(args.quick),
-        "quality": qual,
+        "kill_to_dispatch_median_ms": None if gap is None else round(gap["kill_median_ms"], 1),
+        "kill_to_dispatch_max_ms": None if gap is None else round(gap["kill_max_ms"], 1),
+        "plan_ms": plan_ms["plan_ms_3x144"],
+        "plan_ms_50_batteries": plan_ms["plan_ms_50"],
+        **summ,
+        "forecast_mae_vs_seasonal_naive": round(statistics.median(mae.values()), 3),
+        "forecast_mae_by_site": mae,
+        "days_table": rows,
     }
     if args.json:
         print(json.dumps(out))
@@ -492,20 +380,26 @@ def main() -> int:
                 "(last commit before -> first after): "
                 f"median {g['median_ms']:.0f} ms, max {g['max_ms']:.0f} ms ({g['trials']} trials)"
             )
-    print(f"\n{'one day, 1 min':<16}{'limit':>7}{'peak kW':>9}{'min over':>9}{'kWh over':>9}{'batt kWh':>9}")
-    for r in qual:
-        for name in ("none", "reactive", "controlled", "optimum"):
-            q = r[name]
-            print(
-                f"{'seed ' + str(r['seed']) + ' ' + name:<16}{r['limit_kw']:>7.1f}{q['peak_kw']:>9.1f}"
-                f"{q.get('minutes_over', float('nan')):>9.0f}{q.get('kwh_over', float('nan')):>9.2f}"
-                f"{q['throughput_kwh']:>9.1f}"
-            )
-        print(
-            f"  peak reduction vs the optimum's: {r['peak_reduction_vs_optimum']:.2f} with the forecast "
-            "reserve, "
-            f"{r['reactive_reduction_vs_optimum']:.2f} reactive only"
-        )
+    print(f"plan compute: 3 sites x 144 steps {plan_ms['plan_ms_3x144']:.1f} ms, "
+          f"50 batteries x 96 steps {plan_ms['plan_ms_50']:.1f} ms (medians)")  # fmt: skip
+    if gap is not None:
+        print(f"kill -> next committed dispatch (1 s cycle): median {gap['kill_median_ms']:.0f} ms, "
+              f"max {gap['kill_max_ms']:.0f} ms")  # fmt: skip
+    print(
+        "\nrealistic days (billing peak = highest quarter-hour mean import; red = peak reduction as a share"
+        "\nof the perfect-foresight optimum's; fixed = with a limit the battery cannot hold; react = the"
+        "\nreactive rules under that limit; tariff costs under a time-of-use tariff):"
+    )
+    plan_days.print_table(rows)
+    print(f"medians: peak reduction {summ['peak_reduction_vs_optimum']:.3f} "
+          f"(min {summ['peak_reduction_min']:.3f}), "
+          f"with an unreachable limit {summ['peak_reduction_unreachable_limit']:.3f} (reactive "
+          f"{summ['peak_reduction_unreachable_limit_reactive']:.3f}), days with a charging-induced peak "
+          f"{summ['charging_peak_days']}, tariff cost vs optimum {summ['tariff_cost_vs_optimum']:.3f} "
+          f"(max {summ['tariff_cost_vs_optimum_max']:.3f}), with a perfect forecast "
+          f"{summ['peak_reduction_oracle']:.3f}")  # fmt: skip
+    print("forecast MAE vs same time last week (base load = load - PV, refit weekly): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in mae.items()))  # fmt: skip
     return 0
 
 
