@@ -45,6 +45,7 @@ def test_raft_bench_quick_json() -> None:
 
 POLL_KEYS = {
     "polls_per_s_100", "cpu_pct_100", "lateness_p99_ms_100", "rss_mb_100", "cpu_per_poll_vs_bare_100",
+    "cpu_per_poll_vs_bare_paced_100",
     "silent_device_rate_change_pct",
 }  # fmt: skip
 
