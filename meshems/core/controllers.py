@@ -163,6 +163,14 @@ def battery_balancing(
         stored = sum(
             max(0.0, b.soc_pct - policy.soc_floor_pct) / 100 * b.capacity_kwh for b in image.batteries if b.ok
         )
+        # never more than the batteries can hold between floor and ceiling: a reserve beyond
+        # it would keep them charging at full headroom for nothing
+        room = sum(
+            max(0.0, policy.soc_ceiling_pct - policy.soc_floor_pct) / 100 * b.capacity_kwh
+            for b in image.batteries
+            if b.ok
+        )
+        reserve_kwh = min(reserve_kwh, room / RESERVE_SAFETY)
         if plan.base_kw < 0:
             total, why, name = (
                 plan.base_kw,

@@ -1005,3 +1005,14 @@ def test_a_pv_declared_without_max_kw_does_not_block_dispatch() -> None:
     result = zone_dispatch(state)
     _, res = at(state, encode("dispatch", "d-1", **command_fields(result, 1)))
     assert res.ok, res.message
+
+
+def test_a_reserve_beyond_the_batteries_is_capped_at_what_they_can_hold() -> None:
+    """A forecast reserve 4x the batteries' room (the summed reserve used to reach 2-4x) asks
+    for the room between floor and ceiling, no more; a full battery then holds."""
+    img = image(meter("m", 10.0), battery("b1", 50, 10))  # 10 kWh, room 85 % = 8.5 kWh
+    result = dispatch(img, Policy(import_limit_kw=40.0), reserve_kwh=34.0)
+    (why,) = [w for d, _, _, w in result.setpoints if d == "b1"]
+    assert "needs 7.4 kWh" in why  # 8.5 kWh / the 1.15 safety factor
+    full = image(meter("m", 10.0), battery("b1", 95, 10))
+    assert setpoints(dispatch(full, Policy(import_limit_kw=40.0), reserve_kwh=34.0))["b1"][0] == 0.0
