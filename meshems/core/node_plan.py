@@ -57,8 +57,9 @@ def replan(node: Node) -> list[Action]:
     state, policy = node.zone, node.zone.policy
     if policy is None or policy.mode == "reactive" or node.solving is not None:
         return []
-    if node.duties["plan"].in_flight:
-        return []
+    if node.duties["plan"].in_flight or node.now_s - node.plan_asked_s < 1.0:
+        return []  # the leader steps every tick: look at most once a second
+    node.plan_asked_s = node.now_s
     image = build_image(state, stale_nodes=node.liveness.stale(state, node.now_s))
     plan, why = state.plan, ""
     if plan is None:
@@ -76,10 +77,9 @@ def replan(node: Node) -> list[Action]:
             why = "the batteries changed"  # e.g. a node's first report came after the plan
         elif soc_off_plan(plan, image, node.wall_s):
             why = "SoC left the plan's band"
-    if not why or node.now_s - node.plan_asked_s < 1.0:
+    if not why:
         return []
     request, basis = plan_request(state, image, policy, node.wall_s)
-    node.plan_asked_s = node.now_s
     if request is None:
         if node.plan_note != basis:
             node.plan_note = basis
