@@ -124,17 +124,21 @@ def allocate(total_kw: float, batteries: tuple[BatteryImage, ...], policy: Polic
 
 
 def _follow(image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep, upper: float) -> tuple:
-    """Battery power from the committed plan: in peak mode charge no faster than the plan and
-    never above the planned peak, store PV surplus, else hold; in tariff mode the plan's power
-    within the import and export caps; self-consumption covers the net load."""
+    """Battery power from the committed plan: in peak mode charge no faster than the plan, never
+    above the planned peak nor the day's base load so far, store PV surplus, else hold; in
+    tariff mode the plan's power within the import and export caps; self-consumption covers
+    the net load."""
     planned = sum(follow.battery_kw.get(b.id, 0.0) for b in image.batteries if b.ok)
     tag = f"plan v{follow.version}"
     if follow.mode == "self_consumption" or (follow.mode == "peak" and plan.base_kw < 0):
         return plan.base_kw, f"{tag}: self-consumption: net load {plan.base_kw:.1f} kW", "plan"
     if follow.mode == "peak":
-        if planned < 0 and upper - plan.base_kw > 0:
-            kw = min(-planned, upper - plan.base_kw)
-            return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {upper:.1f})", "plan"
+        # from the grid only up to the base load the day has already drawn: charging for a
+        # forecast peak that does not come must not make one
+        cap = min(upper, follow.base_peak_kw)
+        if planned < 0 and cap - plan.base_kw > 0:
+            kw = min(-planned, cap - plan.base_kw)
+            return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {cap:.1f})", "plan"
         return 0.0, f"{tag}: hold; import {plan.base_kw:.1f} kW under the planned peak {upper:.1f}", "plan"
     most = plan.base_kw + policy.export_limit_kw - policy.margin_kw  # discharge beyond it exports too much
     total = min(max(planned, plan.base_kw - upper), most)

@@ -29,6 +29,7 @@ from typing import Any
 
 from meshems.core.actuation import Actuation
 from meshems.core.cluster import ZoneState
+from meshems.core.day_peak import DayPeak
 from meshems.core.dispatch import dispatch
 from meshems.core.errors import RETRYABLE_CODES
 from meshems.core.health import device_state
@@ -127,6 +128,7 @@ class Node:
         self.solving: str | None = None
         self.plan_term, self.plan_policy, self.plan_asked_s, self.plan_note = -1, None, NEVER, ""
         self.plan_inputs: tuple = ()
+        self.day_peak = DayPeak()  # the zone's base-load peak so far today (this leader's view)
         self.rids = 0
         #: overrides this leader asked to clear (answered by a Proposed "expire")
         self.expiring: set[str] = set()

@@ -9,6 +9,7 @@ Pure: the zone state, the Raft view and time come from the Node; results are pro
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from meshems.core import commands
@@ -92,7 +93,10 @@ def dispatch_once(node: Node, policy: Policy) -> Propose:
     state = node.zone
     image = build_image(state, stale_nodes=node.liveness.stale(state, node.now_s))
     shed_kw = {k: r.expected_kw for k, r in state.relays.items() if not r.closed}
+    node.day_peak.add(node.wall_s, image.grid_kw + sum(b.power_kw for b in image.batteries if b.ok))
     follow = plan_step(state.plan, node.wall_s) if policy.mode != "reactive" else None
+    if follow is not None:
+        follow = replace(follow, base_peak_kw=node.day_peak.value(node.wall_s))
     result = dispatch(
         image,
         policy,

@@ -136,6 +136,8 @@ class PlanStep:
     target_import_kw: float
     peak_kw: float  # the plan's highest import: in peak mode, the ceiling the zone holds
     battery_kw: dict[str, float]
+    #: the day's highest quarter-hour base load so far (`core.day_peak`), set by the leader
+    base_peak_kw: float = 0.0
 
 
 def plan_step(plan: PlanRecord | None, wall_s: float, max_age_s: float = PLAN_MAX_AGE_S) -> PlanStep | None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import encode
+from meshems.core.day_peak import DayPeak
 from meshems.core.dispatch import dispatch
 from meshems.core.forecast import fit
 from meshems.core.load_history import LoadHistory, load_forecast
@@ -119,6 +120,7 @@ def run_day(
     history.values = [float(v) for v in year[max(0, first - keep) : first]]
     history.t0_s = (first - len(history.values)) * STEP_S
     imports, plans, last_replan_min = [], 0, -999
+    day_peak = DayPeak()
     for minute in range(QH * MIN_PER_QH):
         wall = day * DAY_S + minute * 60.0
         qh = minute // MIN_PER_QH
@@ -161,7 +163,10 @@ def run_day(
                         mode=p.mode, status=p.status, import_kw=pack(p.import_kw), batteries=bats,
                         peak_kw=p.peak_kw, cost=p.cost, reason=p.reason[:300], basis=basis[:300], made_s=wall,
                     ))  # fmt: skip
+        day_peak.add(wall, float(base_min[minute]))
         follow = plan_step(state.plan, wall) if policy.mode != "reactive" else None
+        if follow is not None:  # as the leader does (core.node_lead.dispatch_once)
+            follow = replace(follow, base_peak_kw=day_peak.value(wall))
         result = dispatch(image, policy, follow=follow)
         sp = {d: kw for d, kw, _, _ in result.setpoints}
         bat = bat.write_setpoint(sp.get("b", 0.0)).step(60.0)

@@ -1,0 +1,91 @@
+"""Dispatch tracking the committed plan (`follow`), and the day's base-load peak that caps
+charging from the grid in peak mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshems.core.day_peak import DayPeak
+from meshems.core.dispatch import dispatch
+from meshems.core.plan_records import PlanBattery, PlanRecord, PlanStep, plan_step
+from meshems.core.policy import Policy
+from tests.core.test_dispatch import KW, battery, image, meter
+
+T0 = 1_790_000_000.0 // 86400 * 86400  # a UTC midnight
+
+
+def step(mode: str = "peak", peak: float = 20.0, kw: float = 0.0, base_peak: float = 1e9) -> PlanStep:
+    return PlanStep(3, mode, "optimal", peak, peak, {"b1": kw}, base_peak)
+
+
+def battery_kw(result: object) -> tuple[float, str, str]:
+    (row,) = [r for r in result.setpoints if r[0] == "b1"]  # type: ignore[attr-defined]
+    return row[1], row[2], row[3]
+
+
+def test_peak_mode_holds_the_planned_peak_without_a_margin_below_it() -> None:
+    # the import limit (40, margin 2) would aim at 38; the plan's peak is 20: discharge 5
+    result = dispatch(
+        image(meter("m", 25.0), battery("b1", 60, 10)), Policy(import_limit_kw=40.0), follow=step()
+    )
+    kw, ctl, why = battery_kw(result)
+    assert kw == pytest.approx(5.0, abs=KW) and ctl == "import_limit" and "over 20.0" in why
+    assert result.inputs["plan_version"] == 3 and result.inputs["plan_ceiling_kw"] == 20.0
+
+
+def test_peak_mode_charges_as_planned_but_never_above_the_peak_nor_the_day_s_base_load() -> None:
+    img = image(meter("m", 10.0), battery("b1", 30, 10))
+    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0)))
+    assert (kw, ctl) == (pytest.approx(-6.0, abs=KW), "plan")  # as fast as the plan, no faster
+    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0)))
+    assert kw == pytest.approx(-10.0, abs=KW)  # up to the planned peak of 20 kW
+    kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=12.0)))
+    assert kw == pytest.approx(-2.0, abs=KW) and "import under 12.0" in why  # the day drew 12 kW at most
+    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=0.0)))
+    assert kw == 0.0  # a new day: nothing drawn yet, no grid charging
+
+
+def test_peak_mode_stores_pv_surplus_and_holds_otherwise() -> None:
+    kw, _, _ = battery_kw(dispatch(image(meter("m", -4.0), battery("b1", 30, 10)), Policy(), follow=step()))
+    assert kw == pytest.approx(-4.0, abs=KW)
+    kw, ctl, why = battery_kw(
+        dispatch(image(meter("m", 12.0), battery("b1", 30, 10)), Policy(), follow=step(kw=3.0))
+    )
+    assert (kw, ctl) == (0.0, "plan") and "hold" in why  # under the planned peak: keep the energy
+
+
+def test_tariff_mode_follows_the_plan_inside_the_caps() -> None:
+    img = image(meter("m", 10.0), battery("b1", 60, 10))
+    tariff = Policy(mode="tariff", import_limit_kw=30.0, export_limit_kw=3.0, margin_kw=1.0)
+    kw, ctl, _ = battery_kw(dispatch(img, tariff, follow=step("tariff", kw=4.0)))
+    assert (kw, ctl) == (pytest.approx(4.0, abs=KW), "plan")
+    kw, _, _ = battery_kw(dispatch(img, tariff, follow=step("tariff", kw=20.0)))
+    assert kw == pytest.approx(12.0, abs=KW)  # 10 kW load + 2 kW export (3 less the margin)
+    kw, _, _ = battery_kw(
+        dispatch(image(meter("m", 33.0), battery("b1", 60, 10)), tariff, follow=step("tariff", kw=-5.0))
+    )
+    assert kw == pytest.approx(4.0, abs=KW)  # the import cap (29) wins over the planned charge
+
+
+def test_a_stale_or_failed_plan_is_not_followed() -> None:
+    bat = PlanBattery("b1", (1.0, 2.0), (50.0, 49.0, 47.0))
+    plan = PlanRecord(1, T0, 900.0, "peak", "optimal", (5.0, 6.0), (bat,), 6.0, 0.0, "r", "b", T0, 1, 2)
+    assert plan_step(plan, T0 + 100) == PlanStep(1, "peak", "optimal", 5.0, 6.0, {"b1": 1.0})
+    assert plan_step(plan, T0 + 1800) is None  # past its horizon
+    assert plan_step(plan, T0 + 1000, max_age_s=600) is None  # too old
+    from dataclasses import replace
+
+    assert plan_step(replace(plan, status="infeasible"), T0 + 100) is None
+
+
+def test_the_day_peak_counts_closed_quarter_hours_of_today() -> None:
+    p = DayPeak()
+    for minute in range(30):  # 00:00-00:15 at 5 kW, 00:15-00:30 at 9 kW
+        p.add(T0 + minute * 60, 5.0 if minute < 15 else 9.0)
+    assert p.value(T0 + 29 * 60) == 5.0  # the running quarter-hour does not count yet
+    p.add(T0 + 30 * 60, 1.0)
+    assert p.value(T0 + 30 * 60) == 9.0
+    p.add(T0 + 86400 + 60, 2.0)  # the next day starts from nothing
+    assert p.value(T0 + 86400 + 60) == 0.0
+    p.add(T0 + 86400 + 120, float("nan"))  # ignored
+    assert p.value(T0 + 86400 + 120) == 0.0
