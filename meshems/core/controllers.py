@@ -133,9 +133,10 @@ def _follow(image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep, u
     if follow.mode == "self_consumption" or (follow.mode == "peak" and plan.base_kw < 0):
         return plan.base_kw, f"{tag}: self-consumption: net load {plan.base_kw:.1f} kW", "plan"
     if follow.mode == "peak":
-        # from the grid only up to the base load the day has already drawn: charging for a
-        # forecast peak that does not come must not make one
-        cap = min(upper, follow.base_peak_kw)
+        # from the grid only up to the base load the day has already drawn, less a tracking
+        # margin (the load moves before the next cycle): charging for a forecast peak that
+        # does not come must not make one
+        cap = min(upper, follow.base_peak_kw) - min(policy.margin_kw, 0.1 * abs(follow.base_peak_kw))
         if planned < 0 and cap - plan.base_kw > 0:
             kw = min(-planned, cap - plan.base_kw)
             return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {cap:.1f})", "plan"

@@ -111,7 +111,13 @@ def forecast_reserve_kwh(
     forecast (`load_forecast`: the same forecast `meshems forecast show` prints); a gap in
     the same time yesterday counts as 0 kW."""
     f = load_forecast(history, now_s, model)
+    return reserve_of(f, limit_kw), f.basis
+
+
+def reserve_of(f: LoadForecast, limit_kw: float) -> float:
+    """Battery energy a forecast's load above `limit_kw` needs (a gap in the same time
+    yesterday counts as 0 kW)."""
     if f.basis == NO_HISTORY:
-        return 0.0, f.basis
-    kw = np.nan_to_num(f.kw, nan=0.0) if f.basis == SAME_TIME_YESTERDAY else f.kw
-    return peak_energy_above(kw, limit_kw, f.step_s), f.basis
+        return 0.0
+    kw = np.nan_to_num(f.kw, nan=0.0) if f.basis.startswith(SAME_TIME_YESTERDAY) else f.kw
+    return peak_energy_above(kw, limit_kw, f.step_s)

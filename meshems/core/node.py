@@ -94,7 +94,8 @@ class Node:
     raft: RaftChanged = field(default_factory=lambda: RaftChanged("follower", 0, None, False, False))
     zone: ZoneState = field(default_factory=ZoneState)
     readings: dict[str, _Reading] = field(default_factory=dict)
-    history: LoadHistory = field(default_factory=LoadHistory)
+    history: LoadHistory = field(default_factory=LoadHistory)  # load: import + batteries + PV
+    pv_history: LoadHistory = field(default_factory=LoadHistory)
 
     def __post_init__(self) -> None:
         t = self.spec.timing

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meshems.core import commands
-from meshems.core.load_history import forecast_reserve_kwh
+from meshems.core.load_history import reserve_of
 from meshems.core.node_events import Action, Propose, SaveHistory
+from meshems.core.pv_forecast import base_forecast
 
 if TYPE_CHECKING:
     from meshems.core.node import Node
@@ -71,7 +72,14 @@ def forecast(node: Node, readings: list[dict[str, Any]]) -> list[Action]:
     if meter is None:
         return []
     batteries = sum(r["values"].get("power_kw", 0.0) for r in readings if kinds.get(r["id"]) == "battery")
-    node.history.add(node.wall_s, meter["values"]["power_kw"] + batteries)
+    pvs = [
+        r for r in readings if kinds.get(r["id"]) == "pv" and r["state"] == "ok" and "power_kw" in r["values"]
+    ]
+    pv = sum(r["values"]["power_kw"] for r in pvs)
+    # the load (PV added back) and the PV apart: they are forecast apart (core.pv_forecast)
+    node.history.add(node.wall_s, meter["values"]["power_kw"] + batteries + pv)
+    if pvs:
+        node.pv_history.add(node.wall_s, pv)
     out: list[Action] = []
     if node.duties["history"].due(node.now_s, node.spec.timing.history_save_s):
         if node.duties["history"].last_s != NEVER:
@@ -81,9 +89,8 @@ def forecast(node: Node, readings: list[dict[str, Any]]) -> list[Action]:
     if envelope is None:
         return out
     model = node.spec.forecast.model if node.spec.forecast is not None else None
-    node.reserve_kwh, node.forecast_basis = forecast_reserve_kwh(
-        node.history, node.wall_s, envelope.import_limit_kw, model
-    )
+    f = base_forecast(node.history, node.pv_history, node.wall_s, model)
+    node.reserve_kwh, node.forecast_basis = reserve_of(f, envelope.import_limit_kw), f.basis
     return out
 
 

@@ -4,9 +4,10 @@ quarter-hour, at once after winning an election, when the policy changes, when t
 batteries differ from the plan's and when a battery leaves the plan's SoC band, then commits
 the plan it gets back.
 
-Pure: the forecast comes from the node's own history (`core.load_history.load_forecast`,
-the path `meshems forecast show` prints); the solve is an action (`Solve`), carried out off
-the control path by the services, its result an event (`Solved`).
+Pure: the forecast comes from the node's own history (`core.pv_forecast.base_forecast`: its
+load forecast less its PV forecast, the path `meshems forecast show` prints); the solve is an
+action (`Solve`), carried out off the control path by the services, its result an event
+(`Solved`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meshems.core import commands
-from meshems.core.load_history import NO_HISTORY, load_forecast
+from meshems.core.load_history import NO_HISTORY
 from meshems.core.node_events import Action, Log, Solve, Solved
 from meshems.core.plan_inputs import STEP_S, plan_request, soc_off_plan
 from meshems.core.plan_records import MAX_STEPS, pack, pack16
 from meshems.core.process_image import build_image
+from meshems.core.pv_forecast import base_forecast
 
 if TYPE_CHECKING:
     from meshems.core.node import Node
@@ -40,7 +42,7 @@ def publish_node_forecast(node: Node) -> list[Action]:
     if node.forecast_step >= step:
         return []
     model = node.spec.forecast.model if node.spec.forecast is not None else None
-    f = load_forecast(node.history, node.wall_s, model)
+    f = base_forecast(node.history, node.pv_history, node.wall_s, model)
     node.forecast_step = step
     finite = f.kw[np.isfinite(f.kw)]
     if f.basis == NO_HISTORY or finite.size == 0:

@@ -103,14 +103,11 @@ class NodeDaemon:
         )
         self.field = FieldService(self.node, profiles, self._feed) if profiles else None
         data_dir = cfg.data_dir(node_id)
-        self.history_path = data_dir / "load_history.npz"
-        spec = NodeSpec.from_config(
-            cfg,
-            node_id,
-            self.field.roles() if self.field else None,
-            load_model_if_any(data_dir / "forecast.npz"),
-        )
-        self.machine = Node(spec, rid_salt=uuid.uuid4().hex[:6], history=load_history(self.history_path))
+        self.history_path, self.pv_history_path = data_dir / "load_history.npz", data_dir / "pv_history.npz"
+        roles = self.field.roles() if self.field else None
+        spec = NodeSpec.from_config(cfg, node_id, roles, load_model_if_any(data_dir / "forecast.npz"))
+        self.machine = Node(spec, rid_salt=uuid.uuid4().hex[:6], history=load_history(self.history_path),
+                            pv_history=load_history(self.pv_history_path))  # fmt: skip
         self.cloud: CloudSync | None = None
         if cfg.cloud is not None:
             self.cloud = CloudSync(
@@ -245,11 +242,14 @@ class NodeDaemon:
             if self.field is not None:
                 self.field.pause(action.devices)
         elif isinstance(action, SaveHistory):
-            self._saving = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(save_history, self.machine.history, self.history_path)
-            )
+            self._saving = asyncio.get_running_loop().create_task(asyncio.to_thread(self._save_histories))
         elif isinstance(action, Solve):
             self._solving = asyncio.get_running_loop().create_task(self._solve(action))
+
+    def _save_histories(self) -> None:  # the load history, and the PV's when there is PV
+        save_history(self.machine.history, self.history_path)
+        if self.machine.pv_history.t0_s is not None:
+            save_history(self.machine.pv_history, self.pv_history_path)
 
     async def _solve(self, action: Solve) -> None:
         """The planner's LP in a worker thread: the loop keeps polling and protecting."""

@@ -17,9 +17,9 @@ from typing import Any
 from meshems.core.clock import ClockWatch
 from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
-from meshems.core.load_history import load_forecast
 from meshems.core.node import Node
 from meshems.core.plan_records import plan_dict, plan_step
+from meshems.core.pv_forecast import base_forecast
 from meshems.core.snapshot import state_hash
 from meshems.core.zone_records import setpoint_dict
 from meshems.node.consensus import RaftService
@@ -153,7 +153,7 @@ class Views:
         model as its reserve duty computes it (kW per step, null where unknown)."""
         m = self.machine
         model = m.spec.forecast.model if m.spec.forecast is not None else None
-        f = load_forecast(m.history, m.wall_s if m.started else time.time(), model)
+        f = base_forecast(m.history, m.pv_history, m.wall_s if m.started else time.time(), model)
         return {
             "node_id": self.node_id,
             "basis": f.basis,

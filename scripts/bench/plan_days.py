@@ -4,10 +4,10 @@ perfect-foresight LP optimum, for three differently shaped sites over days acros
 Sites: an office, a household and a farm (`meshems.sim.load_data`: BDEW G1/H0/L0-like years,
 with PV from `pv_year`), each with its own battery. Each test day starts at 00:00 UTC with
 the battery at 50 %. Every quarter-hour (and when the battery leaves the plan's SoC band) the
-site's node forecasts its base load from its own history only (`load_forecast` with a model
-fitted on the 8 weeks before the day: no peeking), the leader builds the request
-(`plan_request`), plans (`planner.plan`) and commits it (`apply` of the `plan` command); every
-minute dispatch runs (`dispatch(..., follow=plan_step(...))`) on a base load with
+site's node forecasts its base load from its own history only (`base_forecast`: a load model
+fitted on the 8 weeks before the day, less the PV's clear-sky forecast; no peeking), the
+leader builds the request (`plan_request`), plans (`planner.plan`) and commits it (`apply` of
+the `plan` command); every minute dispatch runs (`dispatch(..., follow=plan_step(...))`) on a base load with
 minute-scale noise around the quarter-hour means, and a battery model follows the setpoint.
 These are the functions the node runs (`core.node_plan`, `core.node_lead`); the loop around
 them (the clock, a one-node zone state, the battery) is the benchmark's.
@@ -32,12 +32,13 @@ from meshems.core.commands import encode
 from meshems.core.day_peak import DayPeak
 from meshems.core.dispatch import dispatch
 from meshems.core.forecast import fit
-from meshems.core.load_history import LoadHistory, load_forecast
+from meshems.core.load_history import LoadHistory
 from meshems.core.plan_inputs import plan_request, soc_off_plan
 from meshems.core.plan_records import pack, pack16, plan_step
 from meshems.core.planner import BatteryModel, PlanRequest, SocTarget, plan
 from meshems.core.policy import Policy
 from meshems.core.process_image import DeviceInfo, image_from_readings
+from meshems.core.pv_forecast import base_forecast
 from meshems.sim.device_physics import Battery
 from meshems.sim.load_data import pv_year, synthetic_year
 
@@ -70,10 +71,47 @@ EXPORT_PRICE = (0.08,) * 24
 DEVICES = [DeviceInfo("m", "meter", "n1", 0, 0), DeviceInfo("b", "battery", "n1", -1e3, 1e3)]
 
 
-def site_year(spec: SiteSpec) -> np.ndarray:
-    """The site's base load (load - PV, kW) per quarter-hour for a year; day 0 at t = 0."""
+def site_load_pv(spec: SiteSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The site's load and PV (kW) per quarter-hour for a year; day 0 at t = 0."""
     load = synthetic_year(seed=spec.seed, shape=spec.shape, peak_kw=spec.peak_kw, start_weekday=3)
-    return load - pv_year(seed=spec.seed, peak_kw=spec.pv_kwp)
+    return load, pv_year(seed=spec.seed, peak_kw=spec.pv_kwp)
+
+
+def site_year(spec: SiteSpec) -> np.ndarray:
+    """The site's base load (load - PV, kW) per quarter-hour for a year."""
+    load, pv = site_load_pv(spec)
+    return load - pv
+
+
+def histories(load: np.ndarray, pv: np.ndarray, end: int) -> tuple[LoadHistory, LoadHistory]:
+    """A node's load and PV histories as it would have recorded them up to step `end`."""
+    out = []
+    for series in (load, pv):
+        h = LoadHistory()
+        h.values = [float(v) for v in series[max(0, end - h.keep_steps) : end]]
+        h.t0_s = (end - len(h.values)) * STEP_S
+        out.append(h)
+    return out[0], out[1]
+
+
+def forecast_mae(spec: SiteSpec, first_day: int, days: int) -> float:
+    """MAE of the node's base-load forecast (`base_forecast`: its load model refitted weekly on
+    the trailing 8 weeks, less its PV forecast) over same time last week's, forecasts issued
+    every 6 h for a day ahead."""
+    load, pv = site_load_pv(spec)
+    net = load - pv
+    err_model = err_naive = 0.0
+    model, fitted = None, -(10**9)
+    for n in range(first_day * QH, (first_day + days) * QH, 24):
+        if n - fitted >= 7 * QH:
+            model = fit(load[n - TRAIN_DAYS * QH : n], (n - TRAIN_DAYS * QH) * STEP_S, step_s=STEP_S)
+            fitted = n
+        h_load, h_pv = histories(load, pv, n)
+        f = base_forecast(h_load, h_pv, n * STEP_S, model)
+        actual = net[n : n + QH]
+        err_model += float(np.abs(f.kw - actual).sum())
+        err_naive += float(np.abs(net[n - 7 * QH : n - 6 * QH] - actual).sum())
+    return err_model / err_naive
 
 
 def minute_noise(seed: int, n_qh: int) -> np.ndarray:
@@ -115,10 +153,8 @@ def run_day(
     bat = Battery(spec.capacity_kwh, 50.0, spec.power_kw, spec.power_kw, efficiency=0.92,
                   soc_min_pct=policy.soc_floor_pct, soc_max_pct=policy.soc_ceiling_pct)  # fmt: skip
     state = _zone(spec)
-    history = LoadHistory()
-    keep = history.keep_steps
-    history.values = [float(v) for v in year[max(0, first - keep) : first]]
-    history.t0_s = (first - len(history.values)) * STEP_S
+    load, pv = site_load_pv(spec)
+    history, pv_history = histories(load, pv, first)
     imports, plans, last_replan_min = [], 0, -999
     day_peak = DayPeak()
     for minute in range(QH * MIN_PER_QH):
@@ -134,10 +170,8 @@ def run_day(
             new_qh = minute % MIN_PER_QH == 0
             if new_qh:  # the node's quarter-hour duty: its history closes a step, it forecasts
                 if qh > 0:
-                    history.values.append(float(year[first + qh - 1]))
-                    del history.values[: max(0, len(history.values) - keep)]
-                    history.t0_s = (first + qh - len(history.values)) * STEP_S
-                f = load_forecast(history, wall, model)
+                    history, pv_history = histories(load, pv, first + qh)
+                f = base_forecast(history, pv_history, wall, model)
                 kw = np.where(np.isfinite(f.kw), f.kw, np.nanmean(f.kw))
                 if oracle:  # diagnosis only: the real coming day instead of the forecast
                     kw = year[first + qh : first + qh + QH]
@@ -212,8 +246,10 @@ def bench_days(days: tuple[int, ...], sites: tuple[SiteSpec, ...] = SITES) -> li
         year = site_year(spec)
         for day in days:
             first = day * QH
-            train = year[first - TRAIN_DAYS * QH : first]
-            model = fit(train, (day - TRAIN_DAYS) * DAY_S, step_s=STEP_S, version=day)
+            load, _ = site_load_pv(spec)  # the node fits its model on its recorded load
+            model = fit(
+                load[first - TRAIN_DAYS * QH : first], (day - TRAIN_DAYS) * DAY_S, step_s=STEP_S, version=day
+            )
             none_peak = float(year[first : first + QH].max())
             peak_pol = Policy()  # the default: mode peak, no limit, no margin tuning
             opt = optimum(spec, year, day, peak_pol)

@@ -35,12 +35,13 @@ def test_peak_mode_holds_the_planned_peak_without_a_margin_below_it() -> None:
 
 def test_peak_mode_charges_as_planned_but_never_above_the_peak_nor_the_day_s_base_load() -> None:
     img = image(meter("m", 10.0), battery("b1", 30, 10))
-    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0)))
+    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0, base_peak=30.0)))
     assert (kw, ctl) == (pytest.approx(-6.0, abs=KW), "plan")  # as fast as the plan, no faster
-    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0)))
-    assert kw == pytest.approx(-10.0, abs=KW)  # up to the planned peak of 20 kW
-    kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=12.0)))
-    assert kw == pytest.approx(-2.0, abs=KW) and "import under 12.0" in why  # the day drew 12 kW at most
+    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=30.0)))
+    assert kw == pytest.approx(-8.0, abs=KW)  # up to the planned peak of 20 kW, less the 2 kW margin
+    kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=15.0)))
+    # the day drew 15 kW at most; 10 % of it (under the 2 kW margin) is kept for the load's moves
+    assert kw == pytest.approx(-3.5, abs=KW) and "import under 13.5" in why
     kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=0.0)))
     assert kw == 0.0  # a new day: nothing drawn yet, no grid charging
 

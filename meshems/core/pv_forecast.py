@@ -1,0 +1,66 @@
+"""PV forecast from the PV's own history, and the node's base-load forecast built from it.
+
+The PV forecast is a clear-sky shape fitted to recent days: at each quarter-hour of the day
+the highest output of the last 14 days (the envelope), scaled by the clearness of the last 3
+days (their energy over the envelope's). No weather input: a sunny day after cloudy ones is
+underestimated, and the other way round. The base load a node plans with is its load
+forecast (`core.load_history.load_forecast`, on the load with the PV added back) less this PV
+forecast: load and PV follow different clocks (working days; the sun and the weather), and
+one model of their difference forecasts both badly. Pure: numpy only, time comes in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from meshems.core.forecast_model import ForecastModel
+from meshems.core.load_history import NO_HISTORY, LoadForecast, LoadHistory, load_forecast
+
+ENVELOPE_DAYS = 14
+CLEARNESS_DAYS = 3
+
+
+def pv_forecast(history: LoadHistory, start_s: float, steps: int) -> tuple[np.ndarray, str] | None:
+    """PV output (kW) for `steps` quarter-hours from `start_s` (a step boundary) and its basis;
+    None without a full day of PV history."""
+    step = history.step_s
+    day = round(86400 / step)
+    if history.t0_s is None:
+        return None
+    series = history.series()
+    end_s = history.t0_s + len(series) * step
+    missed = min(max(0, round((start_s - end_s) / step)), history.keep_steps)
+    if missed:
+        series = np.concatenate([series, np.full(missed, np.nan)])
+    days = min(ENVELOPE_DAYS, len(series) // day)
+    if days < 1:
+        return None
+    past = series[len(series) - days * day :].reshape(days, day)
+    if np.isnan(past).all():
+        return None
+    with np.errstate(all="ignore"):
+        envelope = np.nan_to_num(np.nanmax(past, axis=0), nan=0.0)
+    recent = past[-min(CLEARNESS_DAYS, days) :]
+    possible = float((envelope * np.isfinite(recent)).sum())
+    clearness = float(np.nansum(recent)) / possible if possible > 0 else 0.0
+    clearness = min(max(clearness, 0.0), 1.0)
+    # past[k] starts at the same time of day as start_s: the envelope is in the right phase
+    kw = np.tile(envelope, math.ceil(steps / day))[:steps] * clearness
+    return kw, f"PV clear-sky x {clearness:.2f}"
+
+
+def base_forecast(
+    load: LoadHistory, pv: LoadHistory | None, now_s: float, model: ForecastModel | None = None
+) -> LoadForecast:
+    """The node's base load ahead (import with its batteries at 0): its load forecast less its
+    PV forecast, with both bases named. Without PV history, the load forecast alone."""
+    f = load_forecast(load, now_s, model)
+    if pv is None or f.basis == NO_HISTORY:
+        return f
+    solar = pv_forecast(pv, f.start_s, len(f.kw))
+    if solar is None:
+        return f
+    kw, basis = solar
+    return LoadForecast(f.start_s, f.step_s, f.kw - kw, f"{f.basis} - {basis}")
