@@ -28,6 +28,7 @@ import pytest
 
 from meshems.adapters.api_tls import client_context
 from meshems.core import commands
+from meshems.core.plan_records import pack
 from meshems.ops.supervisor import LocalCluster
 from tests.integration.test_cluster import set_sp, status_of, wait_until
 
@@ -94,6 +95,12 @@ def test_the_api_refuses_every_internal_command(shared_cluster: LocalCluster) ->
         "forecast_model": forged("forecast_model", node_id="n1", version=2**40, digest="ab" * 32, data=b"x"),
         "transfer_device": forged("transfer_device", device_id="n1-bat", node_id="n2"),
         "remove_node": forged("remove_node", node_id="n3"),
+        # a forged forecast or plan would steer every battery of the zone
+        "node_forecast": forged("node_forecast", node_id="n1", start_s=1.9e9, step_s=900.0,
+                                kw=pack([1e5] * 96), basis="forged"),
+        "plan": forged("plan", version=2**40, start_s=1.9e9, step_s=900.0, mode="peak", status="optimal",
+                       import_kw=pack([0.0]), batteries=[], peak_kw=0.0, cost=0.0, reason="x", basis="x",
+                       made_s=1.9e9),
     }  # fmt: skip
     assert set(attacks) == set(commands.INTERNAL_TYPES)
     for kind, data in attacks.items():

@@ -103,6 +103,8 @@ def test_a_fitted_forecaster_is_replicated_to_peers(make_cluster) -> None:
     c.start_sims()
     c.start_all()
     c.wait_leader()
+    for node in ("n2", "n3"):  # a loaded machine brings an API up after the leader is known
+        c.wait_api(node)
     wait_until(
         lambda: status_of(c, "n3").get("forecasts", {}).get("n1", {}).get("version") == 7,
         timeout_s=30,
