@@ -123,7 +123,9 @@ def allocate(total_kw: float, batteries: tuple[BatteryImage, ...], policy: Polic
     return {k: math.copysign(math.floor(abs(v) * 1000 + 1e-6) / 1000, v) for k, v in out.items()}
 
 
-def _follow(image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep, upper: float) -> tuple:
+def _follow(
+    image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep, upper: float
+) -> tuple[float, str, str]:
     """Battery power from the committed plan: in peak mode charge no faster than the plan, never
     above the planned peak nor the day's base load so far, store PV surplus, else hold; in
     tariff mode the plan's power within the import and export caps; self-consumption covers

@@ -71,6 +71,18 @@ class LoadForecast:
     basis: str
 
 
+def up_to(history: LoadHistory, start_s: float) -> tuple[np.ndarray, float]:
+    """The history's completed steps with the ones not closed before the step at `start_s`
+    as gaps (NaN), and the time its series then ends (that step, or the history's end)."""
+    assert history.t0_s is not None
+    series, step = history.series(), history.step_s
+    end_s = history.t0_s + len(series) * step
+    missed = min(max(0, round((start_s - end_s) / step)), history.keep_steps)
+    if missed:
+        series = np.concatenate([series, np.full(missed, np.nan)])
+    return series, end_s + missed * step
+
+
 def load_forecast(history: LoadHistory, now_s: float, model: ForecastModel | None = None) -> LoadForecast:
     """The node's forecast from its own history: the fitted model when there is enough
     history for it, else the same time yesterday (seasonal naive), else nothing (NaN).
@@ -81,14 +93,9 @@ def load_forecast(history: LoadHistory, now_s: float, model: ForecastModel | Non
     """
     step, day = history.step_s, int(86400 / history.step_s)
     current_s = math.floor(now_s / step) * step
-    series = history.series()
     if history.t0_s is None:
         return LoadForecast(current_s, step, np.full(day, np.nan), NO_HISTORY)
-    end_s = history.t0_s + len(series) * step
-    missed = min(max(0, round((current_s - end_s) / step)), history.keep_steps)
-    if missed:
-        series = np.concatenate([series, np.full(missed, np.nan)])
-        end_s += missed * step
+    series, end_s = up_to(history, current_s)
     if (
         model is not None
         and len(series) >= max(model.lags)

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meshems.core import commands
-from meshems.core.load_history import NO_HISTORY
+from meshems.core.load_history import NO_HISTORY, LoadForecast
 from meshems.core.node_events import Action, Log, Solve, Solved
 from meshems.core.plan_inputs import STEP_S, plan_request, soc_off_plan
 from meshems.core.plan_records import MAX_STEPS, pack, pack16
+from meshems.core.planner import ZonePlan
 from meshems.core.process_image import build_image
 from meshems.core.pv_forecast import base_forecast
 
@@ -44,14 +45,31 @@ def publish_node_forecast(node: Node) -> list[Action]:
     model = node.spec.forecast.model if node.spec.forecast is not None else None
     f = base_forecast(node.history, node.pv_history, node.wall_s, model)
     node.forecast_step = step
+    rid = f"nf-{node.spec.node_id}-{int(f.start_s)}-{node.rid_salt}"
+    data = forecast_command(node.spec.node_id, f, rid)
+    return [] if data is None else [node.propose("node_forecast", data, str(int(f.start_s)))]
+
+
+def forecast_command(node_id: str, f: LoadForecast, rid: str) -> bytes | None:
+    """The `node_forecast` command of a forecast (its gaps filled with its mean); None when
+    there is nothing to say (no history yet)."""
     finite = f.kw[np.isfinite(f.kw)]
     if f.basis == NO_HISTORY or finite.size == 0:
-        return []
+        return None
     kw = np.where(np.isfinite(f.kw), f.kw, float(np.mean(finite)))[:MAX_STEPS]
-    data = commands.encode("node_forecast", f"nf-{node.spec.node_id}-{int(f.start_s)}-{node.rid_salt}",
-                           node_id=node.spec.node_id, start_s=f.start_s, step_s=f.step_s,
+    return commands.encode("node_forecast", rid, node_id=node_id, start_s=f.start_s, step_s=f.step_s,
                            kw=pack([round(float(x), 3) for x in kw]), basis=f.basis)  # fmt: skip
-    return [node.propose("node_forecast", data, str(int(f.start_s)))]
+
+
+def plan_command(p: ZonePlan, version: int, rid: str, basis: str, made_s: float) -> bytes:
+    """The `plan` command that commits the planner's plan as `version`."""
+    soc = dict(p.soc_pct)
+    batteries = [{"id": b, "kw": pack(kw), "soc": pack16(soc[b])} for b, kw in p.battery_kw]
+    return commands.encode(
+        "plan", rid, version=version, start_s=p.start_s, step_s=p.step_s, mode=p.mode, status=p.status,
+        import_kw=pack(p.import_kw), batteries=batteries, peak_kw=round(p.peak_kw, 3), cost=round(p.cost, 4),
+        reason=p.reason[:300], basis=(basis or "-")[:300], made_s=made_s,
+    )  # fmt: skip
 
 
 def replan(node: Node) -> list[Action]:
@@ -103,13 +121,7 @@ def solved(node: Node, ev: Solved) -> list[Action]:
         return []
     p = ev.plan
     version = (node.zone.plan.version + 1) if node.zone.plan is not None else 1
-    soc = dict(p.soc_pct)
-    batteries = [{"id": b, "kw": pack(kw), "soc": pack16(soc[b])} for b, kw in p.battery_kw]
-    data = commands.encode(
-        "plan", f"plan-{term}-{version}", version=version, start_s=p.start_s, step_s=p.step_s, mode=p.mode,
-        status=p.status, import_kw=pack(p.import_kw), batteries=batteries, peak_kw=round(p.peak_kw, 3),
-        cost=round(p.cost, 4), reason=p.reason[:300], basis=(basis or "-")[:300], made_s=node.wall_s,
-    )  # fmt: skip
+    data = plan_command(p, version, f"plan-{term}-{version}", basis, node.wall_s)
     node.plan_term, node.plan_policy = term, policy
     out: list[Action] = [node.propose("plan", data, str(version))]
     if p.status not in ("optimal",):

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from meshems.core.forecast_model import ForecastModel
-from meshems.core.load_history import NO_HISTORY, LoadForecast, LoadHistory, load_forecast
+from meshems.core.load_history import NO_HISTORY, LoadForecast, LoadHistory, load_forecast, up_to
 
 ENVELOPE_DAYS = 14
 CLEARNESS_DAYS = 3
@@ -25,15 +25,10 @@ CLEARNESS_DAYS = 3
 def pv_forecast(history: LoadHistory, start_s: float, steps: int) -> tuple[np.ndarray, str] | None:
     """PV output (kW) for `steps` quarter-hours from `start_s` (a step boundary) and its basis;
     None without a full day of PV history."""
-    step = history.step_s
-    day = round(86400 / step)
+    day = round(86400 / history.step_s)
     if history.t0_s is None:
         return None
-    series = history.series()
-    end_s = history.t0_s + len(series) * step
-    missed = min(max(0, round((start_s - end_s) / step)), history.keep_steps)
-    if missed:
-        series = np.concatenate([series, np.full(missed, np.nan)])
+    series, _ = up_to(history, start_s)
     days = min(ENVELOPE_DAYS, len(series) // day)
     if days < 1:
         return None

@@ -51,6 +51,7 @@ from meshems.core.node_events import (
     Written,
 )
 from meshems.core.node_spec import NodeSpec
+from meshems.core.planner import plan
 from meshems.core.register_map import Profile
 from meshems.core.zone_records import Result
 from meshems.logs import Throttled, log
@@ -253,8 +254,6 @@ class NodeDaemon:
 
     async def _solve(self, action: Solve) -> None:
         """The planner's LP in a worker thread: the loop keeps polling and protecting."""
-        from meshems.core.planner import plan  # HiGHS loads on the leader, when it plans
-
         started = time.monotonic()
         result = await asyncio.to_thread(plan, action.request)
         self.stats.planned(time.monotonic() - started, result.status)

@@ -27,13 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from benchlib import pct  # noqa: E402
 
-from tests.conftest import free_ports  # noqa: E402
 from tests.node.metrics_fixtures import synthetic_node  # noqa: E402
 
 SIZES = (100, 500, 2000)
@@ -79,38 +76,16 @@ def cpu_pct(pid: int, window_s: float) -> float:
     return 100 * (cpu_s(pid) - c0) / (time.monotonic() - t0)
 
 
-def start_prometheus(cluster: Any, token: str, folder: Path) -> subprocess.Popen[bytes]:
-    prom = shutil.which("prometheus")
-    assert prom is not None, "prometheus missing (Debian prometheus; scripts/setup)"
-    (folder / "token").write_text(token)
-    config = {
-        "global": {"scrape_interval": f"{SCRAPE_S}s"},
-        "scrape_configs": [
-            {
-                "job_name": "meshems",
-                "scheme": "https",
-                "tls_config": {"ca_file": str(cluster.cfg.tls_dir / "ca.crt")},
-                "authorization": {"credentials_file": str(folder / "token")},
-                "static_configs": [{"targets": [n.api_endpoint for n in cluster.cfg.nodes if n.initial]}],
-            }
-        ],
-    }
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    (port,) = free_ports(1)
-    args = [prom, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def measure_cpu(window_s: float) -> dict[str, Any]:
     from meshems.adapters.config_file import load_config
     from meshems.adapters.secret import init_secret, read_secret
     from meshems.ops.http_exchange import exchange
     from meshems.ops.supervisor import LocalCluster
     from tests.conftest import write_config
+    from tests.integration.test_prometheus import Prometheus
 
     folder = Path(tempfile.mkdtemp(prefix="metrics-bench-"))
-    prom: subprocess.Popen[bytes] | None = None
+    prom: Prometheus | None = None
     try:
         path = write_config(folder, wired=True)
         cfg = load_config(path)
@@ -129,11 +104,11 @@ def measure_cpu(window_s: float) -> dict[str, Any]:
             pid = c.procs[follower].pid
             time.sleep(min(10.0, window_s / 2))  # settle after start-up
             before = cpu_pct(pid, window_s)
-            prom = start_prometheus(c, token, folder)
+            assert shutil.which("prometheus"), "prometheus missing (Debian prometheus; scripts/setup)"
+            prom = Prometheus(c, token, folder, scrape_s=SCRAPE_S)
             time.sleep(SCRAPE_S + 2)  # Prometheus up and its first scrape done
             scraped = cpu_pct(pid, window_s)
-            prom.terminate()
-            prom.wait(timeout=10)
+            prom.close()
             prom = None
             after = cpu_pct(pid, window_s)
             node = cfg.node(follower)
@@ -145,8 +120,7 @@ def measure_cpu(window_s: float) -> dict[str, Any]:
             c.stop_all()
     finally:
         if prom is not None:
-            prom.kill()
-            prom.wait(timeout=10)
+            prom.close()
         shutil.rmtree(folder, ignore_errors=True)
     baseline = (before + after) / 2
     return {

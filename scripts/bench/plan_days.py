@@ -33,8 +33,9 @@ from meshems.core.day_peak import DayPeak
 from meshems.core.dispatch import dispatch
 from meshems.core.forecast import fit
 from meshems.core.load_history import LoadHistory
+from meshems.core.node_plan import forecast_command, plan_command
 from meshems.core.plan_inputs import plan_request, soc_off_plan
-from meshems.core.plan_records import pack, pack16, plan_step
+from meshems.core.plan_records import plan_step
 from meshems.core.planner import BatteryModel, PlanRequest, SocTarget, plan
 from meshems.core.policy import Policy
 from meshems.core.process_image import DeviceInfo, image_from_readings
@@ -172,12 +173,11 @@ def run_day(
                 if qh > 0:
                     history, pv_history = histories(load, pv, first + qh)
                 f = base_forecast(history, pv_history, wall, model)
-                kw = np.where(np.isfinite(f.kw), f.kw, np.nanmean(f.kw))
                 if oracle:  # diagnosis only: the real coming day instead of the forecast
-                    kw = year[first + qh : first + qh + QH]
-                data = encode("node_forecast", f"nf-{day}-{qh}", node_id="n1", start_s=f.start_s,
-                              step_s=f.step_s, kw=pack(kw.tolist()), basis=f.basis)  # fmt: skip
-                state = _commit(state, data)
+                    f = replace(f, kw=year[first + qh : first + qh + QH])
+                data = forecast_command("n1", f, f"nf-{day}-{qh}")
+                if data is not None:
+                    state = _commit(state, data)
             off = (
                 state.plan is not None
                 and minute - last_replan_min >= 1
@@ -190,14 +190,7 @@ def run_day(
                     plans += 1
                     last_replan_min = minute
                     version = (state.plan.version + 1) if state.plan is not None else 1
-                    soc = dict(p.soc_pct)
-                    bats = [{"id": b, "kw": pack(k), "soc": pack16(soc[b])} for b, k in p.battery_kw]
-                    state = _commit(state, encode(
-                        "plan", f"plan-{version}", version=version, start_s=p.start_s, step_s=p.step_s,
-                        mode=p.mode, status=p.status, import_kw=pack(p.import_kw), batteries=bats,
-                        peak_kw=p.peak_kw, cost=p.cost, reason=p.reason[:300], basis=basis[:300], made_s=wall,
-                    ))  # fmt: skip
-        day_peak.add(wall, float(base_min[minute]))
+                    state = _commit(state, plan_command(p, version, f"plan-{version}", basis, wall))
         follow = plan_step(state.plan, wall) if policy.mode != "reactive" else None
         if follow is not None:  # as the leader does (core.node_lead.dispatch_once)
             follow = replace(follow, base_peak_kw=day_peak.value(wall))

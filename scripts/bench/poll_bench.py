@@ -197,15 +197,23 @@ async def run_poller(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def run_naive(spec: dict[str, Any]) -> dict[str, Any]:
-    """A naive loop: one pymodbus client per server, devices read one after another."""
+async def connect_clients(spec: dict[str, Any], per_server: int) -> list[tuple[Any, int]]:
+    """`per_server` bare pymodbus clients to each simulator, connected, with its unit count."""
     from pymodbus.client import AsyncModbusTcpClient
 
     clients = []
     for port, units in spec["servers"]:
-        c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=spec["timeout_s"], retries=0)
-        await c.connect()
-        clients.append((c, units))
+        for _ in range(per_server):
+            c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=spec["timeout_s"], retries=0)
+            await c.connect()
+            clients.append((c, units))
+    return clients
+
+
+async def run_naive(spec: dict[str, Any]) -> dict[str, Any]:
+    """A naive loop: one pymodbus client per server, devices read one after another."""
+
+    clients = await connect_clients(spec, 1)
     interval = spec["interval_s"]
     polls, lateness = 0, []
     t_end = time.monotonic() + spec["warmup_s"] + spec["measure_s"]
@@ -237,14 +245,8 @@ async def run_naive(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def run_bare(spec: dict[str, Any]) -> dict[str, Any]:
     """The bare client at the same concurrency: N clients per server, back-to-back requests."""
-    from pymodbus.client import AsyncModbusTcpClient
 
-    clients = []
-    for port, units in spec["servers"]:
-        for _ in range(spec["concurrency"]):
-            c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=spec["timeout_s"], retries=0)
-            await c.connect()
-            clients.append((c, units))
+    clients = await connect_clients(spec, spec["concurrency"])
     stop = time.monotonic() + spec["measure_s"]
     counts = [0] * len(clients)
 
@@ -270,15 +272,12 @@ async def run_bare_paced(spec: dict[str, Any]) -> dict[str, Any]:
     """The bare client doing the poller's job: the same connections, every device read once per
     interval on its own slot (spread over the interval like the poller's first polls), one
     `asyncio.sleep` to each slot; no bookkeeping, no decoding, no health rules."""
-    from pymodbus.client import AsyncModbusTcpClient
-
     conc, interval = spec["concurrency"], spec["interval_s"]
-    loops: list[tuple[Any, list[int]]] = []
-    for port, units in spec["servers"]:
-        for k in range(conc):
-            c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=spec["timeout_s"], retries=0)
-            await c.connect()
-            loops.append((c, [u for u in range(1, units + 1) if u % conc == k]))
+    clients = await connect_clients(spec, conc)
+    # connection k of a server reads its units u with u % conc == k
+    loops = [
+        (c, [u for u in range(1, units + 1) if u % conc == i % conc]) for i, (c, units) in enumerate(clients)
+    ]
     start = time.monotonic() + 0.1
     t_measure = start + spec["warmup_s"]
     stop = t_measure + spec["measure_s"]

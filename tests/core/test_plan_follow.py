@@ -3,6 +3,8 @@ charging from the grid in peak mode."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from meshems.core.day_peak import DayPeak
@@ -74,8 +76,6 @@ def test_a_stale_or_failed_plan_is_not_followed() -> None:
     assert plan_step(plan, T0 + 100) == PlanStep(1, "peak", "optimal", 5.0, 6.0, {"b1": 1.0})
     assert plan_step(plan, T0 + 1800) is None  # past its horizon
     assert plan_step(plan, T0 + 1000, max_age_s=600) is None  # too old
-    from dataclasses import replace
-
     assert plan_step(replace(plan, status="infeasible"), T0 + 100) is None
 
 

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from meshems.adapters import pki
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.ops.supervisor import LocalCluster
 from tests.conftest import write_config
+from tests.mqtt_broker import MosquittoBroker
 
 
 def meshems_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -125,3 +127,12 @@ def sim_process(folder: Path, site: dict[str, Any]) -> Iterator[subprocess.Popen
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A real mosquitto with TLS 1.3 and client certificates from a fresh zone CA."""
+    folder = tmp_path / "pki"
+    pki.init_ca(folder, "test-ca")
+    with MosquittoBroker(tmp_path, folder) as b:
+        yield b

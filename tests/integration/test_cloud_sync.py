@@ -60,14 +60,6 @@ def cloud_cluster(
         lc.stop_all()
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    folder = tmp_path / "pki"
-    pki.init_ca(folder, "test-ca")
-    with MosquittoBroker(tmp_path, folder) as b:
-        yield b
-
-
 def rows(lc: LocalCluster) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in lc.client.status_all(timeout_s=1.0) if r.get("reachable")}
 

@@ -6,28 +6,18 @@ broker fails at TCP (✗ with the nc hint)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from meshems.adapters import pki
 from meshems.ops.supervisor import LocalCluster
 from tests.integration.test_cloud_sync import cloud_cluster
 from tests.integration.test_doctor import doctor, failures
 from tests.mqtt_broker import MosquittoBroker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    folder = tmp_path / "pki"
-    pki.init_ca(folder, "test-ca")
-    with MosquittoBroker(tmp_path, folder) as b:
-        yield b
 
 
 def wait_published(lc: LocalCluster, timeout_s: float = 20.0) -> None:

@@ -27,15 +27,20 @@ PROMETHEUS = shutil.which("prometheus")
 
 
 class Prometheus:
-    """A Prometheus server on 127.0.0.1 scraping the cluster's nodes every second."""
+    """A Prometheus server on 127.0.0.1 scraping the cluster's nodes every `scrape_s` (the
+    metrics benchmark uses it too)."""
 
-    def __init__(self, cluster: LocalCluster, token: str, folder: Path) -> None:
+    def __init__(self, cluster: LocalCluster, token: str, folder: Path, scrape_s: float = 1.0) -> None:
         assert PROMETHEUS is not None
         (self.port,) = free_ports(1)
         (folder / "token").write_text(token)
         (folder / "token").chmod(0o600)
         config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "global": {
+                "scrape_interval": f"{scrape_s:g}s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": f"{scrape_s:g}s",
+            },
             "scrape_configs": [
                 {
                     "job_name": "meshems",
