@@ -191,6 +191,7 @@ def run_day(
                     last_replan_min = minute
                     version = (state.plan.version + 1) if state.plan is not None else 1
                     state = _commit(state, plan_command(p, version, f"plan-{version}", basis, wall))
+        day_peak.add(wall, float(base_min[minute]))
         follow = plan_step(state.plan, wall) if policy.mode != "reactive" else None
         if follow is not None:  # as the leader does (core.node_lead.dispatch_once)
             follow = replace(follow, base_peak_kw=day_peak.value(wall))
