@@ -49,14 +49,16 @@ def test_a_full_disk_stops_the_node_cleanly_and_it_catches_up_once_there_is_room
         c.wait_leader()
         wait_until(lambda: status_of(c, "n1")["devices"] >= 2, what="declarations")
 
-        # a history of more than 1 MiB of entries, while n3 is away
+        # a history of more than 1 MiB of entries, while n3 is away (ids and sources at their
+        # longest, 63 characters: ~190 bytes an entry, so half as many proposals)
         def write(i: int) -> bool:
-            data = commands.encode("set_setpoint", f"h-{uuid.uuid4().hex}", device_id="n1-bat",
-                                   kw=float(i % 50), source="test")  # fmt: skip
+            rid = f"h-{uuid.uuid4().hex}".ljust(63, "x")
+            data = commands.encode("set_setpoint", rid, device_id="n1-bat", kw=float(i % 50),
+                                   source="disk-full-test".ljust(63, "x"))  # fmt: skip
             return bool(c.client.propose(data, deadline_s=30)["ok"])
 
         with ThreadPoolExecutor(8) as pool:
-            assert all(pool.map(write, range(9000)))
+            assert all(pool.map(write, range(5200)))
         # n3's folder has room for its first 1 MiB of journal and not for the next step
         filler = small / "filler"
         with open(filler, "wb") as f:
