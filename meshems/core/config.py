@@ -20,6 +20,7 @@ from meshems.core.config_sections import (
     Frozen,
     NameStr,
     OverlayConfig,
+    PayloadsConfig,
     Port,
     items,
 )
@@ -271,6 +272,7 @@ class ClusterConfig(Frozen):
     api: ApiConfig = ApiConfig()
     overlay: OverlayConfig | None = None
     cloud: CloudConfig | None = None
+    payloads: PayloadsConfig = PayloadsConfig()
     nodes: tuple[NodeConfig, ...] = Field(min_length=1, strict=False)
     source: str = Field(default="<memory>", exclude=True, description="the file it came from")
 

@@ -1,5 +1,5 @@
 """The shared strict base of the cluster config schema and its network sections: the node
-API's guards, the WireGuard overlay and the cloud uplink.
+API's guards, the WireGuard overlay, the cloud uplink, and the keys logic payloads need.
 
 Pure, like `core.config` (which assembles them into `ClusterConfig` and re-exports them):
 schema and messages only, no I/O.
@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from meshems.core.ids import NAME_PATTERN
+from meshems.core.payload_checks import parse_key_hex
 
 NAME = NAME_PATTERN
 NameStr = Annotated[str, Field(pattern=NAME)]
@@ -140,3 +141,26 @@ class CloudConfig(Frozen):
     def node_cert_files(self, node_id: str) -> tuple[str, str]:
         """(certificate, key) of a node, relative to the config like `cert_dir`."""
         return f"{self.cert_dir}/{node_id}.crt", f"{self.cert_dir}/{node_id}.key"
+
+
+class PayloadsConfig(Frozen):
+    """Logic payloads (`meshems payload`): the Ed25519 public keys whose signatures a bundle
+    needs, inline as 64 hex digits (the line of a `.pub` file), and how many distinct ones."""
+
+    trusted_keys: tuple[Annotated[str, AfterValidator(parse_key_hex)], ...] = Field(
+        default=(), strict=False, description="release keys: 64 hex digits each (meshems payload keygen)"
+    )
+    threshold: int = Field(default=1, ge=1, le=16, description="distinct trusted signatures a bundle needs")
+
+    @model_validator(mode="after")
+    def _threshold(self) -> PayloadsConfig:
+        for i, key in enumerate(self.trusted_keys):
+            if key in self.trusted_keys[:i]:
+                first = self.trusted_keys.index(key)
+                raise ValueError(f"trusted_keys[{i}]: the same key as trusted_keys[{first}]")
+        if self.trusted_keys and self.threshold > len(self.trusted_keys):
+            raise ValueError(
+                f"threshold: {self.threshold} signatures needed but only {len(self.trusted_keys)} "
+                "trusted keys"
+            )
+        return self

@@ -83,3 +83,60 @@ class RootError(MeshemsError):
 
     code = "E_ROOT"
     exit_code = 2
+
+
+class PayloadError(MeshemsError):
+    """A logic payload bundle refused (`core.payload_manifest`, `adapters.payload_bundle`);
+    each subclass is one stable code, checked in the order the README lists them."""
+
+    code = "E_PAYLOAD"
+
+
+class PayloadBundleError(PayloadError):
+    """The archive itself: not a tar, a link, device, `..` or absolute member, a member the
+    manifest does not name or one missing, past a size cap."""
+
+    code = "E_PAYLOAD_BUNDLE"
+
+
+class PayloadManifestError(PayloadError):
+    """The manifest is malformed: the message names the key."""
+
+    code = "E_PAYLOAD_MANIFEST"
+
+
+class PayloadSignatureError(PayloadError):
+    """A signature does not match the manifest, or too few trusted keys signed it."""
+
+    code = "E_PAYLOAD_SIGNATURE"
+
+
+class PayloadUntrustedKeyError(PayloadError):
+    """Signed, but not by (enough of) the trusted keys."""
+
+    code = "E_PAYLOAD_UNTRUSTED_KEY"
+
+
+class PayloadHashError(PayloadError):
+    """A file's size or SHA-256 differs from the manifest's: names the file and both digests."""
+
+    code = "E_PAYLOAD_HASH"
+
+
+class PayloadExpiredError(PayloadError):
+    """The manifest's `expires_at` has passed."""
+
+    code = "E_PAYLOAD_EXPIRED"
+
+
+class PayloadIncompatibleError(PayloadError):
+    """The manifest needs a newer meshems (`min_meshems_version`)."""
+
+    code = "E_PAYLOAD_INCOMPATIBLE"
+
+
+class PayloadRollbackError(PayloadError):
+    """The version is not newer than the active one (and no explicit rollback to one installed
+    before)."""
+
+    code = "E_PAYLOAD_ROLLBACK"
