@@ -57,6 +57,8 @@ ADAPTER_PAIRS = {
     ("poller", "modbus"), ("profiles", "config_file"),
     ("sunspec_device", "sunspec"), ("sunspec_device", "modbus"),  # a scan at start, over the bus
     ("sunspec_device", "atomic_write"), ("api_tls", "pki"),  # the zone CA makes the API's certificates
+    ("payload_bundle", "atomic_write"), ("payload_bundle", "config_file"),  # release keys, manifest.yaml
+    ("payload_store", "payload_bundle"),  # the store verifies what it writes
 }  # fmt: skip
 
 
