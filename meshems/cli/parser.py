@@ -25,6 +25,7 @@ COMMANDS = {
     "firewall": "firewall",
     "forecast": "forecast",
     "plan": "plan",
+    "payload": "payload",
     "devices": "field",
     "io": "io",
     "sunspec": "sunspec",
@@ -38,7 +39,7 @@ COMMANDS = {
 #: the groups in the order they add their commands
 GROUPS = (
     "cluster", "field", "io", "sunspec", "control", "forecast", "plan", "relay", "overlay", "firewall", "pki",
-    "token", "lab", "demo",
+    "token", "payload", "lab", "demo",
     "install", "doctor",
 )  # fmt: skip
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
