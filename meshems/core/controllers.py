@@ -61,9 +61,20 @@ def ceiling_kw(policy: Policy, follow: PlanStep | None) -> float:
     return policy.import_limit_kw - policy.margin_kw
 
 
+def tracking_ceiling_kw(policy: Policy, follow: PlanStep | None) -> float:
+    """The import this cycle may reach: in peak mode, what ends the quarter-hour with a mean
+    at the plan's peak (below the peak after minutes over it; above it after quiet ones, but
+    never above the import limit less the margin when the plan meets the limit: that may be
+    a fuse), else `ceiling_kw`."""
+    upper = ceiling_kw(policy, follow)
+    if follow is None or follow.mode != "peak" or follow.track_kw is None:
+        return upper
+    return min(follow.track_kw, max(upper, policy.import_limit_kw - policy.margin_kw))
+
+
 def import_limit(image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep | None = None) -> Plan:
     """Peak shaving: how much battery discharge keeps zone import under the ceiling."""
-    upper = ceiling_kw(policy, follow)
+    upper = tracking_ceiling_kw(policy, follow)
     if plan.base_kw > upper:
         need = plan.base_kw - upper
         return replace(plan, need_discharge_kw=need, notes=(*plan.notes, f"import_limit: need {need:.1f} kW"))
@@ -127,7 +138,7 @@ def _follow(
     image: ProcessImage, policy: Policy, plan: Plan, follow: PlanStep, upper: float
 ) -> tuple[float, str, str]:
     """Battery power from the committed plan: in peak mode charge no faster than the plan, never
-    above the planned peak nor the day's base load so far, store PV surplus, else hold; in
+    above today's planned peak less a tracking margin, store PV surplus, else hold; in
     tariff mode the plan's power within the import and export caps; self-consumption covers
     the net load."""
     planned = sum(follow.battery_kw.get(b.id, 0.0) for b in image.batteries if b.ok)
@@ -135,10 +146,10 @@ def _follow(
     if follow.mode == "self_consumption" or (follow.mode == "peak" and plan.base_kw < 0):
         return plan.base_kw, f"{tag}: self-consumption: net load {plan.base_kw:.1f} kW", "plan"
     if follow.mode == "peak":
-        # from the grid only up to the base load the day has already drawn, less a tracking
-        # margin (the load moves before the next cycle): charging for a forecast peak that
-        # does not come must not make one
-        cap = min(upper, follow.base_peak_kw) - min(policy.margin_kw, 0.1 * abs(follow.base_peak_kw))
+        # from the grid only up to today's planned peak, less a tracking margin (the load
+        # moves before the next cycle); the planner bills each day on its own, so it never
+        # plans today's charging above today's peak for tomorrow's
+        cap = upper - min(policy.margin_kw, 0.1 * abs(upper))
         if planned < 0 and cap - plan.base_kw > 0:
             kw = min(-planned, cap - plan.base_kw)
             return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {cap:.1f})", "plan"
@@ -158,7 +169,7 @@ def battery_balancing(
     if plan.need_discharge_kw > 0:
         total, why = (
             plan.need_discharge_kw,
-            f"peak shaving: zone import {plan.base_kw:.1f} kW over {upper:.1f}",
+            f"peak shaving: zone import {plan.base_kw:.1f} kW over {tracking_ceiling_kw(policy, follow):.1f}",
         )
         name = "import_limit"
     elif plan.need_charge_kw > 0:

@@ -1,10 +1,8 @@
-"""The day's highest quarter-hour mean of the zone's base load (import with every battery at
-0) so far, as the leader's dispatch sees it (UTC days).
-
-In peak mode, charging from the grid never lifts the import above it: below the load the day
-has already drawn, charging cannot create a new billing peak, whatever the forecast said (a
-forecast for a working day on a holiday asks for energy the day will not need; charging for
-it would make the very peak it expects). Pure: time comes in as an argument.
+"""The zone import's quarter-hour means today, as the leader's dispatch sees them (UTC days):
+the billing peak the day has already reached (the planner's floor: shaving below it buys
+nothing) and the quarter-hour under way, so dispatch can hold its mean at the planned peak
+(`quarter_allowance_kw`: the billing peak is a quarter-hour mean, not an instant). Pure: time
+comes in as an argument.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ class DayPeak:
     peak_kw: float = 0.0  # of the quarter-hours closed today
 
     def add(self, wall_s: float, base_kw: float) -> None:
-        """One sample of the zone base load (kW) at `wall_s`."""
+        """One sample of the zone import (kW) at `wall_s`."""
         if not math.isfinite(base_kw):
             return
         day, step = int(wall_s // DAY_S), int(wall_s // self.step_s)
@@ -43,3 +41,33 @@ class DayPeak:
         """The day's peak so far at `wall_s`: of its closed quarter-hours (a running mean of a
         few noisy samples would overstate it); 0 on a new day."""
         return self.peak_kw if int(wall_s // DAY_S) == self._day else 0.0
+
+    def quarter(self, wall_s: float) -> tuple[float, float] | None:
+        """The mean of this quarter-hour's samples so far and the seconds since it began;
+        None before a sample of it."""
+        if not self._n or int(wall_s // self.step_s) != self._step:
+            return None
+        return self._sum / self._n, wall_s - self._step * self.step_s
+
+
+#: the quarter-hour's last minute is tracked as if a minute were left (no wild swings)
+MIN_REMAINING_S = 60.0
+
+
+def quarter_allowance_kw(
+    peak_kw: float,
+    mean_kw: float,
+    elapsed_s: float,
+    step_s: float = STEP_S,
+    min_remaining_s: float = MIN_REMAINING_S,
+) -> float:
+    """The import for the rest of a quarter-hour that ends it with a mean of `peak_kw`, given
+    its mean so far over `elapsed_s`: the billing peak is a quarter-hour mean, so a minute
+    under the peak leaves room for a minute over it (clipping every instant at the peak spends
+    battery energy on noise the mean never sees). Above `peak_kw` after quiet minutes, below it
+    after minutes over it (the battery makes up for them while it can)."""
+    if not (math.isfinite(mean_kw) and math.isfinite(elapsed_s)):
+        return peak_kw
+    elapsed = min(max(0.0, elapsed_s), step_s)
+    remaining = max(step_s - elapsed, min_remaining_s)
+    return max(0.0, peak_kw + (peak_kw - mean_kw) * elapsed / remaining)

@@ -129,7 +129,9 @@ class Node:
         self.solving: str | None = None
         self.plan_term, self.plan_policy, self.plan_asked_s, self.plan_note = -1, None, NEVER, ""
         self.plan_inputs: tuple = ()
-        self.day_peak = DayPeak()  # the zone's base-load peak so far today (this leader's view)
+        #: the zone import's quarter-hour means today (this leader's view): the billing peak
+        #: already reached (the planner's floor) and the quarter-hour under way (tracking)
+        self.import_peak = DayPeak()
         self.rids = 0
         #: overrides this leader asked to clear (answered by a Proposed "expire")
         self.expiring: set[str] = set()

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from meshems.core import commands
 from meshems.core.cluster import ZoneState
+from meshems.core.day_peak import quarter_allowance_kw
 from meshems.core.dispatch import command_fields, dispatch
 from meshems.core.node_events import Action, Propose
 from meshems.core.node_plan import replan
-from meshems.core.plan_records import plan_step
+from meshems.core.plan_records import PlanStep, plan_step
 from meshems.core.policy import Policy
 from meshems.core.process_image import build_image
 
@@ -89,14 +90,21 @@ def expire_overrides(node: Node) -> list[Action]:
     return out
 
 
+def track_kw(follow: PlanStep, quarter: tuple[float, float] | None) -> float | None:
+    """Peak mode: the import this cycle that holds the quarter-hour's mean at the plan's peak."""
+    if follow.mode != "peak" or quarter is None:
+        return None
+    return quarter_allowance_kw(follow.peak_kw, *quarter)
+
+
 def dispatch_once(node: Node, policy: Policy) -> Propose:
     state = node.zone
     image = build_image(state, stale_nodes=node.liveness.stale(state, node.now_s))
     shed_kw = {k: r.expected_kw for k, r in state.relays.items() if not r.closed}
-    node.day_peak.add(node.wall_s, image.grid_kw + sum(b.power_kw for b in image.batteries if b.ok))
+    node.import_peak.add(node.wall_s, image.grid_kw)
     follow = plan_step(state.plan, node.wall_s) if policy.mode != "reactive" else None
     if follow is not None:
-        follow = replace(follow, base_peak_kw=node.day_peak.value(node.wall_s))
+        follow = replace(follow, track_kw=track_kw(follow, node.import_peak.quarter(node.wall_s)))
     result = dispatch(
         image,
         policy,

@@ -99,7 +99,7 @@ def replan(node: Node) -> list[Action]:
             why = "SoC left the plan's band"
     if not why:
         return []
-    request, basis = plan_request(state, image, policy, node.wall_s)
+    request, basis = plan_request(state, image, policy, node.wall_s, node.import_peak.value(node.wall_s))
     if request is None:
         if node.plan_note != basis:
             node.plan_note = basis

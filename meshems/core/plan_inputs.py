@@ -41,10 +41,12 @@ def _forecast_at(values: tuple[float, ...], start_s: float, t_s: float) -> float
 
 
 def plan_request(
-    state: ZoneState, image: ProcessImage, policy: Policy, wall_s: float
+    state: ZoneState, image: ProcessImage, policy: Policy, wall_s: float, peak_so_far_kw: float = 0.0
 ) -> tuple[PlanRequest | None, str]:
     """The request for a plan from now (the current quarter-hour), and which forecasts it
-    used; None (with the reason) when no node has a forecast yet or no battery reports."""
+    used; None (with the reason) when no node has a forecast yet or no battery reports.
+    `peak_so_far_kw`: today's highest quarter-hour import so far (peak mode: shaving below
+    it buys nothing)."""
     start = math.floor(wall_s / STEP_S) * STEP_S
     n = max(1, round(policy.plan_horizon_h * 3600 / STEP_S))
     forecasts = [f for k, f in sorted(state.node_forecasts.items()) if k in state.members]
@@ -91,6 +93,7 @@ def plan_request(
     request = PlanRequest(
         start, tuple(round(x, 3) for x in base), tuple(batteries), policy.mode, STEP_S,
         policy.import_limit_kw, policy.export_limit_kw, imp, exp, tuple(targets), policy.cycle_cost_per_kwh,
+        max(0.0, peak_so_far_kw) if math.isfinite(peak_so_far_kw) else 0.0,
     )  # fmt: skip
     return request, basis
 

@@ -19,6 +19,7 @@ MAX_PLAN_BATTERIES = 50
 #: a plan older than this is stale: dispatch falls back to the reactive rules
 PLAN_MAX_AGE_S = 1800.0
 USABLE = ("optimal", "limit_unreachable")
+DAY_S = 86400.0  # peak mode bills each UTC day on its own
 
 
 def pack(values: tuple[float, ...] | list[float]) -> bytes:
@@ -134,10 +135,11 @@ class PlanStep:
     mode: str
     status: str
     target_import_kw: float
-    peak_kw: float  # the plan's highest import: in peak mode, the ceiling the zone holds
+    peak_kw: float  # the plan's highest import for the rest of today: in peak mode, the ceiling
     battery_kw: dict[str, float]
-    #: the day's highest quarter-hour base load so far (`core.day_peak`), set by the leader
-    base_peak_kw: float = 0.0
+    #: peak mode: the import this cycle that ends the quarter-hour with a mean at the peak
+    #: (`core.day_peak.quarter_allowance_kw`), set by the leader; None: the peak itself
+    track_kw: float | None = None
 
 
 def plan_step(plan: PlanRecord | None, wall_s: float, max_age_s: float = PLAN_MAX_AGE_S) -> PlanStep | None:
@@ -148,5 +150,15 @@ def plan_step(plan: PlanRecord | None, wall_s: float, max_age_s: float = PLAN_MA
     i = plan.step_at(wall_s)
     if i is None:
         return None
-    return PlanStep(plan.version, plan.mode, plan.status, plan.import_kw[i], plan.peak_kw,
+    return PlanStep(plan.version, plan.mode, plan.status, plan.import_kw[i], day_peak_kw(plan, i),
                     {b.id: b.kw[i] for b in plan.batteries})  # fmt: skip
+
+
+def day_peak_kw(plan: PlanRecord, i: int) -> float:
+    """The plan's highest import from step `i` to the end of that step's UTC day: the peak
+    it holds today (each day is billed on its own; tomorrow's may be higher)."""
+    day = math.floor((plan.start_s + i * plan.step_s) / DAY_S)
+    end = i
+    while end < len(plan.import_kw) and math.floor((plan.start_s + end * plan.step_s) / DAY_S) == day:
+        end += 1
+    return max(plan.import_kw[i:end])

@@ -5,7 +5,8 @@ a `ZonePlan` of the zone's import target and each battery's power and SoC per st
 clocks or threads; a bad request or a failed solve comes back as a status, never raised.
 The LP itself (built as sparse arrays, solved by HiGHS) lives in `planner_lp`.
 
-Peak mode is lexicographic: first the lowest peak (only SoC targets outrank it), then the
+Peak mode is lexicographic: first the lowest peaks, one per UTC day of the horizon (the
+billing peak of each day; only SoC targets outrank them), then the
 small terms: wear per kWh discharged, a tiny cost per kWh imported (nothing is charged from
 the grid that the peak does not need), a tiny reward per kWh held at the end of every step
 (batteries discharge as late as they can). A plain two-stage solve (min P, then the small
@@ -29,6 +30,7 @@ NO_LIMIT_KW = 1e9  # a limit at or above this is none
 MAX_STEPS = 2016  # three weeks of quarter-hours
 MAX_BATTERIES = 256
 MAX_CELLS = 100_000  # batteries x steps
+DAY_S = 86400.0  # the billing period of peak mode: each UTC day has its own peak
 MAX_KW = 1e7  # any power or energy beyond this is a unit error, not a site
 LIMIT_TOLERANCE_KW = 1e-3
 PEAK_IMPORT_WEIGHT = 1e-2  # peak mode's tie-break cost per kWh imported
@@ -70,7 +72,7 @@ class PlanRequest:
     export_price: tuple[float, ...] = ()  # per step, per kWh paid for export (empty -> 0)
     soc_targets: tuple[SocTarget, ...] = ()
     cycle_cost_per_kwh: float = 0.005  # battery wear per kWh discharged
-    peak_floor_kw: float = 0.0  # peak mode: no value in shaving below this (already reached)
+    peak_floor_kw: float = 0.0  # peak mode: no value in shaving today below this (already reached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +246,15 @@ def _problem(req: PlanRequest) -> lp.Problem:
         penalty=PENALTY * scale * max(1.0, 3600 / req.step_s),  # a target outranks its peak
         peak=req.mode == "peak",
         peak_weight=PEAK_WEIGHT * scale,
-        peak_floor_kw=float(req.peak_floor_kw),
+        peak_floor_kw=np.array([float(req.peak_floor_kw)]),
+        day_of_step=billing_days(req.start_s, req.step_s, n),
     )
+
+
+def billing_days(start_s: float, step_s: float, n: int) -> np.ndarray:
+    """(n,) each step's billing day (a UTC day), 0 for the day of `start_s`."""
+    t = start_s + np.arange(n) * step_s
+    return (np.floor(t / DAY_S) - math.floor(start_s / DAY_S)).astype(np.int64)
 
 
 def energy_cost(req: PlanRequest, import_kw: np.ndarray) -> float:

@@ -9,7 +9,7 @@ peak is made to come first is in `solve`'s docstring.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import highspy
@@ -51,10 +51,22 @@ class Problem:
     target_step: np.ndarray  # (K,) step whose end the target is for
     target_kwh: np.ndarray  # (K, B) at least this energy stored then (soft)
     penalty: float  # per kWh of import over its cap or of target shortfall
-    peak: bool  # peak mode: the peak comes first (see `solve`)
-    peak_weight: float = 0.0  # per kW of peak above the fleet's lower bound
-    peak_floor_kw: float = 0.0
+    peak: bool  # peak mode: the peaks come first (see `solve`)
+    peak_weight: float = 0.0  # per kW of the days' peaks above the fleet's lower bound
+    #: (D,) peak mode: no value in shaving a day below this (its peak so far); one entry per
+    #: billing day of the horizon, which `day_of_step` (N,) indexes (empty: one day)
+    peak_floor_kw: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    day_of_step: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     dispose: bool = False  # energy may vanish from storage (the aggregated fleet's relaxation)
+
+    def days(self) -> np.ndarray:
+        """(N,) each step's billing day, 0-based."""
+        if self.day_of_step.size == self.base_kw.size:
+            return self.day_of_step.astype(np.int64)
+        return np.zeros(self.base_kw.size, dtype=np.int64)
+
+    def n_days(self) -> int:
+        return int(self.days().max(initial=0)) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +81,21 @@ class Solution:
 
 class _Layout:
     """Column offsets: c, d, e (B x N each, battery-major), g+, g-, export slack, import
-    slack (N each), the peak P and its excess over the bound Q (1 each), target slacks
+    slack (N each), the peaks P (one per billing day, D) and the excess of their sum over
+    the bound Q (1), target slacks
     (K x B), then the upper halves of charge and discharge (B x N each: c and d are each the
     sum of two halves, the upper one dearer, so the LP does not leave one battery idle while
     another runs flat out)."""
 
-    def __init__(self, n: int, b: int, k: int) -> None:
-        self.n, self.b, self.k = n, b, k
+    def __init__(self, n: int, b: int, k: int, days: int = 1) -> None:
+        self.n, self.b, self.k, self.days = n, b, k, days
         self.c, self.d, self.e = 0, b * n, 2 * b * n
         self.gp = 3 * b * n
         self.gm = self.gp + n
         self.sx = self.gm + n
         self.si = self.sx + n
         self.p = self.si + n
-        self.q = self.p + 1
+        self.q = self.p + days
         self.st = self.q + 1
         self.ch = self.st + k * b
         self.dh = self.ch + b * n
@@ -102,10 +115,11 @@ def _rows(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_rows: int) -
 
 
 def build(p: Problem, peak_cap_kw: float = _INF) -> tuple[highspy.HighsLp, _Layout]:
-    """The LP as one HighsLp; in peak mode Q >= P - `peak_cap_kw`."""
+    """The LP as one HighsLp; in peak mode Q >= sum(P) - `peak_cap_kw`."""
     n, b = p.base_kw.size, p.e0_kwh.size
     k = p.target_step.size
-    lay = _Layout(n, b, k)
+    days = p.n_days() if p.peak else 1
+    lay = _Layout(n, b, k, days)
     h = p.step_h
     t = np.arange(n)
     bt = np.arange(b * n)  # battery-major index b * n + t
@@ -124,21 +138,21 @@ def build(p: Problem, peak_cap_kw: float = _INF) -> tuple[highspy.HighsLp, _Layo
     parts.append((r0 + t, lay.gm + t, -np.ones(n)))
     parts.append((r0 + step, lay.d + bt, np.ones(b * n)))
     parts.append((r0 + step, lay.c + bt, -np.ones(b * n)))
-    # caps: g- - sx <= export cap; g+ - si <= import cap (peak mode: g+ - P <= 0)
+    # caps: g- - sx <= export cap; g+ - si <= import cap (peak mode: g+ - P[its day] <= 0)
     r1, r2 = r0 + n, r0 + 2 * n
     parts.append((r1 + t, lay.gm + t, np.ones(n)))
     parts.append((r1 + t, lay.sx + t, -np.ones(n)))
     parts.append((r2 + t, lay.gp + t, np.ones(n)))
-    parts.append((r2 + t, np.full(n, lay.p) if p.peak else lay.si + t, -np.ones(n)))
+    parts.append((r2 + t, lay.p + p.days() if p.peak else lay.si + t, -np.ones(n)))
     # targets: e[b, step_k] + st[k, b] >= target
     r3 = r0 + 3 * n
     kb = np.arange(k * b)
     tk, tb = kb // b, kb % b
     parts.append((r3 + kb, lay.e + tb * n + p.target_step[tk], np.ones(k * b)))
     parts.append((r3 + kb, lay.st + kb, np.ones(k * b)))
-    # the peak's excess over the bound: P - Q <= cap
+    # the peaks' excess over the bound: sum(P) - Q <= cap
     r4 = r3 + k * b
-    parts.append((np.array([r4, r4]), np.array([lay.p, lay.q]), np.array([1.0, -1.0])))
+    parts.append((np.full(days + 1, r4), np.arange(lay.p, lay.q + 1), np.r_[np.ones(days), -1.0]))
     for lo, hi in ((lay.c, lay.ch), (lay.d, lay.dh)):  # the upper halves: the same coefficients
         halves = [(r, c, v, (c >= lo) & (c < lo + b * n)) for r, c, v in parts]
         parts += [(r[m], c[m] - lo + hi, v[m]) for r, c, v, m in halves if m.any()]
@@ -174,8 +188,11 @@ def build(p: Problem, peak_cap_kw: float = _INF) -> tuple[highspy.HighsLp, _Layo
     upper[lay.gp : lay.gm] = np.maximum(p.base_kw, 0) + p.max_charge_kw.sum()
     upper[lay.gm : lay.sx] = np.maximum(-p.base_kw, 0) + p.max_discharge_kw.sum()
     upper[lay.sx : lay.si] = upper[lay.gm : lay.sx]
-    lower[lay.p] = p.peak_floor_kw if p.peak else 0.0
-    upper[lay.p] = upper[lay.q] = _INF if p.peak else 0.0
+    floor = np.zeros(days)
+    given = np.asarray(p.peak_floor_kw, dtype=np.float64).reshape(-1)[:days]
+    floor[: given.size] = given
+    lower[lay.p : lay.q] = floor if p.peak else 0.0
+    upper[lay.p : lay.q + 1] = _INF if p.peak else 0.0
     if p.peak:
         upper[lay.si : lay.p] = 0.0
 
@@ -230,10 +247,10 @@ def _run(s: Any, lp: highspy.HighsLp) -> str | None:
 
 
 def fleet_peak(p: Problem) -> float:
-    """A lower bound on the lowest peak: the batteries merged into one (energies, windows
+    """A lower bound on the lowest sum of the days' peaks: the batteries merged into one (energies, windows
     and powers added, the best efficiency, energy free to vanish, no SoC targets), which can
     do anything the fleet can; nan when its solve fails. When the fleet's SoC and powers are
-    spread alike over its batteries, the bound is the lowest peak itself."""
+    spread alike over its batteries, the bound is the lowest sum itself."""
     one = {
         "e0_kwh": p.e0_kwh.sum(keepdims=True),
         "e_min_kwh": p.e_min_kwh.sum(keepdims=True),
@@ -248,16 +265,20 @@ def fleet_peak(p: Problem) -> float:
     merged = Problem(**{**{f: getattr(p, f) for f in Problem.__dataclass_fields__}, **one})
     lp, lay = build(merged)
     cost = np.zeros(lay.cols)
-    cost[lay.p] = 1.0  # the peak only: the export cap's slack is free here
+    cost[lay.p : lay.q] = 1.0  # the peaks only: the export cap's slack is free here
     lp.col_cost_ = cost
     s = _solver()
-    return math.nan if _run(s, lp) is not None else float(s.getSolution().col_value[lay.p])
+    if _run(s, lp) is not None:
+        return math.nan
+    return float(np.sum(np.asarray(s.getSolution().col_value)[lay.p : lay.q]))
 
 
 def solve(p: Problem) -> Solution:
-    """Peak mode puts the lowest peak first, then the small terms. The lowest peak is
+    """Peak mode puts the lowest peaks first, then the small terms. Each billing day of the
+    horizon has its own peak, and their sum is minimised: one horizon-wide peak would let
+    today import up to tomorrow's (higher) peak at no cost, charging for it. The lowest sum is
     bounded from below on the merged fleet (`fleet_peak`, one tiny LP), and one LP over the
-    batteries then pays `peak_weight` per kW of peak above that bound. When the bound is
+    batteries then pays `peak_weight` per kW of the sum above that bound. When the bound is
     the lowest peak (the usual case), that LP is exactly the second stage of a two-stage
     lexicographic solve; when it is not, the weight (far above what the small terms can
     gain per kW of peak) still makes the peak come first. Minimising the peak over all the
@@ -265,8 +286,9 @@ def solve(p: Problem) -> Solution:
     """
     cap = _INF
     if p.peak:
-        bound = fleet_peak(p)  # nan when its solve failed: then price all the peak above the floor
-        cap = max(bound, p.peak_floor_kw) if math.isfinite(bound) else p.peak_floor_kw
+        floors = float(np.sum(p.peak_floor_kw))
+        bound = fleet_peak(p)  # nan when its solve failed: then price all the peaks above the floors
+        cap = max(bound, floors) if math.isfinite(bound) else floors
         cap += PEAK_TOLERANCE_KW + PEAK_TOLERANCE_REL * abs(cap)
     lp, lay = build(p, cap)
     s = _solver()

@@ -1,5 +1,5 @@
-"""Dispatch tracking the committed plan (`follow`), and the day's base-load peak that caps
-charging from the grid in peak mode."""
+"""Dispatch tracking the committed plan (`follow`): today's planned peak, the quarter-hour
+mean held at it, and the day's import peak so far."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from meshems.core.day_peak import DayPeak
+from meshems.core.day_peak import DayPeak, quarter_allowance_kw
 from meshems.core.dispatch import dispatch
 from meshems.core.plan_records import PlanBattery, PlanRecord, PlanStep, plan_step
 from meshems.core.policy import Policy
@@ -16,8 +16,8 @@ from tests.core.test_dispatch import KW, battery, image, meter
 T0 = 1_790_000_000.0 // 86400 * 86400  # a UTC midnight
 
 
-def step(mode: str = "peak", peak: float = 20.0, kw: float = 0.0, base_peak: float = 1e9) -> PlanStep:
-    return PlanStep(3, mode, "optimal", peak, peak, {"b1": kw}, base_peak)
+def step(mode: str = "peak", peak: float = 20.0, kw: float = 0.0, track: float | None = None) -> PlanStep:
+    return PlanStep(3, mode, "optimal", peak, peak, {"b1": kw}, track)
 
 
 def battery_kw(result: object) -> tuple[float, str, str]:
@@ -35,17 +35,42 @@ def test_peak_mode_holds_the_planned_peak_without_a_margin_below_it() -> None:
     assert result.inputs["plan_version"] == 3 and result.inputs["plan_ceiling_kw"] == 20.0
 
 
-def test_peak_mode_charges_as_planned_but_never_above_the_peak_nor_the_day_s_base_load() -> None:
+def test_peak_mode_charges_as_planned_but_never_above_the_peak_less_a_tracking_margin() -> None:
     img = image(meter("m", 10.0), battery("b1", 30, 10))
-    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0, base_peak=30.0)))
+    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0)))
     assert (kw, ctl) == (pytest.approx(-6.0, abs=KW), "plan")  # as fast as the plan, no faster
-    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=30.0)))
-    assert kw == pytest.approx(-8.0, abs=KW)  # up to the planned peak of 20 kW, less the 2 kW margin
-    kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=15.0)))
-    # the day drew 15 kW at most; 10 % of it (under the 2 kW margin) is kept for the load's moves
-    assert kw == pytest.approx(-3.5, abs=KW) and "import under 13.5" in why
-    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, base_peak=0.0)))
-    assert kw == 0.0  # a new day: nothing drawn yet, no grid charging
+    kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0)))
+    assert kw == pytest.approx(-8.0, abs=KW) and "import under 18.0" in why  # 20 less the 2 kW margin
+    kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(peak=15.0, kw=-15.0)))
+    assert kw == pytest.approx(-3.5, abs=KW) and "import under 13.5" in why  # 10 % of a small peak
+    # a quarter-hour with room left (track above the peak) does not charge faster
+    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, track=30.0)))
+    assert kw == pytest.approx(-8.0, abs=KW)
+
+
+def test_peak_mode_holds_the_quarter_hour_mean_not_every_instant() -> None:
+    img = image(meter("m", 24.0), battery("b1", 60, 10))
+    # quiet minutes left room: a short rise to 24 kW stays unshaved (the mean ends at 20)
+    kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(track=24.5)))
+    assert kw == 0.0
+    # minutes over the peak: the battery makes up for them, below the peak
+    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(track=18.0)))
+    assert kw == pytest.approx(6.0, abs=KW) and ctl == "import_limit" and "over 18.0" in why
+    # never above the import limit less the margin when the plan holds the limit (a fuse)
+    limited = Policy(import_limit_kw=22.0)
+    kw, _, _ = battery_kw(dispatch(img, limited, follow=step(track=30.0)))
+    assert kw == pytest.approx(4.0, abs=KW)
+
+
+def test_the_quarter_hour_allowance_ends_the_quarter_at_the_peak() -> None:
+    assert quarter_allowance_kw(20.0, 12.0, 0.0) == 20.0  # the quarter begins: the peak itself
+    # 5 of 15 minutes at 17 kW: the other 10 may average 21.5 (mean 20)
+    assert quarter_allowance_kw(20.0, 17.0, 300.0) == pytest.approx(21.5)
+    assert quarter_allowance_kw(20.0, 23.0, 300.0) == pytest.approx(18.5)  # making up for an excess
+    # the last minute counts as a minute left (no swing to thousands of kW), never below 0
+    assert quarter_allowance_kw(20.0, 19.9, 899.0) == pytest.approx(20.0 + 0.1 * 899 / 60)
+    assert quarter_allowance_kw(20.0, 100.0, 840.0) == 0.0
+    assert quarter_allowance_kw(20.0, float("nan"), 300.0) == 20.0
 
 
 def test_peak_mode_stores_pv_surplus_and_holds_otherwise() -> None:
@@ -79,11 +104,22 @@ def test_a_stale_or_failed_plan_is_not_followed() -> None:
     assert plan_step(replace(plan, status="infeasible"), T0 + 100) is None
 
 
+def test_the_plan_step_s_peak_is_today_s_not_tomorrow_s() -> None:
+    bat = PlanBattery("b1", (0.0,) * 4, (50.0,) * 5)
+    # 23:30, 23:45 today at 8 and 9 kW; 00:00, 00:15 tomorrow at 30 kW
+    plan = PlanRecord(1, T0 - 1800, 900.0, "peak", "optimal", (8.0, 9.0, 30.0, 30.0), (bat,), 30.0, 0.0,
+                      "r", "b", T0 - 1000, 1, 2)  # fmt: skip
+    assert plan_step(plan, T0 - 1700).peak_kw == 9.0  # type: ignore[union-attr]
+    assert plan_step(plan, T0 + 100).peak_kw == 30.0  # type: ignore[union-attr]
+
+
 def test_the_day_peak_counts_closed_quarter_hours_of_today() -> None:
     p = DayPeak()
     for minute in range(30):  # 00:00-00:15 at 5 kW, 00:15-00:30 at 9 kW
         p.add(T0 + minute * 60, 5.0 if minute < 15 else 9.0)
     assert p.value(T0 + 29 * 60) == 5.0  # the running quarter-hour does not count yet
+    assert p.quarter(T0 + 29 * 60) == (9.0, 14 * 60.0)  # its mean so far and its age
+    assert p.quarter(T0 + 31 * 60) is None  # no sample of that quarter yet
     p.add(T0 + 30 * 60, 1.0)
     assert p.value(T0 + 30 * 60) == 9.0
     p.add(T0 + 86400 + 60, 2.0)  # the next day starts from nothing

@@ -90,6 +90,22 @@ def test_a_reachable_limit_is_a_ceiling_not_the_target() -> None:
     assert p.peak_kw == pytest.approx(50.0 - ETA * 16.0 / 3.0, abs=0.1)  # below 48: the lowest
 
 
+def test_each_day_has_its_own_peak_today_is_not_charged_up_to_tomorrow_s() -> None:
+    """From noon: today's afternoon is flat at 20 kW, tomorrow morning peaks at 50 kW. One peak
+    for the whole horizon would let today import up to tomorrow's shaved peak for free (and
+    charge at it); each day billed on its own, the charging waits for midnight."""
+    start = 86400.0 * 100 + 43200.0  # a noon (UTC)
+    hours = (np.arange(96) + 0.5) / 4 + 12  # hours since the day's midnight
+    base = np.where((hours >= 31) & (hours < 34), 50.0, 20.0)  # 07:00-10:00 tomorrow
+    b = battery(soc_pct=10.0, max_charge_kw=20.0)
+    p = plan(PlanRequest(start, tuple(base.tolist()), (b,)))
+    imports = np.array(p.import_kw)
+    today = hours < 24
+    assert imports[today].max() == pytest.approx(20.0, abs=1e-3)  # today's peak is its own load's
+    assert imports[~today].max() < 40.0  # and tomorrow's is shaved, from a charge after midnight
+    assert np.all(series(p, "battery_kw")[today] > -1e-6)
+
+
 def test_peak_floor_stops_shaving_below_a_peak_already_reached() -> None:
     p = plan(PlanRequest(0.0, evening_peak(), (battery(),), peak_floor_kw=47.0))
     assert p.peak_kw == pytest.approx(47.0, abs=0.01)
