@@ -140,3 +140,28 @@ class PayloadRollbackError(PayloadError):
     before)."""
 
     code = "E_PAYLOAD_ROLLBACK"
+
+
+class PayloadSandboxError(PayloadError):
+    """A controller payload's worker would not start (no decide(), a limit it cannot start
+    under, no such user), or a cycle's input is larger than the protocol carries."""
+
+    code = "E_PAYLOAD_SANDBOX"
+
+
+class PayloadTimeoutError(PayloadError):
+    """A controller payload did not answer a cycle within its cycle budget: its worker was killed."""
+
+    code = "E_PAYLOAD_TIMEOUT"
+
+
+class PayloadCrashError(PayloadError):
+    """A controller payload's worker died during a cycle or broke the protocol."""
+
+    code = "E_PAYLOAD_CRASH"
+
+
+class PayloadFailedError(PayloadError):
+    """A controller payload's decide() raised, ran out of memory or returned no decisions."""
+
+    code = "E_PAYLOAD_ERROR"
