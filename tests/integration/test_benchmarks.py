@@ -154,3 +154,23 @@ def test_cli_bench_quick_json() -> None:
     assert result["heavy_modules_help"] == [] and result["heavy_modules_setpoint_set"] == []
     assert all(isinstance(result[k], int | float) and result[k] > 0 for k in CLI_KEYS)
     assert result["top_imports_setpoint_set"]
+
+
+PAYLOAD_KEYS = {
+    "cycle_p50_ms", "cycle_p99_ms", "cycle_target_p99_ms", "in_process_p50_ms", "worker_start_ms",
+    "bare_python_start_ms", "verify_10mb_ms", "sha256_10mb_ms", "cycle_ratio", "start_ratio", "verify_ratio",
+}  # fmt: skip
+
+
+def test_payload_bench_quick_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/payload_bench.py"), "--quick", "--json",
+         "--cycles", "100"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) >= PAYLOAD_KEYS
+    # the benchmark's own checks: every cycle answered and every decision passed the core's checks
+    assert result["errors"] == 0 and result["refused"] == 0 and result["cycles"] == 100
+    assert result["bundle_10mb_bytes"] > 10 * 1024 * 1024
+    assert all(isinstance(result[k], int | float) and result[k] > 0 for k in PAYLOAD_KEYS)
