@@ -129,9 +129,7 @@ class Node:
         self.solving: str | None = None
         self.plan_term, self.plan_policy, self.plan_asked_s, self.plan_note = -1, None, NEVER, ""
         self.plan_inputs: tuple = ()
-        #: the zone import's quarter-hour means today (this leader's view): the billing peak
-        #: already reached (the planner's floor) and the quarter-hour under way (tracking)
-        self.import_peak = DayPeak()
+        self.import_peak = DayPeak()  # the zone import's quarter-hour means today (its view)
         self.rids = 0
         #: overrides this leader asked to clear (answered by a Proposed "expire")
         self.expiring: set[str] = set()
