@@ -14,7 +14,7 @@ from meshems.cli.output import fail, print_json
 
 EXAMPLES = {
     "policy set": "meshems policy set --config cluster-configs/local-3.yaml import_limit_kw=40 "
-    "shed_order=n1-relays:4,n2-relays:4",
+    "shed_order=n1-relays:4,n2-relays:4 days_off=2026-12-24,2026-12-25 soc_targets=07:00@80",
     "policy get": "meshems policy get --config cluster-configs/local-3.yaml -o json",
     "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
 }
@@ -56,8 +56,10 @@ def add_parsers(sub: Any) -> None:
 
 
 def parse_policy_values(items: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` items as policy changes: numbers, `shed_order` as a comma-separated list,
-    `reserve_forecast` as a boolean word; ConfigError for an unknown key or a bad value."""
+    """`KEY=VALUE` items as policy changes: numbers; `mode` a word; `shed_order`, `days_off`
+    (YYYY-MM-DD) and `import_price` / `export_price` (24 or 96 numbers) comma-separated lists;
+    `soc_targets` as HH:MM@PCT items (`07:00@80,17:00@50`); `reserve_forecast` a boolean word.
+    ConfigError for an unknown key or a bad value (the zone checks the values themselves)."""
     from meshems.core.errors import ConfigError
     from meshems.core.policy import Policy
 
@@ -69,8 +71,26 @@ def parse_policy_values(items: list[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"policy: {item!r} is not KEY=VALUE with a known key ({', '.join(defaults.to_dict())})"
             )
-        if key == "shed_order":
-            out[key] = [x for x in raw.split(",") if x]
+        if key in ("shed_order", "days_off"):
+            out[key] = [x.strip() for x in raw.split(",") if x.strip()]
+        elif key == "mode":
+            out[key] = raw
+        elif key in ("import_price", "export_price"):
+            try:
+                out[key] = [float(x) for x in raw.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"policy: {key} needs comma-separated numbers, got {raw!r}") from None
+        elif key == "soc_targets":
+            targets = []
+            for part in (x.strip() for x in raw.split(",") if x.strip()):
+                at, at_sep, pct = part.partition("@")
+                try:
+                    targets.append({"at": at, "pct": float(pct)})
+                except ValueError:
+                    at_sep = ""
+                if not at_sep:
+                    raise ConfigError(f"policy: soc_targets items are HH:MM@PCT (07:00@80), got {part!r}")
+            out[key] = targets
         elif key == "reserve_forecast":
             flag = BOOLEANS.get(raw.lower())
             if flag is None:

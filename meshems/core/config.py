@@ -251,6 +251,7 @@ class PolicyConfig(Frozen):
     soc_targets: tuple[SocTargetConfig, ...] = items()
     cycle_cost_per_kwh: float = Field(default=0.005, ge=0, le=100)
     plan_horizon_h: float = Field(default=24.0, ge=1, le=36)
+    days_off: tuple[str, ...] = items()
 
     @model_validator(mode="after")
     def _bounds(self) -> PolicyConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meshems.core import commands
+from meshems.core.days_off import policy_days_off
 from meshems.core.load_history import reserve_of
 from meshems.core.node_events import Action, Propose, SaveHistory
 from meshems.core.pv_forecast import base_forecast
@@ -89,7 +90,7 @@ def forecast(node: Node, readings: list[dict[str, Any]]) -> list[Action]:
     if envelope is None:
         return out
     model = node.spec.forecast.model if node.spec.forecast is not None else None
-    f = base_forecast(node.history, node.pv_history, node.wall_s, model)
+    f = base_forecast(node.history, node.pv_history, node.wall_s, model, policy_days_off(node.zone.policy))
     node.reserve_kwh, node.forecast_basis = reserve_of(f, envelope.import_limit_kw), f.basis
     return out
 

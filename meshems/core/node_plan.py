@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meshems.core import commands
+from meshems.core.days_off import policy_days_off
 from meshems.core.load_history import NO_HISTORY, LoadForecast
 from meshems.core.node_events import Action, Log, Solve, Solved
 from meshems.core.plan_inputs import STEP_S, plan_request, soc_off_plan
@@ -43,7 +44,7 @@ def publish_node_forecast(node: Node) -> list[Action]:
     if node.forecast_step >= step:
         return []
     model = node.spec.forecast.model if node.spec.forecast is not None else None
-    f = base_forecast(node.history, node.pv_history, node.wall_s, model)
+    f = base_forecast(node.history, node.pv_history, node.wall_s, model, policy_days_off(node.zone.policy))
     node.forecast_step = step
     rid = f"nf-{node.spec.node_id}-{int(f.start_s)}-{node.rid_salt}"
     data = forecast_command(node.spec.node_id, f, rid)

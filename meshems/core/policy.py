@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from datetime import date
 from typing import Any
 
 from meshems.core.ids import parse_load
@@ -35,6 +36,10 @@ class Policy:
     soc_targets: tuple[tuple[str, float], ...] = ()
     cycle_cost_per_kwh: float = 0.005  # battery wear the planner weighs against savings
     plan_horizon_h: float = 24.0
+    #: "YYYY-MM-DD" (UTC days): holidays and closures, forecast like the last Sunday (a
+    #: working day's forecast on a holiday would have the batteries charge for a peak that
+    #: never comes, and make one)
+    days_off: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -42,10 +47,16 @@ class Policy:
         d["import_price"] = list(self.import_price)
         d["export_price"] = list(self.export_price)
         d["soc_targets"] = [{"at": at, "pct": pct} for at, pct in self.soc_targets]
+        d["days_off"] = list(self.days_off)
         return d
+
+    def day_numbers_off(self) -> frozenset[int]:
+        """The days off as UTC day numbers (Unix days)."""
+        return frozenset(n for n in (unix_day(d) for d in self.days_off) if n is not None)
 
 
 FIELDS = {f for f in Policy.__dataclass_fields__}
+_EPOCH = date(1970, 1, 1)
 #: the range every number field must lie in (inclusive): a value outside is absurd for a
 #: microgrid and would stop dispatch (a cycle of 1e9 s) or overflow its arithmetic (1e308)
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -62,6 +73,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 MODES = ("peak", "tariff", "self_consumption", "reactive")
 PRICE_LENGTHS = (24, 96)
 MAX_SOC_TARGETS = 8
+MAX_DAYS_OFF = 400
 MAX_SHED_LOADS = 256
 SHED_FORMAT = "shed_order: a list of at most 256 'RELAY_DEVICE:CHANNEL' load ids (channel 1-256)"
 
@@ -102,6 +114,8 @@ def policy_problems(values: Mapping[str, Any]) -> list[str]:
             out += _price_problems(key, value)
         elif key == "soc_targets":
             out += _soc_target_problems(value)
+        elif key == "days_off":
+            out += _days_off_problems(value)
         elif key == "reserve_forecast":
             if not isinstance(value, bool):
                 out.append("reserve_forecast: true or false")
@@ -151,11 +165,33 @@ def _soc_target_problems(value: Any) -> list[str]:
     return []
 
 
+def unix_day(text: Any) -> int | None:
+    """The Unix day number of a "YYYY-MM-DD" date, None when it is not one."""
+    if not isinstance(text, str) or len(text) != 10:
+        return None
+    try:
+        return (date.fromisoformat(text) - _EPOCH).days
+    except ValueError:
+        return None
+
+
+def _days_off_problems(value: Any) -> list[str]:
+    fmt = f'days_off: a list of at most {MAX_DAYS_OFF} dates "YYYY-MM-DD" (UTC days)'
+    if not isinstance(value, list | tuple) or len(value) > MAX_DAYS_OFF:
+        return [fmt]
+    for i, d in enumerate(value):
+        if unix_day(d) is None:
+            return [f'days_off[{i}]: {d!r} is not a date "YYYY-MM-DD"']
+    return []
+
+
 def _normalise(key: str, v: Any) -> Any:
     if key == "shed_order":
         return tuple(v)
     if key in ("import_price", "export_price"):
         return tuple(float(x) for x in v)
+    if key == "days_off":
+        return tuple(sorted(set(v)))
     if key == "soc_targets":
         pairs = [(t["at"], t["pct"]) if isinstance(t, Mapping) else tuple(t) for t in v]
         return tuple(sorted((str(at), float(pct)) for at, pct in pairs))

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from meshems.core.days_off import with_days_off
 from meshems.core.forecast_model import ForecastModel
 from meshems.core.load_history import NO_HISTORY, LoadForecast, LoadHistory, load_forecast, up_to
 
@@ -47,11 +48,16 @@ def pv_forecast(history: LoadHistory, start_s: float, steps: int) -> tuple[np.nd
 
 
 def base_forecast(
-    load: LoadHistory, pv: LoadHistory | None, now_s: float, model: ForecastModel | None = None
+    load: LoadHistory,
+    pv: LoadHistory | None,
+    now_s: float,
+    model: ForecastModel | None = None,
+    days_off: frozenset[int] = frozenset(),
 ) -> LoadForecast:
-    """The node's base load ahead (import with its batteries at 0): its load forecast less its
-    PV forecast, with both bases named. Without PV history, the load forecast alone."""
-    f = load_forecast(load, now_s, model)
+    """The node's base load ahead (import with its batteries at 0): its load forecast (days
+    off like the last Sunday, `core.days_off`) less its PV forecast, with both bases named.
+    Without PV history, the load forecast alone."""
+    f = with_days_off(load_forecast(load, now_s, model), load, days_off)
     if pv is None or f.basis == NO_HISTORY:
         return f
     solar = pv_forecast(pv, f.start_s, len(f.kw))

@@ -17,6 +17,7 @@ from typing import Any
 from meshems.core.clock import ClockWatch
 from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
+from meshems.core.days_off import policy_days_off
 from meshems.core.node import Node
 from meshems.core.plan_records import plan_dict, plan_step
 from meshems.core.pv_forecast import base_forecast
@@ -153,7 +154,8 @@ class Views:
         model as its reserve duty computes it (kW per step, null where unknown)."""
         m = self.machine
         model = m.spec.forecast.model if m.spec.forecast is not None else None
-        f = base_forecast(m.history, m.pv_history, m.wall_s if m.started else time.time(), model)
+        now = m.wall_s if m.started else time.time()
+        f = base_forecast(m.history, m.pv_history, now, model, policy_days_off(m.zone.policy))
         return {
             "node_id": self.node_id,
             "basis": f.basis,

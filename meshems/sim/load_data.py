@@ -101,6 +101,18 @@ def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarr
     return out
 
 
+def _days_off(rng: np.random.Generator, start_weekday: int) -> np.ndarray:
+    day = np.arange(DAYS_PER_YEAR)
+    candidates = np.setdiff1d(day[(day + start_weekday) % 7 < 5], _FIXED_HOLIDAYS)
+    return np.concatenate([_FIXED_HOLIDAYS, rng.choice(candidates, _RANDOM_HOLIDAYS, replace=False)])
+
+
+def holidays(seed: int = 0, start_weekday: int = 0) -> tuple[int, ...]:
+    """The days (0-based) that `synthetic_year` with this seed gives the Sunday shape to
+    although they are working days: the site's holiday calendar."""
+    return tuple(sorted(int(d) for d in _days_off(np.random.default_rng(seed), start_weekday)))
+
+
 def synthetic_year(
     seed: int = 0, shape: str = "office", peak_kw: float = 60.0, start_weekday: int = 0
 ) -> np.ndarray:
@@ -126,9 +138,7 @@ def synthetic_year(
     day = np.arange(DAYS_PER_YEAR)
     weekday = (day + start_weekday) % 7
     day_type = np.where(weekday == 6, 2, np.where(weekday == 5, 1, 0))
-    candidates = np.setdiff1d(day[weekday < 5], _FIXED_HOLIDAYS)
-    days_off = np.concatenate([_FIXED_HOLIDAYS, rng.choice(candidates, _RANDOM_HOLIDAYS, replace=False)])
-    day_type[days_off] = 2
+    day_type[_days_off(rng, start_weekday)] = 2
     table = np.stack([shapes["weekday"], shapes["saturday"], shapes["sunday"]])
     base = table[day_type]  # (365, 96)
 

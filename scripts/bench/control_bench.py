@@ -331,8 +331,9 @@ def main() -> int:
     print("bench: plan compute time...", file=sys.stderr)
     plan_ms = bench_plan_compute(5 if args.quick else 20)
     print("bench: control quality on realistic days (this takes minutes)...", file=sys.stderr)
-    days = (100,) if args.quick else tuple(range(60, 360, 43))  # 7 days across the year, every weekday
-    rows = plan_days.bench_days(days, plan_days.SITES[:1] if args.quick else plan_days.SITES)
+    # 7 days across the year, every weekday, and each site's holiday: 24 days
+    days = (100,) if args.quick else tuple(range(60, 360, 43))
+    rows = plan_days.bench_days(days, plan_days.SITES[:1] if args.quick else plan_days.SITES, not args.quick)
     summ = plan_days.summary(rows)
     mae = forecast_ratio(args.quick)
     out = {
@@ -383,7 +384,8 @@ def main() -> int:
     print(
         "\nrealistic days (billing peak = highest quarter-hour mean import; red = peak reduction as a share"
         "\nof the perfect-foresight optimum's; fixed = with a limit the battery cannot hold; react = the"
-        "\nreactive rules under that limit; tariff costs under a time-of-use tariff):"
+        "\nreactive rules under that limit; tariff costs under a time-of-use tariff; * a holiday, listed"
+        "\nin the policy's days_off; the optimum ends the day with at least the run's SoC):"
     )
     plan_days.print_table(rows)
     print(f"medians: peak reduction {summ['peak_reduction_vs_optimum']:.3f} "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from meshems.core.policy import Policy
 from meshems.core.process_image import DeviceInfo, image_from_readings
 from meshems.core.pv_forecast import base_forecast
 from meshems.sim.device_physics import Battery
-from meshems.sim.load_data import pv_year, synthetic_year
+from meshems.sim.load_data import holidays, pv_year, synthetic_year
 
 STEP_S = 900.0
 DAY_S = 86400.0
@@ -63,12 +64,18 @@ class SiteSpec:
     pv_kwp: float
     capacity_kwh: float
     power_kw: float
+    holiday: int  # a working day off in its year (`load_data.holidays`): the holiday row's day
+
+    def days_off(self) -> tuple[str, ...]:
+        """Its holiday calendar as the policy's `days_off` (the operator lists the site's)."""
+        return tuple(str(date(1970, 1, 1) + timedelta(days=d)) for d in holidays(self.seed, START_WEEKDAY))
 
 
+START_WEEKDAY = 3  # day 0 is Unix day 0, a Thursday
 SITES = (
-    SiteSpec("office", "office", 11, 60.0, 30.0, 60.0, 25.0),
-    SiteSpec("household", "household", 12, 9.0, 6.0, 10.0, 5.0),
-    SiteSpec("farm", "farm", 13, 40.0, 25.0, 40.0, 15.0),
+    SiteSpec("office", "office", 11, 60.0, 30.0, 60.0, 25.0, 285),
+    SiteSpec("household", "household", 12, 9.0, 6.0, 10.0, 5.0, 90),
+    SiteSpec("farm", "farm", 13, 40.0, 25.0, 40.0, 15.0, 293),
 )
 #: a time-of-use tariff (UTC): night 0.18, day 0.30, evening peak 17-21 h 0.42 per kWh
 TOU = tuple(0.18 if h < 6 else 0.42 if 17 <= h < 21 else 0.30 for h in range(24))
@@ -78,7 +85,7 @@ DEVICES = [DeviceInfo("m", "meter", "n1", 0, 0), DeviceInfo("b", "battery", "n1"
 
 def site_load_pv(spec: SiteSpec) -> tuple[np.ndarray, np.ndarray]:
     """The site's load and PV (kW) per quarter-hour for a year; day 0 at t = 0."""
-    load = synthetic_year(seed=spec.seed, shape=spec.shape, peak_kw=spec.peak_kw, start_weekday=3)
+    load = synthetic_year(seed=spec.seed, shape=spec.shape, peak_kw=spec.peak_kw, start_weekday=START_WEEKDAY)
     return load, pv_year(seed=spec.seed, peak_kw=spec.pv_kwp)
 
 
@@ -105,6 +112,7 @@ def forecast_mae(spec: SiteSpec, first_day: int, days: int) -> float:
     every 6 h for a day ahead."""
     load, pv = site_load_pv(spec)
     net = load - pv
+    days_off = Policy(days_off=spec.days_off()).day_numbers_off()
     err_model = err_naive = 0.0
     model, fitted = None, -(10**9)
     for n in range(first_day * QH, (first_day + days) * QH, 24):
@@ -112,7 +120,7 @@ def forecast_mae(spec: SiteSpec, first_day: int, days: int) -> float:
             model = fit(load[n - TRAIN_DAYS * QH : n], (n - TRAIN_DAYS * QH) * STEP_S, step_s=STEP_S)
             fitted = n
         h_load, h_pv = histories(load, pv, n)
-        f = base_forecast(h_load, h_pv, n * STEP_S, model)
+        f = base_forecast(h_load, h_pv, n * STEP_S, model, days_off)
         actual = net[n : n + QH]
         err_model += float(np.abs(f.kw - actual).sum())
         err_naive += float(np.abs(net[n - 7 * QH : n - 6 * QH] - actual).sum())
@@ -176,7 +184,7 @@ def run_day(
             if new_qh:  # the node's quarter-hour duty: its history closes a step, it forecasts
                 if qh > 0:
                     history, pv_history = histories(load, pv, first + qh)
-                f = base_forecast(history, pv_history, wall, model)
+                f = base_forecast(history, pv_history, wall, model, policy.day_numbers_off())
                 if oracle:  # diagnosis only: the real coming day instead of the forecast
                     f = replace(f, kw=year[first + qh : first + qh + QH])
                 data = forecast_command("n1", f, f"nf-{day}-{qh}")
@@ -239,18 +247,22 @@ def cost(qh: np.ndarray, day: int) -> float:
     return out
 
 
-def bench_days(days: tuple[int, ...], sites: tuple[SiteSpec, ...] = SITES) -> list[dict[str, Any]]:
+def bench_days(
+    days: tuple[int, ...], sites: tuple[SiteSpec, ...] = SITES, holiday: bool = False
+) -> list[dict[str, Any]]:
+    """The table's rows: each site on each of `days`, and on its holiday too when `holiday`."""
     rows = []
     for spec in sites:
         year = site_year(spec)
-        for day in days:
+        for day in (*days, spec.holiday) if holiday else days:
             first = day * QH
             load, _ = site_load_pv(spec)  # the node fits its model on its recorded load
             model = fit(
                 load[first - TRAIN_DAYS * QH : first], (day - TRAIN_DAYS) * DAY_S, step_s=STEP_S, version=day
             )
             none_peak = float(year[first : first + QH].max())
-            peak_pol = Policy()  # the default: mode peak, no limit, no margin tuning
+            # the default (mode peak, no limit, no margin tuning) and the site's holidays
+            peak_pol = Policy(days_off=spec.days_off())
             free = optimum(spec, year, day, peak_pol)  # the day alone, the battery free to end empty
             ctrl = run_day(spec, year, day, peak_pol, model)
             oracle = run_day(spec, year, day, peak_pol, model, oracle=True)
@@ -264,7 +276,9 @@ def bench_days(days: tuple[int, ...], sites: tuple[SiteSpec, ...] = SITES) -> li
             ctrl_fixed = run_day(spec, year, day, fixed, model)
             opt_fixed = optimum(spec, year, day, fixed, end_soc=ctrl_fixed["end_soc"])
             reactive = run_day(spec, year, day, replace(fixed, mode="reactive"), model)
-            tariff = Policy(mode="tariff", import_price=TOU, export_price=EXPORT_PRICE)
+            tariff = Policy(
+                mode="tariff", import_price=TOU, export_price=EXPORT_PRICE, days_off=spec.days_off()
+            )
             ctrl_tariff = run_day(spec, year, day, tariff, model)
             opt_tariff = optimum(spec, year, day, tariff, end_soc=ctrl_tariff["end_soc"])
             idle_cost = cost(year[first : first + QH], day)
@@ -273,7 +287,7 @@ def bench_days(days: tuple[int, ...], sites: tuple[SiteSpec, ...] = SITES) -> li
                 return (none_peak - peak) / max(1e-6, none_peak - best)
 
             rows.append({
-                "site": spec.name, "day": day, "none_peak_kw": none_peak,
+                "site": spec.name, "day": day, "holiday": day == spec.holiday, "none_peak_kw": none_peak,
                 "opt_peak_kw": opt.peak_kw, "peak_kw": float(ctrl["qh"].max()),
                 "peak_reduction": reduction(float(ctrl["qh"].max()), opt.peak_kw),
                 "oracle_reduction": reduction(float(oracle["qh"].max()), opt_oracle.peak_kw),
@@ -310,10 +324,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'site':<10}{'day':>4}{'none':>7}{'opt':>7}{'ctrl':>7}{'red':>6}{'limit':>7}{'fixed':>7}"
+    print(f"{'site':<10}{'day':>5}{'none':>7}{'opt':>7}{'ctrl':>7}{'red':>6}{'limit':>7}{'fixed':>7}"
           f"{'red':>6}{'react':>6}{'idle €':>8}{'tariff':>8}{'opt €':>8}{'ratio':>7}")  # fmt: skip
     for r in rows:
-        print(f"{r['site']:<10}{r['day']:>4}{r['none_peak_kw']:>7.1f}{r['opt_peak_kw']:>7.1f}{r['peak_kw']:>7.1f}"
+        day = f"{r['day']}{'*' if r.get('holiday') else ''}"
+        print(f"{r['site']:<10}{day:>5}{r['none_peak_kw']:>7.1f}{r['opt_peak_kw']:>7.1f}{r['peak_kw']:>7.1f}"
               f"{r['peak_reduction']:>6.2f}{r['limit_kw']:>7.1f}{r['fixed_peak_kw']:>7.1f}{r['fixed_reduction']:>6.2f}"
               f"{r['reactive_fixed_reduction']:>6.2f}{r['idle_cost']:>8.2f}{r['tariff_cost']:>8.2f}"
               f"{r['opt_cost']:>8.2f}{r['tariff_cost_vs_optimum']:>7.3f}")  # fmt: skip

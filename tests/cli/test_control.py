@@ -20,3 +20,17 @@ def test_policy_values_are_parsed_strictly() -> None:
                       ("nope=1", "known key")):  # fmt: skip
         with pytest.raises(ConfigError, match=text):
             parse_policy_values([bad])
+
+
+def test_lists_words_and_soc_targets_are_parsed() -> None:
+    prices = "import_price=" + ",".join(["0.3"] * 24)
+    days, targets = "days_off=2026-12-24, 2026-12-25", "soc_targets=07:00@80,17:30@50"
+    values = parse_policy_values(["mode=tariff", prices, days, targets])
+    assert values["mode"] == "tariff" and values["import_price"] == [0.3] * 24
+    assert values["days_off"] == ["2026-12-24", "2026-12-25"]
+    assert values["soc_targets"] == [{"at": "07:00", "pct": 80.0}, {"at": "17:30", "pct": 50.0}]
+    bad_values = [("import_price=0.3,cheap", "comma-separated numbers"), ("soc_targets=07:00", "HH:MM@PCT"),
+                  ("soc_targets=07:00@lots", "HH:MM@PCT")]  # fmt: skip
+    for bad, text in bad_values:
+        with pytest.raises(ConfigError, match=text):
+            parse_policy_values([bad])

@@ -20,7 +20,8 @@ from meshems.core.policy import FIELDS, SHED_FORMAT, Policy, policy_problems, wi
 from meshems.core.snapshot import restore, snapshot, state_hash
 
 NUMBER_FIELDS = sorted(
-    FIELDS - {"shed_order", "reserve_forecast", "mode", "import_price", "export_price", "soc_targets"}
+    FIELDS
+    - {"shed_order", "reserve_forecast", "mode", "import_price", "export_price", "soc_targets", "days_off"}
 )
 
 # --- policy_problems -----------------------------------------------------------------------
@@ -108,7 +109,7 @@ def test_policy_problems(case: str, values: dict[str, Any], want: list[str]) -> 
 
 def test_fields_are_the_policy_dataclass_fields() -> None:
     assert set(Policy().to_dict()) == FIELDS
-    assert len(FIELDS) == 15
+    assert len(FIELDS) == 16
 
 
 @pytest.mark.parametrize("name", NUMBER_FIELDS)
@@ -138,6 +139,7 @@ def test_policy_defaults_and_to_dict() -> None:
         "soc_targets": [],
         "cycle_cost_per_kwh": 0.005,
         "plan_horizon_h": 24.0,
+        "days_off": [],
     }
     with pytest.raises(FrozenInstanceError):
         pol.margin_kw = 1.0  # type: ignore[misc]
