@@ -12,7 +12,9 @@ every device once per interval on its own slot, with nothing else; the floor for
 ratios. One more row: a silent device on a shared bus
 and how much the other devices' rate changes. And the 60-point meter profile (the built-in
 Eastron SDM630, float32 input registers): requests per poll from its read plan, and the
-poller's rate and CPU against simulated SDM630s. Never asserts on time.
+poller's rate and CPU against simulated SDM630s. Rows marked L repeat a size (default 2000)
+against one light responder process (`modbus_responder.py`) instead of ten pymodbus servers,
+which at 2,000 requests/s take the 2 cores from what is measured. Never asserts on time.
 
     python scripts/bench/poll_bench.py [--quick] [--json]
 """
@@ -351,8 +353,18 @@ def poll_spec(
             "warmup_s": warmup_s, "measure_s": measure_s, **extra}  # fmt: skip
 
 
-def measure_size(folder: Path, devices: int, measure_s: float, concurrency: int) -> dict[str, Any]:
-    sims = Sims(folder, devices)
+def measure_size(
+    folder: Path, devices: int, measure_s: float, concurrency: int, light: bool = False
+) -> dict[str, Any]:
+    """One row: the poller, naive, bare and paced clients against the same servers (`light`:
+    one light responder process instead of pymodbus servers, `modbus_responder`)."""
+    if light:
+        from modbus_responder import LightSims
+
+        n_servers = (devices + UNITS_PER_SERVER - 1) // UNITS_PER_SERVER
+        sims: Any = LightSims(folder, devices, UNITS_PER_SERVER, free_ports(n_servers))
+    else:
+        sims = Sims(folder, devices)
     sims.start()
     try:
         spec = poll_spec(sims, concurrency, measure_s)
@@ -362,7 +374,14 @@ def measure_size(folder: Path, devices: int, measure_s: float, concurrency: int)
         paced = in_worker("paced", spec)
     finally:
         sims.stop()
-    return {"devices": devices, "poller": poller, "naive": naive, "bare": bare, "paced": paced}
+    return {
+        "devices": devices,
+        "light": light,
+        "poller": poller,
+        "naive": naive,
+        "bare": bare,
+        "paced": paced,
+    }
 
 
 def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
@@ -406,6 +425,8 @@ def main() -> int:
         "--meter60", type=int, default=200, help="simulated SDM630s for the 60-point row (0: skip)"
     )
     ap.add_argument("--measure-s", type=float, help="seconds measured per run (default 10; --quick 5)")
+    ap.add_argument("--light-sizes", help="sizes measured again against the light responder (default 2000; "
+                    "--quick none; 0: none)")  # fmt: skip
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -423,6 +444,12 @@ def main() -> int:
             folder = Path(tmp) / f"n{n}"
             folder.mkdir()
             rows.append(measure_size(folder, n, measure_s, args.concurrency))
+        light = "" if args.quick else "2000"
+        for n in (int(x) for x in (args.light_sizes or light).split(",") if x and int(x) > 0):
+            print(f"bench: {n} devices, light responder...", file=sys.stderr)
+            folder = Path(tmp) / f"n{n}-light"
+            folder.mkdir()
+            rows.append(measure_size(folder, n, measure_s, args.concurrency, light=True))
         print("bench: silent device on a shared bus...", file=sys.stderr)
         folder = Path(tmp) / "silent"
         folder.mkdir()
@@ -447,7 +474,7 @@ def main() -> int:
         out["meter60_cpu_us_per_poll"] = round(meter60["cpu_us_per_poll"], 1)
         out["meter60_errors"] = meter60["errors"]
     for r in rows:
-        n, p, b = r["devices"], r["poller"], r["bare"]
+        n, p, b = f"{r['devices']}{'_light' if r['light'] else ''}", r["poller"], r["bare"]
         out[f"polls_per_s_{n}"] = round(p["polls_per_s"], 1)
         out[f"cpu_pct_{n}"] = round(p["cpu_pct"], 1)
         out[f"lateness_p50_ms_{n}"] = round(p["lateness_p50_ms"], 2)
@@ -481,7 +508,7 @@ def main() -> int:
     for r in rows:
         p, nv, b = r["poller"], r["naive"], r["bare"]
         cells = [
-            f"{r['devices']}",
+            f"{r['devices']}{'L' if r['light'] else ''}",
             f"{p['polls_per_s']:.1f}",
             f"{p['lateness_p50_ms']:.1f}ms",
             f"{p['lateness_p99_ms']:.1f}ms",
@@ -505,8 +532,11 @@ def main() -> int:
     )
     print(
         "errors (failed polls) per size: "
-        + ", ".join(f"{r['devices']}: {r['poller']['errors']}" for r in rows)
+        + ", ".join(f"{r['devices']}{'L' if r['light'] else ''}: {r['poller']['errors']}" for r in rows)
     )
+    if any(r["light"] for r in rows):
+        print("L: the same sizes against one light responder process (scripts/bench/modbus_responder.py)")
+        print("   instead of pymodbus servers: the rig no longer takes the 2 cores from what is measured")
     m = meter60
     line = (
         f"60-point meter profile (built-in {METER60}): {out['meter60_requests_per_poll']} requests per poll"
