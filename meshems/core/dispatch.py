@@ -28,13 +28,17 @@ class DispatchResult:
 
 
 def envelopes(
-    image: ProcessImage, policy: Policy, soc_reserve_pct: float | None = None
+    image: ProcessImage, policy: Policy, soc_reserve_pct: float | None = None, follow: PlanStep | None = None
 ) -> tuple[Envelope, ...]:
     """Each node's share of the zone limits, in proportion to its own import with batteries
-    at zero (its need), so the shares never add up to more than the zone limits."""
+    at zero (its need), so the shares never add up to more than the zone limits. In peak mode
+    with a fresh plan the zone's import is today's planned peak when that is lower than the
+    limit (with no limit, the default, a node alone would otherwise shave nothing)."""
     nodes = image.nodes
     if not nodes:
         return ()
+    if follow is not None and follow.mode == "peak" and follow.peak_kw < policy.import_limit_kw:
+        policy = replace(policy, import_limit_kw=max(0.0, follow.peak_kw))
     needs = [max(n.grid_kw + n.battery_kw, 0.0) + 0.1 for n in nodes]
     total = sum(needs)
     load_node = {ld.id: ld.node for ld in image.loads}
@@ -93,7 +97,7 @@ def dispatch(
         inputs.update(
             plan_version=float(follow.version), plan_ceiling_kw=round(c.ceiling_kw(policy, follow), 3)
         )
-    return DispatchResult(setpoints, relays, envelopes(image, policy, soc_reserve_pct), inputs)
+    return DispatchResult(setpoints, relays, envelopes(image, policy, soc_reserve_pct, follow), inputs)
 
 
 def command_fields(result: DispatchResult, cycle: int) -> dict[str, Any]:

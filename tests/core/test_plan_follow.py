@@ -126,3 +126,15 @@ def test_the_day_peak_counts_closed_quarter_hours_of_today() -> None:
     assert p.value(T0 + 86400 + 60) == 0.0
     p.add(T0 + 86400 + 120, float("nan"))  # ignored
     assert p.value(T0 + 86400 + 120) == 0.0
+
+
+def test_in_peak_mode_the_survival_envelopes_share_today_s_planned_peak() -> None:
+    img = image(meter("m", 25.0), battery("b1", 60, 10))
+    (env,) = dispatch(img, Policy(), follow=step(peak=20.0)).envelopes
+    assert env.import_limit_kw == pytest.approx(20.0, abs=KW)  # no limit: the plan's peak is the share
+    (env,) = dispatch(img, Policy(import_limit_kw=15.0), follow=step(peak=20.0)).envelopes
+    assert env.import_limit_kw == pytest.approx(15.0, abs=KW)  # the limit when it is lower
+    (env,) = dispatch(img, Policy()).envelopes
+    assert env.import_limit_kw == pytest.approx(1e9, rel=1e-6)  # no plan: the policy's (none)
+    (env,) = dispatch(img, Policy(mode="tariff"), follow=step("tariff", peak=20.0)).envelopes
+    assert env.import_limit_kw == pytest.approx(1e9, rel=1e-6)  # tariff mode has no peak to share
