@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshems.core import plan_handlers, token_handlers
+from meshems.core import deploy_handlers, plan_handlers, token_handlers
 from meshems.core import zone_handlers as handlers
 from meshems.core.commands import Rejection, decode, peek_rid
+from meshems.core.deploy_records import Deployment
 from meshems.core.plan_records import NodeForecast, PlanRecord
 from meshems.core.policy import Envelope, Policy
 from meshems.core.zone_records import (
@@ -78,6 +79,8 @@ class ZoneState:
     #: node -> its latest forecast of its base load (the planner's input)
     node_forecasts: Mapping[str, NodeForecast] = field(default_factory=dict)
     plan: PlanRecord | None = None  # the committed zone plan (`core.planner`)
+    #: deployment id -> a payload deployment and each target's copy (`core.deploy_handlers`)
+    deployments: Mapping[str, Deployment] = field(default_factory=dict)
 
 
 def _remember(state: ZoneState, rid: str | None, result: Result) -> dict[str, Any]:
@@ -143,6 +146,9 @@ _HANDLERS = {
     "token_revoke": token_handlers.token_revoke,
     "node_forecast": plan_handlers.node_forecast,
     "plan": plan_handlers.plan,
+    "deploy": deploy_handlers.deploy,
+    "deploy_status": deploy_handlers.deploy_status,
+    "deploy_abort": deploy_handlers.deploy_abort,
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})

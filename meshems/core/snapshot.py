@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from meshems.core.cluster import ZoneState
+from meshems.core.deploy_records import from_row
 from meshems.core.plan_records import NodeForecast, pack, plan_from_fields, unpack
 from meshems.core.policy import Envelope, Policy, with_changes
 from meshems.core.zone_records import (
@@ -98,6 +99,7 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
             for _, f in sorted(state.node_forecasts.items())
         ],
         "plan": None if state.plan is None else [state.plan.to_fields(), state.plan.term, state.plan.index],
+        "deployments": [d.to_row() for _, d in sorted(state.deployments.items())],
     }
 
 
@@ -152,6 +154,7 @@ def restore(data: bytes) -> ZoneState:
                 for f in raw.get("node_forecasts", [])
             },
             plan=_plan(raw.get("plan")),
+            deployments={r[0]: from_row(r) for r in raw.get("deployments", [])},
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None

@@ -29,6 +29,7 @@ from meshems.core.cluster import ZoneState, apply, seen
 from meshems.core.commands import DEVICE_KINDS, SCHEMA_VERSION, Command, Rejection, decode, encode, peek_rid
 from meshems.core.snapshot import restore, snapshot, state_hash
 from meshems.core.zone_records import Result
+from tests.core.test_deploy_handlers import DIGEST, MANIFEST, SIGS
 
 # No explain phase: it traces every line on Python < 3.12 and makes a failure take minutes.
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
@@ -193,10 +194,28 @@ override_maps = st.builds(
     st.sampled_from([True, False, None]),
     st.sampled_from([None, 1.8e9]),
 )
+DEPLOY_IDS = ["p1", "p2", "p3"]
+deploy_maps = st.one_of(
+    st.builds(
+        lambda rid, d, targets: _raw("deploy", rid, deployment_id=d, manifest=MANIFEST, signatures=SIGS,
+                                     digest=DIGEST, size=1000, targets=targets, strategy="rolling", by="op",
+                                     origin="n1"),
+        rids, st.sampled_from(DEPLOY_IDS), st.sampled_from([[], ["n1"], ["n1", "n2"], ["n3", "n9"]]),
+    ),
+    st.builds(
+        lambda rid, d, n, status: _raw("deploy_status", rid, deployment_id=d, node_id=n, status=status,
+                                       code="E_PAYLOAD_HASH", message="m"),
+        rids, st.sampled_from(DEPLOY_IDS), st.sampled_from([*NODES, "n9"]),
+        st.sampled_from(["stored", "verified", "failed"]),
+    ),
+    st.builds(lambda rid, d: _raw("deploy_abort", rid, deployment_id=d, by="op"), rids,
+              st.sampled_from(DEPLOY_IDS)),
+)  # fmt: skip
 # Setpoints dominate, as in a running zone; removals are rare enough for devices to stay.
 valid_maps = weighted(
-    (2, declare_maps), (4, setpoint_maps), (1, remove_maps), (1, barrier_maps), (1, override_maps)
-)
+    (2, declare_maps), (4, setpoint_maps), (1, remove_maps), (1, barrier_maps), (1, override_maps),
+    (1, deploy_maps),
+)  # fmt: skip
 
 
 def _without(m: dict[str, Any], key: str) -> dict[str, Any]:
@@ -281,6 +300,7 @@ class Model:
         self.setpoints: dict[str, tuple[float, int, int, str, str]] = {}  # kw, term, index, rid, src
         self.first: dict[str, tuple[bool, str, int, int]] = {}
         self.overrides: dict[str, tuple[bool, float | None, int, int]] = {}  # closed, until, term, index
+        self.deployments: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {}  # targets, aborted
 
     def apply(self, data: bytes, term: int, index: int) -> tuple[bool, str, int, int, bool]:
         rid = peek_rid(data)
@@ -331,7 +351,39 @@ class Model:
                 self.overrides.pop(f["load"], None)
             else:
                 self.overrides[f["load"]] = (f["closed"], f["until_s"], term, index)
+        elif cmd.type.startswith("deploy"):
+            code = self._deploy(cmd.type, f)
+            if code != "OK":
+                return False, code, term, index
         return True, "OK", term, index
+
+    def _deploy(self, type_: str, f: Mapping[str, Any]) -> str:
+        dep = self.deployments.get(f["deployment_id"])
+        if type_ == "deploy":
+            targets = tuple(f["targets"]) or tuple(sorted(self.members))
+            if dep is not None:
+                return "E_DEPLOY_EXISTS"
+            if not targets or any(t not in self.members for t in targets):
+                return "E_UNKNOWN_NODE"
+            self.deployments[f["deployment_id"]] = (targets, False, {})
+            return "OK"
+        if dep is None:
+            return "E_UNKNOWN_DEPLOYMENT"
+        targets, aborted, nodes = dep
+        if type_ == "deploy_abort":
+            self.deployments[f["deployment_id"]] = (targets, True, nodes)
+            return "OK"
+        if f["node_id"] not in targets:
+            return "E_UNKNOWN_NODE"
+        if aborted:
+            return "E_DEPLOY_ABORTED"
+        now, new = nodes.get(f["node_id"], "pending"), f["status"]
+        if now == new:
+            return "OK"
+        if now in ("verified", "failed") or (now, new) == ("stored", "pending"):
+            return "E_DEPLOY_STATE"
+        nodes[f["node_id"]] = new
+        return "OK"
 
     def _drop_dead_overrides(self) -> None:
         self.overrides = {
@@ -348,6 +400,11 @@ class Model:
             == self.setpoints
             and {k: (o.closed, o.until_s, o.term, o.index) for k, o in state.overrides.items()}
             == self.overrides
+            and {
+                k: (d.targets, d.aborted, {n: c.status for n, c in d.nodes.items()})
+                for k, d in state.deployments.items()
+            }
+            == self.deployments
         )
 
 

@@ -302,6 +302,8 @@ def test_every_type_has_a_size_cap_and_a_role() -> None:
         "relay_override",
         "token_create",
         "token_revoke",
+        "deploy",
+        "deploy_abort",
     } == OPERATOR_TYPES
     assert set(ROLE_OF_TYPE) == OPERATOR_TYPES and ROLE_OF_TYPE["token_create"] == "admin"
 

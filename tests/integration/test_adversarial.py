@@ -101,6 +101,8 @@ def test_the_api_refuses_every_internal_command(shared_cluster: LocalCluster) ->
         "plan": forged("plan", version=2**40, start_s=1.9e9, step_s=900.0, mode="peak", status="optimal",
                        import_kw=pack([0.0]), batteries=[], peak_kw=0.0, cost=0.0, reason="x", basis="x",
                        made_s=1.9e9),
+        # a forged status would claim a node holds a bundle it never verified
+        "deploy_status": forged("deploy_status", deployment_id="d1", node_id="n2", status="verified"),
     }  # fmt: skip
     assert set(attacks) == set(commands.INTERNAL_TYPES)
     for kind, data in attacks.items():

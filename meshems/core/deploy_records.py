@@ -1,0 +1,97 @@
+"""The replicated record of one payload deployment: what was deployed (manifest, signatures,
+digest), where (targets), how (strategy), each target's word about its copy, and its rows in
+the zone snapshot. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: a target's copy is final once verified or failed
+FINAL = frozenset({"verified", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCopy:
+    """What a target node said about its copy of the bundle, at (term, index)."""
+
+    status: str  # stored | verified | failed
+    code: str
+    message: str
+    term: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    id: str
+    name: str
+    version: str
+    digest: str  # SHA-256 of the canonical manifest: the bundle in every store
+    manifest: bytes
+    signatures: bytes
+    size: int  # the bundle's bytes
+    targets: tuple[str, ...]
+    strategy: str
+    by: str
+    origin: str  # the node that accepted it and stored the bundle first
+    term: int
+    index: int
+    nodes: Mapping[str, NodeCopy] = field(default_factory=dict)
+    aborted: bool = False
+
+    @property
+    def state(self) -> str:
+        """aborted | failed (a target failed) | done (every target verified) | active."""
+        if self.aborted:
+            return "aborted"
+        if any(c.status == "failed" for c in self.nodes.values()):
+            return "failed"
+        if all(self.status_of(t) == "verified" for t in self.targets):
+            return "done"
+        return "active"
+
+    def status_of(self, node_id: str) -> str:
+        copy = self.nodes.get(node_id)
+        return copy.status if copy is not None else "pending"
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more happens: aborted, or every target's copy final."""
+        return self.aborted or all(self.status_of(t) in FINAL for t in self.targets)
+
+    def to_row(self) -> list[Any]:
+        nodes = [[n, c.status, c.code, c.message, c.term, c.index] for n, c in sorted(self.nodes.items())]
+        head = [self.id, self.name, self.version, self.digest, self.manifest, self.signatures, self.size]
+        return [
+            *head,
+            list(self.targets),
+            self.strategy,
+            self.by,
+            self.origin,
+            self.term,
+            self.index,
+            nodes,
+            self.aborted,
+        ]
+
+
+def from_row(row: list[Any]) -> Deployment:
+    """A deployment from its snapshot row (`Deployment.to_row`)."""
+    *head, targets, strategy, by, origin, term, index, nodes, aborted = row
+    return Deployment(*head, tuple(targets), strategy, by, origin, term, index,
+                      {n[0]: NodeCopy(*n[1:]) for n in nodes}, bool(aborted))  # fmt: skip
+
+
+def view(d: Deployment) -> dict[str, Any]:
+    """A deployment as JSON types for status and history (no manifest bytes)."""
+    nodes = {}
+    for t in d.targets:
+        copy = d.nodes.get(t)
+        nodes[t] = {"status": d.status_of(t), "code": copy.code if copy else "",
+                    "message": copy.message if copy else ""}  # fmt: skip
+    return {"id": d.id, "name": d.name, "version": d.version, "digest": d.digest, "size": d.size,
+            "targets": list(d.targets), "strategy": d.strategy, "by": d.by, "origin": d.origin,
+            "state": d.state, "term": d.term, "index": d.index, "nodes": nodes}  # fmt: skip
