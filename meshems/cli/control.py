@@ -1,4 +1,4 @@
-"""`meshems policy set/get | explain`: the zone's control. The policy the leader dispatches
+"""`meshems policy set/get/prices | explain`: the zone's control. The policy the leader dispatches
 to, and why a device has its setpoint (`meshems forecast` is `cli.forecast`).
 
 Owns these commands' arguments, policy values on the command line (`KEY=VALUE`) and their
@@ -16,6 +16,7 @@ EXAMPLES = {
     "policy set": "meshems policy set --config cluster-configs/local-3.yaml import_limit_kw=40 "
     "shed_order=n1-relays:4,n2-relays:4 days_off=2026-12-24,2026-12-25 soc_targets=07:00@80",
     "policy get": "meshems policy get --config cluster-configs/local-3.yaml -o json",
+    "policy prices": "meshems policy prices --config cluster-configs/local-3.yaml --csv day-ahead.csv",
     "explain": "meshems explain --config cluster-configs/local-3.yaml n1-bat",
 }
 BOOLEANS = {
@@ -38,6 +39,17 @@ def add_parsers(sub: Any) -> None:
     )
     s.add_argument("values", nargs="+", metavar="KEY=VALUE")
     s.set_defaults(run=cmd_policy_set)
+    s = add_command(
+        pol,
+        "prices",
+        "commit dated quarter-hour prices (a dynamic tariff) from a CSV: time,import[,export]",
+        EXAMPLES["policy prices"],
+    )
+    s.add_argument("--csv", required=True, metavar="FILE",
+                   help="rows time,import[,export] per kWh; times unix s or ISO 8601 with an offset; "
+                        "a quarter-hour or an hour apart; at most two days")  # fmt: skip
+    s.add_argument("--dry-run", action="store_true", help="parse and show, commit nothing")
+    s.set_defaults(run=cmd_policy_prices)
     s = add_command(
         pol, "get", "show the committed zone policy, envelopes and last dispatch", EXAMPLES["policy get"]
     )
@@ -113,6 +125,46 @@ def cmd_policy_set(args: Any) -> int:
     res = client_for(cfg, args).propose(commands.encode("set_policy", new_rid(), values=values))
     if res.get("ok"):
         print(f"policy committed at term {res['term']}, index {res['index']}: {values}")
+        return 0
+    return fail(res.get("code"), res.get("message"))
+
+
+def price_values(path: str) -> tuple[dict[str, Any], str]:
+    """The policy values of a prices CSV and a one-line summary; ConfigError naming the file
+    and line when it cannot be read."""
+    from datetime import UTC, datetime
+
+    from meshems.core.errors import ConfigError
+    from meshems.core.price_series import MAX_CSV_BYTES, PriceCsvError, parse_csv
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_CSV_BYTES + 1)
+        start, imp, exp = parse_csv(text)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except (PriceCsvError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    values: dict[str, Any] = {"price_series_start_s": start, "import_price_series": list(imp),
+                              "export_price_series": list(exp)}  # fmt: skip
+    when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    summary = f"{len(imp)} quarter-hours from {when}: import {min(imp):g}-{max(imp):g} per kWh"
+    summary += f", export {min(exp):g}-{max(exp):g}" if exp else " (no export prices)"
+    return values, summary
+
+
+def cmd_policy_prices(args: Any) -> int:
+    from meshems.cli.api import client_for, new_rid, view
+    from meshems.core import commands
+
+    values, summary = price_values(args.csv)
+    if args.dry_run:
+        print(f"{args.csv}: {summary} (dry run: nothing committed)")
+        return 0
+    cfg = view(args)
+    res = client_for(cfg, args).propose(commands.encode("set_policy", new_rid(), values=values))
+    if res.get("ok"):
+        print(f"prices committed at term {res['term']}, index {res['index']}: {summary}")
         return 0
     return fail(res.get("code"), res.get("message"))
 

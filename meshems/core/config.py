@@ -252,6 +252,9 @@ class PolicyConfig(Frozen):
     cycle_cost_per_kwh: float = Field(default=0.005, ge=0, le=100)
     plan_horizon_h: float = Field(default=24.0, ge=1, le=36)
     days_off: tuple[str, ...] = items()
+    price_series_start_s: float = Field(default=0.0, ge=0)
+    import_price_series: tuple[float, ...] = items()
+    export_price_series: tuple[float, ...] = items()
 
     @model_validator(mode="after")
     def _bounds(self) -> PolicyConfig:

@@ -14,18 +14,13 @@ from meshems.core.cluster import ZoneState
 from meshems.core.plan_records import PlanRecord
 from meshems.core.planner import BatteryModel, PlanRequest, SocTarget
 from meshems.core.policy import Policy, soc_target_minute
+from meshems.core.price_series import price_at
 from meshems.core.process_image import ProcessImage
 
 STEP_S = 900.0
 DAY_S = 86400.0
 #: a battery this far (SoC percentage points) from its planned SoC asks for a new plan
 SOC_BAND_PCT = 8.0
-
-
-def day_price(prices: tuple[float, ...], t_s: float) -> float:
-    """The price of a daily profile (24 or 96 values, UTC) at time `t_s`."""
-    slot = int((t_s % DAY_S) // (DAY_S / len(prices)))
-    return prices[min(slot, len(prices) - 1)]
 
 
 def _forecast_at(values: tuple[float, ...], start_s: float, t_s: float) -> float | None:
@@ -87,8 +82,8 @@ def plan_request(
         if step < n:
             targets.append(SocTarget(step, pct))
     steps = [start + i * STEP_S for i in range(n)]
-    imp = tuple(day_price(policy.import_price, t) for t in steps) if policy.import_price else ()
-    exp = tuple(day_price(policy.export_price, t) for t in steps) if policy.export_price else ()
+    imp = _prices(policy.import_price_series, policy.price_series_start_s, policy.import_price, steps)
+    exp = _prices(policy.export_price_series, policy.price_series_start_s, policy.export_price, steps)
     basis = "; ".join(f"{f.node_id}: {f.basis}" for f in forecasts)
     request = PlanRequest(
         start, tuple(round(x, 3) for x in base), tuple(batteries), policy.mode, STEP_S,
@@ -96,6 +91,14 @@ def plan_request(
         max(0.0, peak_so_far_kw) if math.isfinite(peak_so_far_kw) else 0.0,
     )  # fmt: skip
     return request, basis
+
+
+def _prices(series: tuple[float, ...], start_s: float, daily: tuple[float, ...], steps: list[float]) -> tuple:
+    """Each step's price: the dated series where it covers the step, else the daily profile
+    (`core.price_series.price_at`); () when the policy has no prices."""
+    if not series and not daily:
+        return ()
+    return tuple(price_at(series, start_s, daily, t) or 0.0 for t in steps)
 
 
 def soc_off_plan(

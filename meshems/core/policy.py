@@ -40,6 +40,12 @@ class Policy:
     #: working day's forecast on a holiday would have the batteries charge for a peak that
     #: never comes, and make one)
     days_off: tuple[str, ...] = ()
+    #: dated quarter-hour prices (a dynamic tariff) from `price_series_start_s` (unix s, on a
+    #: quarter-hour; 0: none), at most 192; where they cover a step they win over the daily
+    #: profile (`core.price_series.price_at`); `meshems policy prices --csv FILE` sets them
+    price_series_start_s: float = 0.0
+    import_price_series: tuple[float, ...] = ()
+    export_price_series: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,6 +54,8 @@ class Policy:
         d["export_price"] = list(self.export_price)
         d["soc_targets"] = [{"at": at, "pct": pct} for at, pct in self.soc_targets]
         d["days_off"] = list(self.days_off)
+        d["import_price_series"] = list(self.import_price_series)
+        d["export_price_series"] = list(self.export_price_series)
         return d
 
     def day_numbers_off(self) -> frozenset[int]:
@@ -69,11 +77,13 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "restore_margin_kw": (0.0, 1e6),
     "cycle_cost_per_kwh": (0.0, 100.0),
     "plan_horizon_h": (1.0, 36.0),
+    "price_series_start_s": (0.0, 1e11),
 }
 MODES = ("peak", "tariff", "self_consumption", "reactive")
 PRICE_LENGTHS = (24, 96)
 MAX_SOC_TARGETS = 8
 MAX_DAYS_OFF = 400
+MAX_SERIES = 192  # two days of quarter-hours
 MAX_SHED_LOADS = 256
 SHED_FORMAT = "shed_order: a list of at most 256 'RELAY_DEVICE:CHANNEL' load ids (channel 1-256)"
 
@@ -116,6 +126,8 @@ def policy_problems(values: Mapping[str, Any]) -> list[str]:
             out += _soc_target_problems(value)
         elif key == "days_off":
             out += _days_off_problems(value)
+        elif key in ("import_price_series", "export_price_series"):
+            out += _series_problems(key, value)
         elif key == "reserve_forecast":
             if not isinstance(value, bool):
                 out.append("reserve_forecast: true or false")
@@ -126,6 +138,8 @@ def policy_problems(values: Mapping[str, Any]) -> list[str]:
     merged = {**{k: getattr(Policy(), k) for k in FIELDS}, **values}
     if not out and merged["soc_floor_pct"] >= merged["soc_ceiling_pct"]:
         out.append("soc_floor_pct must be below soc_ceiling_pct (<= 100)")
+    if not out and merged["price_series_start_s"] % 900:
+        out.append("price_series_start_s: on a quarter-hour (a multiple of 900 s)")
     return out
 
 
@@ -175,6 +189,15 @@ def unix_day(text: Any) -> int | None:
         return None
 
 
+def _series_problems(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list | tuple) or len(value) > MAX_SERIES:
+        return [f"{key}: a list of at most {MAX_SERIES} quarter-hour prices per kWh"]
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or abs(v) > 1e4:
+            return [f"{key}[{i}]: a finite price per kWh (|price| <= 10000)"]
+    return []
+
+
 def _days_off_problems(value: Any) -> list[str]:
     fmt = f'days_off: a list of at most {MAX_DAYS_OFF} dates "YYYY-MM-DD" (UTC days)'
     if not isinstance(value, list | tuple) or len(value) > MAX_DAYS_OFF:
@@ -188,7 +211,7 @@ def _days_off_problems(value: Any) -> list[str]:
 def _normalise(key: str, v: Any) -> Any:
     if key == "shed_order":
         return tuple(v)
-    if key in ("import_price", "export_price"):
+    if key in ("import_price", "export_price", "import_price_series", "export_price_series"):
         return tuple(float(x) for x in v)
     if key == "days_off":
         return tuple(sorted(set(v)))

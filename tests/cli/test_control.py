@@ -34,3 +34,20 @@ def test_lists_words_and_soc_targets_are_parsed() -> None:
     for bad, text in bad_values:
         with pytest.raises(ConfigError, match=text):
             parse_policy_values([bad])
+
+
+def test_a_prices_csv_becomes_policy_values_and_a_bad_one_names_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from meshems.cli.control import price_values
+
+    good = tmp_path / "day-ahead.csv"
+    good.write_text("time,import\n2026-12-02T00:00Z,0.30\n2026-12-02T01:00Z,0.25\n")
+    values, summary = price_values(str(good))
+    assert values["price_series_start_s"] == 1_796_169_600.0
+    assert values["import_price_series"] == [0.30] * 4 + [0.25] * 4 and values["export_price_series"] == []
+    assert "8 quarter-hours from 2026-12-02 00:00 UTC" in summary and "0.25-0.3" in summary
+    bad = tmp_path / "bad.csv"
+    bad.write_text("2026-12-02T00:00Z,cheap\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv: line 1: import price 'cheap'"):
+        price_values(str(bad))
+    with pytest.raises(ConfigError, match=r"missing\.csv"):
+        price_values(str(tmp_path / "missing.csv"))

@@ -21,7 +21,17 @@ from meshems.core.snapshot import restore, snapshot, state_hash
 
 NUMBER_FIELDS = sorted(
     FIELDS
-    - {"shed_order", "reserve_forecast", "mode", "import_price", "export_price", "soc_targets", "days_off"}
+    - {
+        "shed_order",
+        "reserve_forecast",
+        "mode",
+        "import_price",
+        "export_price",
+        "soc_targets",
+        "days_off",
+        "import_price_series",
+        "export_price_series",
+    }
 )
 
 # --- policy_problems -----------------------------------------------------------------------
@@ -109,7 +119,7 @@ def test_policy_problems(case: str, values: dict[str, Any], want: list[str]) -> 
 
 def test_fields_are_the_policy_dataclass_fields() -> None:
     assert set(Policy().to_dict()) == FIELDS
-    assert len(FIELDS) == 16
+    assert len(FIELDS) == 19
 
 
 @pytest.mark.parametrize("name", NUMBER_FIELDS)
@@ -140,6 +150,9 @@ def test_policy_defaults_and_to_dict() -> None:
         "cycle_cost_per_kwh": 0.005,
         "plan_horizon_h": 24.0,
         "days_off": [],
+        "price_series_start_s": 0.0,
+        "import_price_series": [],
+        "export_price_series": [],
     }
     with pytest.raises(FrozenInstanceError):
         pol.margin_kw = 1.0  # type: ignore[misc]
