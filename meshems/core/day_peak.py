@@ -21,6 +21,7 @@ class DayPeak:
     _step: int = -1
     _sum: float = 0.0
     _n: int = 0
+    _first_s: float = 0.0  # the current quarter-hour's first sample
     peak_kw: float = 0.0  # of the quarter-hours closed today
 
     def add(self, wall_s: float, base_kw: float) -> None:
@@ -33,7 +34,7 @@ class DayPeak:
                 self.peak_kw = max(self.peak_kw, self._sum / self._n)
             if day != self._day:
                 self._day, self.peak_kw = day, 0.0
-            self._step, self._sum, self._n = step, 0.0, 0
+            self._step, self._sum, self._n, self._first_s = step, 0.0, 0, wall_s
         self._sum += base_kw
         self._n += 1
 
@@ -42,12 +43,13 @@ class DayPeak:
         few noisy samples would overstate it); 0 on a new day."""
         return self.peak_kw if int(wall_s // DAY_S) == self._day else 0.0
 
-    def quarter(self, wall_s: float) -> tuple[float, float] | None:
-        """The mean of this quarter-hour's samples so far and the seconds since it began;
-        None before a sample of it."""
+    def quarter(self, wall_s: float) -> tuple[float, float, float] | None:
+        """This quarter-hour so far: the mean of its samples, the seconds they cover (since the
+        first: a leader that took over mid-quarter knows only its own part) and the seconds
+        left; None before a sample of it."""
         if not self._n or int(wall_s // self.step_s) != self._step:
             return None
-        return self._sum / self._n, wall_s - self._step * self.step_s
+        return self._sum / self._n, wall_s - self._first_s, (self._step + 1) * self.step_s - wall_s
 
 
 #: the quarter-hour's last minute is tracked as if a minute were left (no wild swings)
@@ -57,17 +59,17 @@ MIN_REMAINING_S = 60.0
 def quarter_allowance_kw(
     peak_kw: float,
     mean_kw: float,
-    elapsed_s: float,
-    step_s: float = STEP_S,
+    covered_s: float,
+    remaining_s: float,
     min_remaining_s: float = MIN_REMAINING_S,
 ) -> float:
     """The import for the rest of a quarter-hour that ends it with a mean of `peak_kw`, given
-    its mean so far over `elapsed_s`: the billing peak is a quarter-hour mean, so a minute
-    under the peak leaves room for a minute over it (clipping every instant at the peak spends
-    battery energy on noise the mean never sees). Above `peak_kw` after quiet minutes, below it
-    after minutes over it (the battery makes up for them while it can)."""
-    if not (math.isfinite(mean_kw) and math.isfinite(elapsed_s)):
+    the mean over the `covered_s` seen so far (the part before it counts as at the peak) and
+    `remaining_s` to go: the billing peak is a quarter-hour mean, so a minute under the peak
+    leaves room for a minute over it (clipping every instant at the peak spends battery
+    energy on noise the mean never sees). Above `peak_kw` after quiet minutes, below it after
+    minutes over it (the battery makes up for them while it can)."""
+    if not all(math.isfinite(x) for x in (mean_kw, covered_s, remaining_s)):
         return peak_kw
-    elapsed = min(max(0.0, elapsed_s), step_s)
-    remaining = max(step_s - elapsed, min_remaining_s)
-    return max(0.0, peak_kw + (peak_kw - mean_kw) * elapsed / remaining)
+    covered = min(max(0.0, covered_s), STEP_S)
+    return max(0.0, peak_kw + (peak_kw - mean_kw) * covered / max(remaining_s, min_remaining_s))

@@ -63,14 +63,16 @@ def test_peak_mode_holds_the_quarter_hour_mean_not_every_instant() -> None:
 
 
 def test_the_quarter_hour_allowance_ends_the_quarter_at_the_peak() -> None:
-    assert quarter_allowance_kw(20.0, 12.0, 0.0) == 20.0  # the quarter begins: the peak itself
+    assert quarter_allowance_kw(20.0, 12.0, 0.0, 900.0) == 20.0  # the quarter begins: the peak itself
     # 5 of 15 minutes at 17 kW: the other 10 may average 21.5 (mean 20)
-    assert quarter_allowance_kw(20.0, 17.0, 300.0) == pytest.approx(21.5)
-    assert quarter_allowance_kw(20.0, 23.0, 300.0) == pytest.approx(18.5)  # making up for an excess
+    assert quarter_allowance_kw(20.0, 17.0, 300.0, 600.0) == pytest.approx(21.5)
+    assert quarter_allowance_kw(20.0, 23.0, 300.0, 600.0) == pytest.approx(18.5)  # making up for an excess
+    # a leader that took over 10 minutes in saw only 1 minute: the rest counts as at the peak
+    assert quarter_allowance_kw(20.0, 17.0, 60.0, 240.0) == pytest.approx(20.75)
     # the last minute counts as a minute left (no swing to thousands of kW), never below 0
-    assert quarter_allowance_kw(20.0, 19.9, 899.0) == pytest.approx(20.0 + 0.1 * 899 / 60)
-    assert quarter_allowance_kw(20.0, 100.0, 840.0) == 0.0
-    assert quarter_allowance_kw(20.0, float("nan"), 300.0) == 20.0
+    assert quarter_allowance_kw(20.0, 19.9, 899.0, 1.0) == pytest.approx(20.0 + 0.1 * 899 / 60)
+    assert quarter_allowance_kw(20.0, 100.0, 840.0, 60.0) == 0.0
+    assert quarter_allowance_kw(20.0, float("nan"), 300.0, 600.0) == 20.0
 
 
 def test_peak_mode_stores_pv_surplus_and_holds_otherwise() -> None:
@@ -118,7 +120,7 @@ def test_the_day_peak_counts_closed_quarter_hours_of_today() -> None:
     for minute in range(30):  # 00:00-00:15 at 5 kW, 00:15-00:30 at 9 kW
         p.add(T0 + minute * 60, 5.0 if minute < 15 else 9.0)
     assert p.value(T0 + 29 * 60) == 5.0  # the running quarter-hour does not count yet
-    assert p.quarter(T0 + 29 * 60) == (9.0, 14 * 60.0)  # its mean so far and its age
+    assert p.quarter(T0 + 29 * 60) == (9.0, 14 * 60.0, 60.0)  # its mean, the time seen, the time left
     assert p.quarter(T0 + 31 * 60) is None  # no sample of that quarter yet
     p.add(T0 + 30 * 60, 1.0)
     assert p.value(T0 + 30 * 60) == 9.0
