@@ -42,6 +42,8 @@ from tests.conftest import free_ports  # noqa: E402
 PROFILE = str(Path(__file__).resolve().parent / "bench-meter.yaml")
 METER60 = "sdm630"  # the built-in 60-point meter profile
 UNITS_PER_SERVER = 200
+#: seconds each client runs before it is measured (--warmup-s; the silent-device rows 2 more)
+WARMUP_S = 3.0
 
 
 # --- simulators (separate processes) ------------------------------------------------------
@@ -346,9 +348,10 @@ def in_worker(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def poll_spec(
-    sims: Sims, concurrency: int, measure_s: float, warmup_s: float = 3.0, **extra: Any
+    sims: Sims, concurrency: int, measure_s: float, warmup_s: float | None = None, **extra: Any
 ) -> dict[str, Any]:
     """A worker's spec: the simulators' servers polled at 1 Hz with a 0.5 s timeout."""
+    warmup_s = WARMUP_S if warmup_s is None else warmup_s
     return {"servers": sims.servers, "concurrency": concurrency, "timeout_s": 0.5, "interval_s": 1.0,
             "warmup_s": warmup_s, "measure_s": measure_s, **extra}  # fmt: skip
 
@@ -396,7 +399,7 @@ def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
             site_file.write_text(yaml.safe_dump(doc))
         sims.start()
         try:
-            spec = poll_spec(sims, 1, measure_s, warmup_s=5.0, silent_unit=1 if silent else None)
+            spec = poll_spec(sims, 1, measure_s, warmup_s=WARMUP_S + 2.0, silent_unit=1 if silent else None)
             results["silent" if silent else "clean"] = in_worker("poller", spec)
         finally:
             sims.stop()
@@ -427,12 +430,17 @@ def main() -> int:
     ap.add_argument("--measure-s", type=float, help="seconds measured per run (default 10; --quick 5)")
     ap.add_argument("--light-sizes", help="sizes measured again against the light responder (default 2000; "
                     "--quick none; 0: none)")  # fmt: skip
+    ap.add_argument(
+        "--warmup-s", type=float, default=3.0, help="seconds each client runs before it is measured"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.spec)
         return 0
+    global WARMUP_S
+    WARMUP_S = max(0.5, args.warmup_s)
     sizes = (100, 500) if args.quick else (100, 500, 2000)
     if args.sizes:
         sizes = tuple(int(x) for x in args.sizes.split(","))
