@@ -1,7 +1,8 @@
 """A node's content-addressed store of verified payload bundles:
-DATA/payloads/<SHA-256 of the canonical manifest>/ holding manifest.json, manifest.sig and
-files/..., each written into a temporary folder while it is verified and moved in place by
-one rename once every check passed. Owns that folder; the checks are `adapters.payload_bundle`.
+DATA/payloads/<SHA-256 of the canonical manifest>/ holding manifest.json, manifest.sig,
+files/... and the bundle itself (bundle.mpkg, what peers fetch), each written into a
+temporary folder while it is verified and moved in place by one rename once every check
+passed. Owns that folder; the checks are `adapters.payload_bundle`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from meshems.core.payload_checks import SIG_NAME
 from meshems.core.payload_manifest import Manifest, Version, from_canonical, manifest_digest
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+BUNDLE_NAME = "bundle.mpkg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class PayloadStore:
             for name, data in ((MANIFEST_NAME, verified.canonical), (SIG_NAME, verified.signatures)):
                 (tmp / name).write_bytes(data)
                 written.append(tmp / name)
+            shutil.copyfile(bundle, tmp / BUNDLE_NAME)
+            written.append(tmp / BUNDLE_NAME)
             for p in written:
                 _fsync(p)
             target = self.path(verified.digest)
@@ -89,6 +93,27 @@ class PayloadStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def bundle(self, digest: str) -> Path | None:
+        """The stored bundle file of `digest` (what peers fetch), or None."""
+        try:
+            path = self.path(digest) / BUNDLE_NAME
+        except ValueError:
+            return None
+        return path if path.is_file() else None
+
+    def digests(self) -> frozenset[str]:
+        """The digests of the bundles stored here (the folder names; `installed` reads them)."""
+        if not self.root.is_dir():
+            return frozenset()
+        return frozenset(
+            e.name for e in self.root.iterdir() if _DIGEST.match(e.name) and (e / BUNDLE_NAME).is_file()
+        )
+
+    def incoming(self, digest: str) -> Path:
+        """Where a download of `digest` collects before it is verified (kept to resume)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.root / f".incoming-{self.path(digest).name}.part"
 
     def installed(self) -> list[Installed]:
         """Every stored bundle whose manifest still matches its folder's digest, by name and

@@ -26,6 +26,7 @@ COMMANDS = {
     "forecast": "forecast",
     "plan": "plan",
     "payload": "payload",
+    "deploy": "deploy",
     "devices": "field",
     "io": "io",
     "sunspec": "sunspec",
@@ -39,7 +40,7 @@ COMMANDS = {
 #: the groups in the order they add their commands
 GROUPS = (
     "cluster", "field", "io", "sunspec", "control", "forecast", "plan", "relay", "overlay", "firewall", "pki",
-    "token", "payload", "lab", "demo",
+    "token", "payload", "deploy", "lab", "demo",
     "install", "doctor",
 )  # fmt: skip
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)

@@ -20,9 +20,12 @@ END = "<!-- commands:end -->"
 def leaves(
     p: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
-    """(`group sub`, parser) for every command that runs something, depth first."""
+    """(`group sub`, parser) for every command that runs something, depth first (a command
+    that runs something and has subcommands too, as `deploy`, comes before them)."""
     for action in p._actions:
         if isinstance(action, argparse._SubParsersAction):
+            if not action.required and p.get_default("run") is not None:
+                yield " ".join(prefix), p
             for name, sp in action.choices.items():
                 yield from leaves(sp, (*prefix, name))
             return

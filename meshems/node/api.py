@@ -15,10 +15,12 @@ from typing import Any
 
 from meshems.core import commands
 from meshems.core.config import ClusterConfig
+from meshems.core.deploy_records import view
 from meshems.core.errors import ConfigError
 from meshems.logs import log
 from meshems.node.consensus import RaftService
 from meshems.node.metrics import CONTENT_TYPE
+from meshems.node.payload_routes import PayloadRoutes
 from meshems.node.views import Views
 from meshems.ops.http import HttpApi, Raw, Request
 
@@ -54,9 +56,11 @@ class Routes:
         raft: RaftService,
         views: Views,
         metrics: Callable[[], bytes] | None = None,
+        payloads: PayloadRoutes | None = None,
     ) -> None:
         self.cfg, self.node_id, self.raft, self.views = cfg, node_id, raft, views
         self.render_metrics = metrics
+        self.payloads = payloads
 
     def install(self, api: HttpApi) -> None:
         api.route("GET", "/v1/status", self.status)
@@ -70,9 +74,12 @@ class Routes:
         api.route("GET", "/v1/plan", self.plan)
         api.route("GET", "/v1/io", self.io)
         api.route("GET", "/v1/tokens", self.tokens, role="admin")
+        api.route("GET", "/v1/deployments", self.deployments)
         api.route("GET", "/v1/time", self.time)
         if self.render_metrics is not None:
             api.route("GET", "/metrics", self.metrics)  # Prometheus, with a read token
+        if self.payloads is not None:
+            self.payloads.install(api)  # PUT /v1/payloads, GET /v1/payloads/DIGEST
 
     async def time(self, req: Request) -> tuple[int, Any]:
         """This node's wall clock when the request arrived and when it answers (peers measure
@@ -135,10 +142,32 @@ class Routes:
         data = req.body
         if cmd.type == "token_create":  # who created it is who asked, whatever the body says
             data = commands.encode(cmd.type, cmd.rid, **{**cmd.fields, "by": who.name})
+        elif cmd.type in ("deploy", "deploy_abort"):
+            refusal = await self._deploy_refusal(cmd)
+            if refusal is not None:
+                return refusal
+            fields = {k: cmd.fields[k] for k in commands.SCHEMAS[cmd.type][1] if k in cmd.fields}
+            data = commands.encode(cmd.type, cmd.rid, **{**fields, "by": who.name, "origin": self.node_id}
+                                   if cmd.type == "deploy" else {**fields, "by": who.name})  # fmt: skip
         log("info", "I_AUDIT", f"{who.name} ({who.via}, {who.role}) proposed {cmd.type}", rid=cmd.rid,
             peer=req.peer)  # fmt: skip
         res = await self.raft.commit(data)
         return 200, {**res, "node": self.node_id}
+
+    async def deployments(self, req: Request) -> tuple[int, Any]:
+        """The zone's payload deployments, oldest first, with each target's copy."""
+        rows = [view(d) for d in sorted(self.raft.state.deployments.values(), key=lambda d: d.index)]
+        return 200, {"ok": True, "deployments": rows, "node": self.node_id}
+
+    async def _deploy_refusal(self, cmd: commands.Command) -> tuple[int, Any] | None:
+        """A deploy is checked for trust here before it is proposed: its bundle must be stored on
+        this node and verify against this node's keys (the replicas check only its shape)."""
+        if cmd.type != "deploy":
+            return None
+        if self.payloads is None:
+            return 503, {"ok": False, "code": "E_PAYLOAD_MISSING", "message": "no payload store here",
+                         "node": self.node_id}  # fmt: skip
+        return await self.payloads.refusal(cmd)
 
     async def tokens(self, req: Request) -> tuple[int, Any]:
         """The zone's scoped tokens: names, roles, expiry, state (never digests)."""

@@ -63,6 +63,7 @@ from meshems.node.consensus import RaftService
 from meshems.node.dashboard import Dashboard
 from meshems.node.field import FieldService
 from meshems.node.metrics import NodeMetrics, NodeStats
+from meshems.node.payload_duty import PayloadDuty
 from meshems.node.service import ServiceNotify, polled_once
 from meshems.node.views import Views
 from meshems.ops.http import HttpApi, Principal
@@ -140,7 +141,10 @@ class NodeDaemon:
         )
         self.stats = NodeStats()
         self.metrics = NodeMetrics(self.views, self.stats)
-        Routes(cfg, node_id, self.raft, self.views, self.metrics.render).install(self.api)
+        self.payloads = PayloadDuty(cfg, node_id, lambda: self.raft.state, self.raft.commit)
+        Routes(cfg, node_id, self.raft, self.views, self.metrics.render, self.payloads.routes).install(
+            self.api
+        )
         self.dashboard = Dashboard(self.views)  # GET /dashboard and /v1/events (live feed)
         self.dashboard.install(self.api)
         self._stop = asyncio.Event()
@@ -175,13 +179,8 @@ class NodeDaemon:
         if os.geteuid() == 0:
             log("warning", "W_ROOT", "running as root; run the daemon as a dedicated user")
         self.raft.start()
-        log(
-            "info",
-            "I_RAFT_START",
-            "Raft member started",
-            raft=self.node.raft_endpoint,
-            partners=self.raft.raft.partners,
-        )
+        log("info", "I_RAFT_START", "Raft member started", raft=self.node.raft_endpoint,
+            partners=self.raft.raft.partners)  # fmt: skip
         if self.cloud is not None:
             self.cloud.start()
         await self.api.start(self.node.bind_host, self.node.api_port, server_context(self.cfg, self.node_id))
@@ -191,6 +190,7 @@ class NodeDaemon:
             asyncio.create_task(self._overlay_loop()),
             asyncio.create_task(self._clock_loop()),
             asyncio.create_task(self.dashboard.sample_loop()),
+            asyncio.create_task(self.payloads.loop()),  # fetch what deployments need here
         ]
         if self.field is not None:
             await self.field.start()

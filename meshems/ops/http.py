@@ -77,6 +77,8 @@ class Request:
     principal: Principal | None = None
     #: the wall clock when the request head arrived (peers' clock-offset measurement)
     received_wall_s: float = 0.0
+    #: a streamed route's body, chunk by chunk (capped, each chunk within the body deadline)
+    chunks: AsyncIterator[bytes] | None = None
 
     def json(self) -> Any:
         """The body as JSON (an empty body is `{}`); BadRequest when it is not JSON or nests
@@ -139,6 +141,16 @@ class Route:
     role: str = "read"
     #: a GET route of role read that also takes `?token=` (a browser's login page)
     query_token: bool = False
+    #: the handler reads the body itself from `Request.chunks` (an upload to a file)
+    streamed: bool = False
+
+
+class _TooLarge(Exception):
+    """A streamed body went past its route's cap (answered with 413)."""
+
+
+class _Stalled(Exception):
+    """A streamed body's next chunk did not come within the body deadline (answered with 408)."""
 
 
 def _error(status: int, code: str, message: str, close: bool = False) -> web.Response:
@@ -212,12 +224,14 @@ class HttpApi:
         max_body: int = 0,
         role: str = "read",
         query_token: bool = False,
+        streamed: bool = False,
     ) -> None:
+        """Route `method path` to `handler`; a path ending in `/*` takes any one last segment."""
         if role not in ROLES:
             raise ValueError(f"{method} {path}: role must be one of {', '.join(ROLES)}, not {role!r}")
         if query_token and (method != "GET" or role != "read"):
             raise ValueError(f"{method} {path}: only a GET route of role read may take ?token=")
-        self.routes[(method, path)] = Route(handler, max_body, role, query_token)
+        self.routes[(method, path)] = Route(handler, max_body, role, query_token, streamed)
 
     def _who(self, request: web.BaseRequest, route: Route) -> Principal | None:
         auth = request.headers.get("Authorization", "")
@@ -263,9 +277,10 @@ class HttpApi:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         received_wall_s = time.time()
-        route = self.routes.get((request.method, request.path))
+        wild = request.path.rsplit("/", 1)[0] + "/*"
+        route = self.routes.get((request.method, request.path)) or self.routes.get((request.method, wild))
         if route is None:
-            if any(path == request.path for _, path in self.routes):
+            if any(path in (request.path, wild) for _, path in self.routes):
                 return _error(405, "E_METHOD", f"{request.method} is not allowed on {request.path}", True)
             return _error(404, "E_NOT_FOUND", f"no {request.method} {request.path}", True)
         peer = request.remote or "?"
@@ -281,19 +296,23 @@ class HttpApi:
         if length is not None and length > route.max_body:
             return _error(413, "E_TOO_LARGE", f"{request.path} takes at most {route.max_body} bytes", True)
         try:
-            body = await self._read_body(request, route.max_body)
+            body = b"" if route.streamed else await self._read_body(request, route.max_body)
         except TimeoutError:
             return _error(408, "E_TIMEOUT", f"the body did not arrive within {self.body_timeout_s} s", True)
         if body is None:
             return _error(413, "E_TOO_LARGE", f"{request.path} takes at most {route.max_body} bytes", True)
         req = Request(
             request.method, request.path, dict(request.query), dict(request.headers), body, peer, who,
-            received_wall_s,
+            received_wall_s, self._chunks(request, route.max_body) if route.streamed else None,
         )  # fmt: skip
         try:
             status, payload = await route.handler(req)
         except BadRequest as exc:
             return _error(400, "E_BAD_REQUEST", str(exc))
+        except _TooLarge:
+            return _error(413, "E_TOO_LARGE", f"{request.path} takes at most {route.max_body} bytes", True)
+        except _Stalled:
+            return _error(408, "E_TIMEOUT", f"the body stalled for {self.body_timeout_s} s", True)
         except Exception as exc:  # a handler bug must answer, not drop the connection
             log("error", "E_API_INTERNAL", f"{self.name} handler failed: {type(exc).__name__}: {exc}",
                 path=request.path, peer=peer)  # fmt: skip
@@ -355,6 +374,22 @@ class HttpApi:
                 if size > cap:
                     return None
                 chunks.append(chunk)
+
+    async def _chunks(self, request: web.BaseRequest, cap: int) -> AsyncIterator[bytes]:
+        """A streamed body: each chunk within `body_timeout_s`, _TooLarge past `cap` in all."""
+        size = 0
+        while request.can_read_body:
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    chunk = await request.content.read(1 << 20)
+            except TimeoutError:
+                raise _Stalled from None
+            if not chunk:
+                return
+            size += len(chunk)
+            if size > cap:
+                raise _TooLarge
+            yield chunk
 
 
 async def _next(source: AsyncIterator[bytes]) -> bytes | None:
