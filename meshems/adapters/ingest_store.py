@@ -1,0 +1,255 @@
+"""The cloud ingest's embedded store: SQLite in WAL mode, one file that several ingest
+processes on one machine share (each batch is one `BEGIN IMMEDIATE` transaction).
+
+Owns the schema and its queries: records keyed (zone, seq) with payload and digest, each
+node record's readings per device, and per zone the ledger (`core.ingest_ledger`) with the
+repeat and conflict counters. Decisions are the core's (`admit`); this file only reads what
+is stored, writes what the core decided, inside the same transaction. A PostgreSQL store
+would implement the same methods (`meshems.cloud.store.IngestStore`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshems.core.errors import ConfigError, MeshemsError
+from meshems.core.ingest_ledger import Admitted, GapNotice, ZoneLedger, admit
+from meshems.core.ingest_records import Incoming
+from meshems.core.telemetry import parse_payload
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+  zone TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, node TEXT NOT NULL,
+  term INTEGER NOT NULL, idx INTEGER NOT NULL, publisher TEXT NOT NULL,
+  received_s REAL NOT NULL, digest TEXT NOT NULL, payload BLOB NOT NULL,
+  PRIMARY KEY (zone, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_time ON records (zone, received_s);
+CREATE TABLE IF NOT EXISTS readings (
+  zone TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL, node TEXT NOT NULL,
+  received_s REAL NOT NULL, state TEXT NOT NULL, reading TEXT NOT NULL,
+  PRIMARY KEY (zone, device, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zones (
+  zone TEXT PRIMARY KEY, ledger TEXT NOT NULL,
+  duplicates INTEGER NOT NULL DEFAULT 0, conflicts INTEGER NOT NULL DEFAULT 0);
+"""
+#: SQLite's bound-parameter limit is 32766 since 3.32; stay well below it
+CHUNK = 500
+
+
+class StoreError(MeshemsError):
+    """The ingest store cannot be opened, read or written."""
+
+    code = "E_STORE"
+
+
+@dataclass(frozen=True)
+class ZoneRow:
+    """One zone as `meshems cloud zones` shows it."""
+
+    ledger: ZoneLedger
+    duplicates: int
+    conflicts: int
+    msgs_s: float
+
+    def to_dict(self, now_s: float) -> dict[str, Any]:
+        led = self.ledger
+        lag = round(now_s - led.last_received_s, 1) if led.last_received_s else None
+        return {
+            **{k: v for k, v in led.to_dict().items() if k != "received"},
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "lag_s": lag,
+            "msgs_s": round(self.msgs_s, 1),
+        }
+
+
+def ledger_to_json(led: ZoneLedger) -> str:
+    return json.dumps(
+        {
+            "received": led.received,
+            "announced": led.announced,
+            "last_seq": led.last_seq,
+            "publisher": led.publisher,
+            "last_received_s": led.last_received_s,
+        },
+        separators=(",", ":"),
+    )
+
+
+def ledger_from_json(zone: str, text: str) -> ZoneLedger:
+    d = json.loads(text)
+    return ZoneLedger(
+        zone,
+        tuple((int(a), int(b)) for a, b in d["received"]),
+        tuple((int(a), int(b)) for a, b in d["announced"]),
+        int(d["last_seq"]),
+        str(d["publisher"]),
+        float(d["last_received_s"]),
+    )
+
+
+class SqliteStore:
+    """`SqliteStore(path)`: the file is created with its folder (0700) on first use. Use one
+    instance per thread; several processes may share the file."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            msg = f"{self.path}: cannot open the ingest store: {exc}"
+            raise StoreError(msg, path=str(self.path)) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def ingest(self, records: Sequence[Incoming], gaps: Sequence[GapNotice] = ()) -> Admitted:
+        """Store one batch in one transaction: new (zone, seq) stored, repeats compared with
+        what is stored (same digest: nothing; different: a conflict, counted, not stored), the
+        zones' ledgers updated. Safe against other processes writing the same file."""
+        zones = sorted({r.arrival.zone for r in records} | {g.zone for g in gaps})
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                ledgers = self._ledgers(zones)
+                stored = self._digests(records)
+                out = admit(ledgers, [r.arrival for r in records], stored, gaps)
+                self._write(records, out)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: storing a batch of {len(records)} failed: {exc}") from None
+        return out
+
+    def _ledgers(self, zones: Sequence[str]) -> dict[str, ZoneLedger]:
+        out: dict[str, ZoneLedger] = {}
+        for i in range(0, len(zones), CHUNK):
+            part = zones[i : i + CHUNK]
+            marks = ",".join("?" * len(part))
+            q = f"SELECT zone, ledger FROM zones WHERE zone IN ({marks})"
+            for zone, text in self.db.execute(q, part):
+                out[zone] = ledger_from_json(zone, text)
+        return out
+
+    def _digests(self, records: Sequence[Incoming]) -> dict[tuple[str, int], str]:
+        by_zone: dict[str, list[int]] = {}
+        for r in records:
+            by_zone.setdefault(r.arrival.zone, []).append(r.arrival.seq)
+        out: dict[tuple[str, int], str] = {}
+        for zone, seqs in by_zone.items():
+            for i in range(0, len(seqs), CHUNK):
+                part = seqs[i : i + CHUNK]
+                q = f"SELECT seq, digest FROM records WHERE zone = ? AND seq IN ({','.join('?' * len(part))})"
+                for seq, dig in self.db.execute(q, [zone, *part]):
+                    out[(zone, seq)] = dig
+        return out
+
+    def _write(self, records: Sequence[Incoming], out: Admitted) -> None:
+        new = {(a.zone, a.seq) for a in out.new}
+        rows, readings = [], []
+        for r in records:
+            a = r.arrival
+            if (a.zone, a.seq) not in new:
+                continue
+            new.discard((a.zone, a.seq))  # the first of a batch is the one admitted
+            rows.append((a.zone, a.seq, r.kind, r.node, r.term, r.index, a.publisher, a.received_s, a.digest,
+                         r.payload))  # fmt: skip
+            for device, reading in r.readings.items():
+                state = str(reading.get("state", "")) if isinstance(reading, dict) else ""
+                readings.append((a.zone, str(device), a.seq, r.node, a.received_s, state,
+                                 json.dumps(reading, sort_keys=True)))  # fmt: skip
+        self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?)", readings)
+        for zone, led in out.ledgers.items():
+            tally = out.per_zone.get(zone, {})
+            self.db.execute(
+                "INSERT INTO zones (zone, ledger, duplicates, conflicts) VALUES (?,?,?,?) "
+                "ON CONFLICT (zone) DO UPDATE SET ledger = excluded.ledger, "
+                "duplicates = duplicates + excluded.duplicates, conflicts = conflicts + excluded.conflicts",
+                (zone, ledger_to_json(led), tally.get("duplicates", 0), tally.get("conflicts", 0)),
+            )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def zones(self, now_s: float, rate_window_s: float = 60.0) -> list[ZoneRow]:
+        """Every zone's ledger and counters, with messages/s over the last `rate_window_s`."""
+        q = "SELECT zone, COUNT(*) FROM records WHERE received_s > ? GROUP BY zone"
+        rates = dict(self.db.execute(q, (now_s - rate_window_s,)).fetchall())
+        return [
+            ZoneRow(ledger_from_json(zone, text), dups, conflicts, rates.get(zone, 0) / rate_window_s)
+            for zone, text, dups, conflicts in self.db.execute(
+                "SELECT zone, ledger, duplicates, conflicts FROM zones ORDER BY zone"
+            )
+        ]
+
+    def ledger(self, zone: str) -> ZoneLedger:
+        row = self.db.execute("SELECT ledger FROM zones WHERE zone = ?", (zone,)).fetchone()
+        if row is None:
+            raise ConfigError(f"{self.path}: no zone {zone!r} in the ingest store", zone=zone)
+        return ledger_from_json(zone, row[0])
+
+    def count(self, zone: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM records WHERE zone = ?", (zone,)).fetchone()[0])
+
+    def query(
+        self,
+        zone: str,
+        since_s: float = 0.0,
+        node: str | None = None,
+        device: str | None = None,
+        limit: int = 100_000,
+    ) -> list[dict[str, Any]]:
+        """A zone's records received since `since_s` (oldest first), of one node; with
+        `device`, that device's readings instead."""
+        self.ledger(zone)  # ConfigError for an unknown zone
+        if device is not None:
+            q = "SELECT seq, received_s, node, device, state, reading FROM readings"
+            q += " WHERE zone = ? AND device = ?"
+            args: list[Any] = [zone, device]
+            q += " AND received_s >= ?" + (" AND node = ?" if node else "") + " ORDER BY seq LIMIT ?"
+            args += [since_s, *([node] if node else []), limit]
+            return [
+                {"seq": s, "received_s": t, "node": n, "device": d, "state": st, **_values(r)}
+                for s, t, n, d, st, r in self.db.execute(q, args)
+            ]
+        q = "SELECT seq, received_s, kind, node, term, idx, publisher, payload FROM records WHERE zone = ?"
+        q += " AND received_s >= ?" + (" AND node = ?" if node else "") + " ORDER BY seq LIMIT ?"
+        out = []
+        for s, t, kind, n, term, idx, pub, payload in self.db.execute(
+            q, [zone, since_s, *([node] if node else []), limit]
+        ):
+            out.append({"seq": s, "received_s": t, "kind": kind, "node": n, "term": term, "index": idx,
+                        "publisher": pub, "data": parse_payload(payload).get("data")})  # fmt: skip
+        return out
+
+    def twin(self, zone: str) -> list[dict[str, Any]]:
+        """The latest reading of every device of the zone (the one of the highest seq)."""
+        self.ledger(zone)
+        rows = self.db.execute(
+            "SELECT device, node, MAX(seq), received_s, state, reading FROM readings WHERE zone = ? "
+            "GROUP BY device ORDER BY device",
+            (zone,),
+        )
+        return [
+            {"device": d, "node": n, "seq": s, "received_s": t, "state": st, **_values(r)}
+            for d, n, s, t, st, r in rows
+        ]
+
+
+def _values(reading: str) -> dict[str, Any]:
+    doc = json.loads(reading)
+    values = doc.get("values") if isinstance(doc, dict) else None
+    return {"values": values if isinstance(values, dict) else {}}
