@@ -6,6 +6,7 @@ and those inside functions), as trio's test does:
 - ports imports only core; sim only core, ports and sim;
 - adapters import core, ports and logs, and another adapter only where the pair is named;
 - node services import core, ports, adapters, ops and logs, never the CLI;
+- cloud services (next to the broker) import core, adapters and logs;
 - nothing below the CLI imports the CLI, and there is no import cycle in meshems/ at all;
 - every module has a docstring and at most 400 lines.
 """
@@ -40,7 +41,8 @@ LAYERS: dict[str, set[str]] = {
     "ops": {"core", "adapters", "logs", "ops"},
     "lab": {"core", "adapters", "ops", "logs", "lab"},
     "node": {"core", "ports", "adapters", "ops", "logs", "node"},
-    "cli": {"core", "ports", "adapters", "ops", "logs", "node", "lab", "sim", "cli", "meshems"},
+    "cloud": {"core", "adapters", "logs", "cloud"},  # services next to the broker, not on a gateway
+    "cli": {"core", "ports", "adapters", "ops", "logs", "node", "lab", "sim", "cloud", "cli", "meshems"},
     "__main__": {"cli"},
     "profiles": set(),  # the built-in device profiles: YAML data
     "meshems": set(),
@@ -52,6 +54,7 @@ ADAPTER_PAIRS = {
     ("consensus", "raft_journal"),  # the Raft member is built from its parts
     ("raft_journal", "journal"), ("preflight", "raft_journal"),  # the journal format, free space
     ("mqtt_link", "mqtt_failures"), ("mqtt_link", "pki"),
+    ("mqtt_subscriber", "mqtt_failures"), ("mqtt_subscriber", "pki"),  # the cloud side's client
     ("outbox", "outbox_file"), ("outbox", "outbox_records"),
     ("pki", "atomic_write"), ("secret", "atomic_write"), ("wireguard", "atomic_write"),
     ("poller", "modbus"), ("profiles", "config_file"),

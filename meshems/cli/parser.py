@@ -33,6 +33,7 @@ COMMANDS = {
     "demo": "demo",
     "lab": "lab",
     "pki": "pki",
+    "cloud": "cloud",
     "token": "token",
     "install": "install",
     "doctor": "doctor",
@@ -40,7 +41,7 @@ COMMANDS = {
 #: the groups in the order they add their commands
 GROUPS = (
     "cluster", "field", "io", "sunspec", "control", "forecast", "plan", "relay", "overlay", "firewall", "pki",
-    "token", "payload", "deploy", "lab", "demo",
+    "token", "payload", "deploy", "cloud", "lab", "demo",
     "install", "doctor",
 )  # fmt: skip
 #: `build_parser(ALL)`: every command's real parser (tests, documentation)
