@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshems.core import deploy_handlers, plan_handlers, token_handlers
+from meshems.core import deploy_handlers, plan_handlers, rollout, token_handlers
 from meshems.core import zone_handlers as handlers
 from meshems.core.commands import Rejection, decode, peek_rid
 from meshems.core.deploy_records import Deployment
@@ -149,6 +149,8 @@ _HANDLERS = {
     "deploy": deploy_handlers.deploy,
     "deploy_status": deploy_handlers.deploy_status,
     "deploy_abort": deploy_handlers.deploy_abort,
+    "deploy_rollback": deploy_handlers.deploy_rollback,
+    "rollout_step": rollout.rollout_step,
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})

@@ -14,18 +14,11 @@ from typing import Any
 
 import msgpack
 
+from meshems.core import rollout_commands
 from meshems.core.access import ROLES
 from meshems.core.command_fields import Invalid, Rejection
 from meshems.core.command_fields import number as _num
 from meshems.core.command_fields import text as _str
-from meshems.core.deploy_commands import (
-    ABORT_FIELDS,
-    DEPLOY_FIELDS,
-    STATUS_FIELDS,
-    deploy,
-    deploy_abort,
-    deploy_status,
-)
 from meshems.core.ids import parse_load
 from meshems.core.plan_commands import node_forecast, plan
 from meshems.core.policy import policy_problems
@@ -274,9 +267,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
     "token_create": (_token_create, frozenset({"token_id", "name", "role", "digest", "expires_s", "by"})),
     "token_revoke": (_token_revoke, frozenset({"name"})),
-    "deploy": (deploy, DEPLOY_FIELDS),
-    "deploy_status": (deploy_status, STATUS_FIELDS),
-    "deploy_abort": (deploy_abort, ABORT_FIELDS),
+    **rollout_commands.schemas(),
     "node_forecast": (node_forecast, frozenset({"node_id", "start_s", "step_s", "kw", "basis"})),
     "plan": (
         plan,
@@ -304,11 +295,12 @@ ENVELOPE_FIELDS = frozenset({"type", "v", "rid"})
 #: that only a node's own services propose (reports, dispatches, declarations, cloud
 #: acknowledgements, forecast records, ownership). Membership has its own API route.
 OPERATOR_TYPES = frozenset({"set_setpoint", "set_policy", "barrier", "relay_override", "token_create",
-                            "token_revoke", "deploy", "deploy_abort"})  # fmt: skip
+                            "token_revoke", "deploy", "deploy_abort", "deploy_rollback"})  # fmt: skip
 #: the role an operator needs to propose each operator command (`core.access`)
 ROLE_OF_TYPE: dict[str, str] = {
     "barrier": "read", "set_setpoint": "operate", "set_policy": "operate", "relay_override": "operate",
     "token_create": "admin", "token_revoke": "admin", "deploy": "admin", "deploy_abort": "admin",
+    "deploy_rollback": "admin",
 }  # fmt: skip
 INTERNAL_TYPES = frozenset(SCHEMAS) - OPERATOR_TYPES
 
@@ -330,8 +322,7 @@ MAX_BYTES_BY_TYPE: dict[str, int] = {
     "token_create": 512,
     "token_revoke": 256,
     "deploy": MAX_COMMAND_BYTES,
-    "deploy_status": 1024,
-    "deploy_abort": 256,
+    **rollout_commands.MAX_BYTES,
     "node_forecast": 2048,
     "plan": MAX_COMMAND_BYTES,
 }

@@ -74,7 +74,7 @@ def deploy(cmd: Mapping[str, Any]) -> dict[str, Any]:
         "deployment_id": deployment_id(cmd), "manifest": bytes(manifest), "signatures": bytes(sigs),
         "digest": digest, "size": size, "targets": sorted(nodes), "strategy": strategy,
         "name": parsed.name, "version": str(parsed.version), "by": text(cmd, "by", 80),
-        "origin": text(cmd, "origin"),
+        "origin": text(cmd, "origin"), "kind": parsed.kind, "deadline_s": parsed.deadline_s,
     }  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """The replicated record of one payload deployment: what was deployed (manifest, signatures,
-digest), where (targets), how (strategy), each target's word about its copy, and its rows in
-the zone snapshot. Pure: no I/O.
+digest), where (targets), how (strategy), each target's word about its copy, a controller's
+rollout (`core.rollout_records`), and its rows in the zone snapshot. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from meshems.core.rollout_records import Rollout, phase_view, rollout_from_row
 
 #: a target's copy is final once verified or failed
 FINAL = frozenset({"verified", "failed"})
@@ -41,15 +43,22 @@ class Deployment:
     index: int
     nodes: Mapping[str, NodeCopy] = field(default_factory=dict)
     aborted: bool = False
+    kind: str = "controller"  # the manifest's: a controller rolls out, a data kind is done when verified
+    deadline_s: int = 3600  # the manifest's: the rollout ends within this after its start
+    rollback: bool = False  # an operator's `deploy rollback`: an older version may become active
+    rollout: Rollout = field(default_factory=Rollout)
 
     @property
     def state(self) -> str:
-        """aborted | failed (a target failed) | done (every target verified) | active."""
+        """aborted | the rollout's outcome (done, failed, rolled_back) | failed (a target's copy
+        failed) | done (a data kind verified everywhere) | active (still going)."""
         if self.aborted:
             return "aborted"
+        if self.rollout.outcome:
+            return self.rollout.outcome
         if any(c.status == "failed" for c in self.nodes.values()):
             return "failed"
-        if all(self.status_of(t) == "verified" for t in self.targets):
+        if self.kind != "controller" and all(self.status_of(t) == "verified" for t in self.targets):
             return "done"
         return "active"
 
@@ -59,8 +68,10 @@ class Deployment:
 
     @property
     def closed(self) -> bool:
-        """Nothing more happens: aborted, or every target's copy final."""
-        return self.aborted or all(self.status_of(t) in FINAL for t in self.targets)
+        """Nothing more happens: aborted, the rollout ended, or (a data kind) every copy final."""
+        if self.aborted or self.rollout.outcome:
+            return True
+        return self.kind != "controller" and all(self.status_of(t) in FINAL for t in self.targets)
 
     def to_row(self) -> list[Any]:
         nodes = [[n, c.status, c.code, c.message, c.term, c.index] for n, c in sorted(self.nodes.items())]
@@ -75,14 +86,20 @@ class Deployment:
             self.index,
             nodes,
             self.aborted,
+            self.kind,
+            self.deadline_s,
+            self.rollback,
+            self.rollout.to_row(),
         ]
 
 
 def from_row(row: list[Any]) -> Deployment:
     """A deployment from its snapshot row (`Deployment.to_row`)."""
-    *head, targets, strategy, by, origin, term, index, nodes, aborted = row
+    head, (targets, strategy, by, origin, term, index, nodes, aborted), more = row[:7], row[7:15], row[15:]
+    kind, deadline_s, rollback, rollout = more if more else ("controller", 3600, False, None)
     return Deployment(*head, tuple(targets), strategy, by, origin, term, index,
-                      {n[0]: NodeCopy(*n[1:]) for n in nodes}, bool(aborted))  # fmt: skip
+                      {n[0]: NodeCopy(*n[1:]) for n in nodes}, bool(aborted), kind, deadline_s,
+                      bool(rollback), rollout_from_row(rollout))  # fmt: skip
 
 
 def view(d: Deployment) -> dict[str, Any]:
@@ -91,7 +108,9 @@ def view(d: Deployment) -> dict[str, Any]:
     for t in d.targets:
         copy = d.nodes.get(t)
         nodes[t] = {"status": d.status_of(t), "code": copy.code if copy else "",
-                    "message": copy.message if copy else ""}  # fmt: skip
+                    "message": copy.message if copy else "", **phase_view(d.rollout, t)}  # fmt: skip
+    r = d.rollout
     return {"id": d.id, "name": d.name, "version": d.version, "digest": d.digest, "size": d.size,
             "targets": list(d.targets), "strategy": d.strategy, "by": d.by, "origin": d.origin,
-            "state": d.state, "term": d.term, "index": d.index, "nodes": nodes}  # fmt: skip
+            "state": d.state, "term": d.term, "index": d.index, "nodes": nodes, "kind": d.kind,
+            "rollback": d.rollback, "started_s": r.started_s, "code": r.code, "reason": r.reason}  # fmt: skip

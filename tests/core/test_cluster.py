@@ -197,10 +197,11 @@ override_maps = st.builds(
 DEPLOY_IDS = ["p1", "p2", "p3"]
 deploy_maps = st.one_of(
     st.builds(
-        lambda rid, d, targets: _raw("deploy", rid, deployment_id=d, manifest=MANIFEST, signatures=SIGS,
-                                     digest=DIGEST, size=1000, targets=targets, strategy="rolling", by="op",
-                                     origin="n1"),
+        lambda rid, d, targets, how: _raw("deploy", rid, deployment_id=d, manifest=MANIFEST, signatures=SIGS,
+                                          digest=DIGEST, size=1000, targets=targets, strategy=how, by="op",
+                                          origin="n1"),
         rids, st.sampled_from(DEPLOY_IDS), st.sampled_from([[], ["n1"], ["n1", "n2"], ["n3", "n9"]]),
+        st.sampled_from(["rolling", "all-at-once"]),
     ),
     st.builds(
         lambda rid, d, n, status: _raw("deploy_status", rid, deployment_id=d, node_id=n, status=status,
@@ -210,6 +211,18 @@ deploy_maps = st.one_of(
     ),
     st.builds(lambda rid, d: _raw("deploy_abort", rid, deployment_id=d, by="op"), rids,
               st.sampled_from(DEPLOY_IDS)),
+    st.builds(
+        lambda rid, d, n, phase, now: _raw("rollout_step", rid, deployment_id=d, node_id=n, phase=phase,
+                                           code="E_PAYLOAD_CRASH", now_s=now),
+        rids, st.sampled_from(DEPLOY_IDS), st.sampled_from([*NODES, "n9"]),
+        st.sampled_from(["shadow", "healthy", "watch", "active", "failed", "deadline"]),
+        st.sampled_from([0.0, 10.0, 5000.0]),
+    ),
+    st.builds(
+        lambda rid, d, to: _raw("deploy_rollback", rid, deployment_id=d, name="peak-guard", to_version=to,
+                                by="op"),
+        rids, st.sampled_from(DEPLOY_IDS), st.sampled_from(["", "1.0.0"]),
+    ),
 )  # fmt: skip
 # Setpoints dominate, as in a running zone; removals are rare enough for devices to stay.
 valid_maps = weighted(
@@ -301,6 +314,7 @@ class Model:
         self.first: dict[str, tuple[bool, str, int, int]] = {}
         self.overrides: dict[str, tuple[bool, float | None, int, int]] = {}  # closed, until, term, index
         self.deployments: dict[str, tuple[tuple[str, ...], bool, dict[str, str]]] = {}  # targets, aborted
+        self.rollouts: dict[str, dict[str, Any]] = {}  # strategy, phases, outcome, started
 
     def apply(self, data: bytes, term: int, index: int) -> tuple[bool, str, int, int, bool]:
         rid = peek_rid(data)
@@ -351,6 +365,14 @@ class Model:
                 self.overrides.pop(f["load"], None)
             else:
                 self.overrides[f["load"]] = (f["closed"], f["until_s"], term, index)
+        elif cmd.type == "rollout_step":
+            code = self._rollout(f)
+            if code != "OK":
+                return False, code, term, index
+        elif cmd.type == "deploy_rollback":
+            if f["deployment_id"] in self.deployments:
+                return False, "E_DEPLOY_EXISTS", term, index
+            return False, "E_PAYLOAD_ROLLBACK", term, index  # one version only: none older was active
         elif cmd.type.startswith("deploy"):
             code = self._deploy(cmd.type, f)
             if code != "OK":
@@ -366,11 +388,15 @@ class Model:
             if not targets or any(t not in self.members for t in targets):
                 return "E_UNKNOWN_NODE"
             self.deployments[f["deployment_id"]] = (targets, False, {})
+            self.rollouts[f["deployment_id"]] = {"strategy": f["strategy"], "phases": {}, "outcome": "",
+                                                 "started": None}  # fmt: skip
             return "OK"
         if dep is None:
             return "E_UNKNOWN_DEPLOYMENT"
         targets, aborted, nodes = dep
         if type_ == "deploy_abort":
+            if not aborted and not self.rollouts[f["deployment_id"]]["outcome"]:
+                self._halt(f["deployment_id"], "aborted")
             self.deployments[f["deployment_id"]] = (targets, True, nodes)
             return "OK"
         if f["node_id"] not in targets:
@@ -383,6 +409,65 @@ class Model:
         if now in ("verified", "failed") or (now, new) == ("stored", "pending"):
             return "E_DEPLOY_STATE"
         nodes[f["node_id"]] = new
+        return "OK"
+
+    def _halt(self, dep_id: str, outcome: str, failing: str = "") -> None:
+        r, targets = self.rollouts[dep_id], self.deployments[dep_id][0]
+        promoted = any(r["phases"].get(t) in ("watch", "active") for t in targets)
+        for t in targets:
+            if t == failing:
+                r["phases"][t] = "failed"
+            elif r["phases"].get(t) in ("shadow", "healthy", "watch", "active"):
+                r["phases"][t] = "rolled_back"
+        r["outcome"] = "rolled_back" if outcome == "failed" and promoted else outcome
+
+    def _rollout(self, f: Mapping[str, Any]) -> str:
+        dep_id, node, phase = f["deployment_id"], f["node_id"], f["phase"]
+        if dep_id not in self.deployments:
+            return "E_UNKNOWN_DEPLOYMENT"
+        targets, aborted, copies = self.deployments[dep_id]
+        r = self.rollouts[dep_id]
+        if aborted or r["outcome"]:
+            return "E_DEPLOY_ENDED"
+        if phase == "deadline":
+            if r["started"] is None or f["now_s"] < r["started"] + 3600:
+                return "E_DEPLOY_NOT_DUE"
+            self._halt(dep_id, "failed")
+            return "OK"
+        if node not in targets:
+            return "E_UNKNOWN_NODE"
+        now = r["phases"].get(node, "waiting")
+        if now == phase:
+            return "OK"
+        if phase == "failed":
+            if now in ("failed", "rolled_back"):
+                return "E_DEPLOY_STATE"
+            self._halt(dep_id, "failed", node)
+            return "OK"
+        if {"shadow": "waiting", "healthy": "shadow", "watch": "healthy", "active": "watch"}[phase] != now:
+            return "E_DEPLOY_STATE"
+        phases = [r["phases"].get(t, "waiting") for t in targets]
+        if phase == "shadow":
+            if copies.get(node) != "verified":
+                return "E_DEPLOY_STATE"
+            if r["strategy"] == "all-at-once":
+                if any(copies.get(t) != "verified" for t in targets):
+                    return "E_DEPLOY_STATE"
+            elif any(p in ("shadow", "healthy", "watch") for p in phases) or any(
+                p != "active" for p in phases[: targets.index(node)]
+            ):
+                return "E_DEPLOY_STATE"
+            if r["started"] is None:
+                r["started"] = f["now_s"]
+                if any(o["outcome"] == "done" for o in self.rollouts.values()):  # the same version
+                    self._halt(dep_id, "failed")
+                    return "OK"
+        all_at_once = r["strategy"] == "all-at-once"
+        if phase == "watch" and all_at_once and any(p not in ("healthy", "watch", "active") for p in phases):
+            return "E_DEPLOY_STATE"
+        r["phases"][node] = phase
+        if all(r["phases"].get(t) == "active" for t in targets):
+            r["outcome"] = "done"
         return "OK"
 
     def _drop_dead_overrides(self) -> None:
@@ -405,6 +490,16 @@ class Model:
                 for k, d in state.deployments.items()
             }
             == self.deployments
+            and {
+                k: (
+                    d.strategy,
+                    {n: p.phase for n, p in d.rollout.phases.items()},
+                    d.rollout.outcome,
+                    d.rollout.started_s,
+                )
+                for k, d in state.deployments.items()
+            }
+            == {k: (r["strategy"], r["phases"], r["outcome"], r["started"]) for k, r in self.rollouts.items()}
         )
 
 

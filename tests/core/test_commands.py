@@ -304,6 +304,7 @@ def test_every_type_has_a_size_cap_and_a_role() -> None:
         "token_revoke",
         "deploy",
         "deploy_abort",
+        "deploy_rollback",
     } == OPERATOR_TYPES
     assert set(ROLE_OF_TYPE) == OPERATOR_TYPES and ROLE_OF_TYPE["token_create"] == "admin"
 

@@ -49,7 +49,7 @@ def status(state: ZoneState, node: str, st: str, dep_id: str = "d1", **more: obj
     return run(state, "deploy_status", deployment_id=dep_id, node_id=node, status=st, **more)
 
 
-def test_a_deploy_to_the_zone_targets_every_member_and_ends_done_when_all_verified() -> None:
+def test_a_deploy_to_the_zone_targets_every_member_and_rolls_out_when_all_verified() -> None:
     state, res = run(zone(), "deploy", **deploy_fields())
     assert res.ok, res
     dep = state.deployments["d1"]
@@ -64,7 +64,8 @@ def test_a_deploy_to_the_zone_targets_every_member_and_ends_done_when_all_verifi
         assert res.ok
         state, res = status(state, n, "verified")
         assert res.ok
-    assert state.deployments["d1"].state == "done" and state.deployments["d1"].closed
+    # a controller is not done when verified: its rollout comes next (tests/core/test_rollout.py)
+    assert state.deployments["d1"].state == "active" and not state.deployments["d1"].closed
     same, res = status(state, "n1", "verified")  # said again: nothing changes
     assert res.ok and same.deployments == state.deployments
     _, res = status(state, "n1", "stored")
@@ -116,6 +117,9 @@ def test_at_most_max_deployments_are_kept_the_oldest_closed_going_first() -> Non
     assert res.code == "E_DEPLOY_FULL"
     state, _ = run(state, "deploy_abort", deployment_id="d3", by="bob")
     state, _ = status(state, "n1", "verified", dep_id="d1")
+    for phase in ("shadow", "healthy", "watch", "active"):  # its rollout ends done: closed
+        state, res = run(state, "rollout_step", deployment_id="d1", node_id="n1", phase=phase, now_s=0.0)
+        assert res.ok, res
     state, res = run(state, "deploy", **deploy_fields("extra", targets=["n1"]))
     assert res.ok and "d1" not in state.deployments and "d3" in state.deployments
     assert len(state.deployments) == MAX_DEPLOYMENTS
