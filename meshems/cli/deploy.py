@@ -1,4 +1,4 @@
-"""`meshems deploy [status | history | abort]`: push a signed, built payload bundle to the zone
+"""`meshems deploy [status | history | rollback | abort]`: push a signed, built payload bundle to the zone
 (upload to one node, `PUT /v1/payloads`, then the deployment record through the same node; a
 folder is refused with the build hint) and follow it. Owns these commands' arguments and
 output; every check is the nodes' (trusted keys, every file's SHA-256) and the zone's.
@@ -20,6 +20,7 @@ EXAMPLES = {
     "deploy status": f"meshems deploy status --config {C} -o json",
     "deploy history": f"meshems deploy history --config {C}",
     "deploy abort": f"meshems deploy abort --config {C} peak-guard-1.0.0-3f2a1c",
+    "deploy rollback": f"meshems deploy rollback --config {C} --to 1.0.0",
 }
 
 
@@ -55,6 +56,17 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("id", metavar="ID")
     add_output(t)
     t.set_defaults(run=cmd_deploy_abort)
+    what = "roll the zone back to a version of a controller payload that was active before"
+    t = add_command(group, "rollback", what, EXAMPLES["deploy rollback"])
+    t.add_argument(
+        "--to", metavar="VERSION", default="", help="default: the newest one older than the active"
+    )
+    t.add_argument(
+        "--name", metavar="PAYLOAD", help="default: the payload of the latest rollout that ended done"
+    )
+    t.add_argument("--id", metavar="ID", help="deployment id (default NAME-rollback-RANDOM)")
+    add_output(t)
+    t.set_defaults(run=cmd_deploy_rollback)
 
 
 def bundle_head(path: Path) -> tuple[bytes, bytes]:
@@ -154,13 +166,51 @@ def cmd_deploy_status(args: Any) -> int:
         return 0
     from meshems.cli.output import out_console, table
 
-    t = table("DEPLOYMENT", "PAYLOAD", "STATE", "STRATEGY", "NODE", "COPY", "WHY")
+    t = table("DEPLOYMENT", "PAYLOAD", "STATE", "STRATEGY", "NODE", "COPY", "PHASE", "HEALTH", "WHY")
     for d in rows:
         for i, (node, copy) in enumerate(d["nodes"].items()):
             head = [d["id"], f"{d['name']} {d['version']}", d["state"], d["strategy"]] if i == 0 else [""] * 4
             why = f"{copy['code']}: {copy['message']}" if copy["status"] == "failed" else ""
-            t.add_row(*head, node, copy["status"], why)
+            if copy.get("phase") in ("failed", "rolled_back"):
+                why = f"{copy['phase_code']}: {copy['reason']}"
+            t.add_row(*head, node, copy["status"], copy.get("phase", "").replace("_", " "), health(copy), why)
     out_console().print(t) if rows else print("no deployments")
+    return 0
+
+
+def health(copy: dict[str, Any]) -> str:
+    """A node's health figures in a few words: cycles, failures, p99 round trip."""
+    f = copy.get("figures") or {}
+    if not f:
+        return ""
+    bad = [f"{int(f[k])} {k}" for k in ("errors", "timeouts", "crashes", "refused") if f.get(k)]
+    return ", ".join([f"{int(f.get('cycles', 0))} cycles", *bad, f"p99 {f.get('p99_ms', 0):.1f} ms"])
+
+
+def cmd_deploy_rollback(args: Any) -> int:
+    from meshems.cli.api import connect, first_answer, new_rid
+    from meshems.core import commands
+
+    _, client = connect(args)
+    name = args.name
+    if name is None:
+        code, body = first_answer(client, None, "/v1/deployments")
+        if code != 200:
+            return fail(body.get("code"), body.get("message"))
+        done = [d for d in body["deployments"] if d["state"] == "done" and d.get("kind") == "controller"]
+        if not done:
+            return fail(
+                "E_PAYLOAD_ROLLBACK", "no controller payload is active in this zone: nothing to roll back"
+            )
+        name = done[-1]["name"]
+    dep_id = args.id or f"{name[:40]}-rollback-{secrets.token_hex(3)}"
+    res = client.propose(commands.encode("deploy_rollback", new_rid(), deployment_id=dep_id, name=name,
+                                         to_version=args.to, by="cli"))  # fmt: skip
+    if not res.get("ok"):
+        return fail(res.get("code"), res.get("message"))
+    print_json({**res, "deployment_id": dep_id}) if args.output == "json" else print(
+        f"deployment {dep_id}: {res.get('message')}; follow it with: meshems deploy status"
+    )
     return 0
 
 

@@ -108,6 +108,7 @@ class Node:
         self.reserve_kwh, self.forecast_basis = 0.0, "no history yet"
         self.trips: list[dict[str, Any]] = []
         self.dispatch_refusals = 0
+        self.payload_advice: Any = None  # the active payload's core.payload_dispatch.Advice (leader)
         self.duties = {
             k: _Duty()
             for k in (

@@ -2,7 +2,8 @@
 commit the configured policy when the zone has none (once its loads are declared), move
 shared devices of gateways that are gone, clear operators' overrides whose time is up, ask
 for a zone plan when one is due (`core.node_plan`), and dispatch once per policy cycle, at
-once after becoming leader, one dispatch in flight, tracking the committed plan.
+once after becoming leader, one dispatch in flight, tracking the committed plan (the active
+controller payload's fresh decisions in place of the built-in setpoints they cover).
 
 Pure: the zone state, the Raft view and time come from the Node; results are proposals.
 """
@@ -18,6 +19,7 @@ from meshems.core.day_peak import quarter_allowance_kw
 from meshems.core.dispatch import command_fields, dispatch
 from meshems.core.node_events import Action, Propose
 from meshems.core.node_plan import replan
+from meshems.core.payload_dispatch import with_advice
 from meshems.core.plan_records import PlanStep, plan_step
 from meshems.core.policy import Policy
 from meshems.core.process_image import build_image
@@ -113,6 +115,7 @@ def dispatch_once(node: Node, policy: Policy) -> Propose:
         overridden=frozenset(state.overrides),
         follow=follow,
     )
+    result = with_advice(result, node.payload_advice, node.now_s, 2 * policy.cycle_s)  # the active payload's
     cycle = (state.last_dispatch.cycle + 1) if state.last_dispatch else 1
     data = commands.encode("dispatch", f"dispatch-{node.raft.term}-{cycle}", **command_fields(result, cycle))
     return node.propose("dispatch", data, str(cycle))

@@ -1,9 +1,9 @@
 """`apply` of a controller payload's rollout steps: the leader starts a node's shadow (rolling:
 one node at a time, after the ones before it are active; all-at-once: every target once every
-copy is verified), promotes a healthy one, and ends a rollout past its deadline; a node says
-its shadow or watch was healthy, or that it failed. A failure halts the rollout and rolls back
-every other node that runs or was promoted; an abort does the same. Pure (rules of
-`core.cluster`): the time of a deadline comes in the command, from the proposer's clock.
+copy is verified), promotes a healthy one, starts the deadline's clock and ends a rollout past
+it; a node says its shadow or watch was healthy, or that it failed. A failure halts the rollout
+and rolls back every other node that runs or was promoted; an abort does the same. Pure (rules
+of `core.cluster`): the time of a deadline comes in the command, from the proposer's clock.
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def rollout_step(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
     if dep.aborted or r.outcome:
         return {}, _refuse("E_DEPLOY_ENDED", f"the rollout of {dep_id} ended ({dep.state})", term, index)
     if phase == "deadline":
-        if r.started_s is None or f["now_s"] < r.started_s + dep.deadline_s:
+        if r.started_s is None:  # the leader's first word about it starts its clock
+            new = replace(dep, rollout=replace(r, started_s=f["now_s"]))
+            return _put(state, new), _ok(term, index, f"deployment {dep_id}: {dep.deadline_s} s to finish")
+        if f["now_s"] < r.started_s + dep.deadline_s:
             return {}, _refuse("E_DEPLOY_NOT_DUE", f"{dep_id}'s deadline is not past", term, index)
         reason = f"not done within its deadline of {dep.deadline_s} s"
         new = halt(dep, "failed", "E_PAYLOAD_DEADLINE", reason, term, index)
@@ -117,13 +120,10 @@ def rollout_step(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
         why = _may_start(state, dep, node_id)
         if why:
             return {}, _refuse("E_DEPLOY_STATE", f"{node_id} cannot start its shadow: {why}", term, index)
-        if r.started_s is None:
-            reason = _downgrade(state, dep)
-            if reason:
-                new = halt(replace(dep, rollout=replace(r, started_s=f["now_s"])), "failed",
-                           "E_PAYLOAD_ROLLBACK", reason, term, index)  # fmt: skip
-                return _put(state, new), _ok(term, index, f"deployment {dep_id} ended: {reason}")
-            r = replace(r, started_s=f["now_s"])
+        reason = _downgrade(state, dep) if not r.phases else ""  # checked when the first node starts
+        if reason:
+            new = halt(dep, "failed", "E_PAYLOAD_ROLLBACK", reason, term, index)
+            return _put(state, new), _ok(term, index, f"deployment {dep_id} ended: {reason}")
     if phase == "watch" and dep.strategy == "all-at-once":
         behind = [t for t in dep.targets if r.phase_of(t) not in ("healthy", *PROMOTED)]
         if behind:

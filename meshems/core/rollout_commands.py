@@ -71,4 +71,4 @@ def schemas() -> dict[str, tuple[Any, frozenset[str]]]:
 
 #: the largest encoded command of each type (`core.commands.MAX_BYTES_BY_TYPE`); a deploy's is
 #: the command cap
-MAX_BYTES = {"deploy_status": 1024, "deploy_abort": 256, "deploy_rollback": 512, "rollout_step": 1024}
+MAX_BYTES = {"deploy_status": 1024, "deploy_abort": 256, "deploy_rollback": 512, "rollout_step": 2048}

@@ -1,18 +1,21 @@
 """The leader's part of every controller rollout, read from the replicated state alone (so a new
-leader resumes where the last one was): end a rollout past its deadline, fail a node whose
-copy failed, and otherwise the next step of its strategy (rolling: start the first waiting
-target, promote the healthy one; all-at-once: start all once every copy is verified, promote
-all once all are healthy). Pure: the leader's clock comes in; `node.rollout_duty` proposes.
+leader resumes where the last one was): start its deadline's clock (the first leader to see
+it), end a rollout past its deadline, fail a node whose copy failed, and otherwise the next
+step of its strategy (rolling: start the first waiting target, promote the healthy one;
+all-at-once: start all once every copy is verified, promote all once all are healthy); and a
+node's own step by its verdict. Pure: the clocks come in; `node.rollout_duty` proposes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from meshems.core import commands
 from meshems.core.cluster import ZoneState
 from meshems.core.deploy_records import Deployment
-from meshems.core.rollout_records import PROMOTED, RUNNING
+from meshems.core.payload_shadow import Verdict
+from meshems.core.rollout_records import FIGURES, PROMOTED, RUNNING
 
 
 def next_steps(dep: Deployment, now_s: float, leader_id: str) -> list[dict[str, object]]:
@@ -21,8 +24,15 @@ def next_steps(dep: Deployment, now_s: float, leader_id: str) -> list[dict[str, 
     if dep.kind != "controller" or dep.aborted or r.outcome:
         return []
     base = {"deployment_id": dep.id, "now_s": now_s}
-    if r.started_s is not None and now_s >= r.started_s + dep.deadline_s:
+    if r.started_s is None:  # the deadline's clock starts with the first leader that sees it
+        return [{**base, "node_id": leader_id, "phase": "deadline"}, *_strategy_steps(dep, base)]
+    if now_s >= r.started_s + dep.deadline_s:
         return [{**base, "node_id": leader_id, "phase": "deadline"}]
+    return _strategy_steps(dep, base)
+
+
+def _strategy_steps(dep: Deployment, base: dict[str, object]) -> list[dict[str, object]]:
+    r = dep.rollout
     for t in dep.targets:
         copy = dep.nodes.get(t)
         if copy is not None and copy.status == "failed" and r.phase_of(t) != "failed":
@@ -66,3 +76,22 @@ def node_step(dep: Deployment, node_id: str, phase: str, figures: dict[str, floa
     rid = "rn-" + hashlib.sha256(key.encode()).hexdigest()[:32]
     return commands.encode("rollout_step", rid, deployment_id=dep.id, node_id=node_id, phase=phase,
                            figures=figures, code=code, reason=reason[:300], now_s=now_s)  # fmt: skip
+
+
+def figures(v: Verdict) -> dict[str, float]:
+    """A verdict's health figures as a rollout step carries them (`rollout_records.FIGURES`)."""
+    d = v.to_dict()
+    return {k: float(round(d[k], 3)) for k in FIGURES}
+
+
+def node_verdict(phase: str, v: Verdict, codes: Sequence[str] = ()) -> tuple[str, str, str] | None:
+    """What a node in `phase` (shadow or watch) proposes by its verdict so far: (the next phase,
+    code, reason), or None while it is pending. `codes` are its cycles' failure codes in order
+    (the first one names the failure: E_PAYLOAD_CRASH, E_PAYLOAD_TIMEOUT, E_LIMIT, ...)."""
+    if v.state == "pending":
+        return None
+    if v.healthy:
+        why = f"{v.cycles} cycles healthy, p99 {v.p99_ms:.1f} ms, largest difference {v.max_diff_kw:.2f} kW"
+        return ("healthy" if phase == "shadow" else "active"), "OK", why
+    code = next((c for c in codes if c), "E_PAYLOAD_UNHEALTHY")
+    return "failed", code, f"{phase}: " + "; ".join(v.reasons)

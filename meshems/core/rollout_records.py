@@ -69,5 +69,5 @@ def phase_view(r: Rollout, node_id: str) -> dict[str, Any]:
     """One target's phase as JSON types (status and history)."""
     p = r.phases.get(node_id)
     if p is None:
-        return {"phase": "waiting", "figures": {}, "code": "OK", "reason": ""}
-    return {"phase": p.phase, "figures": dict(p.figures), "code": p.code, "reason": p.reason}
+        return {"phase": "waiting", "figures": {}, "phase_code": "OK", "reason": ""}
+    return {"phase": p.phase, "figures": dict(p.figures), "phase_code": p.code, "reason": p.reason}

@@ -142,7 +142,7 @@ class Routes:
         data = req.body
         if cmd.type == "token_create":  # who created it is who asked, whatever the body says
             data = commands.encode(cmd.type, cmd.rid, **{**cmd.fields, "by": who.name})
-        elif cmd.type in ("deploy", "deploy_abort"):
+        elif cmd.type in ("deploy", "deploy_abort", "deploy_rollback"):
             refusal = await self._deploy_refusal(cmd)
             if refusal is not None:
                 return refusal

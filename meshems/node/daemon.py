@@ -141,7 +141,7 @@ class NodeDaemon:
         )
         self.stats = NodeStats()
         self.metrics = NodeMetrics(self.views, self.stats)
-        self.payloads = PayloadDuty(cfg, node_id, lambda: self.raft.state, self.raft.commit)
+        self.payloads = PayloadDuty(cfg, node_id, self.raft, self.machine)
         Routes(cfg, node_id, self.raft, self.views, self.metrics.render, self.payloads.routes).install(
             self.api
         )
@@ -190,7 +190,7 @@ class NodeDaemon:
             asyncio.create_task(self._overlay_loop()),
             asyncio.create_task(self._clock_loop()),
             asyncio.create_task(self.dashboard.sample_loop()),
-            asyncio.create_task(self.payloads.loop()),  # fetch what deployments need here
+            asyncio.create_task(self.payloads.loop()),  # fetch bundles, run rollouts
         ]
         if self.field is not None:
             await self.field.start()

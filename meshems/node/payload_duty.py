@@ -2,7 +2,8 @@
 asks `core.deploy_duties` what it owes, fetches missing bundles from peers over the node API
 (HTTPS with the node's own certificate, chunked and resumable: `adapters.payload_fetch`),
 and proposes its `deploy_status` (stored, verified, or failed with the E_PAYLOAD_* code).
-A node that was offline finds the deployments in the state and catches up on start.
+A node that was offline finds the deployments in the state and catches up on start. The
+rollouts of controllers are `node.rollout_duty`'s, run beside it.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
 
 from meshems.adapters.payload_bundle import verify
 from meshems.adapters.payload_fetch import fetch
 from meshems.adapters.payload_store import PayloadStore
 from meshems.core import commands
-from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.deploy_duties import Duty, duties
 from meshems.core.deploy_records import Deployment
 from meshems.core.errors import MeshemsError, PayloadError, UnreachableError
+from meshems.core.node import Node
 from meshems.logs import log
+from meshems.node.consensus import RaftService
 from meshems.node.payload_routes import PayloadRoutes, node_checks
+from meshems.node.rollout_duty import RolloutDuty
 from meshems.ops.client import NodeClient
 from meshems.ops.http_exchange import exchange
 
@@ -37,19 +39,34 @@ class PayloadDuty:
         self,
         cfg: ClusterConfig,
         node_id: str,
-        state: Callable[[], ZoneState],
-        commit: Callable[[bytes], Awaitable[dict[str, Any]]],
+        raft: RaftService,
+        machine: Node | None = None,
     ) -> None:
-        """The duty of `node_id` over its store in its data folder, and the API routes to it."""
-        self.cfg, self.node_id, self.state, self.commit = cfg, node_id, state, commit
+        """The duty of `node_id` over its store in its data folder, and the API routes to it;
+        with the node's state `machine`, the rollouts too (the active payload's decisions go to
+        its dispatch)."""
+        self.cfg, self.node_id, self.state, self.commit = cfg, node_id, lambda: raft.state, raft.commit
         self.store = PayloadStore(cfg.data_dir(node_id))
+        self.rollouts = None
+        if machine is not None:
+            advise = partial(setattr, machine, "payload_advice")
+            self.rollouts = RolloutDuty(node_id, self.store, self.state, raft.view, raft.commit, advise)
         self.routes = PayloadRoutes(cfg, node_id, self.store)
         self.busy: dict[str, asyncio.Task[None]] = {}
         self.not_before: dict[str, float] = {}
         self._client: NodeClient | None = None
 
     async def loop(self) -> None:
-        """Work the duties until cancelled."""
+        """Work the duties (and the rollouts) until cancelled."""
+        rollouts = asyncio.create_task(self.rollouts.loop()) if self.rollouts is not None else None
+        try:
+            await self._fetch_loop()
+        finally:
+            if rollouts is not None:
+                rollouts.cancel()
+                await asyncio.gather(rollouts, return_exceptions=True)
+
+    async def _fetch_loop(self) -> None:
         while True:
             self.step(time.monotonic())
             await asyncio.sleep(EVERY_S)

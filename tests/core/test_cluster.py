@@ -430,7 +430,10 @@ class Model:
         if aborted or r["outcome"]:
             return "E_DEPLOY_ENDED"
         if phase == "deadline":
-            if r["started"] is None or f["now_s"] < r["started"] + 3600:
+            if r["started"] is None:
+                r["started"] = f["now_s"]
+                return "OK"
+            if f["now_s"] < r["started"] + 3600:
                 return "E_DEPLOY_NOT_DUE"
             self._halt(dep_id, "failed")
             return "OK"
@@ -457,11 +460,9 @@ class Model:
                 p != "active" for p in phases[: targets.index(node)]
             ):
                 return "E_DEPLOY_STATE"
-            if r["started"] is None:
-                r["started"] = f["now_s"]
-                if any(o["outcome"] == "done" for o in self.rollouts.values()):  # the same version
-                    self._halt(dep_id, "failed")
-                    return "OK"
+            if not r["phases"] and any(o["outcome"] == "done" for o in self.rollouts.values()):
+                self._halt(dep_id, "failed")  # the same version as the active one
+                return "OK"
         all_at_once = r["strategy"] == "all-at-once"
         if phase == "watch" and all_at_once and any(p not in ("healthy", "watch", "active") for p in phases):
             return "E_DEPLOY_STATE"

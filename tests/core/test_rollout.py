@@ -61,7 +61,7 @@ def test_a_healthy_rolling_rollout_goes_one_node_at_a_time_and_ends_done() -> No
     state = deployed()
     for i, node in enumerate(NODES):
         state, results = lead(state)
-        assert [r.ok for r in results] == [True]
+        assert results and all(r.ok for r in results)  # the first also starts the deadline's clock
         assert phases(state) == {n: ("active" if j < i else "shadow" if j == i else "waiting")
                                  for j, n in enumerate(NODES)}  # fmt: skip
         assert lead(state)[1] == [] or phases(lead(state)[0]) == phases(state)  # nothing more is due
@@ -111,7 +111,7 @@ def test_a_failure_in_the_first_shadow_ends_failed_with_nothing_promoted() -> No
 def test_all_at_once_starts_every_node_then_promotes_all_once_all_are_healthy() -> None:
     state = deployed("all-at-once")
     state, results = lead(state)
-    assert len(results) == 3 and all(r.ok for r in results)
+    assert len(results) == 4 and all(r.ok for r in results)  # the clock, then three shadows
     assert set(phases(state).values()) == {"shadow"}
     state, _ = step(state, "n1", "healthy")
     state, _ = step(state, "n2", "healthy")
@@ -171,8 +171,17 @@ def test_a_copy_that_failed_fails_its_node_and_ends_the_rollout() -> None:
     state, _ = run(zone(), "deploy", **deploy_fields())
     state, _ = status(state, "n1", "failed", code="E_PAYLOAD_HASH", message="controller.py")
     state, results = lead(state)
-    assert [r.ok for r in results] == [True]
+    assert results and all(r.ok for r in results)
     assert state.deployments["d1"].rollout.code == "E_PAYLOAD_HASH"
+
+
+def test_the_deadline_counts_from_the_first_leader_that_saw_it_even_with_no_copy_verified() -> None:
+    state, _ = run(zone(), "deploy", **deploy_fields())  # no target ever reports
+    state, results = lead(state, now_s=50.0)
+    assert [r.message for r in results] == ["deployment d1: 3600 s to finish"]
+    assert lead(state, now_s=3649.0)[1] == []
+    state, _ = lead(state, now_s=3650.0)
+    assert state.deployments["d1"].state == "failed" and state.deployments["d1"].closed
 
 
 def test_a_version_not_newer_than_the_active_one_is_refused_unless_a_rollback() -> None:
@@ -240,4 +249,4 @@ def test_an_explicit_rollback_deploys_the_old_manifest_and_may_become_active() -
     for n in NODES:
         state, _ = status(state, n, "verified", dep_id="r1")
     state, results = lead(state)
-    assert [r.ok for r in results] == [True] and phases(state, "r1")["n1"] == "shadow"
+    assert all(r.ok for r in results) and phases(state, "r1")["n1"] == "shadow"

@@ -1,0 +1,137 @@
+"""Rollouts on a real 3-node zone: the example controller payload (with a small shadow and
+watch count) rolls out node by node to all three, ends done and then drives the leader's
+dispatch, and the same version again is refused (E_PAYLOAD_ROLLBACK); a payload that crashes
+fails its first shadow, the rollout ends failed and the built-in controllers keep dispatching."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshems.adapters import payload_bundle as pb
+from meshems.ops.supervisor import LocalCluster
+from tests.integration.conftest import ClusterFactory, meshems_cli
+from tests.integration.test_deploy import EXAMPLE, deployments
+
+pytestmark = pytest.mark.integration
+POLICY = {"import_limit_kw": 30.0, "cycle_s": 0.5}
+CRASHING = "def decide(image, policy):\n    import os\n\n    os._exit(3)\n"
+
+
+def payload(tmp_path: Path, name: str, controller: str | None = None) -> Path:
+    """The example folder with 2 shadow and 2 watch cycles and a roomy budget (a busy test
+    machine), optionally with another controller.py."""
+    folder = tmp_path / name
+    shutil.copytree(EXAMPLE, folder)
+    manifest = (folder / "manifest.yaml").read_text()
+    manifest = re.sub(
+        r"health: \{.*\}", "health: {shadow_cycles: 2, watch_cycles: 2, max_timeouts: 0}", manifest
+    )
+    manifest = re.sub(r"cycle_budget_ms: \d+", "cycle_budget_ms: 1000", manifest)
+    (folder / "manifest.yaml").write_text(manifest)
+    if controller is not None:
+        (folder / "controller.py").write_text(controller)
+    return folder
+
+
+def zone(make_cluster: ClusterFactory, tmp_path: Path, folder: Path) -> tuple[LocalCluster, Path]:
+    _, key = pb.keygen(tmp_path / "release.key")
+    built = pb.build(folder, [tmp_path / "release.key"], tmp_path / f"{folder.name}.mpkg", time.time())
+    cluster = make_cluster(wired=True, policy=POLICY, start=False)
+    doc = yaml.safe_load(Path(cluster.config_path).read_text())
+    doc["payloads"] = {"trusted_keys": [key], "threshold": 1}
+    Path(cluster.config_path).write_text(yaml.safe_dump(doc))
+    cluster.start_sims()
+    cluster.start_all()
+    for n in cluster.cfg.nodes:
+        cluster.wait_api(n.id)
+    cluster.wait_leader()
+    return cluster, built.path
+
+
+def deploy(cluster: LocalCluster, bundle: Path, dep_id: str) -> None:
+    ok = meshems_cli("deploy", "--config", cluster.config_path, "--manifest", str(bundle), "--zone",
+                     "--strategy", "rolling", "--id", dep_id)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+
+
+def ended(cluster: LocalCluster, timeout_s: float) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The deployment once it ended, and every distinct set of phases seen on the way."""
+    seen: list[dict[str, str]] = []
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        [dep] = deployments(cluster)
+        phases = {n: c["phase"] for n, c in dep["nodes"].items()}
+        if not seen or seen[-1] != phases:
+            seen.append(phases)
+        if dep["state"] != "active":
+            return dep, seen
+        time.sleep(0.1)
+    raise AssertionError(f"the rollout did not end within {timeout_s} s: {seen[-1:]}")
+
+
+def controllers(cluster: LocalCluster) -> set[str]:
+    """The controllers of the last committed dispatch, by the leader's view."""
+    _, body = cluster.client.request(cluster.cfg.node(cluster.wait_leader()), "GET", "/v1/control")
+    return {d["controller"] for d in (body.get("last_dispatch") or {}).get("decisions", {}).values()}
+
+
+def test_the_example_payload_rolls_out_node_by_node_to_all_three(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster, bundle = zone(make_cluster, tmp_path, payload(tmp_path, "peak-guard"))
+    deploy(cluster, bundle, "pg-1")
+    dep, seen = ended(cluster, 25)
+    assert dep["state"] == "done", (dep, seen)
+    assert {n: c["phase"] for n, c in dep["nodes"].items()} == dict.fromkeys(("n1", "n2", "n3"), "active")
+    for c in dep["nodes"].values():
+        assert c["figures"]["cycles"] >= 2 and c["figures"]["crashes"] == 0
+    # rolling: never two nodes in shadow or watch at once, and in target order
+    for phases in seen:
+        assert sum(p in ("shadow", "healthy", "watch") for p in phases.values()) <= 1, seen
+    assert [p["n1"] for p in seen].index("active") < [p["n2"] for p in seen].index("shadow")
+    # the leader now dispatches the batteries by the payload
+    end = time.monotonic() + 5
+    while time.monotonic() < end and not any(
+        c.startswith("payload:peak-guard") for c in controllers(cluster)
+    ):
+        time.sleep(0.2)
+    assert any(c.startswith("payload:peak-guard") for c in controllers(cluster)), controllers(cluster)
+    status = meshems_cli("deploy", "history", "--config", cluster.config_path, "-o", "json")
+    [row] = json.loads(status.stdout)["deployments"]
+    assert row["nodes"]["n3"]["phase"] == "active"
+    again = meshems_cli("deploy", "--config", cluster.config_path, "--manifest", str(bundle), "--zone",
+                        "--id", "pg-again")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    deps = {d["id"]: d for d in deployments(cluster)}
+    end = time.monotonic() + 10
+    while deps["pg-again"]["state"] == "active" and time.monotonic() < end:
+        time.sleep(0.2)
+        deps = {d["id"]: d for d in deployments(cluster)}
+    assert deps["pg-again"]["state"] == "failed" and deps["pg-again"]["code"] == "E_PAYLOAD_ROLLBACK"
+
+
+def test_a_crashing_payload_fails_its_shadow_and_the_builtin_controller_keeps_dispatching(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster, bundle = zone(make_cluster, tmp_path, payload(tmp_path, "crasher", CRASHING))
+    deploy(cluster, bundle, "crash-1")
+    dep, _ = ended(cluster, 20)
+    assert dep["state"] == "failed" and dep["code"] == "E_PAYLOAD_CRASH", dep
+    assert dep["nodes"]["n1"]["phase"] == "failed" and dep["nodes"]["n1"]["figures"]["crashes"] >= 1
+    assert {dep["nodes"][n]["phase"] for n in ("n2", "n3")} == {"waiting"}
+    leader = cluster.wait_leader()
+    _, before = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/control")
+    time.sleep(1.5)
+    _, after = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/control")
+    assert after["last_dispatch"]["cycle"] > before["last_dispatch"]["cycle"]
+    assert not any(c.startswith("payload") for c in controllers(cluster)), controllers(cluster)
+    table = meshems_cli("deploy", "status", "--config", cluster.config_path)
+    assert "failed" in table.stdout and "E_PAYLOAD_CRASH" in table.stdout, table.stdout
