@@ -54,7 +54,7 @@ ADAPTER_PAIRS = {
     ("consensus", "raft_journal"),  # the Raft member is built from its parts
     ("raft_journal", "journal"), ("preflight", "raft_journal"),  # the journal format, free space
     ("mqtt_link", "mqtt_failures"), ("mqtt_link", "pki"),
-    ("mqtt_subscriber", "mqtt_failures"), ("mqtt_subscriber", "pki"),  # the cloud side's client
+    ("mqtt_subscriber", "mqtt_failures"), ("mqtt_subscriber", "mqtt_link"),  # the ingest's TLS
     ("outbox", "outbox_file"), ("outbox", "outbox_records"),
     ("pki", "atomic_write"), ("secret", "atomic_write"), ("wireguard", "atomic_write"),
     ("poller", "modbus"), ("profiles", "config_file"),

@@ -53,6 +53,27 @@ class Reject:
     code: int
 
 
+def check_client_certificate(cert: Path, key: Path, now: datetime | None = None) -> None:
+    """Raise AuthError naming the file and date when a client certificate is expired or not
+    yet valid; ConfigError when the certificate or key file is missing."""
+    require_valid(cert, now or datetime.now(UTC))
+    if not key.is_file():
+        raise ConfigError(f"{key}: no private key for {cert}", path=str(key))
+
+
+def client_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.3 only, the broker verified against `ca` and its name against the host, and the
+    client certificate and key presented (the publisher's and the ingest's)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    return ctx
+
+
 class MqttLink:
     """One node's MQTT v5 connection to the broker.
 
@@ -120,23 +141,12 @@ class MqttLink:
     def check_certificate(self, now: datetime | None = None) -> None:
         """Raise AuthError naming the file and date when the own certificate is expired or
         not yet valid; ConfigError when the certificate or key file is missing."""
-        require_valid(self.cert, now or datetime.now(UTC))
-        if not self.key.is_file():
-            raise ConfigError(f"{self.key}: no private key for {self.cert}", path=str(self.key))
+        check_client_certificate(self.cert, self.key, now)
 
     # -- connection ------------------------------------------------------------------------
 
     def tls_context(self) -> ssl.SSLContext:
-        """TLS 1.3 only, the broker verified against `ca` and its name against `host`, and
-        the own certificate and key presented."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.check_hostname = True
-        ctx.load_verify_locations(cafile=str(self.ca))
-        ctx.load_cert_chain(certfile=str(self.cert), keyfile=str(self.key))
-        return ctx
+        return client_tls_context(self.ca, self.cert, self.key)
 
     def _new_client(self, state: _State) -> mqtt.Client:
         client = mqtt.Client(

@@ -14,7 +14,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from meshems.adapters.mqtt_failures import classify, reason_error
-from meshems.adapters.pki import require_valid
-from meshems.core.errors import AuthError, ConfigError, MeshemsError
+from meshems.adapters.mqtt_link import check_client_certificate, client_tls_context
+from meshems.core.errors import AuthError, MeshemsError
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +75,10 @@ class MqttSubscriber:
         return f"{self.host}:{self.port}"
 
     def check_certificate(self) -> None:
-        require_valid(self.cert, datetime.now(UTC))
-        if not self.key.is_file():
-            raise ConfigError(f"{self.key}: no private key for {self.cert}", path=str(self.key))
+        check_client_certificate(self.cert, self.key)
 
     def tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-        ctx.load_verify_locations(cafile=str(self.ca))
-        ctx.load_cert_chain(certfile=str(self.cert), keyfile=str(self.key))
-        return ctx
+        return client_tls_context(self.ca, self.cert, self.key)
 
     def start(self) -> None:
         """Check the own certificate (AuthError when expired), then connect in paho's thread."""

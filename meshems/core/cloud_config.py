@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from meshems.core.config_sections import NAME, Frozen, NameStr, Port, TopicStr
+from meshems.core.config_sections import NAME, Frozen, NameStr, Port, TopicStr, config_relative
 from meshems.core.errors import ConfigError, key_path
 
 
@@ -46,10 +46,7 @@ class CloudIngestConfig(Frozen):
 
     def path(self, relative: str) -> Path:
         """A path of the config, relative to the config file's folder."""
-        p = Path(relative).expanduser()
-        if p.is_absolute() or self.source == "<memory>":
-            return p
-        return Path(self.source).resolve().parent / p
+        return config_relative(self.source, relative)
 
     @property
     def subscription(self) -> str:

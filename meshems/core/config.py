@@ -22,6 +22,7 @@ from meshems.core.config_sections import (
     OverlayConfig,
     PayloadsConfig,
     Port,
+    config_relative,
     items,
 )
 from meshems.core.errors import ConfigError, key_path
@@ -347,10 +348,7 @@ class ClusterConfig(Frozen):
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the config relative to the config file's folder."""
-        p = Path(relative).expanduser()
-        if p.is_absolute() or self.source == "<memory>":
-            return p
-        return Path(self.source).resolve().parent / p
+        return config_relative(self.source, relative)
 
     @property
     def secret_path(self) -> Path:

@@ -8,6 +8,7 @@ schema and messages only, no I/O.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -18,6 +19,15 @@ from meshems.core.payload_checks import parse_key_hex
 NAME = NAME_PATTERN
 NameStr = Annotated[str, Field(pattern=NAME)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def config_relative(source: str, relative: str) -> Path:
+    """A path written in a config file, relative to that file's folder (as given when it is
+    absolute or the config came from memory)."""
+    p = Path(relative).expanduser()
+    if p.is_absolute() or source == "<memory>":
+        return p
+    return Path(source).resolve().parent / p
 
 
 def items() -> Any:

@@ -23,6 +23,7 @@ from meshems.adapters import pki
 from meshems.adapters.ingest_store import SqliteStore
 from meshems.adapters.mqtt_link import MqttLink
 from meshems.core import telemetry
+from tests.integration.test_cluster import wait_until
 from tests.mqtt_broker import MosquittoBroker
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ class Worker:
                 [sys.executable, "-m", "meshems", "cloud", "ingest", "--config", str(self.cfg),
                  "--client-id", self.name], stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
-        wait(lambda: "I_INGEST_SUBSCRIBED" in self.log.read_text(), 15, f"{self.name} subscribed")
+        wait_until(lambda: "I_INGEST_SUBSCRIBED" in self.log.read_text(), 15, f"{self.name} subscribed")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -74,16 +75,6 @@ class Worker:
             if '"I_INGEST_STOPPED"' in line:
                 return dict(json.loads(line))
         return {}
-
-
-def wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def record(seq: int, kw: float | None = None) -> tuple[str, bytes, list[tuple[str, str]]]:
@@ -110,7 +101,7 @@ def test_two_workers_one_killed_store_every_seq_once(share_broker: MosquittoBrok
         for w in workers:
             w.start()
         link.start()
-        wait(lambda: link.connected, 10, "the publisher's connection")
+        wait_until(lambda: link.connected, 10, "the publisher's connection")
 
         def publish(seqs: range, pace_s: float = 0.0) -> None:
             nonlocal published
@@ -142,7 +133,7 @@ def test_two_workers_one_killed_store_every_seq_once(share_broker: MosquittoBrok
             finally:
                 s.close()
 
-        wait(drained, 20, f"seq 1..{N} stored")
+        wait_until(drained, 20, f"seq 1..{N} stored")
     finally:
         link.stop()
         stats = [w.stop() for w in workers]
