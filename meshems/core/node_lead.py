@@ -92,7 +92,7 @@ def expire_overrides(node: Node) -> list[Action]:
     return out
 
 
-def track_kw(follow: PlanStep, quarter: tuple[float, float] | None) -> float | None:
+def track_kw(follow: PlanStep, quarter: tuple[float, float, float] | None) -> float | None:
     """Peak mode: the import this cycle that holds the quarter-hour's mean at the plan's peak."""
     if follow.mode != "peak" or quarter is None:
         return None

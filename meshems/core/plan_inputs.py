@@ -93,7 +93,9 @@ def plan_request(
     return request, basis
 
 
-def _prices(series: tuple[float, ...], start_s: float, daily: tuple[float, ...], steps: list[float]) -> tuple:
+def _prices(
+    series: tuple[float, ...], start_s: float, daily: tuple[float, ...], steps: list[float]
+) -> tuple[float, ...]:
     """Each step's price: the dated series where it covers the step, else the daily profile
     (`core.price_series.price_at`); () when the policy has no prices."""
     if not series and not daily:
