@@ -111,6 +111,11 @@ def control_view(cluster: LocalCluster, rows: list[dict[str, Any]]) -> Group | N
     return Group(head, t)
 
 
+def _last_round(started: float, duration_s: float) -> bool:
+    """True in the loop's last round, so a pipe also gets the view at the end of a timed run."""
+    return duration_s > 0 and time.monotonic() + 0.5 - started >= duration_s
+
+
 def run_demo(
     cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes: bool = True, chaos_s: float = 0
 ) -> int:
@@ -183,7 +188,7 @@ def run_demo(
                 view = Group(*parts)
                 if live is not None:
                     live.update(view, refresh=True)
-                elif time.monotonic() - last_print >= 3.0:
+                elif time.monotonic() - last_print >= 3.0 or _last_round(started, duration_s):
                     last_print = time.monotonic()
                     console.print(view)
                 time.sleep(0.5)

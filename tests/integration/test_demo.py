@@ -22,7 +22,7 @@ def node_processes(config: Path) -> list[str]:
 
 def test_demo_runs_a_mesh_and_stops_it(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    out = meshems_cli("demo", "--config", str(cfg), "--duration", "6", timeout=60)
+    out = meshems_cli("demo", "--config", str(cfg), "--duration", "10", timeout=60)
     assert out.returncode == 0, out.stderr
     assert "created the Raft secret" in out.stdout
     assert "leader" in out.stdout and "committed at term" in out.stdout
