@@ -42,8 +42,10 @@ from tests.conftest import free_ports  # noqa: E402
 PROFILE = str(Path(__file__).resolve().parent / "bench-meter.yaml")
 METER60 = "sdm630"  # the built-in 60-point meter profile
 UNITS_PER_SERVER = 200
-#: seconds each client runs before it is measured (--warmup-s; the silent-device rows 2 more)
+#: seconds each client runs before it is measured (--warmup-s; the silent-device rows
+#: SILENT_SETTLE_S more, --silent-settle-s)
 WARMUP_S = 3.0
+SILENT_SETTLE_S = 2.0
 
 
 # --- simulators (separate processes) ------------------------------------------------------
@@ -399,7 +401,9 @@ def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
             site_file.write_text(yaml.safe_dump(doc))
         sims.start()
         try:
-            spec = poll_spec(sims, 1, measure_s, warmup_s=WARMUP_S + 2.0, silent_unit=1 if silent else None)
+            spec = poll_spec(
+                sims, 1, measure_s, warmup_s=WARMUP_S + SILENT_SETTLE_S, silent_unit=1 if silent else None
+            )
             results["silent" if silent else "clean"] = in_worker("poller", spec)
         finally:
             sims.stop()
@@ -433,14 +437,17 @@ def main() -> int:
     ap.add_argument(
         "--warmup-s", type=float, default=3.0, help="seconds each client runs before it is measured"
     )
+    ap.add_argument("--silent-settle-s", type=float, default=2.0,
+                    help="extra warm-up seconds of the silent-device rows (default 2)")  # fmt: skip
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.spec)
         return 0
-    global WARMUP_S
+    global WARMUP_S, SILENT_SETTLE_S
     WARMUP_S = max(0.5, args.warmup_s)
+    SILENT_SETTLE_S = max(0.0, args.silent_settle_s)
     sizes = (100, 500) if args.quick else (100, 500, 2000)
     if args.sizes:
         sizes = tuple(int(x) for x in args.sizes.split(","))

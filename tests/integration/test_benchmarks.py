@@ -53,7 +53,7 @@ POLL_KEYS = {
 def test_poll_bench_quick_json() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts/bench/poll_bench.py"), "--quick", "--sizes", "100", "--json",
-         "--measure-s", "2", "--warmup-s", "1", "--meter60", "10"],
+         "--measure-s", "1", "--warmup-s", "0.5", "--silent-settle-s", "0.5", "--meter60", "10"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
