@@ -210,7 +210,7 @@ def live(folder: Path, broker: MosquittoBroker, pki_dir: Path, writes: int, rate
             else:
                 errors += 1
             time.sleep(max(0.0, t_next - time.monotonic()))
-        rec.finish(idle_s=2.0)
+        rec.finish(idle_s=IDLE_S or 2.0)
         status = lc.client.status_all()
     finally:
         if rec.proc.poll() is None:
@@ -238,6 +238,10 @@ def live(folder: Path, broker: MosquittoBroker, pki_dir: Path, writes: int, rate
         "check": check_stream(rec.rows, first, last),
         "leader_cloud": next((r.get("cloud") for r in status if r.get("role") == "leader"), None),
     }
+
+
+#: seconds of quiet after which a subscriber has seen everything (--idle-s; default 2 live, 5 else)
+IDLE_S: float | None = None
 
 
 def synthetic(n: int, t0: float) -> list[Record]:
@@ -317,7 +321,7 @@ def drain(folder: Path, broker: MosquittoBroker, pki_dir: Path, n: int, cap: flo
     end = time.monotonic() + 30
     while time.monotonic() < end and cs.publisher.acked_through < last_live:
         time.sleep(0.05)
-    rec.finish(idle_s=5.0)
+    rec.finish(idle_s=IDLE_S or 5.0)
     cs.stop()
     loop.call_soon_threadsafe(loop.stop)
     arrivals: dict[int, float] = {}
@@ -373,7 +377,7 @@ def raw(broker: MosquittoBroker, pki_dir: Path, n: int, folder: Path) -> dict[st
             time.sleep(0.001)
     took = time.monotonic() - t0
     link.stop()
-    rows = rec.finish(idle_s=5.0)
+    rows = rec.finish(idle_s=IDLE_S or 5.0)
     return {"raw_msgs_s": acked / took, "raw_acked": acked, "raw_delivered": len({r[1] for r in rows})}
 
 
@@ -384,7 +388,15 @@ def main() -> int:
     ap.add_argument(
         "--drain-cap", type=float, default=0.0, help="cloud.drain_max_msgs_s for the drain (0: none)"
     )
+    ap.add_argument(
+        "--idle-s",
+        type=float,
+        help="seconds without a message before the subscriber stops counting "
+        "(default 2 s after the live writes, 5 s after the raw loop and the drain)",
+    )
     args = ap.parse_args()
+    global IDLE_S
+    IDLE_S = args.idle_s
     n = 5_000 if args.quick else 360_000
     writes, rate = (40, 20.0) if args.quick else (600, 20.0)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print

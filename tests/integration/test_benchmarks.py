@@ -101,7 +101,7 @@ def test_control_bench_quick_json() -> None:
 
 def test_cloud_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/cloud_bench.py"), "--quick", "--json"],
+        [sys.executable, str(ROOT / "scripts/bench/cloud_bench.py"), "--quick", "--json", "--idle-s", "1"],
         capture_output=True,
         text=True,
         timeout=400,
