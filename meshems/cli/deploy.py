@@ -16,7 +16,7 @@ from meshems.cli.output import fail, print_json
 
 C = "cluster-configs/local-3.yaml"
 EXAMPLES = {
-    "deploy": f"meshems deploy --config {C} --manifest peak-guard-1.0.0.mpkg --zone --strategy all-at-once",
+    "deploy": f"meshems deploy --config {C} --manifest peak-guard-1.0.0.mpkg --zone --shadow-cycles 30",
     "deploy status": f"meshems deploy status --config {C} -o json",
     "deploy history": f"meshems deploy history --config {C}",
     "deploy abort": f"meshems deploy abort --config {C} peak-guard-1.0.0-3f2a1c",
@@ -35,6 +35,10 @@ def add_parsers(sub: Any) -> None:
     where.add_argument("--target-node", action="append", metavar="NODE", help="a target node (repeatable)")
     where.add_argument("--zone", action="store_true", help="every member of the zone (the default)")
     s.add_argument("--strategy", choices=["rolling", "all-at-once"], default="rolling")
+    for phase, when in (("shadow", "beside the active one, not applied"), ("watch", "once promoted")):
+        s.add_argument(f"--{phase}-cycles", type=int, metavar="N",
+                       help=f"a controller's cycles in {phase} ({when}) on each node before its verdict "
+                            f"(default: the manifest's health.{phase}_cycles)")  # fmt: skip
     s.add_argument("--id", metavar="ID", help="deployment id (default NAME-VERSION-RANDOM)")
     s.add_argument("--via", metavar="NODE", help="the node to upload to (default: the first that answers)")
     add_output(s)
@@ -119,6 +123,7 @@ def cmd_deploy(args: Any) -> int:
                           f"{args.manifest} --key release.key -o X.mpkg), then deploy X.mpkg")  # fmt: skip
     canonical, sigs = bundle_head(args.manifest)
     manifest = from_canonical(canonical)
+    cycles = cycle_overrides(args, manifest.kind)
     data = args.manifest.read_bytes()
     cfg, client = connect(args)
     nodes = client.ordered_nodes(args.via)
@@ -136,7 +141,7 @@ def cmd_deploy(args: Any) -> int:
     cmd = commands.encode("deploy", f"cli-{secrets.token_hex(16)}", deployment_id=dep_id, manifest=canonical,
                           signatures=sigs, digest=manifest_digest(canonical), size=len(data),
                           targets=sorted(set(args.target_node or [])), strategy=args.strategy, by="cli",
-                          origin=node.id)  # fmt: skip
+                          origin=node.id, **cycles)  # fmt: skip
     res = _answer(client, node, "POST", "/v1/propose", cmd, cfg.raft.commit_timeout_s + 2)
     if not res.get("ok"):
         return fail(res.get("code"), res.get("message"))
@@ -148,6 +153,27 @@ def cmd_deploy(args: Any) -> int:
         print(f"deployment {dep_id}: {manifest.name} {manifest.version} uploaded to {node.id} and committed; "
               f"follow it with: meshems deploy status --config {args.config}")  # fmt: skip
     return 0
+
+
+def cycle_overrides(args: Any, kind: str) -> dict[str, int]:
+    """--shadow-cycles / --watch-cycles as deploy fields, each checked with the manifest's bounds
+    (a usage error, exit 2, names the flag)."""
+    from meshems.core.errors import ConfigError
+    from meshems.core.payload_manifest import CYCLE_BOUNDS
+
+    out = {}
+    for key, (lo, hi) in CYCLE_BOUNDS.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if not lo <= value <= hi:
+            raise ConfigError(f"{flag} {value}: a count of cycles from {lo} to {hi}")
+        if kind != "controller":
+            raise ConfigError(f"{flag}: {args.manifest} is a {kind} payload, which has no shadow or watch "
+                              "phase (it is done once every target verified it)")  # fmt: skip
+        out[key] = value
+    return out
 
 
 def cmd_deploy_status(args: Any) -> int:

@@ -16,7 +16,7 @@ from meshems.core.command_fields import Invalid, text
 from meshems.core.errors import PayloadError
 from meshems.core.ids import NAME_RE
 from meshems.core.payload_checks import parse_signatures
-from meshems.core.payload_manifest import MAX_TOTAL_BYTES, from_canonical, manifest_digest
+from meshems.core.payload_manifest import CYCLE_BOUNDS, MAX_TOTAL_BYTES, from_canonical, manifest_digest
 
 #: a deploy command carries its manifest through Raft: it must fit one entry (60 KiB) with its
 #: signatures and fields; a bundle of a few hundred files of long names does not
@@ -36,6 +36,20 @@ def deployment_id(raw: Mapping[str, Any]) -> str:
     value = text(raw, "deployment_id")
     if not NAME_RE.fullmatch(value):
         raise Invalid("E_CMD_MALFORMED", f"deployment_id {value!r}: 1-63 lower case letters, digits, . _ -")
+    return value
+
+
+def cycles_override(cmd: Mapping[str, Any], key: str, kind: str) -> int | None:
+    """An operator's count of shadow or watch cycles for this deployment (None: the manifest's
+    health criteria), within the manifest's own bounds, for a controller only."""
+    value = cmd.get(key)
+    if value is None:
+        return None
+    lo, hi = CYCLE_BOUNDS[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a whole number of cycles, {lo}..{hi}")
+    if kind != "controller":
+        raise Invalid("E_CMD_MALFORMED", f"field {key!r}: a {kind} payload has no rollout to count cycles of")
     return value
 
 
@@ -75,6 +89,8 @@ def deploy(cmd: Mapping[str, Any]) -> dict[str, Any]:
         "digest": digest, "size": size, "targets": sorted(nodes), "strategy": strategy,
         "name": parsed.name, "version": str(parsed.version), "by": text(cmd, "by", 80),
         "origin": text(cmd, "origin"), "kind": parsed.kind, "deadline_s": parsed.deadline_s,
+        "shadow_cycles": cycles_override(cmd, "shadow_cycles", parsed.kind),
+        "watch_cycles": cycles_override(cmd, "watch_cycles", parsed.kind),
     }  # fmt: skip
 
 
@@ -96,6 +112,6 @@ def deploy_abort(cmd: Mapping[str, Any]) -> dict[str, Any]:
 
 
 DEPLOY_FIELDS = frozenset({"deployment_id", "manifest", "signatures", "digest", "size", "targets",
-                           "strategy", "by", "origin"})  # fmt: skip
+                           "strategy", "by", "origin", "shadow_cycles", "watch_cycles"})  # fmt: skip
 STATUS_FIELDS = frozenset({"deployment_id", "node_id", "status", "code", "message"})
 ABORT_FIELDS = frozenset({"deployment_id", "by"})

@@ -39,7 +39,8 @@ def deploy(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict,
         return {}, _refuse("E_UNKNOWN_NODE", f"targets {', '.join(unknown)} are not members", term, index)
     record = Deployment(dep_id, f["name"], f["version"], f["digest"], f["manifest"], f["signatures"],
                         f["size"], targets, f["strategy"], f["by"], f["origin"], term, index,
-                        kind=f["kind"], deadline_s=f["deadline_s"])  # fmt: skip
+                        kind=f["kind"], deadline_s=f["deadline_s"], shadow_cycles=f["shadow_cycles"],
+                        watch_cycles=f["watch_cycles"])  # fmt: skip
     return _add(state, record, term, index)
 
 

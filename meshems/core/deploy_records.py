@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshems.core.payload_manifest import Health
 from meshems.core.rollout_records import Rollout, phase_view, rollout_from_row
 
 #: a target's copy is final once verified or failed
@@ -47,6 +48,15 @@ class Deployment:
     deadline_s: int = 3600  # the manifest's: the rollout ends within this after its start
     rollback: bool = False  # an operator's `deploy rollback`: an older version may become active
     rollout: Rollout = field(default_factory=Rollout)
+    shadow_cycles: int | None = None  # the operator's `deploy --shadow-cycles` (None: the manifest's)
+    watch_cycles: int | None = None  # the operator's `deploy --watch-cycles` (None: the manifest's)
+
+    def cycles(self, phase: str, health: Health) -> int:
+        """The cycles a node runs in `phase` (shadow or watch) before its verdict: this
+        deployment's override, else the manifest's health criteria."""
+        if phase == "shadow":
+            return health.shadow_cycles if self.shadow_cycles is None else self.shadow_cycles
+        return health.watch_cycles if self.watch_cycles is None else self.watch_cycles
 
     @property
     def state(self) -> str:
@@ -90,16 +100,19 @@ class Deployment:
             self.deadline_s,
             self.rollback,
             self.rollout.to_row(),
+            self.shadow_cycles,
+            self.watch_cycles,
         ]
 
 
 def from_row(row: list[Any]) -> Deployment:
     """A deployment from its snapshot row (`Deployment.to_row`)."""
     head, (targets, strategy, by, origin, term, index, nodes, aborted), more = row[:7], row[7:15], row[15:]
-    kind, deadline_s, rollback, rollout = more if more else ("controller", 3600, False, None)
+    kind, deadline_s, rollback, rollout = more[:4] if more else ("controller", 3600, False, None)
+    shadow_cycles, watch_cycles = more[4:6] if len(more) >= 6 else (None, None)
     return Deployment(*head, tuple(targets), strategy, by, origin, term, index,
                       {n[0]: NodeCopy(*n[1:]) for n in nodes}, bool(aborted), kind, deadline_s,
-                      bool(rollback), rollout_from_row(rollout))  # fmt: skip
+                      bool(rollback), rollout_from_row(rollout), shadow_cycles, watch_cycles)  # fmt: skip
 
 
 def view(d: Deployment) -> dict[str, Any]:
@@ -113,4 +126,5 @@ def view(d: Deployment) -> dict[str, Any]:
     return {"id": d.id, "name": d.name, "version": d.version, "digest": d.digest, "size": d.size,
             "targets": list(d.targets), "strategy": d.strategy, "by": d.by, "origin": d.origin,
             "state": d.state, "term": d.term, "index": d.index, "nodes": nodes, "kind": d.kind,
-            "rollback": d.rollback, "started_s": r.started_s, "code": r.code, "reason": r.reason}  # fmt: skip
+            "rollback": d.rollback, "started_s": r.started_s, "code": r.code, "reason": r.reason,
+            "shadow_cycles": d.shadow_cycles, "watch_cycles": d.watch_cycles}  # fmt: skip

@@ -181,6 +181,8 @@ _SECTIONS = {
                "watch_cycles": (0, 100_000, Health().watch_cycles),
                "max_timeouts": (0, 1000, Health().max_timeouts)},
 }  # fmt: skip
+#: the bounds of a rollout's cycle counts, as a deployment may override them: key -> (lo, hi)
+CYCLE_BOUNDS = {k: _SECTIONS["health"][k][:2] for k in ("shadow_cycles", "watch_cycles")}
 
 
 def _numbers(doc: dict[str, Any], key: str) -> dict[str, int]:

@@ -138,8 +138,7 @@ class RolloutDuty:
         if phase not in ("shadow", "watch"):
             return checked  # the active payload after its rollout: no verdict any more
         h = run.manifest.health
-        want = h.shadow_cycles if phase == "shadow" else h.watch_cycles
-        v = verdict(run.cycles, want, run.manifest.cycle_budget_ms, h.max_timeouts)
+        v = verdict(run.cycles, dep.cycles(phase, h), run.manifest.cycle_budget_ms, h.max_timeouts)
         decided = node_verdict(phase, v, run.codes)
         if decided is None:
             return checked

@@ -118,6 +118,11 @@ def test_usage_errors_exit_2(
     key.chmod(0o644)
     assert main(["payload", "build", str(EXAMPLE), "--key", str(key), "-o", str(tmp_path / "x.mpkg")]) == 2
     assert "chmod 600" in capsys.readouterr().err and not (tmp_path / "x.mpkg").exists()
+    key.chmod(0o600)
+    cfg = str(write_config(tmp_path))
+    for flag, value in (("--shadow-cycles", "0"), ("--watch-cycles", "-1"), ("--shadow-cycles", "100001")):
+        assert main(["deploy", "--config", cfg, "--manifest", str(bundle), flag, value]) == 2
+        assert f"{flag} {value}: a count of cycles from" in capsys.readouterr().err
 
 
 def test_the_example_controller_decides_setpoints_from_the_image_and_policy() -> None:

@@ -154,3 +154,33 @@ def test_deploy_is_an_admin_operator_command_and_status_internal() -> None:
     assert {"deploy", "deploy_abort"} <= commands.OPERATOR_TYPES
     assert "deploy_status" in commands.INTERNAL_TYPES
     assert commands.ROLE_OF_TYPE["deploy"] == commands.ROLE_OF_TYPE["deploy_abort"] == "admin"
+
+
+def test_a_deploy_may_override_the_shadow_and_watch_cycles_within_the_manifests_bounds() -> None:
+    from meshems.core.payload_manifest import Health
+
+    state, res = run(zone(), "deploy", **deploy_fields(shadow_cycles=3, watch_cycles=0))
+    assert res.ok, res
+    dep = state.deployments["d1"]
+    health = Health(shadow_cycles=30, watch_cycles=60)
+    assert (dep.cycles("shadow", health), dep.cycles("watch", health)) == (3, 0)
+    back = restore(snapshot(state))
+    assert back.deployments == state.deployments and state_hash(back) == state_hash(state)
+    plain, _ = run(zone(), "deploy", **deploy_fields())
+    assert plain.deployments["d1"].cycles("shadow", health) == 30  # none given: the manifest's
+    assert plain.deployments["d1"].cycles("watch", health) == 60
+    assert state_hash(plain) != state_hash(state)
+    for bad in ({"shadow_cycles": 0}, {"watch_cycles": -1}, {"shadow_cycles": 100_001},
+                {"shadow_cycles": True}, {"watch_cycles": 2.5}):  # fmt: skip
+        refused, res = run(zone(), "deploy", **deploy_fields(**bad))
+        assert res.code == "E_CMD_MALFORMED" and "cycles" in res.message and refused.deployments == {}
+
+
+def test_a_data_payload_refuses_a_cycle_override() -> None:
+    data = canonical_bytes(parse_manifest({
+        "name": "tariff", "version": "1.0.0", "kind": "policy", "expires_at": "2030-01-01T00:00:00Z",
+        "files": [{"path": "policy.yaml", "sha256": hashlib.sha256(b"x").hexdigest(), "size": 1}],
+    }))  # fmt: skip
+    fields = deploy_fields(manifest=data, digest=manifest_digest(data), shadow_cycles=3)
+    state, res = run(zone(), "deploy", **fields)
+    assert res.code == "E_CMD_MALFORMED" and "policy payload" in res.message and state.deployments == {}

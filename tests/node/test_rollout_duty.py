@@ -61,8 +61,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeSandbox]:
     return FakeSandbox
 
 
-def in_shadow() -> ZoneState:
-    state, res = run(deployed(), "set_policy", values={"import_limit_kw": 30.0})
+def in_shadow(**over: object) -> ZoneState:
+    state, res = run(deployed(**over), "set_policy", values={"import_limit_kw": 30.0})
     assert res.ok, res
     state, _ = lead(state)
     assert phases(state)["n1"] == "shadow"
@@ -82,6 +82,20 @@ def test_a_node_in_shadow_proposes_healthy_after_the_shadow_count(fake: Any, tmp
     asyncio.run(d.step())
     assert phases(z.state)["n1"] == "healthy"
     assert dict(z.state.deployments["d1"].rollout.phases["n1"].figures)["cycles"] == 30.0
+
+
+def test_the_deployments_shadow_and_watch_cycles_override_the_manifests(fake: Any, tmp_path: Path) -> None:
+    z = Zone(in_shadow(shadow_cycles=2, watch_cycles=1))
+    d = duty(z, tmp_path)
+    asyncio.run(d.step())
+    assert phases(z.state)["n1"] == "shadow"
+    asyncio.run(d.step())
+    assert phases(z.state)["n1"] == "healthy"
+    z.state, _ = lead(z.state)
+    assert phases(z.state)["n1"] == "watch"
+    asyncio.run(d.step())
+    assert phases(z.state)["n1"] == "active"
+    assert dict(z.state.deployments["d1"].rollout.phases["n1"].figures)["cycles"] == 1.0
 
 
 def test_a_crash_stops_the_worker_first_and_failed_is_proposed_until_taken(fake: Any, tmp_path: Path) -> None:
