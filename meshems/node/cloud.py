@@ -22,9 +22,11 @@ from meshems.core import commands, telemetry
 from meshems.core.cluster import ZoneState
 from meshems.core.config import CloudConfig, ClusterConfig
 from meshems.core.errors import MeshemsError
+from meshems.core.outages import OutageLog
 from meshems.logs import log
 from meshems.node.bridge import Bridge
 from meshems.node.cloud_publisher import CloudStats, Publisher
+from meshems.node.consensus import log_outage
 
 #: commit the watermark at most this often (and when it moved by ACK_BATCH records)
 ACK_PERIOD_S = 0.5
@@ -90,6 +92,7 @@ class CloudSync:
         self._last_drop_s = 0.0
         self._leader_checked = 0.0
         self._status: dict[str, Any] = {"link": "starting"}
+        self.outages = OutageLog(grace_s=1.0)  # a log line when the broker goes away, one when back
 
     # --- Raft thread ----------------------------------------------------------------------
 
@@ -279,6 +282,12 @@ class CloudSync:
         st = self.outbox.stats(now)
         acked = self.state().cloud_acked
         err = self.link.last_error
+        broker = f"broker {self.link.endpoint}"
+        if self._publishing:
+            event = self.outages.observe(broker, self.link.connected, time.monotonic())
+            log_outage(event, error=err.code if err else None)
+        else:
+            log_outage(self.outages.forget(broker, time.monotonic()))
         if not self._publishing:
             link = "standby (not leader)"
         elif self.link.connected:

@@ -20,6 +20,8 @@ from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import DiskFullError
 from meshems.core.node_events import RaftChanged
+from meshems.core.outages import OutageEvent, OutageLog
+from meshems.logs import log
 from meshems.node.bridge import Bridge, settle
 from meshems.node.histogram import COMMIT_BUCKETS_S, Histogram
 from meshems.ports import ProposeDone
@@ -59,6 +61,7 @@ class RaftService:
         self.commit_latency = Histogram(COMMIT_BUCKETS_S)
         self.leader_changes = 0
         self._leader_seen: str | None = None
+        self.outages = OutageLog()  # one log line when a peer stays unreachable, one when it returns
 
     @property
     def state(self) -> ZoneState:
@@ -75,6 +78,9 @@ class RaftService:
     def view(self) -> RaftChanged:
         st = self.raft.status()
         connected = frozenset(n for n, up in st.partners.items() if up)
+        now_s = time.monotonic()
+        for peer, up in st.partners.items():
+            log_outage(self.outages.observe(f"peer {peer}", up, now_s))
         if st.leader is not None and st.leader != self._leader_seen:  # as etcd: the first one counts
             self._leader_seen = st.leader
             self.leader_changes += 1
@@ -155,3 +161,11 @@ class RaftService:
         if err == REQUEST_DENIED:
             text = "denied: another membership change is in progress or the node is already in that state"
         return False, code, text
+
+
+def log_outage(event: OutageEvent | None, **fields: Any) -> None:
+    """One log line per outage of a link: W_OUTAGE when it began, I_OUTAGE_END when it ended."""
+    if event is None:
+        return
+    code, level = ("W_OUTAGE", "warning") if event.kind == "down" else ("I_OUTAGE_END", "info")
+    log(level, code, event.message(), link=event.link, duration_s=round(event.duration_s, 1), **fields)

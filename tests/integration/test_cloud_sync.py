@@ -5,6 +5,7 @@ restart of every node with a backlog, and an outbox cap (counted, alarmed, annou
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -146,6 +147,20 @@ def test_outage_and_leader_kill_during_it_leave_no_gap(tmp_path: Path, broker: M
         # records keep coming (~3/s) and the watermark commits twice a second: it keeps up
         after = wait(lambda: (c := leader_cloud(lc)).get("backlog", 99) <= 3 and c, 10, "a small backlog")
         assert after["dropped"] == 0 and after["alarms"] == []
+        # the outages are logged, not only shown: the broker's on the new leader, the killed peer's
+        broker_at = f"broker {broker.host}:{broker.port}"
+        began, ended = outage_lines(lc.log_text(new), broker_at)
+        assert began and began[0]["error"] == "E_UNREACHABLE", lc.log_text(new)[-3000:]
+        assert ended and ended[0]["duration_s"] > began[0]["duration_s"]
+        peer = wait(lambda: (o := outage_lines(lc.log_text(new), f"peer {leader}"))[1] and o, 10, "its end")
+        assert peer[1][0]["duration_s"] >= 3.0, f"{new} logged the outage of the killed {leader} too early"
+
+
+def outage_lines(text: str, link: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The W_OUTAGE and I_OUTAGE_END log entries of one link."""
+    entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    mine = [e for e in entries if e.get("link") == link]
+    return [e for e in mine if e["code"] == "W_OUTAGE"], [e for e in mine if e["code"] == "I_OUTAGE_END"]
 
 
 def test_restart_of_every_node_with_a_backlog_loses_nothing(tmp_path: Path, broker: MosquittoBroker) -> None:
