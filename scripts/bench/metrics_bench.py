@@ -136,12 +136,19 @@ def measure_cpu(window_s: float) -> dict[str, Any]:
 
 
 def main() -> int:
+    global SCRAPE_S
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer renders and a shorter CPU window")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--window", type=float, help="CPU window in seconds (default 60; --quick 10)")
+    ap.add_argument(
+        "--scrape-s", type=float, default=SCRAPE_S, help="Prometheus' scrape interval (default 5)"
+    )
+    ap.add_argument("--renders", type=int, help="renders timed per size (default 200; --quick 20)")
     args = ap.parse_args()
+    SCRAPE_S = args.scrape_s
     n, window_s = (20, 10.0) if args.quick else (200, 60.0)
+    n = args.renders or n
     window_s = args.window or window_s
     print("bench: rendering /metrics...", file=sys.stderr)
     render = [measure_render(d, n) for d in SIZES]

@@ -19,7 +19,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing (Debian prometheus)")
 def test_metrics_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/metrics_bench.py"), "--quick", "--json", "--window", "2"],
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench/metrics_bench.py"),
+            "--quick",
+            "--json",
+            "--window",
+            "2",
+            "--scrape-s",
+            "1",
+            "--renders",
+            "5",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
