@@ -61,6 +61,7 @@ ADAPTER_PAIRS = {
     ("sunspec_device", "sunspec"), ("sunspec_device", "modbus"),  # a scan at start, over the bus
     ("sunspec_device", "atomic_write"), ("api_tls", "pki"),  # the zone CA makes the API's certificates
     ("payload_bundle", "atomic_write"), ("payload_bundle", "config_file"),  # release keys, manifest.yaml
+    ("command_signing", "payload_bundle"),  # the cloud's command key is a release key's kind
     ("payload_store", "payload_bundle"),  # the store verifies what it writes
     ("payload_fetch", "payload_store"), ("payload_fetch", "payload_bundle"),  # fetched into the store
     ("sandbox", "sandbox_worker"),  # the supervisor and its worker share the framing

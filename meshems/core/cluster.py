@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshems.core import deploy_handlers, plan_handlers, rollout, token_handlers
+from meshems.core import deploy_handlers, downlink_handlers, plan_handlers, rollout, token_handlers
 from meshems.core import zone_handlers as handlers
 from meshems.core.commands import Rejection, decode, peek_rid
 from meshems.core.deploy_records import Deployment
@@ -74,6 +74,8 @@ class ZoneState:
     telemetry_seq: int = 0
     #: the highest telemetry seq the cloud broker acknowledged (all below it too)
     cloud_acked: int = 0
+    #: the seq of the last signed cloud command applied (`core.downlink`): replay protection
+    cloud_command_seq: int = 0
     #: token id -> scoped API token (digests only; see ApiToken)
     tokens: Mapping[str, ApiToken] = field(default_factory=dict)
     #: node -> its latest forecast of its base load (the planner's input)
@@ -151,6 +153,7 @@ _HANDLERS = {
     "deploy_abort": deploy_handlers.deploy_abort,
     "deploy_rollback": deploy_handlers.deploy_rollback,
     "rollout_step": rollout.rollout_step,
+    "cloud_command": downlink_handlers.cloud_command,
 }
 #: successfully applied commands of these types each add one record to the telemetry stream
 TELEMETRY_TYPES = frozenset({"report", "set_setpoint", "dispatch"})

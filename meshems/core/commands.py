@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from meshems.core import rollout_commands
+from meshems.core import downlink, rollout_commands
 from meshems.core.access import ROLES
 from meshems.core.command_fields import Invalid, Rejection
 from meshems.core.command_fields import number as _num
@@ -267,6 +267,7 @@ SCHEMAS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], frozense
     "dispatch": (_dispatch, frozenset({"cycle", "setpoints", "relays", "envelopes", "inputs"})),
     "token_create": (_token_create, frozenset({"token_id", "name", "role", "digest", "expires_s", "by"})),
     "token_revoke": (_token_revoke, frozenset({"name"})),
+    "cloud_command": (downlink.cloud_command, downlink.RAFT_FIELDS),
     **rollout_commands.schemas(),
     "node_forecast": (node_forecast, frozenset({"node_id", "start_s", "step_s", "kw", "basis"})),
     "plan": (
@@ -321,6 +322,7 @@ MAX_BYTES_BY_TYPE: dict[str, int] = {
     "cloud_ack": 256,
     "token_create": 512,
     "token_revoke": 256,
+    "cloud_command": 32 * 1024,
     "deploy": MAX_COMMAND_BYTES,
     **rollout_commands.MAX_BYTES,
     "node_forecast": 2048,

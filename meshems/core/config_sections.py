@@ -138,9 +138,26 @@ class CloudConfig(Frozen):
         ge=0,
         description="cap on the backlog drain rate, for brokers that throttle a connection (0: none)",
     )
+    command_keys: tuple[Annotated[str, AfterValidator(parse_key_hex)], ...] = Field(
+        default=(),
+        strict=False,
+        description="the cloud's Ed25519 public keys (64 hex digits, meshems cloud keygen) whose signed "
+        "commands the leader applies; none: no downlink",
+    )
+    command_session_expiry_s: int = Field(
+        default=86400,
+        ge=0,
+        le=4_294_967_295,
+        description="the broker queues commands for an away zone this long",
+    )
 
     @model_validator(mode="after")
     def _reconnect(self) -> CloudConfig:
+        for i, key in enumerate(self.command_keys):
+            if key in self.command_keys[:i]:
+                raise ValueError(
+                    f"command_keys[{i}]: the same key as command_keys[{self.command_keys.index(key)}]"
+                )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError(
                 f"reconnect_max_s ({self.reconnect_max_s}) must not be below reconnect_min_s "

@@ -165,3 +165,36 @@ class PayloadFailedError(PayloadError):
     """A controller payload's decide() raised, ran out of memory or returned no decisions."""
 
     code = "E_PAYLOAD_ERROR"
+
+
+class CloudCommandError(MeshemsError):
+    """A signed command from the cloud (`core.downlink`) refused by the zone's leader; each
+    subclass is one stable code, answered on `PREFIX/ZONE/results` and never applied."""
+
+    code = "E_CMD_CLOUD"
+
+
+class CommandSignatureError(CloudCommandError):
+    """The command's Ed25519 signature does not match its bytes, or its key is not one of the
+    zone's `cloud.command_keys`."""
+
+    code = "E_CMD_SIGNATURE"
+
+
+class CommandExpiredError(CloudCommandError):
+    """The command's expiry (`expires_at_s`) passed before the zone's leader got it."""
+
+    code = "E_CMD_EXPIRED"
+
+
+class CommandReplayError(CloudCommandError):
+    """The command's sequence is not above the last one the zone applied (replicated, so it
+    holds across a leader change)."""
+
+    code = "E_CMD_REPLAY"
+
+
+class CommandZoneError(CloudCommandError):
+    """The command was signed for another zone."""
+
+    code = "E_CMD_ZONE"

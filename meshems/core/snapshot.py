@@ -94,6 +94,7 @@ def to_snapshot(state: ZoneState) -> dict[str, Any]:
         "rids": [[[k, *_result_row(v)] for k, v in gen.items()] for gen in state.rids],
         "telemetry_seq": state.telemetry_seq,
         "cloud_acked": state.cloud_acked,
+        "cloud_command_seq": state.cloud_command_seq,
         "node_forecasts": [
             [f.node_id, f.start_s, f.step_s, pack(f.kw), f.basis, f.term, f.index]
             for _, f in sorted(state.node_forecasts.items())
@@ -149,6 +150,7 @@ def restore(data: bytes) -> ZoneState:
             rids=tuple({r[0]: Result(*r[1:]) for r in gen} for gen in raw["rids"]),
             telemetry_seq=int(raw.get("telemetry_seq", 0)),
             cloud_acked=int(raw.get("cloud_acked", 0)),
+            cloud_command_seq=int(raw.get("cloud_command_seq", 0)),
             node_forecasts={
                 f[0]: NodeForecast(f[0], f[1], f[2], unpack(f[3]), f[4], f[5], f[6])
                 for f in raw.get("node_forecasts", [])

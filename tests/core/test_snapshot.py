@@ -105,7 +105,7 @@ def test_restore_of_a_damaged_snapshot_raises_value_error(case: str, data: bytes
         restore(data)
 
 
-OPTIONAL_KEYS = {"telemetry_seq", "cloud_acked"}
+OPTIONAL_KEYS = {"telemetry_seq", "cloud_acked", "cloud_command_seq"}
 #: added after the first release: a snapshot from before restores with none
 LATER_KEYS = {"overrides", "tokens", "node_forecasts", "plan", "deployments"}
 
@@ -119,7 +119,8 @@ def test_restore_needs_every_key(key: str) -> None:
 
 @pytest.mark.parametrize("key", sorted(OPTIONAL_KEYS))
 def test_restore_of_an_older_snapshot_starts_the_telemetry_stream_at_zero(key: str) -> None:
-    state = replace(zone(), telemetry_seq=7, cloud_acked=5)
+    state = replace(zone(), telemetry_seq=7, cloud_acked=5, cloud_command_seq=3)
+    assert restore(snapshot(state)).cloud_command_seq == 3  # the downlink's replay guard survives
     raw = {k: v for k, v in to_snapshot(state).items() if k != key}
     assert getattr(restore(msgpack.packb(raw)), key) == 0
 
