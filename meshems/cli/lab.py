@@ -23,6 +23,8 @@ EXAMPLES = {
     "restart": "sudo meshems lab restart n1",
     "isolate": "sudo meshems lab isolate n1",
     "cut": "sudo meshems lab cut n1 n2",
+    "oneway": "sudo meshems lab oneway n1 n2  (n1's packets to n2 dropped, n2's to n1 pass)",
+    "lossy": "sudo meshems lab lossy 20  (every link drops 20 % at random; `lab heal` ends it)",
     "partition": "sudo meshems lab partition n1 n2,n3",
     "heal": "sudo meshems lab heal",
     "down": "sudo meshems lab down  (or --all after a crash)",
@@ -79,6 +81,11 @@ def add_parsers(sub: Any) -> None:
     p = add("cut", "cut the WireGuard link between two nodes (nft drops UDP 51820 both ways)")
     p.add_argument("a", metavar="NODE_A")
     p.add_argument("b", metavar="NODE_B")
+    p = add("oneway", "drop the WireGuard packets from one node to another, one direction only")
+    p.add_argument("a", metavar="FROM")
+    p.add_argument("b", metavar="TO")
+    p = add("lossy", "every link drops a share of its WireGuard packets at random (nft numgen)")
+    p.add_argument("percent", type=int, metavar="PERCENT", help="1 to 99")
     p = add("partition", "cut every link between groups, e.g. `lab partition n1 n2,n3`")
     p.add_argument("groups", nargs="+", metavar="GROUP", help="comma-separated nodes")
     add("heal", "remove every cut")
@@ -145,6 +152,12 @@ def run_lab(args: Any) -> int:
         lab.isolate(args.node)
     elif sub == "cut":
         lab.cut(args.a, args.b)
+    elif sub == "oneway":
+        lab.cut_oneway(args.a, args.b)
+    elif sub == "lossy":
+        if not 1 <= args.percent <= 99:
+            raise LabError(f"lab lossy {args.percent}: the share is a percent from 1 to 99")
+        lab.lossy(args.percent)
     elif sub == "partition":
         groups = [g.split(",") for g in args.groups]
         unknown = sorted({n for g in groups for n in g} - nodes)

@@ -22,7 +22,7 @@ from meshems.core import commands
 from meshems.core.errors import UnreachableError
 from meshems.lab.checker import Op, Verdict, Window, check
 from meshems.lab.gateways import Lab
-from meshems.lab.schedule import Fault, make_schedule, split
+from meshems.lab.schedule import Fault, loss_percent, make_schedule, split
 
 #: answers that prove the write was not committed
 DEFINITE_FAILURES = frozenset({"E_QUORUM", "E_BUSY", "E_LIMIT", "E_UNKNOWN_DEVICE", "E_CMD_MALFORMED"})
@@ -165,6 +165,19 @@ class Injector:
             peer = followers[fault.pick % len(followers)] if followers else leader
             lab.cut(leader, peer)
             entry["target"] = f"{leader}<->{peer}"
+            time.sleep(fault.hold_s)
+            lab.heal()
+        elif fault.kind == "lossy_links":
+            percent = loss_percent(fault.pick)
+            lab.lossy(percent)
+            entry["target"] = f"all links, {percent} % loss"
+            time.sleep(fault.hold_s)
+            lab.heal()
+        elif fault.kind == "oneway_cut":
+            peer = followers[fault.pick % len(followers)] if followers else leader
+            src, dst = (leader, peer) if (fault.pick >> 8) % 2 == 0 else (peer, leader)
+            lab.cut_oneway(src, dst)
+            entry["target"] = f"{src}->{dst}"
             time.sleep(fault.hold_s)
             lab.heal()
         else:

@@ -278,6 +278,12 @@ class Lab:
     def cut(self, a: str, b: str) -> None:
         netlab.cut(self.plan, a, b)
 
+    def cut_oneway(self, src: str, dst: str) -> None:
+        netlab.cut_oneway(self.plan, src, dst)
+
+    def lossy(self, percent: int) -> None:
+        netlab.lossy(self.plan, percent)
+
     def isolate(self, node: str) -> None:
         netlab.isolate(self.plan, node)
 

@@ -116,6 +116,29 @@ def cut(plan: NetPlan, a: str, b: str) -> None:
     )
 
 
+def cut_oneway(plan: NetPlan, src: str, dst: str) -> None:
+    """Drop WireGuard traffic from gateway `src` to `dst` only (in dst's namespace, inbound):
+    `dst` still reaches `src`, as with a one-way radio link or an asymmetric firewall."""
+    in_ns(
+        plan.namespaces[dst],
+        "nft",
+        f"add rule inet {NFT_TABLE} input ip saddr {plan.underlay(src)} udp sport {WG_PORT} drop",
+    )
+
+
+def lossy(plan: NetPlan, percent: int) -> None:
+    """Every gateway drops `percent` % of the WireGuard packets it receives, at random
+    (nft `numgen random`): each link loses about that share in each direction."""
+    if not 0 < percent < 100:
+        raise ValueError(f"lossy links: percent must be between 1 and 99, got {percent}")
+    for node in plan.nodes:
+        in_ns(
+            plan.namespaces[node],
+            "nft",
+            f"add rule inet {NFT_TABLE} input udp sport {WG_PORT} numgen random mod 100 < {percent} drop",
+        )
+
+
 def heal_all(plan: NetPlan) -> None:
     for node in plan.nodes:
         ns = plan.namespaces[node]

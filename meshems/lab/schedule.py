@@ -18,7 +18,18 @@ KINDS: tuple[str, ...] = (
     "cut_link",  # drop the WireGuard link between the leader and one follower
     "partition_leader_minority",  # the leader on the minority side
     "partition_leader_majority",  # the leader on the majority side
+    "lossy_links",  # every link drops 5-30 % of its packets at random
+    "oneway_cut",  # the leader's packets to one follower dropped, or that follower's to it
 )
+
+#: the share of packets a lossy_links fault drops, chosen by its pick
+LOSS_PERCENT: tuple[int, int] = (5, 30)
+
+
+def loss_percent(pick: int) -> int:
+    """The packet loss (%) of a lossy_links fault with this pick, within LOSS_PERCENT."""
+    low, high = LOSS_PERCENT
+    return low + pick % (high - low + 1)
 
 
 @dataclass(frozen=True)
