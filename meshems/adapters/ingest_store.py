@@ -5,7 +5,7 @@ Owns the schema and its queries: records keyed (zone, seq) with payload and dige
 node record's readings per device, and per zone the ledger (`core.ingest_ledger`) with the
 repeat and conflict counters. Decisions are the core's (`admit`); this file only reads what
 is stored, writes what the core decided, inside the same transaction. A PostgreSQL store
-would implement the same methods (`meshems.cloud.store.IngestStore`).
+does the same with PostgreSQL (`adapters.ingest_pg`); what both share is `core.ingest_rows`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,25 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshems.core.errors import ConfigError, MeshemsError
+from meshems.core.errors import ConfigError
 from meshems.core.ingest_ledger import Admitted, GapNotice, ZoneLedger, admit
 from meshems.core.ingest_records import Incoming
+from meshems.core.ingest_rows import (
+    StoreError,
+    ZoneRow,
+    admitted_records,
+    ledger_from_json,
+    ledger_to_json,
+    reading_rows,
+    reading_values,
+    record_dict,
+)
 from meshems.core.telemetry import parse_payload
+
+__all__ = ["CHUNK", "SCHEMA", "SqliteStore", "StoreError", "ZoneRow"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -39,58 +50,6 @@ CREATE TABLE IF NOT EXISTS zones (
 """
 #: SQLite's bound-parameter limit is 32766 since 3.32; stay well below it
 CHUNK = 500
-
-
-class StoreError(MeshemsError):
-    """The ingest store cannot be opened, read or written."""
-
-    code = "E_STORE"
-
-
-@dataclass(frozen=True)
-class ZoneRow:
-    """One zone as `meshems cloud zones` shows it."""
-
-    ledger: ZoneLedger
-    duplicates: int
-    conflicts: int
-    msgs_s: float
-
-    def to_dict(self, now_s: float) -> dict[str, Any]:
-        led = self.ledger
-        lag = round(now_s - led.last_received_s, 1) if led.last_received_s else None
-        return {
-            **{k: v for k, v in led.to_dict().items() if k != "received"},
-            "duplicates": self.duplicates,
-            "conflicts": self.conflicts,
-            "lag_s": lag,
-            "msgs_s": round(self.msgs_s, 1),
-        }
-
-
-def ledger_to_json(led: ZoneLedger) -> str:
-    return json.dumps(
-        {
-            "received": led.received,
-            "announced": led.announced,
-            "last_seq": led.last_seq,
-            "publisher": led.publisher,
-            "last_received_s": led.last_received_s,
-        },
-        separators=(",", ":"),
-    )
-
-
-def ledger_from_json(zone: str, text: str) -> ZoneLedger:
-    d = json.loads(text)
-    return ZoneLedger(
-        zone,
-        tuple((int(a), int(b)) for a, b in d["received"]),
-        tuple((int(a), int(b)) for a, b in d["announced"]),
-        int(d["last_seq"]),
-        str(d["publisher"]),
-        float(d["last_received_s"]),
-    )
 
 
 class SqliteStore:
@@ -158,19 +117,15 @@ class SqliteStore:
         return out
 
     def _write(self, records: Sequence[Incoming], out: Admitted) -> None:
-        new = {(a.zone, a.seq) for a in out.new}
         rows, readings = [], []
-        for r in records:
+        for r in admitted_records(records, out):
             a = r.arrival
-            if (a.zone, a.seq) not in new:
-                continue
-            new.discard((a.zone, a.seq))  # the first of a batch is the one admitted
             rows.append((a.zone, a.seq, r.kind, r.node, r.term, r.index, a.publisher, a.received_s, a.digest,
                          r.payload))  # fmt: skip
-            for device, reading in r.readings.items():
-                state = str(reading.get("state", "")) if isinstance(reading, dict) else ""
-                readings.append((a.zone, str(device), a.seq, r.node, a.received_s, state,
-                                 json.dumps(reading, sort_keys=True)))  # fmt: skip
+            for device, state, reading in reading_rows(r):
+                readings.append(
+                    (a.zone, device, a.seq, r.node, a.received_s, state, json.dumps(reading, sort_keys=True))
+                )
         self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
         self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?)", readings)
         for zone, led in out.ledgers.items():
@@ -222,7 +177,7 @@ class SqliteStore:
             q += " AND received_s >= ?" + (" AND node = ?" if node else "") + " ORDER BY seq LIMIT ?"
             args += [since_s, *([node] if node else []), limit]
             return [
-                {"seq": s, "received_s": t, "node": n, "device": d, "state": st, **_values(r)}
+                {"seq": s, "received_s": t, "node": n, "device": d, "state": st, **reading_values(r)}
                 for s, t, n, d, st, r in self.db.execute(q, args)
             ]
         q = "SELECT seq, received_s, kind, node, term, idx, publisher, payload FROM records WHERE zone = ?"
@@ -231,8 +186,7 @@ class SqliteStore:
         for s, t, kind, n, term, idx, pub, payload in self.db.execute(
             q, [zone, since_s, *([node] if node else []), limit]
         ):
-            out.append({"seq": s, "received_s": t, "kind": kind, "node": n, "term": term, "index": idx,
-                        "publisher": pub, "data": parse_payload(payload).get("data")})  # fmt: skip
+            out.append(record_dict(s, t, kind, n, term, idx, pub, parse_payload(payload).get("data")))
         return out
 
     def twin(self, zone: str) -> list[dict[str, Any]]:
@@ -244,12 +198,6 @@ class SqliteStore:
             (zone,),
         )
         return [
-            {"device": d, "node": n, "seq": s, "received_s": t, "state": st, **_values(r)}
+            {"device": d, "node": n, "seq": s, "received_s": t, "state": st, **reading_values(r)}
             for d, n, s, t, st, r in rows
         ]
-
-
-def _values(reading: str) -> dict[str, Any]:
-    doc = json.loads(reading)
-    values = doc.get("values") if isinstance(doc, dict) else None
-    return {"values": values if isinstance(values, dict) else {}}

@@ -1,8 +1,8 @@
 """What the cloud ingest needs of a store, and the store a config's `store:` names.
 
-`IngestStore` is the interface every backend implements (SQLite today in
-`adapters.ingest_store`; a PostgreSQL one with psycopg 3 and COPY is to come behind the same
-methods). Must not hold state of its own.
+`IngestStore` is the interface every backend implements: SQLite (WAL) in
+`adapters.ingest_store`, PostgreSQL (psycopg 3, batched COPY) in `adapters.ingest_pg`.
+Must not hold state of its own.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from meshems.core.cloud_config import CloudIngestConfig
-from meshems.core.errors import ConfigError
 from meshems.core.ingest_ledger import Admitted, GapNotice, ZoneLedger
 from meshems.core.ingest_records import Incoming
 
@@ -47,13 +46,12 @@ class IngestStore(Protocol):
 
 def open_store(cfg: CloudIngestConfig) -> IngestStore:
     """The store `cfg.store` names: a SQLite file (relative to the config), or a
-    `postgresql://` URL (not available yet: ConfigError naming the key)."""
-    if cfg.store.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"{cfg.source}: store: PostgreSQL is not supported yet; use a SQLite file path",
-            file=cfg.source,
-            key="store",
-        )
+    `postgresql://` URL, its password from the URL or from `password_file` (0600)."""
+    if cfg.postgres:
+        from meshems.adapters.ingest_pg import PostgresStore, read_password_file
+
+        password = read_password_file(cfg.path(cfg.password_file)) if cfg.password_file else None
+        return PostgresStore(cfg.store, password)
     from meshems.adapters.ingest_store import SqliteStore
 
     return SqliteStore(cfg.path(cfg.store))

@@ -1,5 +1,6 @@
 """The cloud side's config (`cloud.yaml`): the broker an ingest worker subscribes to, its
-client certificate, the shared subscription group and topic prefix, and the store.
+client certificate, the shared subscription group and topic prefix, and the store (a SQLite
+file, or a PostgreSQL URL with an optional password file).
 
 Validated once at load into a frozen object; errors name the file and the key. Pure: schema
 and messages only (the file is read by `adapters.config_file`).
@@ -31,7 +32,12 @@ class CloudIngestConfig(Frozen):
     share_group: NameStr = Field(default="meshems-ingest", description="the shared subscription's group")
     topic_prefix: TopicStr = Field(default="meshems", description="the leaders' cloud.topic_prefix")
     store: str = Field(
-        default="ingest.sqlite3", min_length=1, description="SQLite file (WAL); postgresql://... later"
+        default="ingest.sqlite3",
+        min_length=1,
+        description="a SQLite file (WAL), or postgresql://USER@HOST:PORT/DB (psycopg 3, batched COPY)",
+    )
+    password_file: str | None = Field(
+        default=None, min_length=1, description="the PostgreSQL password (one line, 0600); not in logs"
     )
     session_expiry_s: int = Field(
         default=3600, ge=0, le=4_294_967_295, description="the broker keeps an away worker's queue this long"
@@ -42,6 +48,12 @@ class CloudIngestConfig(Frozen):
         default=500, ge=1, le=100_000, description="records stored per transaction at most"
     )
     batch_wait_s: float = Field(default=0.05, gt=0, le=10, description="how long a batch waits to fill")
+    command_key_file: str = Field(
+        default="command.key",
+        min_length=1,
+        description="the cloud's Ed25519 key signing downlink commands "
+        "(0600; meshems cloud keygen); the zones pin its .pub in cloud.command_keys",
+    )
     source: str = Field(default="<memory>", exclude=True)
 
     def path(self, relative: str) -> Path:
@@ -49,9 +61,18 @@ class CloudIngestConfig(Frozen):
         return config_relative(self.source, relative)
 
     @property
+    def postgres(self) -> bool:
+        """The store is a PostgreSQL URL (else a SQLite file)."""
+        return is_postgres_url(self.store)
+
+    @property
     def subscription(self) -> str:
         """`$share/GROUP/PREFIX/+/#`: every zone's records and gap notices, split in the group."""
         return f"$share/{self.share_group}/{self.topic_prefix}/+/#"
+
+
+def is_postgres_url(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
 
 
 def parse_cloud_config(data: object, source: str = "<memory>") -> CloudIngestConfig:
@@ -60,6 +81,9 @@ def parse_cloud_config(data: object, source: str = "<memory>") -> CloudIngestCon
         raise ConfigError(f"{source}: the cloud config must be a YAML mapping", file=source)
     if "source" in data:
         raise ConfigError(f"{source}: source: unknown key (misspelt?)", file=source, key="source")
+    if data.get("password_file") and not is_postgres_url(str(data.get("store", ""))):
+        msg = f"{source}: password_file: only a postgresql:// store takes a password"
+        raise ConfigError(msg, file=source, key="password_file")
     try:
         return CloudIngestConfig.model_validate({**data, "source": source})
     except ValidationError as exc:

@@ -43,11 +43,18 @@ def test_config_errors_name_the_key(extra: dict[str, Any], key: str) -> None:
     assert exc.value.context["key"] == key and f"cloud.yaml: {key}:" in exc.value.message
 
 
-def test_a_missing_key_is_named_and_postgres_is_not_there_yet() -> None:
+def test_a_missing_key_is_named_and_an_exposed_password_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cert_file"):
         parse_cloud_config({k: v for k, v in BASE.items() if k != "cert_file"}, "cloud.yaml")
-    with pytest.raises(ConfigError, match="store: PostgreSQL is not supported yet"):
-        open_store(parse_cloud_config({**BASE, "store": "postgresql://db/x"}, "cloud.yaml"))
+    pw = tmp_path / "pg.password"
+    pw.write_text("s3cret-pass\n")
+    pw.chmod(0o640)
+    doc = {**BASE, "store": "postgresql://u@127.0.0.1:1/x", "password_file": "pg.password"}
+    cfg = parse_cloud_config(doc, str(tmp_path / "cloud.yaml"))
+    assert cfg.postgres and cfg.path(cfg.password_file or "") == pw
+    with pytest.raises(ConfigError, match="chmod 600") as exc:  # refused before any connection
+        open_store(cfg)
+    assert exc.value.context["key"] == "password_file" and "s3cret" not in exc.value.message
 
 
 def msg(seq: int, mid: int, kw: float = 1.0, zone: str = "zone-a") -> Message:

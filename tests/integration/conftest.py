@@ -136,3 +136,19 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     pki.init_ca(folder, "test-ca")
     with MosquittoBroker(tmp_path, folder) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One throw-away PostgreSQL cluster for the session (tests take a database each with
+    `pg_server.new_database()`); skipped with the reason when it cannot run here, failed
+    instead in CI (scripts/setup installs it)."""
+    import os
+
+    from tests.pg_server import PgServer, available
+
+    why = available()
+    if why:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+    with PgServer() as pg:
+        yield pg
