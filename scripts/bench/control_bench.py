@@ -308,7 +308,7 @@ def forecast_ratio(quick: bool) -> dict[str, float]:
     from plan_days import SITES, forecast_mae
 
     return {
-        s.name: round(forecast_mae(s, 60, 14 if quick else 120), 3) for s in (SITES[:1] if quick else SITES)
+        s.name: round(forecast_mae(s, 60, 7 if quick else 120), 3) for s in (SITES[:1] if quick else SITES)
     }
 
 
