@@ -136,6 +136,17 @@ class MqttSubscriber:
             if m.qos > 0:
                 client.ack(m.mid, m.qos)
 
+    def publish(self, topic: str, payload: bytes, expiry_s: int | None = None) -> mqtt.MQTTMessageInfo:
+        """Queue one QoS 1 message on this connection (a cloud command, or a zone's answer);
+        the info's `wait_for_publish(timeout)` waits for the broker's acknowledgement."""
+        client = self._client
+        if client is None:
+            raise MeshemsError(f"the MQTT subscriber to {self.endpoint} is not started")
+        props = Properties(PacketTypes.PUBLISH)
+        if expiry_s is not None:
+            props.MessageExpiryInterval = int(expiry_s)
+        return client.publish(topic, payload, qos=1, properties=props)
+
     # -- paho callbacks: paho's thread, under its locks; assign and enqueue only -------------
 
     def _on_connect(self, client: mqtt.Client, u: Any, flags: Any, reason: ReasonCode, props: Any) -> None:

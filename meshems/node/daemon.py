@@ -61,6 +61,7 @@ from meshems.node.clock_sync import clock_loop
 from meshems.node.cloud import CloudSync
 from meshems.node.consensus import RaftService
 from meshems.node.dashboard import Dashboard
+from meshems.node.downlink import Downlink
 from meshems.node.field import FieldService
 from meshems.node.metrics import NodeMetrics, NodeStats
 from meshems.node.payload_duty import PayloadDuty
@@ -112,14 +113,12 @@ class NodeDaemon:
                             pv_history=load_history(self.pv_history_path))  # fmt: skip
         self.cloud: CloudSync | None = None
         if cfg.cloud is not None:
-            self.cloud = CloudSync(
-                cfg,
-                node_id,
-                is_leader=lambda: self.machine.leads,
-                state=lambda: self.raft.state,
-                propose=self.raft.commit,
-                bridge=self.bridge,
-            )
+            self.cloud = CloudSync(cfg, node_id, is_leader=lambda: self.machine.leads,
+                                   state=lambda: self.raft.state, propose=self.raft.commit,
+                                   bridge=self.bridge)  # fmt: skip
+        # signed commands from the cloud while this node leads (when cloud.command_keys pins keys)
+        self.downlink = Downlink.configured(cfg, node_id, lambda: self.machine.leads, lambda: self.raft.state,
+                                            self.raft.commit, self.bridge)  # fmt: skip
         self.overlay_peers: Any = None
         self._secret = secret
         self.api = HttpApi(
@@ -181,8 +180,9 @@ class NodeDaemon:
         self.raft.start()
         log("info", "I_RAFT_START", "Raft member started", raft=self.node.raft_endpoint,
             partners=self.raft.raft.partners)  # fmt: skip
-        if self.cloud is not None:
-            self.cloud.start()
+        for service in (self.cloud, self.downlink):
+            if service is not None:
+                service.start()
         await self.api.start(self.node.bind_host, self.node.api_port, server_context(self.cfg, self.node_id))
         log("info", "I_API_START", "status API listening", api=self.node.api_endpoint)
         loops = [
@@ -212,8 +212,9 @@ class NodeDaemon:
             if self.field is not None:
                 await self.field.stop()
             await self.api.stop()
-            if self.cloud is not None:
-                await asyncio.to_thread(self.cloud.stop)
+            for service in (self.downlink, self.cloud):
+                if service is not None:
+                    await asyncio.to_thread(service.stop)
             await asyncio.to_thread(self.raft.stop)
 
     def _fail(self, err: MeshemsError) -> None:

@@ -1,0 +1,164 @@
+"""Signed commands from the cloud to a real 3-node zone through a real mosquitto (TLS 1.3,
+client certificates): a signed policy command is applied and answered; a tampered, an expired
+and a replayed one are refused with their codes and never applied; a command in flight while
+the leader is killed is applied exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import yaml
+
+from meshems.adapters import command_signing, pki
+from meshems.adapters.config_file import load_config
+from meshems.adapters.mqtt_subscriber import MqttSubscriber
+from meshems.adapters.payload_bundle import keygen
+from meshems.adapters.secret import init_secret, read_secret
+from meshems.cloud.downlink import make_record
+from meshems.core import downlink
+from meshems.core.cloud_config import CloudIngestConfig, parse_cloud_config
+from meshems.ops.supervisor import LocalCluster
+from tests.conftest import write_config
+from tests.mqtt_broker import MosquittoBroker, Subscriber
+
+pytestmark = pytest.mark.integration
+ZONE = "zone-t"
+
+
+@dataclasses.dataclass
+class Zone:
+    lc: LocalCluster
+    cloud: CloudIngestConfig
+    key: Any
+    results: Subscriber
+    sender: MqttSubscriber
+
+    def publish(self, data: bytes) -> None:
+        info = self.sender.publish(downlink.commands_topic("meshems", ZONE), data)
+        info.wait_for_publish(5.0)
+        assert info.is_published()
+
+    def answer(self, command_id: str, timeout_s: float = 8.0, count: int = 1) -> list[dict[str, Any]]:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            got = [json.loads(m.payload) for m in list(self.results.messages)]
+            mine = [a for a in got if a.get("command_id") == command_id]
+            if len(mine) >= count:
+                return mine
+            time.sleep(0.05)
+        raise AssertionError(f"no answer to command {command_id} within {timeout_s} s")
+
+    def policy(self, node_id: str) -> dict[str, Any]:
+        _, body = self.lc.client.request(self.lc.cfg.node(node_id), "GET", "/v1/control")
+        return body.get("policy") or {}
+
+
+def _session_held(broker: MosquittoBroker, after: int = 0) -> bool:
+    log = broker.log_text()[after:]
+    return f"-{ZONE}-commands" in log and "SUBSCRIBE" in log.split(f"-{ZONE}-commands", 1)[1]
+
+
+def wait(predicate: Any, timeout_s: float, what: str) -> Any:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if got := predicate():
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+@contextmanager
+def zone(tmp_path: Path, broker: MosquittoBroker) -> Iterator[Zone]:
+    key_file = tmp_path / "cloud" / "command.key"
+    _, public = keygen(key_file)
+    crt, key = broker.client_files("cloud")
+    cloud_yaml = tmp_path / "cloud" / "cloud.yaml"
+    cloud_yaml.write_text(yaml.safe_dump({
+        "broker_host": broker.host, "broker_port": broker.port, "ca_file": str(broker.ca_file),
+        "cert_file": str(crt), "key_file": str(key), "client_id": "cloud",
+    }))  # fmt: skip
+    path = write_config(tmp_path, nodes=3)
+    doc = yaml.safe_load(path.read_text())
+    for n in doc["nodes"]:
+        pki.issue(broker.pki_folder, n["id"], "node")
+    doc["zone"] = ZONE
+    doc["cloud"] = {"broker_host": broker.host, "broker_port": broker.port,
+                    "ca_file": str(broker.pki_folder / "ca.crt"), "cert_dir": str(broker.pki_folder),
+                    "outbox_dir": "outbox", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
+                    "command_keys": [public]}  # fmt: skip
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = load_config(path)
+    init_secret(cfg.secret_path)
+    lc = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), tmp_path / "logs")
+    cloud = parse_cloud_config(yaml.safe_load(cloud_yaml.read_text()), str(cloud_yaml))
+    sender = MqttSubscriber(broker.host, broker.port, broker.ca_file, crt, key, "test-sender",
+                            "meshems/none", session_expiry_s=0)  # fmt: skip
+    try:
+        with broker.subscribe(downlink.results_topic("meshems", ZONE)) as results:
+            sender.start()
+            lc.start_all()
+            yield Zone(lc, cloud, command_signing.load_private_key(key_file), results, sender)
+    finally:
+        sender.stop()
+        lc.stop_all()
+
+
+def signed(z: Zone, seq: int, kw: float, **changes: Any) -> tuple[downlink.CommandRecord, bytes]:
+    rec = make_record(ZONE, "set_policy", {"values": {"import_limit_kw": kw}}, seq, time.time(), 60)
+    rec = dataclasses.replace(rec, **changes)
+    return rec, command_signing.sign(rec, z.key)
+
+
+def test_a_signed_command_applies_once_and_wrong_ones_never(tmp_path: Path, broker: MosquittoBroker) -> None:
+    with zone(tmp_path, broker) as z:
+        leader = z.lc.wait_leader(10)
+        wait(lambda: _session_held(broker), 5, "the leader holds the zone's command session")
+        # through the CLI, as an operator would
+        shown = subprocess.run(
+            [sys.executable, "-m", "meshems", "cloud", "send", "--config", z.cloud.source, "--zone", ZONE,
+             "--expires", "1m", "--wait", "--timeout", "8", "policy", "set", "import_limit_kw=40"],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert f"applied by {leader} at term" in shown.stdout, shown.stdout
+        assert z.policy(leader)["import_limit_kw"] == 40.0
+        first = z.results.messages[0]
+        applied = json.loads(first.payload)
+        assert applied["ok"] and applied["code"] == "OK" and applied["index"] >= 1 and first.qos == 1
+        seq = applied["seq"]
+
+        # tampered: the record's 70.0 turned into 99.0 after signing
+        rec, data = signed(z, seq + 10, 70.0)
+        env = msgpack.unpackb(data)
+        env["record"] = env["record"].replace(msgpack.packb(70.0), msgpack.packb(99.0))
+        z.publish(msgpack.packb(env, use_bin_type=True))
+        # expired: signed correctly, but its expiry passed before the leader got it
+        old, expired = signed(z, seq + 11, 71.0, issued_at_s=int(time.time()) - 120,
+                              expires_at_s=int(time.time()) - 60)  # fmt: skip
+        z.publish(expired)
+        # replayed: a newer command applies, then an older one signed before it arrives late
+        late, late_data = signed(z, seq + 20, 55.0)
+        new, new_data = signed(z, seq + 21, 41.0)
+        z.publish(new_data)
+        z.publish(late_data)
+        z.publish(new_data)  # its exact bytes again: answered with the first result, not applied again
+
+        assert z.answer(rec.command_id)[0]["code"] == "E_CMD_SIGNATURE"
+        assert z.answer(old.command_id)[0]["code"] == "E_CMD_EXPIRED"
+        assert z.answer(late.command_id)[0]["code"] == "E_CMD_REPLAY"
+        first_new, again = z.answer(new.command_id, count=2)
+        assert first_new["ok"] and not first_new["duplicate"]
+        assert again["ok"] and again["duplicate"] and again["index"] == first_new["index"]
+        # none of the refused ones changed the policy, on any node
+        for node in z.lc.cfg.nodes:
+            wait(lambda n=node.id: z.policy(n).get("import_limit_kw") == 41.0, 5, f"{node.id} has 41 kW")
