@@ -21,7 +21,12 @@ from pysyncobj.transport import TransportNotReadyError
 from meshems.adapters import raft_journal
 from meshems.adapters.journal import frame, unframe
 from meshems.adapters.prevote import PreVoteSyncObj
-from meshems.adapters.raft_transport import APPEND_BATCH_BYTES, GuardedTransport
+from meshems.adapters.raft_transport import (
+    APPEND_BATCH_BYTES,
+    GroupCommitTransport,
+    GuardedTransport,
+    release_after_tick,
+)
 from meshems.core.cluster import ZoneState, apply
 from meshems.core.commands import MAX_COMMAND_BYTES
 from meshems.core.config import ClusterConfig
@@ -96,12 +101,18 @@ class ZoneReplica(SyncObjConsumer):
 
 
 class _ZoneSyncObj(PreVoteSyncObj):
-    """The SyncObj of a zone member. A full disk ends a tick quietly: the journal has told
-    the daemon, which stops the node (pysyncobj would log a traceback every tick)."""
+    """The SyncObj of a zone member: the replies a tick held for the journal's sync leave
+    at its end (`raft_journal`). A full disk ends a tick quietly and no tick runs after it
+    (a leader would count its unsynced log in a commit): the journal has told the daemon,
+    which stops the node (pysyncobj would log a traceback every tick)."""
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
+        if getattr(self._SyncObj__raftLog, "failed", None) is not None:  # type: ignore[attr-defined]
+            time.sleep(timeToWait or 0.05)  # a log not known durable counts for nothing: no tick
+            return
         try:
             super()._onTick(timeToWait)
+            release_after_tick(self)
         except DiskFullError:
             time.sleep(timeToWait or 0.05)
 
@@ -194,8 +205,12 @@ class RaftNode:
         conf = syncobj_conf(self.cfg, self.node.id, self._secret, self.journal)
         if self._on_state_changed is not None:
             conf.onStateChanged = self._on_state_changed
-        transport = type("Transport", (GuardedTransport,), {"on_violation": staticmethod(self._violation)})
-        with raft_journal.install(self._on_disk_full):
+        transport = type(
+            "Transport",
+            (GroupCommitTransport, GuardedTransport),
+            {"on_violation": staticmethod(self._violation)},
+        )
+        with raft_journal.install(self._on_disk_full, fsync=self.cfg.raft.fsync, dump_path=conf.fullDumpFile):
             self._syncobj = _ZoneSyncObj(
                 self.node.raft_endpoint,
                 self.partners,

@@ -9,6 +9,25 @@ of space is an ENOSPC at a known point: the entry is not added, nothing is ackno
 `on_disk_full` is told once and every later write is refused too. Log compaction writes
 the kept entries to a new file and renames it over the old one (pysyncobj rewrites in
 place). `install` makes pysyncobj build this journal instead of its own.
+
+Durability (`raft.fsync`, on by default). Raft is safe only if a node persists before it
+speaks: an appendEntries reply says the entries are on its disk, a vote says term and vote
+are, and a leader counts its own log in the majority that commits. Here an append,
+truncation or clear only marks the journal unsynced (`needs_sync`); `sync()` makes all of
+them durable with one fdatasync (a directory fsync after a create). pysyncobj runs Raft on
+one tick thread; `raft_transport.GroupCommitTransport` holds the replies and votes sent
+while the journal is unsynced (and what follows them to the same peer) and calls `sync()`
+before it sends them: before each tick's poll and after it, so one sync covers every entry
+a tick took (group commit) and the journal is synced whenever a tick starts. A leader
+sends its appendEntries at once (it writes in parallel with its followers, Raft 10.2.1)
+and counts itself only when it computes the commit index at the start of a tick, after
+its sync. Term and vote are written, fsync'd, renamed into place and the directory
+fsync'd inside `setCurrentTerm`, before pysyncobj sends anything that reflects them; the
+snapshot file (pysyncobj renames it into place unsynced) is fsync'd before a compaction
+or a snapshot install drops the entries it replaces. A failed sync (ENOSPC, EDQUOT, EIO)
+is a full disk: the held messages are dropped and the journal refuses everything after
+it. With fsync off nothing is held or synced: a crash of the process loses nothing (the
+page cache has it), a power loss of a majority can lose acknowledged writes and votes.
 """
 
 from __future__ import annotations
@@ -16,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -44,6 +62,8 @@ FORMAT_VERSION = 1
 MIN_GROWTH_BYTES = 1 << 20
 MAX_GROWTH_BYTES = 16 << 20
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: a failed fsync leaves the page cache in an unknown state: nothing after it may be trusted
+SYNC_FAILURES = (*NO_SPACE, errno.EIO)
 
 DiskFullCallback = Callable[[DiskFullError], None]
 
@@ -60,11 +80,22 @@ def disk_full_error(path: Path, exc: OSError | None = None) -> DiskFullError:
     except OSError:
         free = "free space unknown"
     why = f" ({exc.strerror})" if exc is not None else ""
+    eio = exc is not None and exc.errno == errno.EIO
+    what = "could not make the journal durable" if eio else "no space left on the device"
     return DiskFullError(
-        f"{path}: no space left on the device{why}, {free}; the node stopped without acknowledging the "
+        f"{path}: {what}{why}, {free}; the node stopped without acknowledging the "
         "write it could not journal. Free some space and start it again.",
         path=str(path),
     )
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a create, rename or unlink in the directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _header() -> bytes:
@@ -87,11 +118,23 @@ def _record(command: bytes, idx: int, term: int) -> bytes:
 class MeshemsJournal(Journal):
     """pysyncobj's Journal interface over a plain file (see the module docstring)."""
 
-    def __init__(self, path: str, on_disk_full: DiskFullCallback | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        on_disk_full: DiskFullCallback | None = None,
+        fsync: bool = True,
+        dump_path: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self._meta_path = Path(path + ".meta")
+        self._dump_path = Path(dump_path) if dump_path else None
         self._on_disk_full = on_disk_full
+        self.fsync = fsync
         self.failed: DiskFullError | None = None
+        #: changes not yet made durable: file data, and a create or rename in the directory
+        self._unsynced = self._dir_unsynced = False
+        #: fdatasync calls made by `sync` (the benchmark and tests read it)
+        self.syncs = 0
         self._entries: list[tuple[bytes, int, int]] = []
         self._starts: list[int] = []
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -99,6 +142,7 @@ class MeshemsJournal(Journal):
         if size == 0:
             self._guard(lambda: self._pwrite(_header(), 0))
             size = len(_header())
+            self._unsynced = self._dir_unsynced = fsync
         self._allocated = size
         self._offset = self._load()
         self._meta: dict[str, Any] = self._read_meta()
@@ -144,14 +188,14 @@ class MeshemsJournal(Journal):
         os.posix_fallocate(self._fd, self._allocated, new_size - self._allocated)
         self._allocated = new_size
 
-    def _guard(self, write: Callable[[], None]) -> None:
+    def _guard(self, write: Callable[[], None], failures: tuple[int, ...] = NO_SPACE) -> None:
         """Run a write; on ENOSPC mark the journal failed, tell once, raise DiskFullError."""
         if self.failed is not None:
             raise self.failed
         try:
             write()
         except OSError as exc:
-            if exc.errno not in NO_SPACE:
+            if exc.errno not in failures:
                 raise
             self.failed = disk_full_error(self.path, exc)
             if self._on_disk_full is not None:
@@ -168,12 +212,16 @@ class MeshemsJournal(Journal):
             self._pwrite(struct.pack("<I", start + len(record)), LAST_RECORD_OFFSET_OFFSET)
 
         self._guard(write)  # on disk first: memory only holds what the file holds
+        self._unsynced = self.fsync
         self._entries.append((to_bytes(command), idx, term))
         self._starts.append(start)
         self._offset = start + len(record)
 
     def clear(self) -> None:
+        """Before a snapshot's entries: the snapshot pysyncobj just installed replaces the log."""
+        self._sync_dump()
         self._guard(lambda: self._pwrite(struct.pack("<I", FIRST_RECORD_OFFSET), LAST_RECORD_OFFSET_OFFSET))
+        self._unsynced = self.fsync
         self._entries, self._starts, self._offset = [], [], FIRST_RECORD_OFFSET
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
@@ -181,6 +229,7 @@ class MeshemsJournal(Journal):
             return
         end = self._starts[entryFrom]
         self._guard(lambda: self._pwrite(struct.pack("<I", end), LAST_RECORD_OFFSET_OFFSET))
+        self._unsynced = self.fsync
         del self._entries[entryFrom:], self._starts[entryFrom:]
         self._offset = end
 
@@ -188,6 +237,7 @@ class MeshemsJournal(Journal):
         """Compaction: write the kept entries to a new file and rename it over this one."""
         kept = self._entries[entryTo:]
         tmp = self.path.with_name(self.path.name + ".tmp")
+        self._sync_dump()  # the snapshot holds what the dropped entries did: durable first
 
         def rewrite() -> None:
             blob = _header()[:LAST_RECORD_OFFSET_OFFSET]
@@ -199,6 +249,8 @@ class MeshemsJournal(Journal):
                 os.pwrite(fd, blob, 0)
                 os.fsync(fd)
                 os.replace(tmp, self.path)
+                if self.fsync:
+                    fsync_dir(self.path.parent)
             except BaseException:
                 os.close(fd)
                 tmp.unlink(missing_ok=True)
@@ -230,7 +282,45 @@ class MeshemsJournal(Journal):
     def flush(self) -> None:
         os.fdatasync(self._fd)
 
-    # --- meta: term and vote (written before any message that reflects them) ------------------
+    # --- durability -----------------------------------------------------------------------
+
+    @property
+    def needs_sync(self) -> bool:
+        """Changes a message must not get ahead of (always false with fsync off)."""
+        return self._unsynced or self._dir_unsynced
+
+    def sync(self) -> None:
+        """Make every change so far durable: one fdatasync however many appends came since
+        the last sync. A failure is a full disk (DiskFullError, and every later write refused)."""
+
+        def write() -> None:
+            if self._unsynced:
+                os.fdatasync(self._fd)
+                self.syncs += 1
+                self._unsynced = False
+            if self._dir_unsynced:
+                fsync_dir(self.path.parent)
+                self._dir_unsynced = False
+
+        if self.needs_sync or self.failed is not None:
+            self._guard(write, SYNC_FAILURES)
+
+    def _sync_dump(self) -> None:
+        """fsync pysyncobj's snapshot file (pysyncobj renames it into place unsynced)."""
+        if not self.fsync or self._dump_path is None or not self._dump_path.exists():
+            return
+
+        def write() -> None:
+            fd = os.open(self._dump_path, os.O_RDONLY)  # type: ignore[arg-type]
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self._dump_path.parent)  # type: ignore[union-attr]
+
+        self._guard(write, SYNC_FAILURES)
+
+    # --- meta: term and vote (durable before any message that reflects them) ----------------
 
     def _store_meta(self) -> None:
         tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
@@ -240,12 +330,16 @@ class MeshemsJournal(Journal):
                 with open(tmp, "wb") as f:
                     f.write(dumps(self._meta))
                     f.flush()
+                    if self.fsync:
+                        os.fsync(f.fileno())
             except OSError:
                 tmp.unlink(missing_ok=True)
                 raise
-            shutil.move(tmp, self._meta_path)
+            os.replace(tmp, self._meta_path)
+            if self.fsync:
+                fsync_dir(self._meta_path.parent)
 
-        self._guard(write)
+        self._guard(write, SYNC_FAILURES)
         self._meta_dirty = False
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
@@ -276,7 +370,9 @@ _INSTALL_LOCK = threading.Lock()
 
 
 @contextmanager
-def install(on_disk_full: DiskFullCallback | None) -> Iterator[None]:
+def install(
+    on_disk_full: DiskFullCallback | None, fsync: bool = True, dump_path: str | None = None
+) -> Iterator[None]:
     """While a SyncObj is being built, make it create a MeshemsJournal (pysyncobj builds
     its journal inside its constructor, through a module-level factory)."""
     with _INSTALL_LOCK:
@@ -285,7 +381,7 @@ def install(on_disk_full: DiskFullCallback | None) -> Iterator[None]:
         def create(journal_file: str | None = None) -> Any:
             if journal_file is None:
                 return original(None)
-            return MeshemsJournal(journal_file, on_disk_full)
+            return MeshemsJournal(journal_file, on_disk_full, fsync=fsync, dump_path=dump_path)
 
         pysyncobj.syncobj.createJournal = create
         try:

@@ -13,6 +13,9 @@ authentication without a word. `GuardedTransport` (given to SyncObj as its
 - reports (with the peer address) of frames refused, failed authentication, and of peers
   that keep closing our connections during the key exchange (they refuse our secret).
 Nothing here decides anything about Raft; it only decides which bytes reach pysyncobj.
+
+`GroupCommitTransport` (a mixin before it) decides when our replies and votes leave: not
+before the journal is durable (group commit, see `raft_journal`).
 """
 
 from __future__ import annotations
@@ -260,3 +263,64 @@ class GuardedTransport(TCPTransport):
                 conn.__dict__["meshems_violation"] = f"did not authenticate within {UNAUTH_DEADLINE_S:g} s"
                 self._unauth_since.pop(conn, None)
                 conn.disconnect()
+
+
+# --- group commit: no message leaves ahead of the journal (see raft_journal) --------------
+
+
+#: the messages that say something is on this node's disk: an appendEntries reply (its
+#: entries), a vote and a vote request (term and vote, and the log they were judged by)
+DURABLE_MESSAGES = frozenset({"next_node_idx", "response_vote", "request_vote"})
+
+
+class GroupCommitTransport(TCPTransport):
+    """Holds the messages that acknowledge something while the journal has unsynced
+    changes, and every later message to the same peer (so each peer's order stays)."""
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        self._held: list[tuple[Any, Any]] = []
+        self._held_for: set[Any] = set()
+        #: messages held and then sent after a sync, and the releases that synced
+        self.held_sent = 0
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _journal(self) -> Any:
+        return getattr(self._syncObj, "_SyncObj__raftLog", None)
+
+    def send(self, node: Any, message: Any) -> bool:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if node in self._held_for or (
+            kind in DURABLE_MESSAGES and getattr(self._journal(), "needs_sync", False)
+        ):
+            self._held.append((node, message))
+            self._held_for.add(node)
+            return True  # sent for pysyncobj: the connection may still drop it, as any send
+        return bool(super().send(node, message))
+
+    def release(self) -> None:
+        """Sync the journal once, then send what was held (in order). DiskFullError: the
+        held messages are dropped, unsent."""
+        journal = self._journal()
+        if getattr(journal, "needs_sync", False) or getattr(journal, "failed", None) is not None:
+            try:
+                journal.sync()
+            except Exception:
+                self._held.clear()
+                self._held_for.clear()
+                raise
+        held, self._held = self._held, []
+        self._held_for.clear()
+        for node, message in held:
+            super().send(node, message)
+        self.held_sent += len(held)
+
+    def _onTick(self) -> None:  # pysyncobj calls it just before its poll
+        self.release()
+        super()._onTick()
+
+
+def release_after_tick(syncobj: Any) -> None:
+    """Send the replies a tick's poll held (call after SyncObj._onTick)."""
+    transport = getattr(syncobj, "_SyncObj__transport", None)
+    if isinstance(transport, GroupCommitTransport):
+        transport.release()

@@ -212,6 +212,8 @@ class RaftConfig(Frozen):
     min_free_mib: int = Field(
         default=16, ge=0, le=1 << 20, description="a node refuses to start with less free space in data_dir"
     )
+    #: false: a power loss of a majority can lose acknowledged writes and votes (README)
+    fsync: bool = Field(default=True, description="sync the journal before a node answers")
 
     @model_validator(mode="after")
     def _timing(self) -> RaftConfig:

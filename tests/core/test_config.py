@@ -98,6 +98,7 @@ def test_defaults_and_derived_values(tmp_path: Path) -> None:
     assert (r.election_timeout_min_s, r.election_timeout_max_s, r.heartbeat_s) == (0.15, 0.3, 0.04)
     assert r.data_dir == ".meshems"
     assert r.leader_fallback_s is None and r.effective_leader_fallback_s == 0.3
+    assert r.fsync is True  # durable before a node answers, unless told otherwise
     pv = cfg.node("n2").devices[0]
     assert (pv.min_kw, pv.max_kw, pv.capacity_kwh) == (0.0, 8.0, None)
     raft = {**base()["raft"], "leader_fallback_s": 1.5}
@@ -267,6 +268,7 @@ CASES: list[tuple[str, Any, str, str]] = [
     ),
     ("port zero", lambda d: d["nodes"][0].update(raft_port=0), "nodes[0].raft_port", "greater than or equal"),
     ("heartbeat not a number", lambda d: d["raft"].update(heartbeat_s="fast"), "raft.heartbeat_s", "number"),
+    ("fsync not a bool", lambda d: d["raft"].update(fsync="yes"), "raft.fsync", "boolean"),
     ("negative timeout", lambda d: d["raft"].update(commit_timeout_s=-1), "raft.commit_timeout_s", "greater"),
     ("initial not a bool", lambda d: d["nodes"][0].update(initial="maybe"), "nodes[0].initial", "boolean"),
     ("devices not a list", lambda d: d["nodes"][0].update(devices={"id": "x"}), "nodes[0].devices", "tuple"),
