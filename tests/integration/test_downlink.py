@@ -121,7 +121,7 @@ def signed(z: Zone, seq: int, kw: float, **changes: Any) -> tuple[downlink.Comma
 
 def test_a_signed_command_applies_once_and_wrong_ones_never(tmp_path: Path, broker: MosquittoBroker) -> None:
     with zone(tmp_path, broker) as z:
-        leader = z.lc.wait_leader(10)
+        leader = z.lc.wait_leader(20)
         wait(lambda: _session_held(broker), 5, "the leader holds the zone's command session")
         # through the CLI, as an operator would
         shown = subprocess.run(
@@ -162,3 +162,28 @@ def test_a_signed_command_applies_once_and_wrong_ones_never(tmp_path: Path, brok
         # none of the refused ones changed the policy, on any node
         for node in z.lc.cfg.nodes:
             wait(lambda n=node.id: z.policy(n).get("import_limit_kw") == 41.0, 5, f"{node.id} has 41 kW")
+
+
+def test_commands_across_a_leader_kill_apply_exactly_once(tmp_path: Path, broker: MosquittoBroker) -> None:
+    with zone(tmp_path, broker) as z:
+        leader = z.lc.wait_leader(20)
+        wait(lambda: _session_held(broker), 5, "the leader holds the zone's command session")
+        base = int(time.time() * 1000)
+        a, a_data = signed(z, base, 45.0)  # in flight as the leader dies
+        b, b_data = signed(z, base + 1, 46.0)  # sent while there is no leader: queued in the session
+        z.publish(a_data)
+        z.lc.kill(leader)
+        z.publish(b_data)
+        new = z.lc.wait_leader(10, exclude={leader})
+        answers = {c.command_id: z.answer(c.command_id, timeout_s=10) for c in (a, b)}
+        time.sleep(0.5)  # a repeat answer (a redelivery to the new leader) would arrive by now
+        for c in (a, b):
+            got = z.answer(c.command_id)
+            assert all(x["ok"] for x in got), got
+            # one log entry per command: every answer, first or repeat, names the same one
+            assert len({(x["term"], x["index"]) for x in got}) == 1, got
+            assert sum(not x["duplicate"] for x in got) <= 1, got
+        assert answers[b.command_id][0]["node"] == new
+        for node in z.lc.cfg.nodes:
+            if node.id != leader:
+                wait(lambda n=node.id: z.policy(n).get("import_limit_kw") == 46.0, 5, f"{node.id} has 46 kW")
