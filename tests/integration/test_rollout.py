@@ -56,10 +56,27 @@ def zone(make_cluster: ClusterFactory, tmp_path: Path, folder: Path) -> tuple[Lo
     return cluster, built.path
 
 
-def deploy(cluster: LocalCluster, bundle: Path, dep_id: str) -> None:
+def deploy(cluster: LocalCluster, bundle: Path, dep_id: str, *more: str) -> None:
     ok = meshems_cli("deploy", "--config", cluster.config_path, "--manifest", str(bundle), "--zone",
-                     "--strategy", "rolling", "--id", dep_id)  # fmt: skip
+                     "--strategy", "rolling", "--id", dep_id, *more)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
+
+
+def the_deployment(cluster: LocalCluster) -> dict[str, Any]:
+    """The one deployment as the leader tells it (a node that just returned may lag behind)."""
+    end = time.monotonic() + 15
+    while True:
+        try:
+            leader = cluster.wait_leader()
+            _, body = cluster.client.request(
+                cluster.cfg.node(leader), "GET", "/v1/deployments", timeout_s=1.0
+            )
+            [dep] = body["deployments"]
+            return dep
+        except Exception:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
 
 
 def ended(cluster: LocalCluster, timeout_s: float) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -67,7 +84,7 @@ def ended(cluster: LocalCluster, timeout_s: float) -> tuple[dict[str, Any], list
     seen: list[dict[str, str]] = []
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        [dep] = deployments(cluster)
+        dep = the_deployment(cluster)
         phases = {n: c["phase"] for n, c in dep["nodes"].items()}
         if not seen or seen[-1] != phases:
             seen.append(phases)
@@ -135,3 +152,58 @@ def test_a_crashing_payload_fails_its_shadow_and_the_builtin_controller_keeps_di
     assert not any(c.startswith("payload") for c in controllers(cluster)), controllers(cluster)
     table = meshems_cli("deploy", "status", "--config", cluster.config_path)
     assert "failed" in table.stdout and "E_PAYLOAD_CRASH" in table.stdout, table.stdout
+
+
+def test_a_rolling_deploy_resumes_and_completes_after_the_leader_is_killed_in_the_middle(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster, bundle = zone(make_cluster, tmp_path, payload(tmp_path, "peak-guard"))
+    # the signed manifest says 2 and 2; the deployment's own counts win (--shadow-cycles)
+    deploy(cluster, bundle, "pg-1", "--shadow-cycles", "3", "--watch-cycles", "1")
+    end = time.monotonic() + 15
+    while time.monotonic() < end:  # the middle: a node is active, the others are not yet
+        phases = {n: c["phase"] for n, c in the_deployment(cluster)["nodes"].items()}
+        if "active" in phases.values():
+            break
+        time.sleep(0.1)
+    assert list(phases.values()).count("active") == 1 and the_deployment(cluster)["state"] == "active", phases
+    first = next(n for n, p in phases.items() if p == "active")
+    old = cluster.wait_leader()
+    cluster.kill(old)
+    new = cluster.wait_leader(exclude={old})
+    cluster.start(old)  # back as a follower: a target of the rollout too
+    dep, seen = ended(cluster, 30)
+    assert dep["state"] == "done", (dep, seen)
+    assert {n: c["phase"] for n, c in dep["nodes"].items()} == dict.fromkeys(("n1", "n2", "n3"), "active")
+    assert all(p[first] == "active" for p in seen), seen  # nothing done before the kill was undone
+    for c in dep["nodes"].values():
+        assert c["figures"]["cycles"] >= 1 and c["figures"]["crashes"] == 0
+    assert dep["shadow_cycles"] == 3 and dep["watch_cycles"] == 1 and new != old
+
+
+def test_a_gateway_offline_during_the_deploy_gets_it_when_it_returns(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster, bundle = zone(make_cluster, tmp_path, payload(tmp_path, "peak-guard"))
+    leader = cluster.wait_leader()
+    away = next(n for n in ("n3", "n2") if n != leader)  # a follower: the zone keeps its quorum
+    cluster.kill(away)
+    deploy(cluster, bundle, "pg-1", "--shadow-cycles", "1", "--watch-cycles", "1")
+    end = time.monotonic() + 15
+    while time.monotonic() < end:  # the rollout goes as far as it can without it
+        dep = the_deployment(cluster)
+        before = [t for t in dep["targets"] if t < away]
+        if all(dep["nodes"][t]["phase"] == "active" for t in before):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
+    dep = the_deployment(cluster)
+    assert dep["state"] == "active" and dep["nodes"][away]["status"] == "pending", dep
+    assert dep["nodes"][away]["phase"] == "waiting"
+    stored = cluster.cfg.data_dir(away) / "payloads" / dep["digest"] / "bundle.mpkg"
+    assert not stored.exists()
+    cluster.start(away)
+    dep, seen = ended(cluster, 30)
+    assert dep["state"] == "done", (dep, seen)
+    assert dep["nodes"][away]["status"] == "verified" and dep["nodes"][away]["phase"] == "active"
+    assert stored.read_bytes() == bundle.read_bytes()
