@@ -5,9 +5,12 @@ Three worker processes per cluster on 127.0.0.1, same SyncObjConf (password, jou
 batching, timeouts from the config). The baseline stores the same information per write
 (device -> kW, request id, source) in a ReplDict, without validation, dedup or fencing.
 Prints a table of medians/p99 and meshems/baseline ratios; never asserts on time.
-`--json` prints one JSON object, `--quick` a smaller run.
+`--json` prints one JSON object, `--quick` a smaller run. `--fsync both` (the default of a
+full run; `--quick` measures only `on`) measures the meshems cluster with `raft.fsync` on
+and off in the same run (keys ending in `_fsync` / `_nofsync`); the failover trials and the
+unsuffixed keys use the first setting measured.
 
-    python scripts/bench/raft_bench.py [--quick] [--json] [--trials 10]
+    python scripts/bench/raft_bench.py [--quick] [--json] [--trials 10] [--fsync on|off|both]
 """
 
 from __future__ import annotations
@@ -21,171 +24,22 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchlib import pct
-
-from meshems.core import commands
-from meshems.core.config import ClusterConfig, parse_config
-
-SECRET = "b" * 64
-NODES = ("n1", "n2", "n3")
-
-
-def make_config(folder: Path, base_port: int) -> ClusterConfig:
-    doc = {
-        "cluster": "bench",
-        "zone": "z",
-        "raft": {"secret_file": str(folder / "secret"), "data_dir": str(folder / "data")},
-        "nodes": [
-            {
-                "id": n,
-                "address": "127.0.0.1",
-                "raft_port": base_port + i,
-                "api_port": base_port + 10 + i,
-                "devices": [{"id": f"{n}-bat", "kind": "battery", "min_kw": -1e9, "max_kw": 1e9}],
-            }
-            for i, n in enumerate(NODES)
-        ],
-    }
-    return parse_config(doc, str(folder / "bench.yaml"))
-
-
-# --- worker side --------------------------------------------------------------------------
-
-
-class _Bare:
-    """A bare pysyncobj node: ReplDict with the same SyncObjConf as meshems."""
-
-    def __init__(self, cfg: ClusterConfig, node_id: str) -> None:
-        from pysyncobj import SyncObj
-        from pysyncobj.batteries import ReplDict
-
-        from meshems.adapters.consensus import initial_partners, syncobj_conf
-
-        journal = cfg.data_dir(node_id) / "raft.journal"
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        self.d = ReplDict()
-        conf = syncobj_conf(cfg, node_id, SECRET, journal)
-        self.so = SyncObj(
-            cfg.node(node_id).raft_endpoint, initial_partners(cfg, node_id), conf, consumers=[self.d]
-        )
-        self.prefix = uuid.uuid4().hex[:8]
-        self.i = 0
-
-    def propose(self, cb: Any) -> None:
-        # The same information as a meshems setpoint: device -> (kW, request id, source).
-        self.i += 1
-        value = {"kw": float(self.i % 1000), "rid": f"{self.prefix}-{self.i}", "source": "bench"}
-        self.d.set("n1-bat", value, callback=lambda res, err: cb(err == 0))
-
-    def role(self) -> str:
-        return {0: "follower", 1: "candidate", 2: "leader"}[self.so.getStatus()["state"]]
-
-
-class _Meshems:
-    def __init__(self, cfg: ClusterConfig, node_id: str) -> None:
-        from meshems.adapters.consensus import RaftNode
-
-        self.node = RaftNode(cfg, node_id, SECRET)
-        self.node.start()
-        self.prefix = uuid.uuid4().hex[:8]
-        self.i = 0
-
-    def propose(self, cb: Any) -> None:
-        self.i += 1
-        data = commands.encode(
-            "set_setpoint",
-            f"{self.prefix}-{self.i}",
-            device_id="n1-bat",
-            kw=float(self.i % 1000),
-            source="bench",
-        )
-        self.node.propose(data, lambda res, code, text: cb(code is None and res["ok"]))
-
-    def role(self) -> str:
-        return self.node.status().role
-
-
-def worker(kind: str, cfg: ClusterConfig, node_id: str, conn: Any) -> None:
-    impl: Any = _Meshems(cfg, node_id) if kind == "meshems" else _Bare(cfg, node_id)
-    conn.send("ready")
-    while True:
-        msg = conn.recv()
-        op = msg[0]
-        if op == "role":
-            conn.send(impl.role())
-        elif op == "seq":
-            lat, errors = [], 0
-            for _ in range(msg[1]):
-                ev, ok = threading.Event(), []
-                t0 = time.perf_counter()
-                impl.propose(lambda good, ev=ev, ok=ok: (ok.append(good), ev.set()))
-                ev.wait(5)
-                lat.append((time.perf_counter() - t0) * 1000)
-                errors += not (ok and ok[0])
-            conn.send((lat, errors))
-        elif op == "pipe":
-            n, window = msg[1], msg[2]
-            sem, done, errs = threading.Semaphore(window), threading.Semaphore(0), []
-
-            def cb(good: bool, sem: Any = sem, done: Any = done, errs: list = errs) -> None:
-                if not good:
-                    errs.append(1)
-                sem.release()
-                done.release()
-
-            t0 = time.perf_counter()
-            for _ in range(n):
-                sem.acquire(timeout=10)
-                impl.propose(cb)
-            for _ in range(n):
-                done.acquire(timeout=10)
-            conn.send((n / (time.perf_counter() - t0), len(errs)))
-        elif op == "until_commit":
-            deadline = time.monotonic() + msg[1]
-            attempts = 0
-            while time.monotonic() < deadline:
-                attempts += 1
-                ev, ok = threading.Event(), []
-                impl.propose(lambda good, ev=ev, ok=ok: (ok.append(good), ev.set()))
-                ev.wait(1.0)
-                if ok and ok[0]:
-                    conn.send((time.monotonic(), attempts))
-                    break
-                time.sleep(0.002)
-            else:
-                conn.send((None, attempts))
-        elif op == "raw":  # meshems only: propose these command bytes, return the result
-            ev, out = threading.Event(), []
-            impl.node.propose(
-                msg[1], lambda res, code, text, ev=ev, out=out: (out.append(res or code), ev.set())
-            )
-            ev.wait(10)
-            conn.send(out[0] if out else None)
-        elif op == "hash":  # meshems only: (applied index, state hash)
-            from meshems.core.snapshot import state_hash
-
-            st = impl.node.state
-            conn.send((st.last_index, state_hash(st)))
-        elif op == "stop":
-            conn.send("bye")
-            os._exit(0)
-
+from raft_bench_worker import NODES, make_config, worker
 
 # --- orchestrator side --------------------------------------------------------------------
 
 
 class Cluster:
-    def __init__(self, kind: str, folder: Path, base_port: int) -> None:
+    def __init__(self, kind: str, folder: Path, base_port: int, fsync: bool = True) -> None:
         self.kind = kind
-        self.cfg = make_config(folder, base_port)
+        self.cfg = make_config(folder, base_port, fsync)
         self.ctx = mp.get_context("spawn")
         self.procs: dict[str, Any] = {}
         self.conns: dict[str, Any] = {}
@@ -230,8 +84,10 @@ class Cluster:
             p.join(5)
 
 
-def measure_cluster(kind: str, folder: Path, port: int, n_seq: int, n_pipe: int) -> dict[str, Any]:
-    c = Cluster(kind, folder, port)
+def measure_cluster(
+    kind: str, folder: Path, port: int, n_seq: int, n_pipe: int, fsync: bool = True
+) -> dict[str, Any]:
+    c = Cluster(kind, folder, port, fsync)
     try:
         for n in NODES:
             c.start(n)
@@ -242,7 +98,9 @@ def measure_cluster(kind: str, folder: Path, port: int, n_seq: int, n_pipe: int)
         c.ask(leader, "seq", 50)  # warm-up
         lat_l, err_l = c.ask(leader, "seq", n_seq)
         lat_f, err_f = c.ask(follower, "seq", n_seq)
+        syncs = c.ask(leader, "syncs") if kind == "meshems" else 0
         tput_l, perr_l = c.ask(leader, "pipe", n_pipe, 100)
+        syncs = (c.ask(leader, "syncs") - syncs) if kind == "meshems" else 0
         tput_f, perr_f = c.ask(follower, "pipe", n_pipe, 100)
         replicas_equal = None
         if kind == "meshems":  # after the load: did every replica reach the same state?
@@ -262,6 +120,7 @@ def measure_cluster(kind: str, folder: Path, port: int, n_seq: int, n_pipe: int)
             "tput_leader": tput_l,
             "tput_follower": tput_f,
             "errors": err_l + err_f + perr_l + perr_f,
+            "syncs_per_commit": syncs / n_pipe,  # the leader's, 100 in flight
         }
     finally:
         c.stop()
@@ -277,9 +136,9 @@ def declare(c: Cluster, via: str) -> None:
 
 
 def failover_and_stepdown(
-    folder: Path, port: int, trials: int, stepdowns: int, kind: str = "meshems"
+    folder: Path, port: int, trials: int, stepdowns: int, kind: str = "meshems", fsync: bool = True
 ) -> dict[str, Any]:
-    c = Cluster(kind, folder, port)
+    c = Cluster(kind, folder, port, fsync)
     fail_ms: list[float] = []
     step_ms: list[float] = []
     try:
@@ -326,7 +185,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--trials", type=int, default=None, help="failover trials (default 10)")
+    ap.add_argument(
+        "--fsync", choices=("on", "off", "both"), default=None, help="raft.fsync (default both; --quick: on)"
+    )
     args = ap.parse_args()
+    modes = {"on": [True], "off": [False], "both": [True, False]}[
+        args.fsync or ("on" if args.quick else "both")
+    ]
     n_seq, n_pipe = (200, 2000) if args.quick else (1000, 20000)
     trials = args.trials or (3 if args.quick else 10)
     stepdowns = 2 if args.quick else 5
@@ -336,10 +201,15 @@ def main() -> int:
     try:
         print("bench: bare pysyncobj ReplDict cluster...", file=sys.stderr)
         bare = measure_cluster("bare", folder / "bare", base, n_seq, n_pipe)
-        print("bench: meshems cluster...", file=sys.stderr)
-        mesh = measure_cluster("meshems", folder / "mesh", base + 100, n_seq, n_pipe)
+        runs: dict[bool, dict[str, Any]] = {}
+        for i, fsync in enumerate(modes):
+            print(f"bench: meshems cluster, fsync {'on' if fsync else 'off'}...", file=sys.stderr)
+            runs[fsync] = measure_cluster(
+                "meshems", folder / f"mesh{i}", base + 100 + 20 * i, n_seq, n_pipe, fsync
+            )
+        mesh = runs[modes[0]]
         print("bench: failover and step-down...", file=sys.stderr)
-        fo = failover_and_stepdown(folder / "fo", base + 200, trials, stepdowns)
+        fo = failover_and_stepdown(folder / "fo", base + 200, trials, stepdowns, fsync=modes[0])
         # the same kills against bare pysyncobj: what pre-vote and the transport guards cost
         fo_bare = failover_and_stepdown(folder / "fo-bare", base + 250, trials, 0, kind="bare")
     finally:
@@ -367,9 +237,26 @@ def main() -> int:
         "overhead_ratio_leader": round(mesh["p50_leader"] / bare["p50_leader"], 3),
         "throughput_ratio": round(mesh["tput_leader"] / bare["tput_leader"], 3),
         "baseline": {k: round(v, 3) for k, v in bare.items() if isinstance(v, float | int)},
-        "errors": mesh["errors"] + bare["errors"],
-        "replica_hashes_equal": mesh["replicas_equal"],
+        "errors": sum(r["errors"] for r in runs.values()) + bare["errors"],
+        "replica_hashes_equal": all(r["replicas_equal"] for r in runs.values()),
+        "fsync": args.fsync or ("on" if args.quick else "both"),
     }
+    for fsync, r in runs.items():
+        sfx = "fsync" if fsync else "nofsync"
+        out |= {
+            f"commit_p50_ms_{sfx}": round(r["p50_leader"], 3),
+            f"commit_p99_ms_{sfx}": round(r["p99_leader"], 3),
+            f"commit_p50_ms_follower_{sfx}": round(r["p50_follower"], 3),
+            f"commit_p99_ms_follower_{sfx}": round(r["p99_follower"], 3),
+            f"throughput_ops_s_{sfx}": round(r["tput_leader"]),
+            f"throughput_ops_s_follower_{sfx}": round(r["tput_follower"]),
+            f"syncs_per_commit_{sfx}": round(r["syncs_per_commit"], 3),
+            f"errors_{sfx}": r["errors"],
+        }
+    if len(runs) == 2:
+        on, off = runs[True], runs[False]
+        out["fsync_p99_ratio"] = round(on["p99_leader"] / off["p99_leader"], 3)
+        out["fsync_p99_ratio_follower"] = round(on["p99_follower"] / off["p99_follower"], 3)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -381,9 +268,26 @@ def main() -> int:
         ("throughput, 100 in flight, leader (ops/s)", mesh["tput_leader"], bare["tput_leader"]),
         ("throughput, 100 in flight, follower (ops/s)", mesh["tput_follower"], bare["tput_follower"]),
     ]
-    print(f"{'metric':<46}{'meshems':>12}{'bare':>12}{'ratio':>8}")
+    print(
+        f"{'metric':<46}{'meshems':>12}{'bare':>12}{'ratio':>8}  (raft.fsync {'on' if modes[0] else 'off'})"
+    )
     for name, m, b in rows:
         print(f"{name:<46}{m:>12.2f}{b:>12.2f}{m / b:>8.2f}")
+    if len(runs) == 2:
+        on, off = runs[True], runs[False]
+        print(f"\n{'raft.fsync (meshems)':<46}{'on':>12}{'off':>12}{'ratio':>8}")
+        for name, key in (
+            ("commit p50, from leader (ms)", "p50_leader"),
+            ("commit p99, from leader (ms)", "p99_leader"),
+            ("commit p50, from follower (ms)", "p50_follower"),
+            ("commit p99, from follower (ms)", "p99_follower"),
+            ("throughput, 100 in flight, leader (ops/s)", "tput_leader"),
+            ("throughput, 100 in flight, follower (ops/s)", "tput_follower"),
+        ):
+            print(f"{name:<46}{on[key]:>12.2f}{off[key]:>12.2f}{on[key] / off[key]:>8.2f}")
+        print(f"{'leader fdatasyncs per commit, 100 in flight':<46}{on['syncs_per_commit']:>12.3f}{0:>12.3f}")
+        print(f"{'errors (timeouts, leader changes)':<46}{on['errors']:>12}{off['errors']:>12}")
+    print()
     f, fb = fo["failover"], fo_bare["failover"]
     med = statistics.median(f) if f else float("nan")
     med_b = statistics.median(fb) if fb else float("nan")
@@ -403,7 +307,7 @@ def main() -> int:
     print(f"{'isolated leader steps down, max (ms)':<46}{max(s):>12.1f}")
     print(
         f"errors during the measured runs: {out['errors']}; "
-        f"replica state hashes equal after the load: {'yes' if mesh['replicas_equal'] else 'NO'}"
+        f"replica state hashes equal after the load: {'yes' if out['replica_hashes_equal'] else 'NO'}"
     )
     return 0
 
