@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from meshems.adapters.config_file import load_config
 from meshems.adapters.mqtt_subscriber import MqttSubscriber
 from meshems.adapters.payload_bundle import keygen
 from meshems.adapters.secret import init_secret, read_secret
+from meshems.cli import main
 from meshems.cloud.downlink import make_record
 from meshems.core import downlink
 from meshems.core.cloud_config import CloudIngestConfig, parse_cloud_config
@@ -119,18 +118,18 @@ def signed(z: Zone, seq: int, kw: float, **changes: Any) -> tuple[downlink.Comma
     return rec, command_signing.sign(rec, z.key)
 
 
-def test_a_signed_command_applies_once_and_wrong_ones_never(tmp_path: Path, broker: MosquittoBroker) -> None:
+def test_a_signed_command_applies_once_and_wrong_ones_never(
+    tmp_path: Path, broker: MosquittoBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
     with zone(tmp_path, broker) as z:
         leader = z.lc.wait_leader(20)
         wait(lambda: _session_held(broker), 5, "the leader holds the zone's command session")
         # through the CLI, as an operator would
-        shown = subprocess.run(
-            [sys.executable, "-m", "meshems", "cloud", "send", "--config", z.cloud.source, "--zone", ZONE,
-             "--expires", "1m", "--wait", "--timeout", "8", "policy", "set", "import_limit_kw=40"],
-            capture_output=True, text=True, timeout=20,
-        )  # fmt: skip
-        assert shown.returncode == 0, shown.stderr
-        assert f"applied by {leader} at term" in shown.stdout, shown.stdout
+        rc = main(["cloud", "send", "--config", z.cloud.source, "--zone", ZONE, "--expires", "1m", "--wait",
+                   "--timeout", "8", "policy", "set", "import_limit_kw=40"])  # fmt: skip
+        shown = capsys.readouterr()
+        assert rc == 0, shown.err
+        assert f"applied by {leader} at term" in shown.out, shown.out
         assert z.policy(leader)["import_limit_kw"] == 40.0
         first = z.results.messages[0]
         applied = json.loads(first.payload)
