@@ -77,6 +77,7 @@ class Views:
             "state_hash": self._state_hash(state),
             "telemetry_seq": state.telemetry_seq,
             "cloud_acked": state.cloud_acked,
+            "cloud_command_seq": state.cloud_command_seq,  # the last signed cloud command applied
             "alarms": [*(cloud.get("alarms", []) if cloud is not None else []), *self._clock_alarms()],
             "clock_offsets_s": {p: round(o, 4) for p, o in self.clock.current(time.monotonic()).items()},
             "overlay": self.overlay_peers(),

@@ -161,6 +161,8 @@ def test_a_signed_command_applies_once_and_wrong_ones_never(
         # none of the refused ones changed the policy, on any node
         for node in z.lc.cfg.nodes:
             wait(lambda n=node.id: z.policy(n).get("import_limit_kw") == 41.0, 5, f"{node.id} has 41 kW")
+        # the replay guard is replicated: every node holds the last applied seq
+        assert {r["cloud_command_seq"] for r in z.lc.client.status_all()} == {new.seq}
 
 
 def test_commands_across_a_leader_kill_apply_exactly_once(tmp_path: Path, broker: MosquittoBroker) -> None:
