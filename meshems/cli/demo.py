@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshems.cli.args import add_command
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from meshems.core.config import ClusterConfig, DeviceConfig
     from meshems.ops.supervisor import LocalCluster
 
-EXAMPLE = "meshems demo --config cluster-configs/local-3.yaml"
+EXAMPLE = "meshems demo --config cluster-configs/local-3.yaml --deploy"
 
 
 def add_parsers(sub: Any) -> None:
@@ -37,6 +38,21 @@ def add_parsers(sub: Any) -> None:
         metavar="N",
         help="kill -9 the leader every N seconds (restarted 3 s later) to show control continuing",
     )
+    s.add_argument(
+        "--deploy",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="also build a controller payload folder (default: the example cluster-configs/payloads/"
+        "peak-guard) with a throw-away key and roll it out to the zone (needs a policy)",
+    )
+    s.add_argument(
+        "--deploy-cycles",
+        type=int,
+        default=5,
+        metavar="N",
+        help="with --deploy: shadow and then watch cycles on each node (default 5)",
+    )
     s.set_defaults(run=cmd_demo)
 
 
@@ -44,7 +60,22 @@ def cmd_demo(args: Any) -> int:
     from meshems.adapters.config_file import load_config
 
     cfg = load_config(args.config)
-    return run_demo(cfg, args.config, duration_s=args.duration, writes=not args.no_writes, chaos_s=args.chaos)
+    deploy = None
+    if args.deploy is not None:
+        from meshems.cli.demo_deploy import EXAMPLE_PAYLOAD
+        from meshems.core.errors import ConfigError
+
+        deploy = Path(args.deploy) if args.deploy else EXAMPLE_PAYLOAD
+        if cfg.policy is None:
+            raise ConfigError(f"--deploy: {args.config} has no policy; a controller payload runs once per "
+                              "policy cycle (add policy:, as in cluster-configs/local-3.yaml)")  # fmt: skip
+        if not (deploy / "manifest.yaml").is_file():
+            raise ConfigError(f"--deploy {deploy}: no manifest.yaml there (a payload folder, see "
+                              "cluster-configs/payloads/peak-guard)")  # fmt: skip
+        if not 1 <= args.deploy_cycles <= 100_000:
+            raise ConfigError(f"--deploy-cycles {args.deploy_cycles}: a count of cycles from 1 to 100000")
+    return run_demo(cfg, args.config, duration_s=args.duration, writes=not args.no_writes, chaos_s=args.chaos,
+                    deploy=deploy, deploy_cycles=args.deploy_cycles)  # fmt: skip
 
 
 def _demo_write(cluster: LocalCluster, dev: DeviceConfig, kw: float) -> str:
@@ -117,9 +148,11 @@ def _last_round(started: float, duration_s: float) -> bool:
 
 
 def run_demo(
-    cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes: bool = True, chaos_s: float = 0
-) -> int:
-    """Run the demo until Ctrl-C or `duration_s` (0: no limit); 0 when every node stopped."""
+    cfg: ClusterConfig, config_path: str, duration_s: float = 0, writes: bool = True, chaos_s: float = 0,
+    deploy: Path | None = None, deploy_cycles: int = 5,
+) -> int:  # fmt: skip
+    """Run the demo until Ctrl-C or `duration_s` (0: no limit); 0 when every node stopped.
+    `deploy`: a controller payload folder to roll out once the zone has a leader."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
@@ -134,7 +167,17 @@ def run_demo(
         console.print(f"created the Raft secret {cfg.secret_path.resolve()}")
     secret = read_secret(cfg.secret_path, config_path)
     log_dir = cfg.path(cfg.raft.data_dir) / "logs"
+    rollout = None
+    if deploy is not None:
+        from meshems.adapters.config_file import load_config
+        from meshems.cli.demo_deploy import DemoDeploy, trusting_config
+
+        config_path, key = trusting_config(cfg, config_path)
+        cfg = load_config(config_path)
+        console.print(f"--deploy: the nodes run from {config_path}, which also trusts the demo's key {key}")
     cluster = LocalCluster(cfg, config_path, secret, log_dir)
+    if deploy is not None:
+        rollout = DemoDeploy(cluster, key, deploy, deploy_cycles)
     console.print(
         f"starting {sum(n.initial for n in cfg.nodes)} nodes of zone {cfg.zone} "
         f"(logs in {log_dir.resolve()}); Ctrl-C stops them"
@@ -183,6 +226,9 @@ def run_demo(
                 ctl = control_view(cluster, rows)
                 if ctl is not None:
                     parts.append(ctl)
+                if rollout is not None:
+                    rollout.step(rows)
+                    parts.append(rollout.view())
                 note = last_write if not has_policy else chaos_note
                 parts.append(Text(f"\n{note}\n{exited}Ctrl-C to stop\n"))
                 view = Group(*parts)
@@ -195,6 +241,8 @@ def run_demo(
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
+        if rollout is not None:
+            console.print(rollout.summary())
         cluster.stop_all()
     console.print("all nodes stopped")
     return 0

@@ -112,23 +112,45 @@ def _answer(client: Any, node: Any, method: str, path: str, body: bytes, timeout
 
 def cmd_deploy(args: Any) -> int:
     from meshems.cli.api import connect
-    from meshems.core import commands
-    from meshems.core.errors import ConfigError, MeshemsError
-    from meshems.core.payload_manifest import from_canonical, manifest_digest
+    from meshems.core.errors import ConfigError
+    from meshems.core.payload_manifest import from_canonical
 
     if args.config is None or args.manifest is None:
         raise ConfigError("meshems deploy needs --config and --manifest FILE.mpkg (or a subcommand)")
     if args.manifest.is_dir():
         raise ConfigError(f"{args.manifest} is a folder: build and sign it first (meshems payload build "
                           f"{args.manifest} --key release.key -o X.mpkg), then deploy X.mpkg")  # fmt: skip
-    canonical, sigs = bundle_head(args.manifest)
-    manifest = from_canonical(canonical)
-    cycles = cycle_overrides(args, manifest.kind)
-    data = args.manifest.read_bytes()
+    cycles = cycle_overrides(args, from_canonical(bundle_head(args.manifest)[0]).kind)
     cfg, client = connect(args)
-    nodes = client.ordered_nodes(args.via)
+    res = push(client, cfg.raft.commit_timeout_s, args.manifest, targets=args.target_node or (),
+               strategy=args.strategy, dep_id=args.id, via=args.via, **cycles)  # fmt: skip
+    if not res.get("ok"):
+        return fail(res.get("code"), res.get("message"))
+    if args.output == "json":
+        print_json(
+            {k: res.get(k) for k in ("ok", "deployment_id", "digest", "via", "name", "version", "index")}
+        )
+    else:
+        what = f"deployment {res['deployment_id']}: {res['name']} {res['version']}"
+        print(f"{what} uploaded to {res['via']} and committed; "
+              f"follow it with: meshems deploy status --config {args.config}")  # fmt: skip
+    return 0
+
+
+def push(client: Any, commit_timeout_s: float, bundle: Path, targets: Any = (), strategy: str = "rolling",
+         dep_id: str | None = None, via: str | None = None, **cycles: int) -> dict[str, Any]:  # fmt: skip
+    """Upload `bundle` to the first node that takes it (`via` first) and commit its deployment
+    through that node. The commit's answer with deployment_id, digest, via, name and version;
+    `ok` false with the refusal's code and message otherwise."""
+    from meshems.core import commands
+    from meshems.core.errors import MeshemsError
+    from meshems.core.payload_manifest import from_canonical, manifest_digest
+
+    canonical, sigs = bundle_head(bundle)
+    manifest = from_canonical(canonical)
+    data = bundle.read_bytes()
     res: dict[str, Any] = {}
-    for node in nodes:
+    for node in client.ordered_nodes(via):
         try:
             res = _answer(client, node, "PUT", "/v1/payloads", data, 120.0)
         except MeshemsError as exc:
@@ -136,23 +158,15 @@ def cmd_deploy(args: Any) -> int:
             continue
         break
     if not res.get("ok"):
-        return fail(res.get("code"), res.get("message"))
-    dep_id = args.id or f"{manifest.name[:40]}-{manifest.version}-{secrets.token_hex(3)}"
+        return res
+    dep_id = dep_id or f"{manifest.name[:40]}-{manifest.version}-{secrets.token_hex(3)}"
+    digest = manifest_digest(canonical)
     cmd = commands.encode("deploy", f"cli-{secrets.token_hex(16)}", deployment_id=dep_id, manifest=canonical,
-                          signatures=sigs, digest=manifest_digest(canonical), size=len(data),
-                          targets=sorted(set(args.target_node or [])), strategy=args.strategy, by="cli",
-                          origin=node.id, **cycles)  # fmt: skip
-    res = _answer(client, node, "POST", "/v1/propose", cmd, cfg.raft.commit_timeout_s + 2)
-    if not res.get("ok"):
-        return fail(res.get("code"), res.get("message"))
-    if args.output == "json":
-        print_json({"ok": True, "deployment_id": dep_id, "digest": manifest_digest(canonical),
-                    "via": node.id, "name": manifest.name, "version": str(manifest.version),
-                    "index": res.get("index")})  # fmt: skip
-    else:
-        print(f"deployment {dep_id}: {manifest.name} {manifest.version} uploaded to {node.id} and committed; "
-              f"follow it with: meshems deploy status --config {args.config}")  # fmt: skip
-    return 0
+                          signatures=sigs, digest=digest, size=len(data), targets=sorted(set(targets)),
+                          strategy=strategy, by="cli", origin=node.id, **cycles)  # fmt: skip
+    res = _answer(client, node, "POST", "/v1/propose", cmd, commit_timeout_s + 2)
+    return {**res, "deployment_id": dep_id, "digest": digest, "via": node.id, "name": manifest.name,
+            "version": str(manifest.version)}  # fmt: skip
 
 
 def cycle_overrides(args: Any, kind: str) -> dict[str, int]:
