@@ -34,6 +34,8 @@ class IngestStore(Protocol):
 
     def ledger(self, zone: str) -> ZoneLedger: ...
 
+    def count(self, zone: str) -> int: ...
+
     def query(
         self, zone: str, since_s: float = 0.0, node: str | None = None, device: str | None = None,
         limit: int = 100_000,

@@ -1,8 +1,9 @@
 """The cloud ingest against a real mosquitto (TLS 1.3, client certificates): two `meshems
-cloud ingest` processes on one shared subscription, one killed -9 mid-stream and started
-again with its session, while the leader's own link (`MqttLink`) publishes a zone's stream
-with a dropped range announced on `gaps`, repeats and one differing repeat. Every seq is
-stored exactly once, the ledger is contiguous, the conflict is counted, never stored."""
+cloud ingest` processes on one shared subscription (into SQLite, and into PostgreSQL), one
+killed -9 mid-stream and started again with its session, while the leader's own link
+(`MqttLink`) publishes a zone's stream with a dropped range announced on `gaps`, repeats
+and one differing repeat. Every seq is stored exactly once, the ledger is contiguous, the
+conflict is counted, never stored."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ import pytest
 import yaml
 
 from meshems.adapters import pki
-from meshems.adapters.ingest_store import SqliteStore
 from meshems.adapters.mqtt_link import MqttLink
+from meshems.cloud.store import IngestStore, open_store
 from meshems.core import telemetry
+from meshems.core.cloud_config import parse_cloud_config
+from meshems.core.errors import ConfigError
 from tests.integration.test_cluster import wait_until
 from tests.mqtt_broker import MosquittoBroker
 
@@ -84,15 +87,30 @@ def record(seq: int, kw: float | None = None) -> tuple[str, bytes, list[tuple[st
     return telemetry.topic("meshems", ZONE, "node", "n1"), telemetry.payload(rec, ZONE), props
 
 
-def test_two_workers_one_killed_store_every_seq_once(share_broker: MosquittoBroker, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_keys(request: pytest.FixtureRequest) -> dict[str, str]:
+    """cloud.yaml's store keys: a SQLite file, or a new database (password in a 0600 file)."""
+    if request.param == "sqlite":
+        return {"store": "ingest.sqlite3"}
+    pg = request.getfixturevalue("pg_server")
+    return {"store": pg.url(pg.new_database(), with_password=False), "password_file": str(pg.password_file)}
+
+
+def test_two_workers_one_killed_store_every_seq_once(
+    share_broker: MosquittoBroker, tmp_path: Path, store_keys: dict[str, str]
+) -> None:
     b = share_broker
     crt, key = b.client_files("ingest")
     cfg = tmp_path / "cloud.yaml"
     cfg.write_text(yaml.safe_dump({
         "broker_host": b.host, "broker_port": b.port, "ca_file": str(b.ca_file), "cert_file": str(crt),
-        "key_file": str(key), "share_group": "ingest", "topic_prefix": "meshems", "store": "ingest.sqlite3",
+        "key_file": str(key), "share_group": "ingest", "topic_prefix": "meshems", **store_keys,
         "session_expiry_s": 300,
     }))  # fmt: skip
+
+    def store() -> IngestStore:
+        return open_store(parse_cloud_config(yaml.safe_load(cfg.read_text()), str(cfg)))
+
     pub_crt, pub_key = b.client_files("n1", "node")
     link = MqttLink(b.host, b.port, b.ca_file, pub_crt, pub_key, "pub-n1", reconnect_min_s=0.2)
     workers = [Worker(cfg, "w1", tmp_path), Worker(cfg, "w2", tmp_path)]
@@ -124,20 +142,26 @@ def test_two_workers_one_killed_store_every_seq_once(share_broker: MosquittoBrok
         link.publish(*record(5, kw=99.0)[:2], record(5)[2])  # a repeat that differs
         published += 1
 
-        def drained() -> bool:
-            s = SqliteStore(tmp_path / "ingest.sqlite3")
-            try:
-                return s.ledger(ZONE).watermark == N and s.count(ZONE) == N - 10 and _conflicts(s) == 1
-            except Exception:
-                return False
-            finally:
-                s.close()
+        reader = store()  # one reader for the polls: each read sees the last commits
 
-        wait_until(drained, 20, f"seq 1..{N} stored")
+        def drained() -> bool:
+            try:
+                return (
+                    reader.ledger(ZONE).watermark == N
+                    and reader.count(ZONE) == N - 10
+                    and _conflicts(reader) == 1
+                )
+            except ConfigError:  # no record of the zone yet
+                return False
+
+        try:
+            wait_until(drained, 20, f"seq 1..{N} stored")
+        finally:
+            reader.close()
     finally:
         link.stop()
         stats = [w.stop() for w in workers]
-    s = SqliteStore(tmp_path / "ingest.sqlite3")
+    s = store()
     try:
         led = s.ledger(ZONE)
         assert led.missing == () and led.announced == (HOLE,) and led.received == ((1, 1500), (1511, N))
@@ -149,8 +173,12 @@ def test_two_workers_one_killed_store_every_seq_once(share_broker: MosquittoBrok
     finally:
         s.close()
     assert stats[0].get("stored", 0) > 0 and stats[1].get("stored", 0) > 0, stats  # both took a share
-    assert '"E_DUPLICATE_DIFFERS"' in "".join(p.read_text() for p in tmp_path.glob("w*.log"))
+    logs = "".join(p.read_text() for p in tmp_path.glob("w*.log"))
+    assert '"E_DUPLICATE_DIFFERS"' in logs
+    if "password_file" in store_keys:  # the workers name the store, never its password
+        assert Path(store_keys["password_file"]).read_text().strip() not in logs
+        assert "I_STORE_PLAIN_TABLE" in logs or "I_STORE_HYPERTABLE" in logs
 
 
-def _conflicts(s: SqliteStore) -> int:
+def _conflicts(s: IngestStore) -> int:
     return sum(z.conflicts for z in s.zones(time.time()))
