@@ -159,6 +159,8 @@ def test_cli_bench_quick_json() -> None:
 PAYLOAD_KEYS = {
     "cycle_p50_ms", "cycle_p99_ms", "cycle_target_p99_ms", "in_process_p50_ms", "worker_start_ms",
     "bare_python_start_ms", "verify_10mb_ms", "sha256_10mb_ms", "cycle_ratio", "start_ratio", "verify_ratio",
+    "rollout_s", "rollout_cycles_s", "rollout_ratio", "bundle_1mb_bytes", "bytes_per_node_max",
+    "bytes_ratio_max",
 }  # fmt: skip
 
 
@@ -173,6 +175,10 @@ def test_payload_bench_quick_json() -> None:
     # the benchmark's own checks: every cycle answered and every decision passed the core's checks
     assert result["errors"] == 0 and result["refused"] == 0 and result["cycles"] == 100
     assert result["bundle_10mb_bytes"] > 10 * 1024 * 1024
+    # a real rolling deploy: done on the 3 nodes, each received the whole bundle at least once
+    assert result["rollout_state"] == "done" and sorted(result["rollout_active_s"]) == ["n1", "n2", "n3"]
+    assert result["bundle_1mb_bytes"] > 1024 * 1024
+    assert all(b >= result["bundle_1mb_bytes"] for b in result["bytes_per_node"].values()), result
     assert all(isinstance(result[k], int | float) and result[k] > 0 for k in PAYLOAD_KEYS)
 
 
