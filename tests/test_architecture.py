@@ -57,6 +57,7 @@ ADAPTER_PAIRS = {
     ("mqtt_subscriber", "mqtt_failures"), ("mqtt_subscriber", "mqtt_link"),  # the ingest's TLS
     ("outbox", "outbox_file"), ("outbox", "outbox_records"),
     ("pki", "atomic_write"), ("secret", "atomic_write"), ("wireguard", "atomic_write"),
+    ("actuation_fence", "atomic_write"),  # the newest tokens written, durably
     ("poller", "modbus"), ("profiles", "config_file"),
     ("sunspec_device", "sunspec"), ("sunspec_device", "modbus"),  # a scan at start, over the bus
     ("sunspec_device", "atomic_write"), ("api_tls", "pki"),  # the zone CA makes the API's certificates

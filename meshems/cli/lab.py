@@ -24,6 +24,7 @@ EXAMPLES = {
     "isolate": "sudo meshems lab isolate n1",
     "cut": "sudo meshems lab cut n1 n2",
     "oneway": "sudo meshems lab oneway n1 n2  (n1's packets to n2 dropped, n2's to n1 pass)",
+    "clock": "sudo meshems lab clock n2 -30  (30 s behind; 0 puts it back; a lab `up --clocks`)",
     "lossy": "sudo meshems lab lossy 20  (every link drops 20 % at random; `lab heal` ends it)",
     "partition": "sudo meshems lab partition n1 n2,n3",
     "heal": "sudo meshems lab heal",
@@ -69,6 +70,7 @@ def add_parsers(sub: Any) -> None:
     p = add("up", "build a lab and start its nodes (they keep running until `lab down`)")
     p.add_argument("--nodes", type=int, default=3, help="gateways (1-9, default 3)")
     p.add_argument("--no-sim", action="store_true", help="no simulated sites (Raft only)")
+    p.add_argument("--clocks", action="store_true", help="nodes under libfaketime, for `lab clock`")
     add("status", "the lab's nodes: Raft status as `meshems status` shows it, plus pids")
     for verb, text in (
         ("kill", "kill -9 a node daemon"),
@@ -84,6 +86,9 @@ def add_parsers(sub: Any) -> None:
     p = add("oneway", "drop the WireGuard packets from one node to another, one direction only")
     p.add_argument("a", metavar="FROM")
     p.add_argument("b", metavar="TO")
+    p = add("clock", "offset a node's clocks from real time (libfaketime; its timers move too)")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("offset_s", type=int, metavar="SECONDS", help="offset from real time, e.g. -30 or 45")
     p = add("lossy", "every link drops a share of its WireGuard packets at random (nft numgen)")
     p.add_argument("percent", type=int, metavar="PERCENT", help="1 to 99")
     p = add("partition", "cut every link between groups, e.g. `lab partition n1 n2,n3`")
@@ -106,7 +111,7 @@ def run_lab(args: Any) -> int:
     folder = Path(args.dir)
     sub = args.sub
     if sub == "up":
-        lab = Lab.create(folder, nodes=args.nodes, sims=not args.no_sim)
+        lab = Lab.create(folder, nodes=args.nodes, sims=not args.no_sim, clocks=args.clocks)
         leader = lab.wait_leader(30)
         print(f"lab {lab.plan.tag} is up: {len(lab.plan.nodes)} nodes, leader {leader}")
         print(f"  status:   meshems status --config {lab.cfg.source}")
@@ -152,6 +157,8 @@ def run_lab(args: Any) -> int:
         lab.isolate(args.node)
     elif sub == "cut":
         lab.cut(args.a, args.b)
+    elif sub == "clock":
+        lab.set_clock(args.node, args.offset_s)
     elif sub == "oneway":
         lab.cut_oneway(args.a, args.b)
     elif sub == "lossy":

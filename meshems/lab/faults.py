@@ -21,8 +21,8 @@ from meshems.adapters.journal import frame
 from meshems.core import commands
 from meshems.core.errors import UnreachableError
 from meshems.lab.checker import Op, Verdict, Window, check
-from meshems.lab.gateways import Lab
-from meshems.lab.schedule import Fault, loss_percent, make_schedule, split
+from meshems.lab.gateways import LIBFAKETIME, Lab
+from meshems.lab.schedule import KINDS, Fault, clock_jump_s, loss_percent, make_schedule, split
 
 #: answers that prove the write was not committed
 DEFINITE_FAILURES = frozenset({"E_QUORUM", "E_BUSY", "E_LIMIT", "E_UNKNOWN_DEVICE", "E_CMD_MALFORMED"})
@@ -173,6 +173,12 @@ class Injector:
             entry["target"] = f"all links, {percent} % loss"
             time.sleep(fault.hold_s)
             lab.heal()
+        elif fault.kind == "clock_jump":
+            jump = clock_jump_s(fault.pick)
+            lab.set_clock(anyone, jump)
+            entry["target"] = f"{anyone} clock {jump:+d} s"
+            time.sleep(fault.hold_s)
+            lab.set_clock(anyone, 0)
         elif fault.kind == "oneway_cut":
             peer = followers[fault.pick % len(followers)] if followers else leader
             src, dst = (leader, peer) if (fault.pick >> 8) % 2 == 0 else (peer, leader)
@@ -218,9 +224,15 @@ def run_faults(
     kinds: tuple[str, ...] | None = None,
     say: Any = print,
 ) -> RunResult:
-    """Build a lab, run the workload under the seeded schedule, heal, check, tear down."""
-    schedule = make_schedule(seed, duration_s, **({"kinds": kinds} if kinds else {}))
-    lab = Lab.create(folder, nodes=nodes, sims=True, progress=say)
+    """Build a lab, run the workload under the seeded schedule, heal, check, tear down.
+    Without libfaketime there are no clock faults (said once)."""
+    kinds = kinds or KINDS
+    clocks = "clock_jump" in kinds and LIBFAKETIME.exists()
+    if "clock_jump" in kinds and not clocks:
+        say(f"no clock faults: {LIBFAKETIME} is missing (Debian faketime; scripts/setup)")
+        kinds = tuple(k for k in kinds if k != "clock_jump")
+    schedule = make_schedule(seed, duration_s, kinds)
+    lab = Lab.create(folder, nodes=nodes, sims=True, progress=say, clocks=clocks)
     started = time.monotonic()
     try:
         say(f"leader: {lab.wait_leader(30)}; {len(schedule)} faults over {duration_s:.0f} s (seed {seed})")
@@ -239,6 +251,8 @@ def run_faults(
                 time.sleep(rest)
         finally:
             lab.heal()
+            for n in lab.plan.nodes if clocks else ():
+                lab.set_clock(n, 0)
             for n in lab.plan.nodes:
                 if lab.running(n):
                     lab.resume(n)

@@ -34,6 +34,9 @@ from meshems.lab.netlab import LabError, NetPlan
 from meshems.ops.client import NodeClient
 
 STATE = "lab-state.json"
+#: Debian's libfaketime: with it, the fault run's nodes read their clocks' offset from a file
+#: the clock_jump fault rewrites
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 RAFT_PORT, API_PORT, MODBUS_PORT = 17101, 17201, 1502
 
 
@@ -100,11 +103,14 @@ def write_lab_config(folder: Path, plan: NetPlan, sims: bool) -> Path:
 class Lab:
     """One lab: its plan, config, processes. Use `Lab.create(...)` or `Lab.open(folder)`."""
 
-    def __init__(self, folder: Path, plan: NetPlan, cfg: ClusterConfig, pids: dict[str, int]) -> None:
+    def __init__(
+        self, folder: Path, plan: NetPlan, cfg: ClusterConfig, pids: dict[str, int], clocks: bool = False
+    ) -> None:
         self.folder = folder
         self.plan = plan
         self.cfg = cfg
         self.pids = pids
+        self.clocks = clocks  # nodes run under libfaketime with a clock file each (set_clock)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         ensure_zone_pki(cfg)  # the lab's zone CA and node certificates (HTTPS API)
@@ -113,7 +119,10 @@ class Lab:
     # --- building and opening -----------------------------------------------------------
 
     @classmethod
-    def create(cls, folder: Path, nodes: int = 3, sims: bool = True, progress: Any = print) -> Lab:
+    def create(
+        cls, folder: Path, nodes: int = 3, sims: bool = True, progress: Any = print, clocks: bool = False
+    ) -> Lab:
+        """Build a lab; `clocks`: nodes under libfaketime, so `set_clock` can move their clocks."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, wireguard-go, nft)")
         if not 1 <= nodes <= 9:
@@ -127,7 +136,11 @@ class Lab:
         init_secret(cfg.secret_path)
         for n in plan.nodes:
             keygen(cfg, n)
-        lab = cls(folder, plan, cfg, {})
+        if clocks and not LIBFAKETIME.exists():
+            raise LabError(f"clock faults need libfaketime ({LIBFAKETIME}; Debian faketime, scripts/setup)")
+        lab = cls(folder, plan, cfg, {}, clocks)
+        for n in plan.nodes if clocks else ():
+            lab.set_clock(n, 0)
         lab._save()  # before anything exists outside the folder, so `lab down` can undo it all
         subnet = f"10.98.{plan.octet}.0/24"
         progress(f"lab {plan.tag}: building {nodes} namespaces on bridge {plan.bridge} ({subnet})")
@@ -157,10 +170,11 @@ class Lab:
         state = json.loads(state_path.read_text())
         plan = NetPlan(**state["plan"])
         cfg = load_config(folder / "lab.yaml")
-        return cls(folder, plan, cfg, {k: int(v) for k, v in state.get("pids", {}).items()})
+        pids = {k: int(v) for k, v in state.get("pids", {}).items()}
+        return cls(folder, plan, cfg, pids, bool(state.get("clocks")))
 
     def _save(self) -> None:
-        state = {"plan": asdict(self.plan), "pids": self.pids}
+        state = {"plan": asdict(self.plan), "pids": self.pids, "clocks": self.clocks}
         tmp = self.folder / (STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.folder / STATE)
@@ -174,7 +188,9 @@ class Lab:
         cmd = self.ns_cmd(node, sys.executable, "-m", "meshems", *args)
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
-    def _spawn(self, key: str, node: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, key: str, node: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         (self.folder / "logs").mkdir(exist_ok=True)
         log = open(self.folder / "logs" / f"{key}.log", "ab")  # noqa: SIM115 - closed in _reap
         # `ip netns exec` execs the command: the pid is the meshems process itself
@@ -184,6 +200,7 @@ class Lab:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         self.procs[key], self._logs[key], self.pids[key] = proc, log, proc.pid
         self._save()
@@ -213,7 +230,30 @@ class Lab:
         trace = self.folder / "traces" / f"{node}.jsonl"
         # the lab runs as root (namespaces, tunnels): the node is told it may
         self._spawn(node, node, "node", "run", "--config", str(self.cfg.source), "--node", node,
-                    "--trace", str(trace), "--allow-root")  # fmt: skip
+                    "--trace", str(trace), "--allow-root", env=self._clock_env(node))  # fmt: skip
+
+    def _clock_file(self, node: str) -> Path:
+        return self.folder / "clocks" / node
+
+    def _clock_env(self, node: str) -> dict[str, str] | None:
+        if not self.clocks:
+            return None
+        # The file is read at most once a second. libfaketime moves the monotonic clock too:
+        # 0.9.10's DONT_FAKE_MONOTONIC=1 breaks timed waits (EINVAL from time.sleep, elections
+        # every second at offset 0), so a jump here also moves the node's timers, as a VM
+        # pause does; Raft safety must hold through that as well.
+        return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(self._clock_file(node)),
+                "FAKETIME_CACHE_DURATION": "1"}  # fmt: skip
+
+    def set_clock(self, node: str, offset_s: int) -> None:
+        """Move `node`'s wall clock to real time + `offset_s` (within a second; clocks labs only)."""
+        if not self.clocks:
+            raise LabError("this lab's nodes do not run under libfaketime (Lab.create(clocks=True))")
+        path = self._clock_file(node)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{offset_s:+d}s\n")
+        os.replace(tmp, path)
 
     def running(self, key: str) -> bool:
         proc = self.procs.get(key)

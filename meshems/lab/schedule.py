@@ -20,10 +20,17 @@ KINDS: tuple[str, ...] = (
     "partition_leader_majority",  # the leader on the majority side
     "lossy_links",  # every link drops 5-30 % of its packets at random
     "oneway_cut",  # the leader's packets to one follower dropped, or that follower's to it
+    "clock_jump",  # a node's clocks jump 2-10 s forward or back, and back after the hold
 )
 
 #: the share of packets a lossy_links fault drops, chosen by its pick
 LOSS_PERCENT: tuple[int, int] = (5, 30)
+
+
+def clock_jump_s(pick: int) -> int:
+    """The clock jump (s) of a clock_jump fault with this pick: 2 to 10, forward or back."""
+    size = 2 + pick % 9
+    return size if (pick >> 9) % 2 == 0 else -size
 
 
 def loss_percent(pick: int) -> int:

@@ -285,7 +285,7 @@ class CloudSync:
         broker = f"broker {self.link.endpoint}"
         if self._publishing:
             event = self.outages.observe(broker, self.link.connected, time.monotonic())
-            log_outage(event, error=err.code if err else None)
+            log_outage(event, error=getattr(err, "code", str(err)) if err else None)
         else:
             log_outage(self.outages.forget(broker, time.monotonic()))
         if not self._publishing:

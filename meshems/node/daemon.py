@@ -1,11 +1,9 @@
 """The node daemon: the process lifetime and the one loop around the state machine.
 
-Owns start-up checks (secret, addresses, data folder, free space, journal), signals and a
-clean shutdown, and the loop: every `TICK_S` it feeds the machine (`core.node.Node`) the
-time and the Raft view, the Raft thread's applied entries arrive through the one bridge,
-each finished poll arrives from the field service; whatever the machine answers (proposals,
-writes, pauses, logs, history saves) is carried out here through the services. Zone logic
-stays in the core; Raft in `node.consensus`; the devices in `node.field`.
+Owns start-up checks (secret, addresses, data folder, free space, journal), signals, a clean
+shutdown and the loop: every `TICK_S` it feeds the machine (`core.node.Node`) the time and
+Raft view; applied entries (through the bridge) and finished polls arrive as events; what the
+machine answers is carried out through the services (Raft: `node.consensus`, devices: `node.field`).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from meshems.adapters.actuation_fence import ActuationFence
 from meshems.adapters.api_tls import peer_identity, server_context
 from meshems.adapters.apply_trace import ApplyTrace
 from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
@@ -88,6 +87,7 @@ class NodeDaemon:
     ) -> None:
         self.cfg, self.node_id, self.trace = cfg, node_id, trace
         self.node = cfg.node(node_id)
+        fence = ActuationFence.in_folder(cfg.data_dir(node_id))  # before Raft creates its journal
         self.bridge = Bridge()
         self.fatal: MeshemsError | None = None
         self._refusals = {
@@ -104,8 +104,8 @@ class NodeDaemon:
             on_violation=self._violation,
             on_disk_full=lambda err: self.bridge.call(self._fail, err),
         )
-        self.field = FieldService(self.node, profiles, self._feed) if profiles else None
         data_dir = cfg.data_dir(node_id)
+        self.field = FieldService(self.node, profiles, self._feed, fence=fence) if profiles else None
         self.history_path, self.pv_history_path = data_dir / "load_history.npz", data_dir / "pv_history.npz"
         roles = self.field.roles() if self.field else None
         spec = NodeSpec.from_config(cfg, node_id, roles, load_model_if_any(data_dir / "forecast.npz"))

@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from meshems.adapters.actuation_fence import ActuationFence
 from meshems.adapters.poller import DeviceRuntime, Poller
 from meshems.core.config import NodeConfig
 from meshems.core.node_events import DeviceReading, Write, Written
 from meshems.core.register_map import Profile
+from meshems.logs import log
 from meshems.node.histogram import POLL_BUCKETS_S, Histogram
 
 #: how long `read_points` waits for the device's next poll before it answers with the last
@@ -32,8 +34,13 @@ class FieldService:
         profiles: dict[str, Profile],
         on_reading: Callable[[DeviceReading], None],
         clock: Callable[[], float] = time.monotonic,
+        fence: ActuationFence | None = None,
     ) -> None:
         self.clock = clock
+        #: no committed value older than one written before, also across restarts
+        self.fence = fence
+        if fence is not None and fence.problem:
+            log("warning", "E_FENCE_FILE", fence.problem)
         self._on_reading = on_reading
         self.poller = Poller(node, profiles, clock=clock, on_poll=self._polled)
         # a shared device is polled only once the zone says this node owns it
@@ -84,6 +91,23 @@ class FieldService:
         self._tasks.add(task)
         task.add_done_callback(finished)
 
+    async def _fence(self, action: Write) -> Written | None:
+        """A committed value older than one written before is refused (E_STALE_TOKEN); a
+        newer one is stored as the newest before it is written (E_FENCE_FILE if it cannot be)."""
+        if action.token is None or self.fence is None:
+            return None
+        if not self.fence.allows(action.key, action.token):
+            newest = self.fence.newest[action.key]
+            msg = (f"{action.key}: {action.token} is older than {newest}, which this gateway wrote before; "
+                   "waiting for the zone's log to catch up")  # fmt: skip
+            return Written(action.key, action.token, False, "E_STALE_TOKEN", msg, self.clock())
+        try:
+            await asyncio.to_thread(self.fence.record, action.key, action.token)
+        except OSError as exc:
+            msg = f"{action.key}: cannot store its fencing token in {self.fence.path}: {exc}"
+            return Written(action.key, action.token, False, "E_FENCE_FILE", msg, self.clock())
+        return None
+
     async def write_now(self, action: Write) -> Written:
         """Write one value by role, read it back and verify it."""
         rt = self.poller.devices.get(action.device_id)
@@ -92,6 +116,9 @@ class FieldService:
             msg = f"{action.device_id} has no {action.role} point"
             return Written(action.key, action.token, False, "E_PROFILE", msg, self.clock())
         assert rt is not None
+        refused = await self._fence(action)
+        if refused is not None:
+            return refused
         for name, value in rt.profile.enables.get(action.role, ()):  # SunSpec: enable the control first
             if rt.values.get(name) == value:
                 continue

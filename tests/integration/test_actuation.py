@@ -10,9 +10,11 @@ for +/-50 kW. The zone state here is built by the real `apply` from such a decla
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from meshems.adapters.actuation_fence import ActuationFence
 from meshems.adapters.profiles import builtin_profiles
 from meshems.core import commands
 from meshems.core.cluster import ZoneState, apply
@@ -86,6 +88,43 @@ def test_a_setpoint_beyond_the_configured_limits_is_never_written() -> None:
             assert machine.actuation.applied["a-battery"] == (sp.term, sp.index)
         finally:
             await field.stop()
+            await runner.stop()
+
+    run(body)
+
+
+def test_a_restarted_node_never_writes_an_older_committed_value(tmp_path: Path) -> None:
+    """The fault lab found it: after a restart a node re-applies the log only up to the commit
+    index its new leader knows, and wrote (9, 16) after (27, 50). The fence in its data folder
+    refuses an older token than any it wrote, also across a restart."""
+    (port,) = free_ports(1)
+    (tmp_path / "raft.journal").write_bytes(b"j")  # a node with a past
+
+    async def body() -> None:
+        cfg = node([{"id": "a", "type": "tcp", "host": "127.0.0.1", "port": port}], {"a": [2]})
+        runner = SimRunner(site([{"id": "a", "type": "tcp", "port": port}]), dict(builtin_profiles()))
+        await runner.start()
+        profiles = {d.id: builtin_profiles()[d.profile] for d in cfg.devices}
+
+        def setpoint(kw: float, token: tuple[int, int]) -> Write:
+            return Write("a-battery", "a-battery", "setpoint_kw", kw, token, "committed", kw)
+
+        try:
+            field = FieldService(cfg, profiles, lambda r: None, fence=ActuationFence.in_folder(tmp_path))
+            await field.start()
+            assert (await field.write_now(setpoint(20.0, (27, 50)))).ok
+            await field.stop()
+            assert runner.sim.site.battery.setpoint_kw == pytest.approx(20.0)
+            field = FieldService(cfg, profiles, lambda r: None, fence=ActuationFence.in_folder(tmp_path))
+            await field.start()  # the same gateway after a restart
+            stale = await field.write_now(setpoint(-10.0, (9, 16)))
+            assert not stale.ok and stale.code == "E_STALE_TOKEN" and "(27, 50)" in stale.message
+            await asyncio.sleep(0.3)
+            assert runner.sim.site.battery.setpoint_kw == pytest.approx(20.0)  # never reached the wire
+            assert (await field.write_now(setpoint(15.0, (27, 51)))).ok
+            assert runner.sim.site.battery.setpoint_kw == pytest.approx(15.0)
+            await field.stop()
+        finally:
             await runner.stop()
 
     run(body)

@@ -115,10 +115,11 @@ def test_cluster_over_wireguard_elects_replicates_fails_over_and_rejoins(tmp_pat
 
 
 def test_short_fault_schedule_passes_the_checker(tmp_path: Path) -> None:
-    """What CI runs: `meshems lab faults` with a 50 s seeded schedule (8 faults, every kind
-    once: kills, pauses, restarts, cuts, partitions, lossy and one-way links), as JSON."""
+    """What CI runs: `meshems lab faults` with a 55 s seeded schedule (9 faults, every kind
+    once: kills, pauses, restarts, cuts, partitions, lossy and one-way links, a clock jump),
+    as JSON."""
     out = subprocess.run(
-        [sys.executable, "-m", "meshems", "lab", "faults", "--dir", str(tmp_path), "--seconds", "50",
+        [sys.executable, "-m", "meshems", "lab", "faults", "--dir", str(tmp_path), "--seconds", "55",
          "--seed", "7", "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
