@@ -39,7 +39,7 @@ def test_a_skewed_node_raises_the_alarm_on_every_node_and_it_clears(make_cluster
     fake = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": "+2s"}
     c.start("n3", env=fake)
     c.wait_api("n3")
-    wait_until(lambda: status_of(c, "n3")["leader"] is not None, timeout_s=15, what="the skewed n3 in the zone")
+    wait_until(lambda: status_of(c, "n3")["leader"] is not None, timeout_s=15, what="skewed n3 in the zone")
     wait_until(lambda: all("A_CLOCK_SKEW" in alarms(c, n) for n in ("n1", "n2", "n3")),
                timeout_s=10, what="A_CLOCK_SKEW on every node")  # fmt: skip
     assert 1.5 < offsets(c, "n1")["n3"] < 2.5 and -2.5 < offsets(c, "n3")["n1"] < -1.5
