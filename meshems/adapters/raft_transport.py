@@ -271,6 +271,8 @@ class GuardedTransport(TCPTransport):
 #: the messages that say something is on this node's disk: an appendEntries reply (its
 #: entries), a vote and a vote request (term and vote, and the log they were judged by)
 DURABLE_MESSAGES = frozenset({"next_node_idx", "response_vote", "request_vote"})
+#: a sync at least this long moves the node's timers on (`_forgive_stall`)
+STALL_FORGIVEN_S = 0.01
 
 
 class GroupCommitTransport(TCPTransport):
@@ -302,12 +304,14 @@ class GroupCommitTransport(TCPTransport):
         held messages are dropped, unsent."""
         journal = self._journal()
         if getattr(journal, "needs_sync", False) or getattr(journal, "failed", None) is not None:
+            started = time.monotonic()
             try:
                 journal.sync()
             except Exception:
                 self._held.clear()
                 self._held_for.clear()
                 raise
+            self._forgive_stall(time.monotonic() - started)
         held, self._held = self._held, []
         self._held_for.clear()
         for node, message in held:
@@ -317,6 +321,21 @@ class GroupCommitTransport(TCPTransport):
     def _onTick(self) -> None:  # pysyncobj calls it just before its poll
         self.release()
         super()._onTick()
+
+    def _forgive_stall(self, stalled_s: float) -> None:
+        """Time this node spent in its own sync is no silence of its peers: their messages
+        wait unread in the sockets. Move the election deadline, the pre-vote lease and a
+        leader's last-response times on by it (a 0.3 s fdatasync under load otherwise
+        started elections; timing only, safety does not depend on it)."""
+        if stalled_s < STALL_FORGIVEN_S:
+            return
+        so: Any = self._syncObj
+        so._SyncObj__raftElectionDeadline += stalled_s
+        if hasattr(so, "_pv_leader_contact"):
+            so._pv_leader_contact += stalled_s
+        last = so._SyncObj__lastResponseTime
+        for node in list(last):
+            last[node] += stalled_s
 
 
 def release_after_tick(syncobj: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,8 @@ class _SyncObj:
     def __init__(self, journal: MeshemsJournal) -> None:
         self._SyncObj__raftLog = journal
         self._SyncObj__transport: Any = None
+        self._SyncObj__raftElectionDeadline = 100.0
+        self._SyncObj__lastResponseTime = {"n2": 50.0}
 
 
 def transport_for(
@@ -231,3 +234,18 @@ def test_with_fsync_off_messages_leave_at_once(tmp_path: Path, monkeypatch: pyte
     t.release()
     assert [w[0] for w in wire] == ["send"]
     j._destroy()
+
+
+def test_time_spent_in_a_slow_sync_is_no_silence_of_the_peers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = MeshemsJournal(str(tmp_path / "raft.journal"))
+    j.sync()
+    wire: list[Any] = []
+    t = transport_for(j, monkeypatch, wire)
+    monkeypatch.setattr(raft_journal.os, "fdatasync", lambda fd: time.sleep(0.2))  # a stalled disk
+    j.add(entry(1), 1, 1)
+    t.release()
+    so = t._syncObj
+    assert so._SyncObj__raftElectionDeadline >= 100.2  # no election for the time it was blocked
+    assert so._SyncObj__lastResponseTime["n2"] >= 50.2  # nor a leader's step-down
