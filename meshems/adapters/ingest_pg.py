@@ -5,10 +5,11 @@ A batch is one transaction: COPY (binary) into a temporary staging table, then
 `INSERT … SELECT … ORDER BY zone, seq ON CONFLICT DO NOTHING RETURNING`: the primary key
 arbitrates (zone, seq) between concurrent workers (a key another open transaction holds waits
 for it), the stored digests of the keys not inserted are read back for `admit` to tell a
-repeat from E_DUPLICATE_DIFFERS. The zones' ledger rows are then created or locked in one
-sorted upsert, merged by the core and written back, so no update is lost and sorted order
-keeps concurrent workers free of deadlocks. `readings` becomes a TimescaleDB hypertable
-when the extension is there. Must never log or print the password.
+repeat from E_DUPLICATE_DIFFERS; the new records' readings are copied too. Only then are the
+zones' ledger rows created or locked in one sorted upsert (held until the commit), merged by
+the core and written back, so no update is lost and sorted order keeps concurrent workers
+free of deadlocks. `readings` becomes a TimescaleDB hypertable when the extension is there.
+Must never log or print the password.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from meshems.core.ingest_records import Incoming
 from meshems.core.ingest_rows import (
     StoreError,
     ZoneRow,
-    admitted_records,
     first_of_batch,
     ledger_from_json,
     ledger_to_json,
@@ -220,6 +220,13 @@ class PostgresStore:
                     "SELECT r.zone, r.seq, r.digest FROM records r JOIN ingest_stage s USING (zone, seq)"
                 )
                 stored = {(z, int(s)): d for z, s, d in cur.fetchall() if (z, int(s)) not in inserted}
+            with cur.copy("COPY readings FROM STDIN (FORMAT BINARY)") as cp:  # before any zone lock
+                cp.set_types(READING_TYPES)
+                for r in firsts:
+                    a = r.arrival
+                    if (a.zone, a.seq) in inserted:
+                        for device, state, reading in reading_rows(r):
+                            cp.write_row((a.zone, device, a.seq, r.node, _ts(a.received_s), state, reading))
         zones = sorted({r.arrival.zone for r in records} | {g.zone for g in gaps})
         cur.execute(  # creates or row-locks each zone, in sorted order
             "INSERT INTO zones (zone, ledger) SELECT z, '' FROM unnest(%s::text[]) AS z ORDER BY z "
@@ -228,14 +235,8 @@ class PostgresStore:
         )
         ledgers: dict[str, ZoneLedger] = {z: ledger_from_json(z, t) for z, t in cur.fetchall() if t}
         out = admit(ledgers, [r.arrival for r in records], stored, gaps)
-        if {(a.zone, a.seq) for a in out.new} != inserted:
+        if {(a.zone, a.seq) for a in out.new} != inserted:  # rolled back with the readings above
             raise StoreError(f"{self.where}: the batch's inserts and the ledger's decision disagree")
-        with cur.copy("COPY readings FROM STDIN (FORMAT BINARY)") as cp:
-            cp.set_types(READING_TYPES)
-            for r in admitted_records(records, out):
-                a = r.arrival
-                for device, state, reading in reading_rows(r):
-                    cp.write_row((a.zone, device, a.seq, r.node, _ts(a.received_s), state, reading))
         names = sorted(out.ledgers)
         cur.execute(
             "UPDATE zones SET ledger = v.ledger, duplicates = zones.duplicates + v.dups, "
