@@ -29,7 +29,8 @@ def add_parsers(sub: Any) -> None:
     s = add_command(
         sub, "demo", "start a local mesh from the config and show it live (Ctrl-C stops)", EXAMPLE
     )
-    s.add_argument("--duration", type=float, default=0, help="stop after S seconds (0 = until Ctrl-C)")
+    s.add_argument("--duration", type=float, default=0,
+                   help="stop S seconds after the mesh has its first leader (0 = until Ctrl-C)")  # fmt: skip
     s.add_argument("--no-writes", action="store_true", help="do not write demo setpoints (without a policy)")
     s.add_argument(
         "--chaos",
@@ -142,9 +143,19 @@ def control_view(cluster: LocalCluster, rows: list[dict[str, Any]]) -> Group | N
     return Group(head, t)
 
 
-def _last_round(started: float, duration_s: float) -> bool:
+#: how long a timed demo waits for its first leader before its duration counts anyway
+STARTUP_S = 60.0
+
+
+def _deadline(started: float, leader_at: float | None, duration_s: float) -> float:
+    """When a timed run ends: `duration_s` after the first leader (a slow start on a busy
+    machine does not eat the run), or after STARTUP_S more if none ever came."""
+    return (leader_at if leader_at is not None else started + STARTUP_S) + duration_s
+
+
+def _last_round(started: float, leader_at: float | None, duration_s: float) -> bool:
     """True in the loop's last round, so a pipe also gets the view at the end of a timed run."""
-    return duration_s > 0 and time.monotonic() + 0.5 - started >= duration_s
+    return duration_s > 0 and time.monotonic() + 0.5 >= _deadline(started, leader_at, duration_s)
 
 
 def run_demo(
@@ -190,6 +201,7 @@ def run_demo(
     values = itertools.cycle([10.0, -5.0, 0.0, 20.0, -15.0])
     last_write = "no write yet"
     started = time.monotonic()
+    leader_at: float | None = None
     next_write, last_print = started + 3.0, 0.0
     next_chaos = started + chaos_s + 5
     restart: tuple[float, str] | None = None
@@ -198,9 +210,11 @@ def run_demo(
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
     try:
         with live or contextlib.nullcontext():
-            while duration_s <= 0 or time.monotonic() - started < duration_s:
+            while duration_s <= 0 or time.monotonic() < _deadline(started, leader_at, duration_s):
                 rows = cluster.client.status_all(timeout_s=0.5)
                 now = time.monotonic()
+                if leader_at is None and any(r.get("role") == "leader" for r in rows):
+                    leader_at = now
                 if chaos_s > 0 and restart is not None and now >= restart[0]:
                     cluster.start(restart[1])
                     chaos_note = f"chaos: restarted {restart[1]}"
@@ -234,7 +248,7 @@ def run_demo(
                 view = Group(*parts)
                 if live is not None:
                     live.update(view, refresh=True)
-                elif time.monotonic() - last_print >= 3.0 or _last_round(started, duration_s):
+                elif time.monotonic() - last_print >= 3.0 or _last_round(started, leader_at, duration_s):
                     last_print = time.monotonic()
                     console.print(view)
                 time.sleep(0.5)

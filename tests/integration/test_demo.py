@@ -22,7 +22,7 @@ def node_processes(config: Path) -> list[str]:
 
 def test_demo_runs_a_mesh_and_stops_it(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    out = meshems_cli("demo", "--config", str(cfg), "--duration", "10", timeout=60)
+    out = meshems_cli("demo", "--config", str(cfg), "--duration", "6", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "created the Raft secret" in out.stdout
     assert "leader" in out.stdout and "committed at term" in out.stdout
@@ -38,7 +38,7 @@ def test_demo_runs_a_mesh_and_stops_it(tmp_path: Path) -> None:
 def test_demo_deploy_rolls_the_example_payload_out_to_every_node(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, wired=True, policy={"import_limit_kw": 30.0, "cycle_s": 0.5})
     out = meshems_cli("demo", "--config", str(cfg), "--deploy", "--deploy-cycles", "1", "--duration", "15",
-                      timeout=60)  # fmt: skip
+                      timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     copy = tmp_path / ".cluster.demo-deploy.yaml"
     assert f"the nodes run from {copy}" in out.stdout
