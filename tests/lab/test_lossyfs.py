@@ -1,0 +1,184 @@
+"""The lab's lossy filesystem (real FUSE mounts, root and /dev/fuse): what was fsync'd or
+fdatasync'd survives a `drop`, nothing else does; metadata is applied at once; dirty memory
+is capped; SIGTERM unmounts. Every mount is unmounted and every folder removed in teardown."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshems.adapters.atomic_write import write_atomic
+from meshems.lab.powerloss import LossyMount, control, lossy_mounts, unmount
+
+pytestmark = pytest.mark.lab
+
+if os.geteuid() != 0 or not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+    pytest.skip("needs root, /dev/fuse and fusermount3 (Debian fuse3)", allow_module_level=True)
+
+
+def _start(root: Path, cap_mib: int = 256) -> tuple[LossyMount, subprocess.Popen[bytes]]:
+    tag = uuid.uuid4().hex[:6]
+    m = LossyMount.of(root, f"t{tag}", "n1", root / "mnt")
+    with open(root / "lossyfs.log", "wb") as log:
+        proc = subprocess.Popen([*m.command(), "--cap-mib", str(cap_mib)], stdout=log, stderr=log)
+    m.wait_mounted(lambda: proc.poll() is None, timeout_s=15)
+    return m, proc
+
+
+def _stop(m: LossyMount, proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    if m.mounted():
+        unmount(m.mount)
+    m.control.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def lossy() -> Iterator[LossyMount]:
+    root = Path(tempfile.mkdtemp(prefix="lossyfs-test-"))
+    m, proc = _start(root)
+    try:
+        yield m
+    finally:
+        _stop(m, proc)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not m.mounted() and not root.exists()
+
+
+def _write(path: Path, data: bytes, sync: str = "", flags: int = 0) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+    try:
+        os.write(fd, data)
+        if sync == "fsync":
+            os.fsync(fd)
+        elif sync == "fdatasync":
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_an_unsynced_write_is_gone_after_a_drop_and_reads_saw_it_before(lossy: LossyMount) -> None:
+    f = lossy.mount / "journal"
+    _write(f, b"x" * 10_000)
+    assert f.read_bytes() == b"x" * 10_000 and f.stat().st_size == 10_000
+    assert (lossy.backing / "journal").read_bytes() == b""  # the backing has only the create
+    stats = lossy.stats()
+    assert stats["dirty_files"] == 1 and stats["dirty_bytes"] == 3 * 4096
+    assert lossy.drop() == {"files": 1, "bytes": 3 * 4096}
+    assert f.exists() and f.read_bytes() == b"" and f.stat().st_size == 0  # metadata stays
+    assert lossy.stats()["dirty_bytes"] == 0 and lossy.stats()["drops"] == 1
+
+
+@pytest.mark.parametrize("sync", ["fsync", "fdatasync"])
+def test_a_synced_write_survives_a_drop(lossy: LossyMount, sync: str) -> None:
+    f = lossy.mount / "vote"
+    _write(f, b"term 7 voted n2", sync)
+    assert (lossy.backing / "vote").read_bytes() == b"term 7 voted n2"
+    assert lossy.drop()["bytes"] == 0
+    assert f.read_bytes() == b"term 7 voted n2"
+
+
+def test_after_a_drop_a_file_keeps_only_its_synced_prefix(lossy: LossyMount) -> None:
+    f = lossy.mount / "raft.journal"
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"A" * 5000)
+        os.fsync(fd)
+        os.write(fd, b"B" * 5000)  # appended, not synced
+        os.pwrite(fd, b"C" * 10, 100)  # an unsynced overwrite inside the synced part
+        assert os.pread(fd, 20_000, 0) == b"A" * 100 + b"C" * 10 + b"A" * 4890 + b"B" * 5000
+    finally:
+        os.close(fd)
+    lossy.drop()
+    assert f.read_bytes() == b"A" * 5000
+
+
+def test_an_atomic_write_survives_a_drop_and_an_unsynced_rename_leaves_an_empty_file(
+    lossy: LossyMount,
+) -> None:
+    write_atomic(lossy.mount / "actuated.json", b'{"term": 3}')  # tmp, fsync, rename
+    tmp = lossy.mount / "state.tmp"
+    _write(tmp, b"never synced")
+    os.replace(tmp, lossy.mount / "state.json")  # the rename is applied at once, the data is not
+    os.makedirs(lossy.mount / "payloads" / "abc")
+    lossy.drop()
+    assert (lossy.mount / "actuated.json").read_bytes() == b'{"term": 3}'
+    assert (lossy.mount / "state.json").read_bytes() == b"" and not tmp.exists()
+    assert (lossy.mount / "payloads" / "abc").is_dir()
+    assert sorted(os.listdir(lossy.mount)) == ["actuated.json", "payloads", "state.json"]
+
+
+def test_writes_of_a_file_opened_o_dsync_are_synced_at_once(lossy: LossyMount) -> None:
+    f = lossy.mount / "fence"
+    _write(f, b"dsync write", flags=os.O_DSYNC)
+    assert lossy.stats()["dirty_bytes"] == 0
+    lossy.drop()
+    assert f.read_bytes() == b"dsync write"
+
+
+def test_truncate_and_fallocate_apply_at_once_and_trim_dirty_pages(lossy: LossyMount) -> None:
+    f = lossy.mount / "j"
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"S" * 100)
+        os.fsync(fd)
+        os.write(fd, b"U" * 9000)
+        os.ftruncate(fd, 50)  # shrinks the backing too; the unsynced tail is gone
+        assert os.pread(fd, 200, 0) == b"S" * 50 and lossy.stats()["dirty_bytes"] == 4096
+        os.posix_fallocate(fd, 0, 8192)  # the journal reserves space ahead
+        assert os.fstat(fd).st_size == 8192 and (lossy.backing / "j").stat().st_size == 8192
+    finally:
+        os.close(fd)
+    lossy.drop()
+    assert f.read_bytes() == b"S" * 50 + bytes(8192 - 50)
+
+
+def test_unsynced_memory_is_capped_with_enospc() -> None:
+    root = Path(tempfile.mkdtemp(prefix="lossyfs-cap-"))
+    m, proc = _start(root, cap_mib=1)
+    try:
+        fd = os.open(m.mount / "big", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"z" * (1 << 20))  # exactly the cap
+            with pytest.raises(OSError) as exc:
+                os.write(fd, b"z" * 4096)
+            assert exc.value.errno == errno.ENOSPC
+            os.fsync(fd)  # syncing frees the memory: writes go on
+            os.write(fd, b"z" * 4096)
+        finally:
+            os.close(fd)
+        stats = m.stats()
+        assert stats["enospc"] == 1 and stats["dirty_bytes"] == 4096
+        assert (m.backing / "big").stat().st_size == 1 << 20
+    finally:
+        _stop(m, proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_sigterm_unmounts_and_removes_the_control_socket() -> None:
+    root = Path(tempfile.mkdtemp(prefix="lossyfs-term-"))
+    m, proc = _start(root)
+    try:
+        assert str(m.mount) in lossy_mounts(m.name)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not m.mounted() and not m.control.exists()
+        with pytest.raises(Exception, match="is its lossyfs running"):
+            control(m.control, "stats")
+    finally:
+        _stop(m, proc)
+        shutil.rmtree(root, ignore_errors=True)
