@@ -26,6 +26,7 @@ EXAMPLES = {
     "oneway": "sudo meshems lab oneway n1 n2  (n1's packets to n2 dropped, n2's to n1 pass)",
     "clock": "sudo meshems lab clock n2 -30  (30 s behind; 0 puts it back; a lab `up --clocks`)",
     "lossy": "sudo meshems lab lossy 20  (every link drops 20 % at random; `lab heal` ends it)",
+    "blackout": "sudo meshems lab blackout  (every node; or: lab blackout n2; a lab `up --blackout`)",
     "partition": "sudo meshems lab partition n1 n2,n3",
     "heal": "sudo meshems lab heal",
     "down": "sudo meshems lab down  (or --all after a crash)",
@@ -71,6 +72,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--nodes", type=int, default=3, help="gateways (1-9, default 3)")
     p.add_argument("--no-sim", action="store_true", help="no simulated sites (Raft only)")
     p.add_argument("--clocks", action="store_true", help="nodes under libfaketime, for `lab clock`")
+    p.add_argument("--blackout", action="store_true", help="data folders on lossyfs, for `lab blackout`")
     add("status", "the lab's nodes: Raft status as `meshems status` shows it, plus pids")
     for verb, text in (
         ("kill", "kill -9 a node daemon"),
@@ -91,6 +93,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("offset_s", type=int, metavar="SECONDS", help="offset from real time, e.g. -30 or 45")
     p = add("lossy", "every link drops a share of its WireGuard packets at random (nft numgen)")
     p.add_argument("percent", type=int, metavar="PERCENT", help="1 to 99")
+    p = add("blackout", "power cut: kill -9 nodes, drop their unsynced writes at once, restart them")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="the nodes (default: every node)")
     p = add("partition", "cut every link between groups, e.g. `lab partition n1 n2,n3`")
     p.add_argument("groups", nargs="+", metavar="GROUP", help="comma-separated nodes")
     add("heal", "remove every cut")
@@ -111,7 +115,9 @@ def run_lab(args: Any) -> int:
     folder = Path(args.dir)
     sub = args.sub
     if sub == "up":
-        lab = Lab.create(folder, nodes=args.nodes, sims=not args.no_sim, clocks=args.clocks)
+        lab = Lab.create(
+            folder, nodes=args.nodes, sims=not args.no_sim, clocks=args.clocks, blackout=args.blackout
+        )
         leader = lab.wait_leader(30)
         print(f"lab {lab.plan.tag} is up: {len(lab.plan.nodes)} nodes, leader {leader}")
         print(f"  status:   meshems status --config {lab.cfg.source}")
@@ -122,8 +128,9 @@ def run_lab(args: Any) -> int:
     if sub == "down":
         if args.all:
             from meshems.lab.netlab import teardown_all
+            from meshems.lab.powerloss import unmount_stale
 
-            removed = teardown_all()
+            removed = teardown_all() + unmount_stale()
             if (folder / "lab-state.json").exists():
                 (folder / "lab-state.json").unlink()
         else:
@@ -142,7 +149,8 @@ def run_lab(args: Any) -> int:
             print(f"  {key:<8} pid {pid:<8} {'running' if lab.running(key) else 'stopped'}")
         return 0
     nodes = set(lab.plan.nodes)
-    for n in [getattr(args, "node", None), getattr(args, "a", None), getattr(args, "b", None)]:
+    for n in [getattr(args, "node", None), getattr(args, "a", None), getattr(args, "b", None),
+              *getattr(args, "nodes", [])]:  # fmt: skip
         if n is not None and n not in nodes:
             raise LabError(f"{n}: no such node in the lab (nodes: {', '.join(sorted(nodes))})")
     if sub == "kill":
@@ -171,6 +179,10 @@ def run_lab(args: Any) -> int:
         if unknown:
             raise LabError(f"unknown nodes {unknown} (nodes: {', '.join(sorted(nodes))})")
         lab.partition(groups)
+    elif sub == "blackout":
+        dropped = lab.blackout(args.nodes or list(lab.plan.nodes))
+        for n, d in dropped.items():
+            print(f"  {n}: power cut, {d['bytes']} unsynced bytes in {d['files']} files dropped, restarted")
     elif sub == "heal":
         lab.heal()
     print(f"{sub} done at {time.strftime('%H:%M:%S')}")

@@ -22,6 +22,7 @@ from meshems.core import commands
 from meshems.core.errors import UnreachableError
 from meshems.lab.checker import Op, Verdict, Window, check
 from meshems.lab.gateways import LIBFAKETIME, Lab
+from meshems.lab.powerloss import lossy_ready
 from meshems.lab.schedule import KINDS, Fault, clock_jump_s, loss_percent, make_schedule, split
 
 #: answers that prove the write was not committed
@@ -179,6 +180,12 @@ class Injector:
             entry["target"] = f"{anyone} clock {jump:+d} s"
             time.sleep(fault.hold_s)
             lab.set_clock(anyone, 0)
+        elif fault.kind in ("blackout_node", "blackout_all"):
+            targets = list(nodes) if fault.kind == "blackout_all" else [anyone]
+            dropped = lab.blackout(targets, down_s=fault.hold_s)
+            lost = sum(d["bytes"] for d in dropped.values())
+            entry["target"] = f"{','.join(targets)} power cut, {lost} unsynced bytes dropped"
+            entry["dropped"] = dropped
         elif fault.kind == "oneway_cut":
             peer = followers[fault.pick % len(followers)] if followers else leader
             src, dst = (leader, peer) if (fault.pick >> 8) % 2 == 0 else (peer, leader)
@@ -225,14 +232,18 @@ def run_faults(
     say: Any = print,
 ) -> RunResult:
     """Build a lab, run the workload under the seeded schedule, heal, check, tear down.
-    Without libfaketime there are no clock faults (said once)."""
+    Without libfaketime there are no clock faults, without FUSE no blackouts (said once)."""
     kinds = kinds or KINDS
     clocks = "clock_jump" in kinds and LIBFAKETIME.exists()
     if "clock_jump" in kinds and not clocks:
         say(f"no clock faults: {LIBFAKETIME} is missing (Debian faketime; scripts/setup)")
         kinds = tuple(k for k in kinds if k != "clock_jump")
+    blackout = any(k.startswith("blackout_") for k in kinds) and lossy_ready()
+    if any(k.startswith("blackout_") for k in kinds) and not blackout:
+        say("no blackouts: they need /dev/fuse, fusermount3 (Debian fuse3) and mfusepy (scripts/setup)")
+        kinds = tuple(k for k in kinds if not k.startswith("blackout_"))
     schedule = make_schedule(seed, duration_s, kinds)
-    lab = Lab.create(folder, nodes=nodes, sims=True, progress=say, clocks=clocks)
+    lab = Lab.create(folder, nodes=nodes, sims=True, progress=say, clocks=clocks, blackout=blackout)
     started = time.monotonic()
     try:
         say(f"leader: {lab.wait_leader(30)}; {len(schedule)} faults over {duration_s:.0f} s (seed {seed})")

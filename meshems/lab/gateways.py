@@ -22,95 +22,44 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from meshems.adapters.api_tls import ensure_zone_pki
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.adapters.wireguard import keygen
 from meshems.core.config import ClusterConfig
 from meshems.lab import netlab
+from meshems.lab.labconfig import API_PORT as API_PORT
+from meshems.lab.labconfig import MODBUS_PORT as MODBUS_PORT
+from meshems.lab.labconfig import RAFT_PORT as RAFT_PORT
+from meshems.lab.labconfig import write_lab_config
 from meshems.lab.netlab import LabError, NetPlan
+from meshems.lab.powerloss import LossyMount, lossy_ready, unmount_stale
 from meshems.ops.client import NodeClient
 
 STATE = "lab-state.json"
 #: Debian's libfaketime: with it, the fault run's nodes read their clocks' offset from a file
 #: the clock_jump fault rewrites
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-RAFT_PORT, API_PORT, MODBUS_PORT = 17101, 17201, 1502
-
-
-def _site(seed: int) -> dict[str, Any]:
-    return {
-        "site": {"seed": seed, "start_h": 12, "soc_pct": 60},
-        "control": {"host": "127.0.0.1", "port": 0},
-        "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": MODBUS_PORT}],
-        "devices": [
-            {"server": "main", "unit_id": 1, "model": "meter", "profile": "meter"},
-            {"server": "main", "unit_id": 2, "model": "battery", "profile": "battery"},
-            {"server": "main", "unit_id": 3, "model": "pv", "profile": "pv"},
-            {"server": "main", "unit_id": 4, "model": "relay", "profile": "relay"},
-        ],
-    }
-
-
-def _devices(node: str) -> list[dict[str, Any]]:
-    return [
-        {"id": f"{node}-meter", "kind": "meter", "bus": "site", "unit_id": 1, "profile": "meter"},
-        {"id": f"{node}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50, "bus": "site",
-         "unit_id": 2, "profile": "battery", "revert_timeout_s": 30},
-        {"id": f"{node}-pv", "kind": "pv", "min_kw": 0, "max_kw": 40, "rated_kw": 40, "bus": "site",
-         "unit_id": 3, "profile": "pv", "revert_timeout_s": 30},
-    ]  # fmt: skip
-
-
-def write_lab_config(folder: Path, plan: NetPlan, sims: bool) -> Path:
-    """The lab's cluster config: every node on its own underlay and overlay address."""
-    nodes = []
-    for i, n in enumerate(plan.nodes):
-        node: dict[str, Any] = {
-            "id": n,
-            "address": plan.underlay(n),
-            "overlay_address": plan.overlay(n),
-            "raft_port": RAFT_PORT,
-            "api_port": API_PORT,
-        }
-        if sims:
-            site = folder / f"site-{n}.yaml"
-            site.write_text(yaml.safe_dump(_site(seed=i + 1), sort_keys=False))
-            node["sim_site"] = site.name
-            node["buses"] = [{"id": "site", "type": "tcp", "host": "127.0.0.1", "port": MODBUS_PORT}]
-            node["devices"] = _devices(n)
-        else:
-            node["devices"] = [{"id": f"{n}-bat", "kind": "battery", "min_kw": -50, "max_kw": 50}]
-        nodes.append(node)
-    doc = {
-        "cluster": f"lab-{plan.tag}",
-        "zone": "lab",
-        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
-        # every lab client (fault clients, the overlay benchmark's 100 in flight, each closing
-        # and reconnecting: a connection counts until the node has seen it close) comes from
-        # the root namespace's one address
-        "api": {"max_connections_per_peer": 256},
-        "overlay": {"key_dir": "keys", "interface_prefix": f"mw{plan.tag}-", "handshake_max_age_s": 30},
-        "nodes": nodes,
-    }
-    path = folder / "lab.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 class Lab:
     """One lab: its plan, config, processes. Use `Lab.create(...)` or `Lab.open(folder)`."""
 
     def __init__(
-        self, folder: Path, plan: NetPlan, cfg: ClusterConfig, pids: dict[str, int], clocks: bool = False
+        self,
+        folder: Path,
+        plan: NetPlan,
+        cfg: ClusterConfig,
+        pids: dict[str, int],
+        clocks: bool = False,
+        blackout: bool = False,
     ) -> None:
         self.folder = folder
         self.plan = plan
         self.cfg = cfg
         self.pids = pids
         self.clocks = clocks  # nodes run under libfaketime with a clock file each (set_clock)
+        self.lossy_data = blackout  # every node's data folder is a lossyfs mount (blackout)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         ensure_zone_pki(cfg)  # the lab's zone CA and node certificates (HTTPS API)
@@ -120,9 +69,16 @@ class Lab:
 
     @classmethod
     def create(
-        cls, folder: Path, nodes: int = 3, sims: bool = True, progress: Any = print, clocks: bool = False
+        cls,
+        folder: Path,
+        nodes: int = 3,
+        sims: bool = True,
+        progress: Any = print,
+        clocks: bool = False,
+        blackout: bool = False,
     ) -> Lab:
-        """Build a lab; `clocks`: nodes under libfaketime, so `set_clock` can move their clocks."""
+        """Build a lab; `clocks`: nodes under libfaketime, so `set_clock` can move their clocks;
+        `blackout`: every node's data folder on its own lossyfs mount, so `blackout` can cut power."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, wireguard-go, nft)")
         if not 1 <= nodes <= 9:
@@ -138,7 +94,9 @@ class Lab:
             keygen(cfg, n)
         if clocks and not LIBFAKETIME.exists():
             raise LabError(f"clock faults need libfaketime ({LIBFAKETIME}; Debian faketime, scripts/setup)")
-        lab = cls(folder, plan, cfg, {}, clocks)
+        if blackout and not lossy_ready():
+            raise LabError("blackouts need /dev/fuse, fusermount3 (Debian fuse3) and mfusepy (scripts/setup)")
+        lab = cls(folder, plan, cfg, {}, clocks, blackout)
         for n in plan.nodes if clocks else ():
             lab.set_clock(n, 0)
         lab._save()  # before anything exists outside the folder, so `lab down` can undo it all
@@ -151,6 +109,10 @@ class Lab:
                 if out.returncode != 0:
                     raise LabError(f"overlay up on {n} failed: {out.stderr.strip()}")
             progress(f"lab {plan.tag}: wireguard-go mesh up (10.77.{plan.octet}.0/24)")
+            for n in plan.nodes if blackout else ():
+                lab.start_lossyfs(n)
+            if blackout:
+                progress(f"lab {plan.tag}: data folders on lossyfs mounts (unsynced writes can be dropped)")
             if sims:
                 for n in plan.nodes:
                     lab.start_sim(n)
@@ -171,10 +133,15 @@ class Lab:
         plan = NetPlan(**state["plan"])
         cfg = load_config(folder / "lab.yaml")
         pids = {k: int(v) for k, v in state.get("pids", {}).items()}
-        return cls(folder, plan, cfg, pids, bool(state.get("clocks")))
+        return cls(folder, plan, cfg, pids, bool(state.get("clocks")), bool(state.get("blackout")))
 
     def _save(self) -> None:
-        state = {"plan": asdict(self.plan), "pids": self.pids, "clocks": self.clocks}
+        state = {
+            "plan": asdict(self.plan),
+            "pids": self.pids,
+            "clocks": self.clocks,
+            "blackout": self.lossy_data,
+        }
         tmp = self.folder / (STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.folder / STATE)
@@ -189,13 +156,14 @@ class Lab:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
     def _spawn(
-        self, key: str, node: str, *args: str, env: dict[str, str] | None = None
+        self, key: str, node: str | None, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        """`meshems ARGS` in `node`'s namespace; with node None, the command `args` here."""
         (self.folder / "logs").mkdir(exist_ok=True)
         log = open(self.folder / "logs" / f"{key}.log", "ab")  # noqa: SIM115 - closed in _reap
         # `ip netns exec` execs the command: the pid is the meshems process itself
         proc = subprocess.Popen(
-            self.ns_cmd(node, sys.executable, "-m", "meshems", *args),
+            self.ns_cmd(node, sys.executable, "-m", "meshems", *args) if node else list(args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -231,6 +199,38 @@ class Lab:
         # the lab runs as root (namespaces, tunnels): the node is told it may
         self._spawn(node, node, "node", "run", "--config", str(self.cfg.source), "--node", node,
                     "--trace", str(trace), "--allow-root", env=self._clock_env(node))  # fmt: skip
+
+    # --- power (lossyfs data folders) ---------------------------------------------------
+
+    def mount(self, node: str) -> LossyMount:
+        return LossyMount.of(self.folder, self.plan.tag, node, self.cfg.data_dir(node))
+
+    def start_lossyfs(self, node: str) -> None:
+        """Mount `node`'s data folder on its own lossyfs (in the root namespace: the node's
+        `ip netns exec` mount namespace sees it), before the node starts."""
+        m = self.mount(node)
+        proc = self._spawn(f"fs-{node}", None, *m.command())
+        m.wait_mounted(lambda: proc.poll() is None)
+
+    def blackout(self, nodes: list[str], down_s: float = 0.0) -> dict[str, dict[str, int]]:
+        """A power cut: SIGKILL every node given at once, then drop their unsynced data (no
+        restart in between), `down_s` without power, then start them again; node -> what
+        its lossyfs dropped."""
+        if not self.lossy_data:
+            raise LabError("this lab's data folders are not lossy: build it with `lab up --blackout`")
+        for n in nodes:
+            if self.running(n):
+                os.kill(self.pids[n], signal.SIGKILL)
+        end = time.monotonic() + 10
+        for n in nodes:
+            self._reap(n)
+            while self.running(n) and time.monotonic() < end:  # not our child (`lab blackout`)
+                time.sleep(0.01)
+        dropped = {n: self.mount(n).drop() for n in nodes}
+        time.sleep(down_s)
+        for n in nodes:
+            self.start_node(n)
+        return dropped
 
     def _clock_file(self, node: str) -> Path:
         return self.folder / "clocks" / node
@@ -354,12 +354,13 @@ class Lab:
 
     def down(self) -> list[str]:
         """Stop every process, remove every namespace, link and route; forget the state."""
-        for key in list(self.pids):
+        # the filesystems last: a node must not lose its data folder while it runs
+        for key in sorted(self.pids, key=lambda k: k.startswith("fs-")):
             try:
                 self.stop(key, grace_s=3.0)
             except (LabError, ProcessLookupError):
                 self._reap(key)
-        removed = netlab.teardown(self.plan)
+        removed = [*unmount_stale(f"lossyfs-{self.plan.tag}-"), *netlab.teardown(self.plan)]
         (self.folder / STATE).unlink(missing_ok=True)
         return removed
 

@@ -10,6 +10,8 @@ name after a crash. Must not start or kill nodes (gateways.py) nor serve the fil
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -61,6 +63,15 @@ class LossyMount:
 
     def stats(self) -> dict[str, int]:
         return control(self.control, "stats")
+
+
+def lossy_ready() -> bool:
+    """Can this machine run lossyfs (root, /dev/fuse, fusermount3, mfusepy)?"""
+    try:
+        import mfusepy  # noqa: F401
+    except (ImportError, OSError):  # OSError: mfusepy found no libfuse
+        return False
+    return os.geteuid() == 0 and Path("/dev/fuse").exists() and shutil.which("fusermount3") is not None
 
 
 def control(sock_path: Path, cmd: str, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -21,6 +21,8 @@ KINDS: tuple[str, ...] = (
     "lossy_links",  # every link drops 5-30 % of its packets at random
     "oneway_cut",  # the leader's packets to one follower dropped, or that follower's to it
     "clock_jump",  # a node's clocks jump 2-10 s forward or back, and back after the hold
+    "blackout_node",  # power cut of any node: kill -9, its unsynced writes dropped, restart
+    "blackout_all",  # power cut of every node at the same instant (a site blackout)
 )
 
 #: the share of packets a lossy_links fault drops, chosen by its pick

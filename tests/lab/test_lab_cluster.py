@@ -115,12 +115,13 @@ def test_cluster_over_wireguard_elects_replicates_fails_over_and_rejoins(tmp_pat
 
 
 def test_short_fault_schedule_passes_the_checker(tmp_path: Path) -> None:
-    """What CI runs: `meshems lab faults` with a 55 s seeded schedule (9 faults, every kind
-    once: kills, pauses, restarts, cuts, partitions, lossy and one-way links, a clock jump),
-    as JSON."""
+    """What CI runs: `meshems lab faults` with a 52 s seeded schedule (11 faults, every kind
+    once: kills, pauses, restarts, cuts, partitions, lossy and one-way links, a clock jump,
+    a power cut of one node and a blackout of all three), as JSON. Seed 11224 is the one of
+    the first 20,000 whose schedule holds every kind in the fewest seconds (make_schedule)."""
     out = subprocess.run(
-        [sys.executable, "-m", "meshems", "lab", "faults", "--dir", str(tmp_path), "--seconds", "55",
-         "--seed", "7", "--json"],
+        [sys.executable, "-m", "meshems", "lab", "faults", "--dir", str(tmp_path), "--seconds", "52",
+         "--seed", "11224", "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     d = json.loads(out.stdout)
@@ -131,7 +132,7 @@ def test_short_fault_schedule_passes_the_checker(tmp_path: Path) -> None:
     assert d["acknowledged"] > 100 and d["lost"] == 0 and d["divergent"] == 0, d["problems"]
     assert d["stale_term_actuations"] == 0 and d["minority_commits"] == 0, d["problems"]
     assert d["actuations_checked"] > 0 and d["entries_checked"] > d["acknowledged"]
-    assert set(d["faults"]) == set(KINDS), d["faults"]  # lossy and one-way links among them
+    assert set(d["faults"]) == set(KINDS), d["faults"]  # blackouts, lossy and one-way links among them
     assert out.returncode == 0
 
 
