@@ -57,7 +57,7 @@ def test_a_full_disk_stops_the_node_cleanly_and_it_catches_up_once_there_is_room
                                    source="disk-full-test".ljust(63, "x"))  # fmt: skip
             return bool(c.client.propose(data, deadline_s=30)["ok"])
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(32) as pool:  # many in flight: a journal sync serves many (raft.fsync)
             assert all(pool.map(write, range(5200)))
         # n3's folder has room for its first 1 MiB of journal and not for the next step
         filler = small / "filler"
