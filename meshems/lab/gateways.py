@@ -76,9 +76,11 @@ class Lab:
         progress: Any = print,
         clocks: bool = False,
         blackout: bool = False,
+        fsync: bool = True,
     ) -> Lab:
         """Build a lab; `clocks`: nodes under libfaketime, so `set_clock` can move their clocks;
-        `blackout`: every node's data folder on its own lossyfs mount, so `blackout` can cut power."""
+        `blackout`: every node's data folder on its own lossyfs mount, so `blackout` can cut power;
+        `fsync`: the nodes' `raft.fsync`."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, wireguard-go, nft)")
         if not 1 <= nodes <= 9:
@@ -87,7 +89,7 @@ class Lab:
         if (folder / STATE).exists():
             raise LabError(f"{folder / STATE} exists: a lab lives there; `meshems lab down --dir {folder}`")
         plan = NetPlan.make(secrets.token_hex(2), netlab.free_octet(), [f"n{i + 1}" for i in range(nodes)])
-        path = write_lab_config(folder, plan, sims)
+        path = write_lab_config(folder, plan, sims, fsync)
         cfg = load_config(path)
         init_secret(cfg.secret_path)
         for n in plan.nodes:

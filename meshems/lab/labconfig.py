@@ -38,8 +38,9 @@ def _devices(node: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def write_lab_config(folder: Path, plan: NetPlan, sims: bool) -> Path:
-    """The lab's cluster config: every node on its own underlay and overlay address."""
+def write_lab_config(folder: Path, plan: NetPlan, sims: bool, fsync: bool = True) -> Path:
+    """The lab's cluster config: every node on its own underlay and overlay address;
+    `fsync` False: journals not synced (to show what a power cut then loses)."""
     nodes = []
     for i, n in enumerate(plan.nodes):
         node: dict[str, Any] = {
@@ -61,7 +62,7 @@ def write_lab_config(folder: Path, plan: NetPlan, sims: bool) -> Path:
     doc = {
         "cluster": f"lab-{plan.tag}",
         "zone": "lab",
-        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
+        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data", "fsync": fsync},
         # every lab client (fault clients, the overlay benchmark's 100 in flight, each closing
         # and reconnecting: a connection counts until the node has seen it close) comes from
         # the root namespace's one address

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from meshems.adapters.atomic_write import write_atomic
-from meshems.lab.powerloss import LossyMount, control, lossy_mounts, unmount
+from meshems.lab.powerloss import LossyMount, control, lossy_mounts, unmount, unmount_stale
 
 pytestmark = pytest.mark.lab
 
@@ -179,6 +179,21 @@ def test_sigterm_unmounts_and_removes_the_control_socket() -> None:
         assert not m.mounted() and not m.control.exists()
         with pytest.raises(Exception, match="is its lossyfs running"):
             control(m.control, "stats")
+    finally:
+        _stop(m, proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_mount_left_by_a_killed_lossyfs_is_found_and_unmounted_by_its_name() -> None:
+    root = Path(tempfile.mkdtemp(prefix="lossyfs-stale-"))
+    m, proc = _start(root)
+    try:
+        proc.kill()  # the lab's builder and its filesystems crashed: the mount stays, dead
+        proc.wait(timeout=10)
+        assert str(m.mount) in lossy_mounts(m.name)
+        prefix = m.name.rsplit("-", 1)[0] + "-"  # lossyfs-TAG-: this lab's mounts only
+        assert unmount_stale(prefix) == [str(m.mount)]
+        assert not m.mounted() and not m.control.exists()
     finally:
         _stop(m, proc)
         shutil.rmtree(root, ignore_errors=True)
