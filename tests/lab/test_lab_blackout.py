@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 
 from meshems.lab.gateways import Lab
-from meshems.lab.powerloss import lossy_mounts, lossy_ready
+from meshems.lab.powerloss import lossy_mounts
 from tests.lab.test_lab_cluster import _propose, _setpoints
+from tests.lab.test_lossyfs import needs_fuse
 
-pytestmark = pytest.mark.lab
-
-if not lossy_ready():
-    pytest.skip("needs root, /dev/fuse, fusermount3 (Debian fuse3) and mfusepy", allow_module_level=True)
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures(needs_fuse.__name__)]
 
 
 @pytest.mark.parametrize("fsync", [True, False], ids=["fsync", "nofsync"])

@@ -17,6 +17,7 @@ import pytest
 from meshems.core import commands
 from meshems.lab import netlab
 from meshems.lab.gateways import Lab
+from meshems.lab.powerloss import lossy_mounts
 from meshems.lab.schedule import KINDS
 
 pytestmark = pytest.mark.lab
@@ -138,9 +139,10 @@ def test_short_fault_schedule_passes_the_checker(tmp_path: Path) -> None:
 
 def test_lab_down_after_a_crash_removes_everything(tmp_path: Path) -> None:
     folder = tmp_path / "lab"
-    lab = Lab.create(folder, nodes=2, sims=False, progress=lambda *a: None)
+    lab = Lab.create(folder, nodes=2, sims=False, progress=lambda *a: None, blackout=True)
     pids = dict(lab.pids)
     tag = lab.plan.tag
+    assert len(lossy_mounts(f"lossyfs-{tag}-")) == 2  # each data folder on its lossyfs
     # the builder "crashes": its Lab object is gone, the processes and namespaces are not
     del lab
     assert any(ns.startswith(f"mlab-{tag}-") for ns in netlab.list_namespaces())
@@ -158,6 +160,7 @@ def test_lab_down_after_a_crash_removes_everything(tmp_path: Path) -> None:
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert not (folder / "lab-state.json").exists()
+    assert not lossy_mounts(f"lossyfs-{tag}-")  # the lossyfs processes are gone with their mounts
     # a second down says so instead of failing obscurely
     again = subprocess.run(
         [sys.executable, "-m", "meshems", "lab", "down", "--dir", str(folder)],

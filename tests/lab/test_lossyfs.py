@@ -17,12 +17,20 @@ from pathlib import Path
 import pytest
 
 from meshems.adapters.atomic_write import write_atomic
-from meshems.lab.powerloss import LossyMount, control, lossy_mounts, unmount, unmount_stale
+from meshems.lab.powerloss import LossyMount, control, lossy_mounts, lossy_ready, unmount, unmount_stale
 
 pytestmark = pytest.mark.lab
 
-if os.geteuid() != 0 or not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-    pytest.skip("needs root, /dev/fuse and fusermount3 (Debian fuse3)", allow_module_level=True)
+
+@pytest.fixture(autouse=True)
+def needs_fuse() -> None:
+    """Skip without FUSE (root, /dev/fuse, fusermount3, mfusepy), or fail where CI requires lab tests."""
+    if lossy_ready():
+        return
+    reason = "lossyfs needs root, /dev/fuse, fusermount3 (Debian fuse3) and mfusepy (scripts/setup)"
+    if os.environ.get("MESHEMS_REQUIRE_LAB") == "1":
+        pytest.fail(f"{reason}, and MESHEMS_REQUIRE_LAB=1 requires them", pytrace=False)
+    pytest.skip(reason)
 
 
 def _start(root: Path, cap_mib: int = 256) -> tuple[LossyMount, subprocess.Popen[bytes]]:
