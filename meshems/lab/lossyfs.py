@@ -278,7 +278,10 @@ class LossyFS:
         return 0
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        os.utime(self._path(path), ns=times)
+        if times is None:
+            os.utime(self._path(path))
+        else:
+            os.utime(self._path(path), ns=times)
         return 0
 
     def access(self, path: str, amode: int) -> int:

@@ -127,6 +127,9 @@ def test_an_atomic_write_survives_a_drop_and_an_unsynced_rename_leaves_an_empty_
     assert (lossy.mount / "actuated.json").read_bytes() == b'{"term": 3}'
     assert (lossy.mount / "state.json").read_bytes() == b"" and not tmp.exists()
     assert (lossy.mount / "payloads" / "abc").is_dir()
+    os.utime(lossy.mount / "actuated.json", ns=(10**9, 2 * 10**9))
+    assert (lossy.backing / "actuated.json").stat().st_mtime_ns == 2 * 10**9
+    os.utime(lossy.mount / "actuated.json")  # now
     assert sorted(os.listdir(lossy.mount)) == ["actuated.json", "payloads", "state.json"]
 
 
