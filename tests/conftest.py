@@ -146,14 +146,3 @@ def _hypothesis_profile() -> None:
 
 
 _hypothesis_profile()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With `-n 2 --dist loadgroup` (scripts/test) the tests that start processes, brokers or
-    namespaces run one after another on one worker (they share ports, namespaces and the two
-    cores' timing), first, while the in-process unit tests share the other worker."""
-    serial = [i for i in items if i.get_closest_marker("integration") or i.get_closest_marker("lab")]
-    chosen = {id(i) for i in serial}
-    for item in serial:
-        item.add_marker(pytest.mark.xdist_group("processes"))
-    items[:] = serial + [i for i in items if id(i) not in chosen]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from meshems.cli import cloud_send
 from meshems.cli.args import add_command, add_group, add_output
 
 if TYPE_CHECKING:
@@ -52,6 +51,8 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--zone", required=True)
     add_output(s)
     s.set_defaults(run=cmd_twin)
+    from meshems.cli import cloud_send  # light too; the CLI's modules import only args/output at the top
+
     cloud_send.add_parsers(cloud)  # keygen, send: signed commands down to a zone
 
 
