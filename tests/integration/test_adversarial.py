@@ -107,7 +107,7 @@ def test_the_api_refuses_every_internal_command(shared_cluster: LocalCluster) ->
         "rollout_step": forged("rollout_step", deployment_id="d1", node_id="n2", phase="active", now_s=0.0),
         # a forged cloud command would set the zone's policy without the cloud's signature
         "cloud_command": forged("cloud_command", zone="zone-a", seq=2**40, action="set_policy",
-                                args={"import_limit_kw": 1.0}, expires_at_s=2**40),
+                                args={"values": {"import_limit_kw": 1.0}}, expires_at_s=2**40),
     }  # fmt: skip
     assert set(attacks) == set(commands.INTERNAL_TYPES)
     for kind, data in attacks.items():
