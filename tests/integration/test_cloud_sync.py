@@ -152,7 +152,7 @@ def test_outage_and_leader_kill_during_it_leave_no_gap(tmp_path: Path, broker: M
         began, ended = outage_lines(lc.log_text(new), broker_at)
         assert began and began[0]["error"] == "E_UNREACHABLE", lc.log_text(new)[-3000:]
         assert ended and ended[0]["duration_s"] > began[0]["duration_s"]
-        peer = wait(lambda: (o := outage_lines(lc.log_text(new), f"peer {leader}"))[1] and o, 10, "its end")
+        peer = wait(lambda: (o := outage_lines(lc.log_text(new), f"peer {leader}"))[1] and o, 30, "its end")
         assert peer[1][0]["duration_s"] >= 3.0, f"{new} logged the outage of the killed {leader} too early"
 
 

@@ -30,6 +30,9 @@ def test_a_blackout_of_every_gateway_keeps_acknowledged_writes_only_when_synced(
     try:
         assert len(lossy_mounts(f"lossyfs-{tag}-")) == 3
         leader = lab.wait_leader(30)
+        end = time.monotonic() + 20  # the nodes declare their devices just after the election
+        while time.monotonic() < end and _propose(lab, leader, "n2-bat", -1.0)["code"] == "E_UNKNOWN_DEVICE":
+            time.sleep(0.2)
         for i in range(10):
             body = _propose(lab, leader, "n2-bat", float(i))
             assert body["ok"], body
