@@ -4,7 +4,8 @@ Rules (pure; time comes in as `now_s`):
 - A committed setpoint or relay state is written when its fencing token (term, index) is
   newer than the last one applied to the device, and written again every `refresh_s`
   while it stays committed (before the device's own revert timeout). An older token than
-  the one applied is refused and counted, never written.
+  the one applied, or than one whose write was asked for and failed, is refused and
+  counted, never written.
 - Nothing outside the limits in the node's own config is ever written, whatever the zone
   state says (the replicated limits may only narrow them).
 - One write per device point at a time: a value is not sent again while one is in flight.
@@ -31,6 +32,9 @@ from meshems.core.protection import Trip
 class Actuation:
     devices: Mapping[str, DeviceSpec]
     applied: dict[str, Token] = field(default_factory=dict)
+    #: the newest token a write was asked for: one that failed (a timeout may have landed)
+    #: still fences older ones
+    sent: dict[str, Token] = field(default_factory=dict)
     last_write_s: dict[str, float] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     revert_done: set[str] = field(default_factory=set)
@@ -81,12 +85,13 @@ class Actuation:
         """A newer token, or the same one due for its refresh. An older one is refused."""
         if key in self.in_flight:
             return False
-        applied = self.applied.get(key)
-        if applied is not None and token != applied and not newer(token, applied):
+        applied, sent = self.applied.get(key), self.sent.get(key)
+        fence = sent if applied is None or (sent is not None and newer(sent, applied)) else applied
+        if fence is not None and token != fence and not newer(token, fence):
             self.refused_stale += 1
             if self._refused.get(key) != token:
                 self._refused[key] = token
-                fields = {"target": key, "token": list(token), "applied": list(applied)}
+                fields = {"target": key, "token": list(token), "applied": list(fence)}
                 out.append(
                     Log(
                         "warning",
@@ -96,7 +101,10 @@ class Actuation:
                     )
                 )
             return False
-        return token != applied or now_s - self.last_write_s.get(key, -1e18) >= refresh_s
+        due = token != applied or now_s - self.last_write_s.get(key, -1e18) >= refresh_s
+        if due:
+            self.sent[key] = token
+        return due
 
     def setpoint(self, dev: DeviceSpec, kw: float, token: Token | None, source: str, now_s: float) -> list:
         """The write of a kW setpoint (a battery's setpoint, a PV limit in %), or the log of

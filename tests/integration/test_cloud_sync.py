@@ -137,6 +137,9 @@ def test_outage_and_leader_kill_during_it_leave_no_gap(tmp_path: Path, broker: M
         assert "backlog" in cloud_line and "oldest unsent" in cloud_line and " s," in cloud_line, cloud_line
         wait(lambda: rows(lc)[new]["cloud"]["publishing"], 5, f"{new} takes over publishing")
         through = rows(lc)[new]["telemetry_seq"]
+        # both outages last past their grace before they end (a quick machine gets here sooner)
+        broker_at, peer_at = f"broker {broker.host}:{broker.port}", f"peer {leader}"
+        wait(lambda: all(outage_lines(lc.log_text(new), x)[0] for x in (broker_at, peer_at)), 10, "outages")
         broker.start()
         lc.start(leader)
         wait(
@@ -148,11 +151,10 @@ def test_outage_and_leader_kill_during_it_leave_no_gap(tmp_path: Path, broker: M
         after = wait(lambda: (c := leader_cloud(lc)).get("backlog", 99) <= 3 and c, 10, "a small backlog")
         assert after["dropped"] == 0 and after["alarms"] == []
         # the outages are logged, not only shown: the broker's on the new leader, the killed peer's
-        broker_at = f"broker {broker.host}:{broker.port}"
         began, ended = outage_lines(lc.log_text(new), broker_at)
         assert began and began[0]["error"] == "E_UNREACHABLE", lc.log_text(new)[-3000:]
         assert ended and ended[0]["duration_s"] > began[0]["duration_s"]
-        peer = wait(lambda: (o := outage_lines(lc.log_text(new), f"peer {leader}"))[1] and o, 30, "its end")
+        peer = wait(lambda: (o := outage_lines(lc.log_text(new), peer_at))[1] and o, 30, "its end")
         assert peer[1][0]["duration_s"] >= 3.0, f"{new} logged the outage of the killed {leader} too early"
 
 

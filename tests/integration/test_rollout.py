@@ -113,7 +113,8 @@ def test_the_example_payload_rolls_out_node_by_node_to_all_three(
     # rolling: never two nodes in shadow or watch at once, and in target order
     for phases in seen:
         assert sum(p in ("shadow", "healthy", "watch") for p in phases.values()) <= 1, seen
-    assert [p["n1"] for p in seen].index("active") < [p["n2"] for p in seen].index("shadow")
+    # (on a quick machine n1's promotion and n2's shadow can fall between the same two samples)
+    assert [p["n1"] for p in seen].index("active") <= [p["n2"] for p in seen].index("shadow")
     # the leader now dispatches the batteries by the payload
     end = time.monotonic() + 5
     while time.monotonic() < end and not any(
