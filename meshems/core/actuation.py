@@ -85,8 +85,8 @@ class Actuation:
         """A newer token, or the same one due for its refresh. An older one is refused."""
         if key in self.in_flight:
             return False
-        applied, sent = self.applied.get(key), self.sent.get(key)
-        fence = sent if applied is None or (sent is not None and newer(sent, applied)) else applied
+        applied = self.applied.get(key)
+        fence = self.sent.get(key, applied)  # never below `applied`: every applied token was sent
         if fence is not None and token != fence and not newer(token, fence):
             self.refused_stale += 1
             if self._refused.get(key) != token:
