@@ -10,7 +10,10 @@ import logging
 import sys
 import time
 from collections import Counter
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from meshems.core.outages import OutageEvent
 
 _node_id = "-"
 _stream: TextIO = sys.stderr
@@ -73,3 +76,11 @@ class Throttled:
         self._since_log.clear()
         log(self.level, self.code, f"{self.what} ({count} since the last report, {self.total} in all)",
             peers=peers, **fields)  # fmt: skip
+
+
+def log_outage(event: OutageEvent | None, **fields: Any) -> None:
+    """One log line per outage of a link: W_OUTAGE when it began, I_OUTAGE_END when it ended."""
+    if event is None:
+        return
+    code, level = ("W_OUTAGE", "warning") if event.kind == "down" else ("I_OUTAGE_END", "info")
+    log(level, code, event.message(), link=event.link, duration_s=round(event.duration_s, 1), **fields)

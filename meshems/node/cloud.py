@@ -23,10 +23,9 @@ from meshems.core.cluster import ZoneState
 from meshems.core.config import CloudConfig, ClusterConfig
 from meshems.core.errors import MeshemsError
 from meshems.core.outages import OutageLog
-from meshems.logs import log
+from meshems.logs import log, log_outage
 from meshems.node.bridge import Bridge
 from meshems.node.cloud_publisher import CloudStats, Publisher
-from meshems.node.consensus import log_outage
 
 #: commit the watermark at most this often (and when it moved by ACK_BATCH records)
 ACK_PERIOD_S = 0.5

@@ -20,8 +20,8 @@ from meshems.core.cluster import ZoneState
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import DiskFullError
 from meshems.core.node_events import RaftChanged
-from meshems.core.outages import OutageEvent, OutageLog
-from meshems.logs import log
+from meshems.core.outages import OutageLog
+from meshems.logs import log_outage
 from meshems.node.bridge import Bridge, settle
 from meshems.node.histogram import COMMIT_BUCKETS_S, Histogram
 from meshems.ports import ProposeDone
@@ -161,11 +161,3 @@ class RaftService:
         if err == REQUEST_DENIED:
             text = "denied: another membership change is in progress or the node is already in that state"
         return False, code, text
-
-
-def log_outage(event: OutageEvent | None, **fields: Any) -> None:
-    """One log line per outage of a link: W_OUTAGE when it began, I_OUTAGE_END when it ended."""
-    if event is None:
-        return
-    code, level = ("W_OUTAGE", "warning") if event.kind == "down" else ("I_OUTAGE_END", "info")
-    log(level, code, event.message(), link=event.link, duration_s=round(event.duration_s, 1), **fields)
