@@ -104,13 +104,19 @@ def test_with_fsync_no_message_leaves_ahead_of_the_journal_and_a_burst_shares_sy
     term = leader.status().term
     for n in cluster:
         n.stop()
+    holding = []
     for n in cluster:
         data = n.cfg.data_dir(n.node.id)
         report = check_journal(data / "raft.journal")
-        assert report is not None and report.last_index >= PROPOSALS
+        assert report is not None
+        if report.last_index >= PROPOSALS:
+            holding.append(n)
         again = MeshemsJournal(str(data / "raft.journal"), fsync=False)
         assert again.getCurrentTerm() == term  # the term every member voted in is on disk
         again._destroy()
+    # every committed entry is on the disks of a majority, the leader's among them; the third
+    # member may still have been catching up when it stopped (Raft needs only a majority)
+    assert leader in holding and len(holding) >= 2, [n.node.id for n in holding]
 
 
 def test_with_fsync_off_nothing_is_synced_or_held(
