@@ -193,7 +193,7 @@ def _faults(args: Any, folder: Path) -> int:
     import json
     import sys
 
-    from meshems.lab.faults import run_faults, summary_table
+    from meshems.lab.faults import limit_failures, run_faults, summary_table
 
     duration = args.long or args.seconds
     folder = folder / f"faults-{int(time.time())}"
@@ -204,4 +204,6 @@ def _faults(args: Any, folder: Path) -> int:
     else:
         print(summary_table(res))
         print(f"traces and logs kept in {folder}")
+    for line in limit_failures(res.to_dict()):
+        print(f"FAIL: {line}", file=sys.stderr)
     return 0 if res.to_dict()["ok"] else 1

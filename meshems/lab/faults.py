@@ -22,6 +22,8 @@ from meshems.core import commands
 from meshems.core.errors import UnreachableError
 from meshems.lab.checker import Op, Verdict, Window, check
 from meshems.lab.gateways import LIBFAKETIME, Lab
+from meshems.lab.limits import GATE_S, LimitReport, over_limit
+from meshems.lab.meters import MeterSampler, import_limit_kw
 from meshems.lab.powerloss import lossy_ready
 from meshems.lab.schedule import KINDS, Fault, clock_jump_s, loss_percent, make_schedule, split
 
@@ -38,11 +40,16 @@ class RunResult:
     injected: list[dict[str, Any]] = field(default_factory=list)
     converged: bool = False
     final: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: the import-limit invariant (lab.limits); None without simulated sites or a limit
+    limits: LimitReport | None = None
+    import_limit_kw: float | None = None
+    meter_rounds_missed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         v = self.verdict
+        lim = self.limits if self.import_limit_kw is not None else None
         return {
-            "ok": v.ok and self.converged,
+            "ok": v.ok and self.converged and (lim is None or lim.ok),
             "seed": self.seed,
             "duration_s": round(self.duration_s, 1),
             "operations": v.operations,
@@ -61,7 +68,27 @@ class RunResult:
             "faults": dict(self.faults),
             "injected": self.injected,
             "problems": v.problems,
+            **_limit_figures(lim, self),
         }
+
+
+def _limit_figures(lim: LimitReport | None, res: RunResult) -> dict[str, Any]:
+    """The import-limit figures of `to_dict`; None where the zone has no import limit."""
+    return {
+        "import_limit_kw": res.import_limit_kw,
+        "limit_samples": res.limits.samples if res.limits else 0,
+        "meter_rounds_missed": res.meter_rounds_missed,
+        "peak_zone_import_kw": round(res.limits.peak_import_kw, 2) if res.limits else None,
+        "limit_violations_over_2s": len(lim.violations) if lim else None,
+        "longest_over_limit_s": round(lim.longest_s, 2) if lim else None,
+        "longest_over_limit_start_s": lim.longest.start_s if lim and lim.longest else None,
+        "limit_excluded_gateway_down_s": round(lim.excluded_s, 1) if lim else None,
+        "limit_uncoverable_s": round(lim.uncoverable_s, 1) if lim else None,
+        "limit_violations": [
+            {"start_s": round(x.start_s, 3), "duration_s": round(x.duration_s, 2),
+             "peak_excess_kw": round(x.peak_excess_kw, 2)} for x in lim.violations
+        ] if lim else [],
+    }  # fmt: skip
 
 
 class Workload:
@@ -249,7 +276,10 @@ def run_faults(
         say(f"leader: {lab.wait_leader(30)}; {len(schedule)} faults over {duration_s:.0f} s (seed {seed})")
         workload = Workload(lab, seed)
         injector = Injector(lab, say)
+        meters = MeterSampler(lab) if lab.cfg.node(lab.plan.nodes[0]).sim_site else None
         workload.start()
+        if meters is not None:
+            meters.start()
         t0 = time.monotonic()
         try:
             for fault in schedule:
@@ -270,13 +300,21 @@ def run_faults(
                 else:
                     lab.start_node(n)
             workload.stop()
+            if meters is not None:
+                meters.stop()
         say(f"healed; {len(workload.ops)} operations; waiting for the replicas to converge")
         converged, final = converge(lab)
         traces = {n: read_trace(folder / "traces" / f"{n}.jsonl") for n in lab.plan.nodes}
         verdict = check(workload.ops, traces, injector.windows, final)
-        return RunResult(
+        res = RunResult(
             seed, time.monotonic() - started, verdict, injector.counts, injector.log, converged, final
         )
+        if meters is not None:
+            res.import_limit_kw = import_limit_kw(lab)
+            res.limits = over_limit(meters.samples(res.import_limit_kw or float("inf")))
+            res.meter_rounds_missed = meters.missed
+            meters.save(folder / "meters.jsonl")
+        return res
     finally:
         lab.down()
 
@@ -297,9 +335,37 @@ def summary_table(res: RunResult) -> str:
         f"  {'entries checked':<28}{d['entries_checked']:>8}",
         f"  {'actuations checked':<28}{d['actuations_checked']:>8}",
         f"  {'converged after heal':<28}{'yes' if d['converged'] else 'NO':>8}",
+        *limit_lines(d),
         "  faults by kind:",
         *[f"    {k:<26}{n:>8}" for k, n in sorted(d["faults"].items())],
     ]
     if d["problems"]:
         lines += ["  problems (first 10):", *[f"    {p}" for p in d["problems"][:10]]]
     return "\n".join(lines)
+
+
+def limit_lines(d: dict[str, Any]) -> list[str]:
+    """The import-limit rows of the summary table (from `RunResult.to_dict`)."""
+    if not d["limit_samples"]:
+        return [f"  {'limit violations > 2 s':<28}{'n/a (no simulated sites)':>8}"]
+    if d["import_limit_kw"] is None:
+        na = "n/a (no import limit)"
+        peak = f"  (zone import peaked at {d['peak_zone_import_kw']} kW, {d['limit_samples']} samples)"
+        return [f"  {'limit violations > 2 s':<28}{na:>8}", f"  {'longest over-limit s':<28}{na:>8}", peak]
+    return [
+        f"  {'limit violations > 2 s':<28}{d['limit_violations_over_2s']:>8}",
+        f"  {'longest over-limit s':<28}{d['longest_over_limit_s']:>8}",
+        f"    (limit {d['import_limit_kw']} kW, {d['limit_samples']} samples; excluded: "
+        f"{d['limit_excluded_gateway_down_s']} s with the site's gateway down, "
+        f"{d['limit_uncoverable_s']} s with no battery headroom)",
+    ]
+
+
+def limit_failures(d: dict[str, Any]) -> list[str]:
+    """One line per stretch over the limit longer than the gate (the run fails on any)."""
+    return [
+        f"import over the {d['import_limit_kw']} kW limit for {x['duration_s']} s (> {GATE_S:g} s) from "
+        f"{time.strftime('%H:%M:%S', time.gmtime(x['start_s']))}.{int(x['start_s'] % 1 * 1000):03d} UTC "
+        f"(t={x['start_s']}), peak excess {x['peak_excess_kw']} kW, batteries had headroom"
+        for x in d["limit_violations"]
+    ]

@@ -12,12 +12,15 @@ import yaml
 from meshems.lab.netlab import NetPlan
 
 RAFT_PORT, API_PORT, MODBUS_PORT = 17101, 17201, 1502
+#: the simulated site's control API (GET /v1/site), on the gateway's underlay address, so the
+#: fault run can read every site's meter and battery from the root namespace (lab.meters)
+SIM_CONTROL_PORT = 17301
 
 
-def _site(seed: int) -> dict[str, Any]:
+def _site(seed: int, control_host: str) -> dict[str, Any]:
     return {
         "site": {"seed": seed, "start_h": 12, "soc_pct": 60},
-        "control": {"host": "127.0.0.1", "port": 0},
+        "control": {"host": control_host, "port": SIM_CONTROL_PORT},
         "servers": [{"id": "main", "type": "tcp", "host": "127.0.0.1", "port": MODBUS_PORT}],
         "devices": [
             {"server": "main", "unit_id": 1, "model": "meter", "profile": "meter"},
@@ -52,7 +55,7 @@ def write_lab_config(folder: Path, plan: NetPlan, sims: bool, fsync: bool = True
         }
         if sims:
             site = folder / f"site-{n}.yaml"
-            site.write_text(yaml.safe_dump(_site(seed=i + 1), sort_keys=False))
+            site.write_text(yaml.safe_dump(_site(seed=i + 1, control_host=plan.underlay(n)), sort_keys=False))
             node["sim_site"] = site.name
             node["buses"] = [{"id": "site", "type": "tcp", "host": "127.0.0.1", "port": MODBUS_PORT}]
             node["devices"] = _devices(n)

@@ -289,8 +289,14 @@ class SimSite:
         return trace
 
     def status(self) -> dict[str, Any]:
+        b = self.site.battery
+        battery = None if b is None else {
+            "power_kw": b.power_kw, "soc_pct": b.soc_pct, "soc_min_pct": b.soc_min_pct,
+            "max_discharge_kw": b.max_discharge_kw, "max_charge_kw": b.max_charge_kw,
+        }  # fmt: skip
         return {
             "site": self.site.summary(),
+            "battery": battery,  # what the fault lab's import-limit check needs (lab.meters)
             "t_s": self.site.t_s,
             "devices": [
                 {
