@@ -134,6 +134,12 @@ def test_short_fault_schedule_passes_the_checker(tmp_path: Path) -> None:
     assert d["stale_term_actuations"] == 0 and d["minority_commits"] == 0, d["problems"]
     assert d["actuations_checked"] > 0 and d["entries_checked"] > d["acknowledged"]
     assert set(d["faults"]) == set(KINDS), d["faults"]  # blackouts, lossy and one-way links among them
+    # the import-limit invariant: every site's meter sampled twice a second through the faults;
+    # without an import limit (the lab zone commits none today) it reports n/a, not a pass
+    print({k: v for k, v in d.items() if "limit" in k or "meter" in k or "import" in k})
+    assert d["limit_samples"] > 52 and d["meter_rounds_missed"] < 10, d
+    assert d["limit_violations_over_2s"] == (None if d["import_limit_kw"] is None else 0), d
+    assert d["peak_zone_import_kw"] > 0
     assert out.returncode == 0
 
 
