@@ -60,13 +60,13 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("id", metavar="ID")
     add_output(t)
     t.set_defaults(run=cmd_deploy_abort)
-    what = "roll the zone back to a version of a controller payload that was active before"
+    what = "roll the zone back to a version of a payload (a controller, a policy) that was active before"
     t = add_command(group, "rollback", what, EXAMPLES["deploy rollback"])
     t.add_argument(
         "--to", metavar="VERSION", default="", help="default: the newest one older than the active"
     )
     t.add_argument(
-        "--name", metavar="PAYLOAD", help="default: the payload of the latest rollout that ended done"
+        "--name", metavar="PAYLOAD", help="default: the payload of the latest deployment that ended done"
     )
     t.add_argument("--id", metavar="ID", help="deployment id (default NAME-rollback-RANDOM)")
     add_output(t)
@@ -213,9 +213,32 @@ def cmd_deploy_status(args: Any) -> int:
             why = f"{copy['code']}: {copy['message']}" if copy["status"] == "failed" else ""
             if copy.get("phase") in ("failed", "rolled_back"):
                 why = f"{copy['phase_code']}: {copy['reason']}"
-            t.add_row(*head, node, copy["status"], copy.get("phase", "").replace("_", " "), health(copy), why)
+            data = d.get("kind", "controller") != "controller"
+            phase = effect(d, copy) if data else copy.get("phase", "").replace("_", " ")
+            if d.get("applied", "").startswith("E_") and not why:
+                why = d["applied"]
+            t.add_row(*head, node, copy["status"], phase, health(copy), why)
     out_console().print(t) if rows else print("no deployments")
     return 0
+
+
+def effect(d: dict[str, Any], copy: dict[str, Any]) -> str:
+    """What a verified copy of a data payload does: a policy is the zone's once applied (by
+    the leader, through Raft); device profiles are read when the node starts."""
+    if d.get("kind") == "policy":
+        applied = d.get("applied", "")
+        return (
+            "applied"
+            if applied == "OK"
+            else "refused"
+            if applied
+            else "applying"
+            if d["state"] == "done"
+            else ""
+        )
+    if d.get("kind") == "profiles" and copy["status"] == "verified":
+        return "at next start"
+    return ""
 
 
 def health(copy: dict[str, Any]) -> str:
@@ -237,11 +260,9 @@ def cmd_deploy_rollback(args: Any) -> int:
         code, body = first_answer(client, None, "/v1/deployments")
         if code != 200:
             return fail(body.get("code"), body.get("message"))
-        done = [d for d in body["deployments"] if d["state"] == "done" and d.get("kind") == "controller"]
+        done = [d for d in body["deployments"] if d["state"] == "done"]
         if not done:
-            return fail(
-                "E_PAYLOAD_ROLLBACK", "no controller payload is active in this zone: nothing to roll back"
-            )
+            return fail("E_PAYLOAD_ROLLBACK", "no payload is active in this zone: nothing to roll back")
         name = done[-1]["name"]
     dep_id = args.id or f"{name[:40]}-rollback-{secrets.token_hex(3)}"
     res = client.propose(commands.encode("deploy_rollback", new_rid(), deployment_id=dep_id, name=name,

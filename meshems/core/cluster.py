@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meshems.core import deploy_handlers, downlink_handlers, plan_handlers, rollout, token_handlers
+from meshems.core import (
+    data_handlers,
+    deploy_handlers,
+    downlink_handlers,
+    plan_handlers,
+    rollout,
+    token_handlers,
+)
 from meshems.core import zone_handlers as handlers
 from meshems.core.commands import Rejection, decode, peek_rid
 from meshems.core.deploy_records import Deployment
@@ -152,6 +159,7 @@ _HANDLERS = {
     "deploy_status": deploy_handlers.deploy_status,
     "deploy_abort": deploy_handlers.deploy_abort,
     "deploy_rollback": deploy_handlers.deploy_rollback,
+    "deploy_apply": data_handlers.deploy_apply,
     "rollout_step": rollout.rollout_step,
     "cloud_command": downlink_handlers.cloud_command,
 }

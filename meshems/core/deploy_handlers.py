@@ -84,8 +84,8 @@ def deploy_rollback(state: ZoneState, cmd: Command, term: int, index: int) -> tu
     targets = tuple(t for t in old.targets if t in state.members)
     if not targets:
         return {}, _refuse("E_UNKNOWN_NODE", f"no target of {old.id} is still a member", term, index)
-    record = replace(old, id=dep_id, targets=targets, strategy="rolling", by=f["by"], term=term,
-                     index=index, nodes={}, aborted=False, rollback=True, rollout=Rollout())  # fmt: skip
+    record = replace(old, id=dep_id, targets=targets, strategy="rolling", by=f["by"], term=term, index=index,
+                     nodes={}, aborted=False, rollback=True, rollout=Rollout(), applied="")  # fmt: skip
     return _add(state, record, term, index)
 
 

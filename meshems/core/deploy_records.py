@@ -50,6 +50,9 @@ class Deployment:
     rollout: Rollout = field(default_factory=Rollout)
     shadow_cycles: int | None = None  # the operator's `deploy --shadow-cycles` (None: the manifest's)
     watch_cycles: int | None = None  # the operator's `deploy --watch-cycles` (None: the manifest's)
+    #: a policy payload made the zone's policy (`core.data_handlers`): "" not yet, OK, or the
+    #: refusal "E_...: why" (the deployment failed, nothing applied)
+    applied: str = ""
 
     def cycles(self, phase: str, health: Health) -> int:
         """The cycles a node runs in `phase` (shadow or watch) before its verdict: this
@@ -66,6 +69,8 @@ class Deployment:
             return "aborted"
         if self.rollout.outcome:
             return self.rollout.outcome
+        if self.applied.startswith("E_"):
+            return "failed"
         if any(c.status == "failed" for c in self.nodes.values()):
             return "failed"
         if self.kind != "controller" and all(self.status_of(t) == "verified" for t in self.targets):
@@ -102,6 +107,7 @@ class Deployment:
             self.rollout.to_row(),
             self.shadow_cycles,
             self.watch_cycles,
+            self.applied,
         ]
 
 
@@ -110,9 +116,11 @@ def from_row(row: list[Any]) -> Deployment:
     head, (targets, strategy, by, origin, term, index, nodes, aborted), more = row[:7], row[7:15], row[15:]
     kind, deadline_s, rollback, rollout = more[:4] if more else ("controller", 3600, False, None)
     shadow_cycles, watch_cycles = more[4:6] if len(more) >= 6 else (None, None)
+    applied = more[6] if len(more) >= 7 else ""
     return Deployment(*head, tuple(targets), strategy, by, origin, term, index,
                       {n[0]: NodeCopy(*n[1:]) for n in nodes}, bool(aborted), kind, deadline_s,
-                      bool(rollback), rollout_from_row(rollout), shadow_cycles, watch_cycles)  # fmt: skip
+                      bool(rollback), rollout_from_row(rollout), shadow_cycles, watch_cycles,
+                      applied)  # fmt: skip
 
 
 def view(d: Deployment) -> dict[str, Any]:
@@ -123,8 +131,10 @@ def view(d: Deployment) -> dict[str, Any]:
         nodes[t] = {"status": d.status_of(t), "code": copy.code if copy else "",
                     "message": copy.message if copy else "", **phase_view(d.rollout, t)}  # fmt: skip
     r = d.rollout
+    code, _, reason = d.applied.partition(": ") if d.applied.startswith("E_") else (r.code, "", r.reason)
     return {"id": d.id, "name": d.name, "version": d.version, "digest": d.digest, "size": d.size,
             "targets": list(d.targets), "strategy": d.strategy, "by": d.by, "origin": d.origin,
             "state": d.state, "term": d.term, "index": d.index, "nodes": nodes, "kind": d.kind,
-            "rollback": d.rollback, "started_s": r.started_s, "code": r.code, "reason": r.reason,
-            "shadow_cycles": d.shadow_cycles, "watch_cycles": d.watch_cycles}  # fmt: skip
+            "rollback": d.rollback, "started_s": r.started_s, "code": code, "reason": reason,
+            "shadow_cycles": d.shadow_cycles, "watch_cycles": d.watch_cycles,
+            "applied": d.applied}  # fmt: skip

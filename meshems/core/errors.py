@@ -167,6 +167,13 @@ class PayloadFailedError(PayloadError):
     code = "E_PAYLOAD_ERROR"
 
 
+class PayloadDataError(PayloadError):
+    """A data payload's file (a policy, forecast model or device profile) is not valid for its
+    kind: the message names the file and the key."""
+
+    code = "E_PAYLOAD_DATA"
+
+
 class CloudCommandError(MeshemsError):
     """A signed command from the cloud (`core.downlink`) refused by the zone's leader; each
     subclass is one stable code, answered on `PREFIX/ZONE/results` and never applied."""

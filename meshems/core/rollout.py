@@ -26,14 +26,22 @@ _FROM = {"shadow": "waiting", "healthy": "shadow", "watch": "healthy", "active":
 
 
 def was_active(state: ZoneState, name: str) -> list[Deployment]:
-    """The controller rollouts of payload `name` that ended done, oldest first."""
-    done = [d for d in state.deployments.values() if d.name == name and d.kind == "controller"]
-    return sorted((d for d in done if d.rollout.outcome == "done"), key=lambda d: d.index)
+    """The deployments of payload `name` that ended done (a controller's rollout; a data kind
+    verified on every target, and a policy applied), oldest first."""
+    done = [d for d in state.deployments.values() if d.name == name and _ended_done(d)]
+    return sorted(done, key=lambda d: d.index)
+
+
+def _ended_done(d: Deployment) -> bool:
+    if d.kind == "controller":
+        return d.rollout.outcome == "done"
+    verified = all(d.status_of(t) == "verified" for t in d.targets)
+    return verified and (d.kind != "policy" or d.applied == "OK")
 
 
 def active_deployment(state: ZoneState, name: str, but: str = "") -> Deployment | None:
     """The deployment whose version of payload `name` is the zone's active one: the latest
-    controller rollout of that name that ended done (none: the built-in controllers)."""
+    deployment of that name that ended done (none: the built-ins, or the configured policy)."""
     return next((d for d in reversed(was_active(state, name)) if d.id != but), None)
 
 

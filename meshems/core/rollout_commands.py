@@ -65,10 +65,12 @@ def schemas() -> dict[str, tuple[Any, frozenset[str]]]:
     """The deployment and rollout commands' validators and fields (`core.commands.SCHEMAS`)."""
     return {"deploy": (dc.deploy, dc.DEPLOY_FIELDS), "deploy_status": (dc.deploy_status, dc.STATUS_FIELDS),
             "deploy_abort": (dc.deploy_abort, dc.ABORT_FIELDS),
+            "deploy_apply": (dc.deploy_apply, dc.APPLY_FIELDS),
             "deploy_rollback": (deploy_rollback, ROLLBACK_FIELDS),
             "rollout_step": (rollout_step, STEP_FIELDS)}  # fmt: skip
 
 
 #: the largest encoded command of each type (`core.commands.MAX_BYTES_BY_TYPE`); a deploy's is
 #: the command cap
-MAX_BYTES = {"deploy_status": 1024, "deploy_abort": 256, "deploy_rollback": 512, "rollout_step": 2048}
+MAX_BYTES = {"deploy_status": 1024, "deploy_abort": 256, "deploy_rollback": 512, "rollout_step": 2048,
+             "deploy_apply": 32 * 1024}  # fmt: skip

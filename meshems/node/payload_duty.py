@@ -3,7 +3,8 @@ asks `core.deploy_duties` what it owes, fetches missing bundles from peers over 
 (HTTPS with the node's own certificate, chunked and resumable: `adapters.payload_fetch`),
 and proposes its `deploy_status` (stored, verified, or failed with the E_PAYLOAD_* code).
 A node that was offline finds the deployments in the state and catches up on start. The
-rollouts of controllers are `node.rollout_duty`'s, run beside it.
+rollouts of controllers are `node.rollout_duty`'s, the data kinds `node.payload_data`'s, run
+beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from meshems.core.errors import MeshemsError, PayloadError, UnreachableError
 from meshems.core.node import Node
 from meshems.logs import log
 from meshems.node.consensus import RaftService
+from meshems.node.payload_data import PolicyApply, check_data
 from meshems.node.payload_routes import PayloadRoutes, node_checks
 from meshems.node.rollout_duty import RolloutDuty
 from meshems.ops.client import NodeClient
@@ -52,19 +54,22 @@ class PayloadDuty:
             advise = partial(setattr, machine, "payload_advice")
             self.rollouts = RolloutDuty(node_id, self.store, self.state, raft.view, raft.commit, advise)
         self.routes = PayloadRoutes(cfg, node_id, self.store)
+        self.policy = PolicyApply(node_id, self.store, self.state, raft.view, raft.commit)
         self.busy: dict[str, asyncio.Task[None]] = {}
         self.not_before: dict[str, float] = {}
         self._client: NodeClient | None = None
 
     async def loop(self) -> None:
         """Work the duties (and the rollouts) until cancelled."""
-        rollouts = asyncio.create_task(self.rollouts.loop()) if self.rollouts is not None else None
+        others = [asyncio.create_task(self.policy.loop())]
+        if self.rollouts is not None:
+            others.append(asyncio.create_task(self.rollouts.loop()))
         try:
             await self._fetch_loop()
         finally:
-            if rollouts is not None:
-                rollouts.cancel()
-                await asyncio.gather(rollouts, return_exceptions=True)
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
     async def _fetch_loop(self) -> None:
         while True:
@@ -123,6 +128,8 @@ class PayloadDuty:
             raise PayloadError(
                 f"the stored bundle's manifest or signatures differ from deployment {dep.id}'s"
             )
+        if dep.kind != "controller":  # its files, for their kind (E_PAYLOAD_DATA)
+            await asyncio.to_thread(check_data, path.parent, v.manifest, self.state())
 
     async def _report(self, dep: Deployment, status: str, code: str = "OK", message: str = "") -> None:
         key = f"{dep.id}/{self.node_id}/{status}/{dep.index}"

@@ -4,7 +4,8 @@
 a bundle's size), verifies it against this node's trusted keys and keeps it; `GET
 /v1/payloads/DIGEST?offset=N&length=M` (admin: operators and peer nodes) serves chunks of a
 stored bundle, at most 1 MiB each. `refusal` is why a deploy may not be proposed here: its
-bundle is not in the store, does not verify now, or is not the one the command names.
+bundle is not in the store, does not verify now (a data payload: its files are not valid for
+their kind, E_PAYLOAD_DATA), or is not the one the command names.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from meshems.core import commands
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import PayloadError
 from meshems.logs import log
+from meshems.node.payload_data import check_data
 from meshems.ops.http import HttpApi, Raw, Request
 
 
@@ -108,6 +110,8 @@ class PayloadRoutes:
             return self._bad(409, "E_PAYLOAD_MISSING", msg)
         try:
             v = await asyncio.to_thread(verify, path, node_checks(self.cfg))
+            if v.manifest.kind != "controller":  # a data payload's files, for their kind
+                await asyncio.to_thread(check_data, path.parent, v.manifest)
         except PayloadError as exc:
             return refused(exc, self.node_id)
         if (v.canonical, v.signatures, path.stat().st_size) != (f["manifest"], f["signatures"], f["size"]):

@@ -103,6 +103,8 @@ def test_the_api_refuses_every_internal_command(shared_cluster: LocalCluster) ->
                        made_s=1.9e9),
         # a forged status would claim a node holds a bundle it never verified
         "deploy_status": forged("deploy_status", deployment_id="d1", node_id="n2", status="verified"),
+        # a forged apply would set the zone's policy from a payload nobody verified
+        "deploy_apply": forged("deploy_apply", deployment_id="d1", values={"import_limit_kw": 1.0}),
         # a forged step would promote a payload that never passed its shadow
         "rollout_step": forged("rollout_step", deployment_id="d1", node_id="n2", phase="active", now_s=0.0),
         # a forged cloud command would set the zone's policy without the cloud's signature
