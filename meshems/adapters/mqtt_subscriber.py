@@ -56,12 +56,15 @@ class MqttSubscriber:
         receive_maximum: int = 1000,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
+        max_packet_bytes: int | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.ca, self.cert, self.key = Path(ca), Path(cert), Path(key)
         self.client_id, self.topic_filter = client_id, topic_filter
         self.session_expiry_s, self.keepalive_s = session_expiry_s, keepalive_s
         self.receive_maximum = receive_maximum
+        #: MQTT v5 Maximum Packet Size: the broker sends nothing larger (None: the protocol's limit)
+        self.max_packet_bytes = max_packet_bytes
         self.reconnect = (reconnect_min_s, reconnect_max_s)
         self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.subscribed = threading.Event()
@@ -100,6 +103,8 @@ class MqttSubscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
         props.ReceiveMaximum = self.receive_maximum
+        if self.max_packet_bytes is not None:
+            props.MaximumPacketSize = self.max_packet_bytes
         client.connect_async(self.host, self.port, self.keepalive_s, clean_start=False, properties=props)
         self._client = client
         client.loop_start()

@@ -51,9 +51,10 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--zone", required=True)
     add_output(s)
     s.set_defaults(run=cmd_twin)
-    from meshems.cli import cloud_send  # light too; the CLI's modules import only args/output at the top
+    from meshems.cli import cloud_deploy, cloud_send  # light too: they import only args at the top
 
     cloud_send.add_parsers(cloud)  # keygen, send: signed commands down to a zone
+    cloud_deploy.add_parsers(cloud)  # deploy: a signed payload bundle down to a zone
 
 
 def load(path: str) -> CloudIngestConfig:

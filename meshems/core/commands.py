@@ -322,7 +322,7 @@ MAX_BYTES_BY_TYPE: dict[str, int] = {
     "cloud_ack": 256,
     "token_create": 512,
     "token_revoke": 256,
-    "cloud_command": 32 * 1024,
+    "cloud_command": MAX_COMMAND_BYTES,  # a cloud deploy carries a deploy's manifest
     "deploy": MAX_COMMAND_BYTES,
     **rollout_commands.MAX_BYTES,
     "node_forecast": 2048,

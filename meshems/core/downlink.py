@@ -17,18 +17,21 @@ from typing import Any
 
 import msgpack
 
+from meshems.core import downlink_deploy
 from meshems.core.command_fields import Invalid, text
 from meshems.core.policy import policy_problems
 
 FORMAT = 1
 #: the signature covers this prefix and the record's canonical bytes (never other signed data)
 SIGNED_PREFIX = b"meshems-cloud-command-v1\n"
+#: a command's envelope; a `deploy`, which carries a bundle, may be up to MAX_DEPLOY_ENVELOPE_BYTES
 MAX_ENVELOPE_BYTES = 32 * 1024
+MAX_DEPLOY_ENVELOPE_BYTES = downlink_deploy.MAX_DEPLOY_ENVELOPE_BYTES
 #: the longest a command may stay valid (a queued command older than this is refused)
 MAX_LIFETIME_S = 7 * 86400
 MAX_SEQ = 2**63 - 1
 #: what a cloud command may do, and the zone command each maps to
-ACTIONS = ("set_policy",)
+ACTIONS = ("set_policy", "deploy")
 _COMMAND_ID = re.compile(r"^[0-9a-f]{16,32}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _RECORD_KEYS = frozenset({"v", "id", "zone", "seq", "issued_at_s", "expires_at_s", "action", "args"})
@@ -73,7 +76,11 @@ def _policy_args(args: Mapping[str, Any]) -> dict[str, Any]:
     return {"values": values}
 
 
-_ARGS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"set_policy": _policy_args}
+Args = Callable[[Mapping[str, Any]], dict[str, Any]]
+#: action -> the check of its args in a signed record, and in the replicated `cloud_command`
+#: (the same for a policy; a deploy's bundle becomes the deploy fields: `core.downlink_deploy`)
+_ARGS: dict[str, Args] = {"set_policy": _policy_args, "deploy": downlink_deploy.record_args}
+_RAFT_ARGS: dict[str, Args] = {"set_policy": _policy_args, "deploy": downlink_deploy.replicated_args}
 
 
 def _int(raw: Mapping[str, Any], key: str, lo: int = 0, hi: int = MAX_SEQ) -> int:
@@ -136,8 +143,8 @@ def envelope(canonical: bytes, key_hex: str, signature: bytes) -> bytes:
 
 
 def _open(data: bytes) -> tuple[bytes, str, bytes]:
-    if not isinstance(data, bytes | bytearray) or len(data) > MAX_ENVELOPE_BYTES:
-        raise Invalid("E_CMD_MALFORMED", f"a command must be at most {MAX_ENVELOPE_BYTES} bytes")
+    if not isinstance(data, bytes | bytearray) or len(data) > MAX_DEPLOY_ENVELOPE_BYTES:
+        raise Invalid("E_CMD_TOO_LARGE", f"a command must be at most {MAX_DEPLOY_ENVELOPE_BYTES} bytes")
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:
@@ -165,8 +172,9 @@ def verify(
 ) -> CommandRecord | Refusal:
     """The record of a command the zone may apply, or why not. Checked in this order: the
     envelope's form, the key is trusted and the signature matches (E_CMD_SIGNATURE), the
-    record's form, its zone (E_CMD_ZONE), its expiry (E_CMD_EXPIRED), its seq above the last
-    applied one, `last_seq` from the replicated state (E_CMD_REPLAY)."""
+    record's size (E_CMD_TOO_LARGE: only a deploy may pass 32 KiB) and form, its zone
+    (E_CMD_ZONE), its expiry (E_CMD_EXPIRED), its seq above the last applied one, `last_seq`
+    from the replicated state (E_CMD_REPLAY)."""
     try:
         canonical, key, sig = _open(data)
     except Invalid as exc:
@@ -181,9 +189,14 @@ def verify(
             "E_CMD_SIGNATURE", f"the signature of key {key[:16]} does not match the command", readable
         )
     try:
-        record = _record(msgpack.unpackb(canonical, raw=False, strict_map_key=True))
+        raw = msgpack.unpackb(canonical, raw=False, strict_map_key=True)
+        action = raw.get("action") if isinstance(raw, dict) else None
+        if action != "deploy" and len(data) > MAX_ENVELOPE_BYTES:  # only a deploy carries a bundle
+            msg = f"a {action} command must be at most {MAX_ENVELOPE_BYTES} bytes, not {len(data)}"
+            raise Invalid("E_CMD_TOO_LARGE", msg)
+        record = _record(raw)
     except Invalid as exc:
-        return Refusal(exc.code, exc.message)
+        return Refusal(exc.code, exc.message, readable)
     except Exception as exc:
         return Refusal("E_CMD_MALFORMED", f"record not msgpack: {type(exc).__name__}")
     if record.zone != zone:
@@ -211,13 +224,17 @@ def raft_fields(record: CommandRecord) -> dict[str, Any]:
 def cloud_command(cmd: Mapping[str, Any]) -> dict[str, Any]:
     """Validation of a `cloud_command` on every replica (the rid is the command id)."""
     action, args = text(cmd, "action", 32), cmd.get("args")
-    if action not in _ARGS or not isinstance(args, dict):
+    if action not in _RAFT_ARGS or not isinstance(args, dict):
         raise Invalid("E_CMD_MALFORMED", f"action must be one of {', '.join(ACTIONS)} with a map of args")
     return {"zone": text(cmd, "zone"), "seq": _int(cmd, "seq", 1), "action": action,
-            "args": _ARGS[action](args), "expires_at_s": _int(cmd, "expires_at_s")}  # fmt: skip
+            "args": _RAFT_ARGS[action](args), "expires_at_s": _int(cmd, "expires_at_s")}  # fmt: skip
 
 
 # --- the answer --------------------------------------------------------------------------------------
+
+
+#: what a deploy's answer names besides (the deployment, and its payload's name, version, digest)
+ANSWER_EXTRAS = ("deployment_id", "name", "version", "digest")
 
 
 def answer(zone: str, node_id: str, result: Mapping[str, Any], record: CommandRecord | None) -> bytes:
@@ -228,7 +245,8 @@ def answer(zone: str, node_id: str, result: Mapping[str, Any], record: CommandRe
            "code": result.get("code") or ("OK" if result.get("ok") else "E_MESHEMS"),
            "message": str(result.get("message", "")), "term": result.get("term"),
            "index": result.get("index"),
-           "duplicate": bool(result.get("duplicate", False))}  # fmt: skip
+           "duplicate": bool(result.get("duplicate", False)),
+           **{k: result[k] for k in ANSWER_EXTRAS if result.get(k) is not None}}  # fmt: skip
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

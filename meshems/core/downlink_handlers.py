@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from meshems.core import zone_handlers
+from meshems.core import deploy_handlers, zone_handlers
 from meshems.core.commands import Command
 from meshems.core.zone_records import Result
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from meshems.core.cluster import ZoneState
 
 #: action -> the handler of the zone command it maps to
-_ACTIONS = {"set_policy": zone_handlers.set_policy}
+_ACTIONS = {"set_policy": zone_handlers.set_policy, "deploy": deploy_handlers.deploy}
 
 
 def cloud_command(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:

@@ -15,12 +15,16 @@ from typing import Any
 
 from meshems.adapters import command_signing
 from meshems.adapters.mqtt_subscriber import Message, MqttSubscriber
-from meshems.core import commands, downlink
+from meshems.adapters.payload_store import PayloadStore
+from meshems.core import commands, downlink, downlink_deploy
 from meshems.core.cluster import ZoneState, seen
+from meshems.core.command_fields import Invalid
 from meshems.core.config import ClusterConfig
 from meshems.core.errors import RETRYABLE_CODES, MeshemsError
 from meshems.logs import log
 from meshems.node.bridge import Bridge
+from meshems.node.downlink_deploy import prepare
+from meshems.node.payload_routes import PayloadRoutes
 
 #: how often leadership is looked at, and how long one proposal is retried while leading
 LEADER_CHECK_S = 0.2
@@ -46,6 +50,8 @@ class Downlink:
         self.topic = downlink.commands_topic(self.cc.topic_prefix, self.zone)
         self.results = downlink.results_topic(self.cc.topic_prefix, self.zone)
         self.sub: MqttSubscriber | None = None
+        self.store = PayloadStore(cfg.data_dir(node_id))  # a cloud deploy's bundle, as an upload's
+        self.routes = PayloadRoutes(cfg, node_id, self.store)  # and the API's check of its deploy
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,6 +78,7 @@ class Downlink:
             topic_filter=self.topic, session_expiry_s=self.cc.command_session_expiry_s,
             keepalive_s=self.cc.keepalive_s, receive_maximum=20,
             reconnect_min_s=self.cc.reconnect_min_s, reconnect_max_s=self.cc.reconnect_max_s,
+            max_packet_bytes=downlink_deploy.MAX_COMMAND_PACKET_BYTES,
         )  # fmt: skip
 
     def _let_go(self) -> None:
@@ -115,21 +122,39 @@ class Downlink:
                     command_id=record.command_id if record else None)  # fmt: skip
         else:
             record = got
-            proposed = self._commit(
-                commands.encode("cloud_command", got.command_id, **downlink.raft_fields(got))
-            )
+            fields, extras = downlink.raft_fields(got), {}  # a deploy's answer names its deployment
+            if got.action == "deploy":
+                try:
+                    fields["args"], extras = prepare(self.cfg, self.node_id, self.store, got, state,
+                                                     self._deploy_refusal)  # fmt: skip
+                except Invalid as exc:
+                    log("warning", exc.code, f"cloud deploy {got.command_id} refused: {exc.message}")
+                    self._answer(msg, {"ok": False, "code": exc.code, "message": exc.message}, record)
+                    return
+            proposed = self._commit(commands.encode("cloud_command", got.command_id, **fields))
             if proposed is None:  # no longer leading, or no commit: the next leader gets it again
                 self._let_go()
                 return
-            result = proposed
+            result = {**proposed, **extras}
             log("info" if result.get("ok") else "warning", "I_DOWNLINK_APPLIED" if result.get("ok") else
                 str(result.get("code")), f"cloud command {got.command_id} seq {got.seq} {got.action}: "
                 f"{result.get('code')} {result.get('message', '')}", term=result.get("term"),
                 index=result.get("index"))  # fmt: skip
+        self._answer(msg, result, record)
+
+    def _answer(self, msg: Message, result: dict[str, Any], record: downlink.CommandRecord | None) -> None:
+        """Publish the answer on PREFIX/ZONE/results, then acknowledge the command."""
         assert self.sub is not None
         self.sub.publish(self.results, downlink.answer(self.zone, self.node_id, result, record),
                          expiry_s=self.cc.message_expiry_s)  # fmt: skip
         self.sub.ack([msg])
+
+    def _deploy_refusal(self, cmd: commands.Command) -> tuple[int, dict[str, Any]] | None:
+        """The node API's check of a deploy before it proposes one, run on the node's loop."""
+        try:
+            return self.bridge.run(self.routes.refusal(cmd)).result(timeout=60)
+        except Exception as exc:  # the loop did not answer: refused, the cloud may send it again
+            return 503, {"code": "E_TIMEOUT", "message": f"checking the deploy failed: {exc!r}"}
 
     def _commit(self, data: bytes) -> dict[str, Any] | None:
         """The committed result, or None when the entry's fate is unknown after the retries
