@@ -2,10 +2,11 @@
 fakes of tests/node/test_downlink.py and real bundles: a bundle signed by a trusted release key
 is stored (as an upload is) and its deployment committed by "cloud", the entry without the
 bundle; one signed by another release key, or altered, is refused with its E_PAYLOAD_ code,
-never proposed, and leaves nothing in the store."""
+never proposed, and leaves nothing in the store; so is a version not newer than the active one."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,11 @@ def test_a_trusted_bundle_becomes_a_deployment_and_an_untrusted_one_is_refused(
         len(entry) < good.size and good.path.read_bytes()[-512:] not in entry
     )  # the manifest, not the bundle
     assert (root / good.digest / "bundle.mpkg").read_bytes() == good.path.read_bytes()  # peers fetch it here
+
+    # once its rollout is done, the same version again would go back: refused before proposing
+    done = dataclasses.replace(dep, rollout=dataclasses.replace(dep.rollout, outcome="done"))
+    raft.state = dataclasses.replace(raft.state, deployments={dep.id: done})
+    d._handle(deploy(4, 13, good.path))
+    again = answers(sub)[-1]
+    assert (again["code"], again["ok"]) == ("E_PAYLOAD_ROLLBACK", False) and "not newer" in again["message"]
+    assert len(raft.entries) == 1 and raft.state.cloud_command_seq == 12
