@@ -66,6 +66,7 @@ ADAPTER_PAIRS = {
     ("payload_store", "payload_bundle"),  # the store verifies what it writes
     ("payload_fetch", "payload_store"), ("payload_fetch", "payload_bundle"),  # fetched into the store
     ("sandbox", "sandbox_worker"),  # the supervisor and its worker share the framing
+    ("payload_profiles", "profiles"), ("payload_profiles", "atomic_write"),  # a payload's profiles
 }  # fmt: skip
 
 

@@ -224,21 +224,16 @@ def cmd_deploy_status(args: Any) -> int:
 
 def effect(d: dict[str, Any], copy: dict[str, Any]) -> str:
     """What a verified copy of a data payload does: a policy is the zone's once applied (by
-    the leader, through Raft); device profiles are read when the node starts."""
+    the leader, through Raft); a forecast model is the node's at once; device profiles are
+    read when the node starts."""
     if d.get("kind") == "policy":
         applied = d.get("applied", "")
-        return (
-            "applied"
-            if applied == "OK"
-            else "refused"
-            if applied
-            else "applying"
-            if d["state"] == "done"
-            else ""
-        )
-    if d.get("kind") == "profiles" and copy["status"] == "verified":
-        return "at next start"
-    return ""
+        if applied:
+            return "applied" if applied == "OK" else "refused"
+        return "applying" if d["state"] == "done" else ""
+    if copy["status"] != "verified" or d["state"] == "aborted":
+        return ""
+    return "at next start" if d.get("kind") == "profiles" else "applied"
 
 
 def health(copy: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """The data kinds of logic payloads in the zone: a `policy` payload's file, checked with the
 rules of `policy set`, becomes the zone's policy once its deployment is done (every target
 verified) through `deploy_apply`, at most once per deployment, so a later `policy set` is
-never undone; a rollback deploys the older version again and so applies its file again.
+never undone; a rollback deploys the older version again and so applies its file again. The
+forecast models and device profiles each node holds are `held` (`node.payload_stage` acts).
 Pure (rules of `core.cluster`): the file's bytes are read and parsed by `node.payload_data`.
 """
 
@@ -74,3 +75,14 @@ def deploy_apply(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
     if result.ok:
         result = _ok(term, index, f"policy of {dep.name} {dep.version} applied (deployment {dep.id})")
     return changes, result
+
+
+def held(state: ZoneState, node_id: str, kind: str) -> dict[str, Deployment]:
+    """The data payloads of `kind` in effect on `node_id`, by payload name: for each name, the
+    newest deployment (a rollback is a newer one) that targets this node, was not aborted and
+    whose copy here is verified."""
+    out: dict[str, Deployment] = {}
+    for d in sorted(state.deployments.values(), key=lambda d: d.index):
+        if d.kind == kind and not d.aborted and node_id in d.targets and d.status_of(node_id) == "verified":
+            out[d.name] = d
+    return out

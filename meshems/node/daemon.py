@@ -22,8 +22,8 @@ from meshems.adapters.api_tls import peer_identity, server_context
 from meshems.adapters.apply_trace import ApplyTrace
 from meshems.adapters.forecast_store import load_history, load_model_if_any, save_history
 from meshems.adapters.journal import check_node_files, quarantine
+from meshems.adapters.payload_profiles import load_device_profile
 from meshems.adapters.preflight import preflight
-from meshems.adapters.profiles import load_profile
 from meshems.adapters.sd_notify import Notifier
 from meshems.adapters.secret import read_secret, token_ok
 from meshems.adapters.sunspec_device import sunspec_profiles
@@ -355,10 +355,10 @@ def node_profiles(cfg: ClusterConfig, node_id: str) -> dict[str, Profile]:
     """The register profile of each wired device of a node (ConfigError on a bad profile file).
     `profile: sunspec` devices are scanned now (`adapters.sunspec_device`); one that cannot be
     configured is logged and left out, so the node starts with its other devices."""
-    base = cfg.path(".")
+    base, data = cfg.path("."), cfg.data_dir(node_id)
     node = cfg.node(node_id)
     wired = [d for d in node.devices if d.bus and d.profile]
-    out = {d.id: load_profile(d.profile, base) for d in wired if d.profile != "sunspec"}
+    out = {d.id: load_device_profile(d.profile, base, data) for d in wired if d.profile != "sunspec"}
     sunspec = [d for d in wired if d.profile == "sunspec"]
     if sunspec:
         buses = {b.id: b for b in node.buses}

@@ -3,8 +3,7 @@ verified, the files are checked for their kind with the loaders the node itself 
 policy by the rules of `policy set`, a forecast model by the .npz loader, device profiles by
 the profile loader); a refusal is E_PAYLOAD_DATA naming the file and the key. Once a policy
 deployment is done, the leader proposes `deploy_apply` (`core.data_handlers`) with the file's
-fields; a forecast model is `node.forecast_apply`'s. Device profiles are checked only: a
-device reads its profile when its node starts.
+fields; the forecast models and device profiles a node holds are `node.payload_stage`'s.
 """
 
 from __future__ import annotations

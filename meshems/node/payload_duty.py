@@ -27,6 +27,7 @@ from meshems.logs import log
 from meshems.node.consensus import RaftService
 from meshems.node.payload_data import PolicyApply, check_data
 from meshems.node.payload_routes import PayloadRoutes, node_checks
+from meshems.node.payload_stage import PayloadStage, swap_forecast
 from meshems.node.rollout_duty import RolloutDuty
 from meshems.ops.client import NodeClient
 from meshems.ops.http_exchange import exchange
@@ -55,13 +56,15 @@ class PayloadDuty:
             self.rollouts = RolloutDuty(node_id, self.store, self.state, raft.view, raft.commit, advise)
         self.routes = PayloadRoutes(cfg, node_id, self.store)
         self.policy = PolicyApply(node_id, self.store, self.state, raft.view, raft.commit)
+        swap = partial(swap_forecast, machine) if machine is not None else None
+        self.stage = PayloadStage(node_id, cfg.data_dir(node_id), self.store, self.state, swap)
         self.busy: dict[str, asyncio.Task[None]] = {}
         self.not_before: dict[str, float] = {}
         self._client: NodeClient | None = None
 
     async def loop(self) -> None:
         """Work the duties (and the rollouts) until cancelled."""
-        others = [asyncio.create_task(self.policy.loop())]
+        others = [asyncio.create_task(self.policy.loop()), asyncio.create_task(self.stage.loop())]
         if self.rollouts is not None:
             others.append(asyncio.create_task(self.rollouts.loop()))
         try:

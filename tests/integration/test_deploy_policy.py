@@ -69,14 +69,14 @@ def test_a_policy_bundle_sets_the_zone_policy_and_a_rollback_restores_it(
     wait_deployment(cluster, "pol-1", "done")
     assert import_limit(cluster) == 37.0
 
-    typo = bundle(tmp_path, "1.1.0", "import_limt_kw: 20\n")
+    typo = bundle(tmp_path, "1.0.1", "import_limt_kw: 20\n")
     bad = meshems_cli("deploy", "--config", c, "--manifest", str(typo), "--zone", "--id", "pol-bad")
     assert bad.returncode == 1 and "E_PAYLOAD_DATA" in bad.stderr, bad.stderr
     assert "files/policy.yaml: import_limt_kw: unknown policy field" in bad.stderr
     _, body = cluster.client.request(cluster.cfg.nodes[0], "GET", "/v1/deployments")
     assert [d["id"] for d in body["deployments"]] == ["pol-1"] and import_limit(cluster) == 37.0
 
-    deploy("1.2.0", "import_limit_kw: 33\nexport_limit_kw: 12\n", "pol-2")
+    deploy("1.1.0", "import_limit_kw: 33\nexport_limit_kw: 12\n", "pol-2")
     wait_deployment(cluster, "pol-2", "done")
     assert import_limit(cluster) == 33.0
 
