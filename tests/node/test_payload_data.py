@@ -22,6 +22,7 @@ from meshems.node.payload_data import PolicyApply, check_data, proposes_apply
 from tests.core.test_data_handlers import deploy, run, verified, zone
 from tests.node.test_rollout_duty import Zone
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "cluster-configs" / "payloads" / "site-policy" / "policy.yaml"
 METER = Path(__file__).resolve().parents[2] / "meshems" / "profiles" / "meter.yaml"
 
 
@@ -53,6 +54,7 @@ def refusal(folder: Path, manifest: Manifest, state: ZoneState | None = None) ->
 def test_a_policy_file_is_checked_as_yaml_or_json_naming_the_file_and_the_key(tmp_path: Path) -> None:
     check_data(*stored(tmp_path, "policy", {"policy.yaml": b"import_limit_kw: 40\nmode: peak\n"}))
     check_data(*stored(tmp_path / "j", "policy", {"p.json": b'{"policy": {"import_limit_kw": 40}}'}))
+    check_data(*stored(tmp_path / "x", "policy", {"policy.yaml": EXAMPLE.read_bytes()}))  # the example
     msg = refusal(*stored(tmp_path / "a", "policy", {"policy.yaml": b"import_limit_kw: -3\n"}))
     assert msg.startswith("files/policy.yaml: import_limit_kw:"), msg
     msg = refusal(*stored(tmp_path / "b", "policy", {"policy.yaml": b"mode: peak\nmode: tariff\n"}))
