@@ -7,6 +7,7 @@ never proposed, and leaves nothing in the store; so is a version not newer than 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,22 @@ def test_a_trusted_bundle_becomes_a_deployment_and_an_untrusted_one_is_refused(
     again = answers(sub)[-1]
     assert (again["code"], again["ok"]) == ("E_PAYLOAD_ROLLBACK", False) and "not newer" in again["message"]
     assert len(raft.entries) == 1 and raft.state.cloud_command_seq == 12
+
+
+def test_a_data_payload_gets_the_api_check_before_its_deploy_is_proposed(
+    bridge: Bridge,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A policy payload with a typo'd field is refused with E_PAYLOAD_DATA, the node API's own
+    check before a deploy is proposed (`PayloadRoutes.refusal`): the cloud's way is the same."""
+    _, trusted = pb.keygen(tmp_path / "release.key")
+    folder = tmp_path / "site-policy"
+    shutil.copytree(EXAMPLE.parent / "site-policy", folder)
+    (folder / "policy.yaml").write_text("import_limt_kw: 40\n")
+    typo = pb.build(folder, [tmp_path / "release.key"], tmp_path / "typo.mpkg", time.time())
+    raft = Recording()
+    d, sub = service(bridge, raft, tmp_path, trusted)
+    d._handle(deploy(1, 5, typo.path))
+    [answer] = answers(sub)
+    assert (answer["code"], answer["ok"]) == ("E_PAYLOAD_DATA", False), answer
+    assert "import_limt_kw" in answer["message"] and raft.entries == []
