@@ -1,7 +1,8 @@
 """The data kinds of logic payloads in the zone: a `policy` payload's file, checked with the
 rules of `policy set`, becomes the zone's policy once its deployment is done (every target
 verified) through `deploy_apply`, at most once per deployment, so a later `policy set` is
-never undone; a rollback deploys the older version again and so applies its file again. The
+never undone; a rollback deploys the older version again and so applies its file again, and
+the fields only the newer file set go back to their values before it. The
 forecast models and device profiles each node holds are `held` (`node.payload_stage` acts).
 Pure (rules of `core.cluster`): the file's bytes are read and parsed by `node.payload_data`.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from meshems.core.commands import Command
 from meshems.core.deploy_records import Deployment
 from meshems.core.errors import PayloadDataError
-from meshems.core.policy import policy_problems
+from meshems.core.policy import Policy, policy_problems
 from meshems.core.zone_handlers import _ok, _refuse, set_policy
 from meshems.core.zone_records import Result
 
@@ -56,6 +57,16 @@ def policy_due(state: ZoneState) -> Deployment | None:
     return done[-1] if done and not done[-1].applied else None
 
 
+def rolled_back_from(state: ZoneState, dep: Deployment) -> dict[str, Any]:
+    """For a rollback, the values before the policy payload it rolls back from (the newest one
+    of that name applied before it) was applied: a field only that one set goes back too."""
+    if not dep.rollback:
+        return {}
+    same = (d for d in state.deployments.values() if d.name == dep.name and d.kind == "policy")
+    applied = [d for d in same if d.applied == "OK" and d.index < dep.index]
+    return dict(max(applied, key=lambda d: d.index).before) if applied else {}
+
+
 def deploy_apply(state: ZoneState, cmd: Command, term: int, index: int) -> tuple[dict, Result]:
     """Make a done policy deployment's file the zone's policy, as `set_policy` would; a
     refusal (a shed_order load the zone does not have) fails the deployment, nothing applied."""
@@ -69,9 +80,12 @@ def deploy_apply(state: ZoneState, cmd: Command, term: int, index: int) -> tuple
     if due is None or due.id != dep.id:
         msg = f"deployment {dep.id} is not the zone's newest done policy deployment; nothing applied"
         return {}, _refuse("E_DEPLOY_STATE", msg, term, index)
-    changes, result = set_policy(state, Command("set_policy", cmd.rid, {"values": f["values"]}), term, index)
+    values = {**rolled_back_from(state, dep), **f["values"]}
+    changes, result = set_policy(state, Command("set_policy", cmd.rid, {"values": values}), term, index)
     mark = "OK" if result.ok else f"{result.code}: {result.message}"[:300]
-    changes["deployments"] = {**state.deployments, dep.id: replace(dep, applied=mark)}
+    prior = (state.policy or Policy()).to_dict()
+    before = {k: prior[k] for k in sorted(values)} if result.ok else {}
+    changes["deployments"] = {**state.deployments, dep.id: replace(dep, applied=mark, before=before)}
     if result.ok:
         result = _ok(term, index, f"policy of {dep.name} {dep.version} applied (deployment {dep.id})")
     return changes, result

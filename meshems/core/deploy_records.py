@@ -53,6 +53,9 @@ class Deployment:
     #: a policy payload made the zone's policy (`core.data_handlers`): "" not yet, OK, or the
     #: refusal "E_...: why" (the deployment failed, nothing applied)
     applied: str = ""
+    #: the zone policy's values, before this policy payload was applied, of the fields it set
+    #: (what a rollback from it restores of the fields the older file does not set)
+    before: Mapping[str, Any] = field(default_factory=dict)
 
     def cycles(self, phase: str, health: Health) -> int:
         """The cycles a node runs in `phase` (shadow or watch) before its verdict: this
@@ -108,6 +111,7 @@ class Deployment:
             self.shadow_cycles,
             self.watch_cycles,
             self.applied,
+            dict(self.before),
         ]
 
 
@@ -117,10 +121,11 @@ def from_row(row: list[Any]) -> Deployment:
     kind, deadline_s, rollback, rollout = more[:4] if more else ("controller", 3600, False, None)
     shadow_cycles, watch_cycles = more[4:6] if len(more) >= 6 else (None, None)
     applied = more[6] if len(more) >= 7 else ""
+    before = more[7] if len(more) >= 8 else {}
     return Deployment(*head, tuple(targets), strategy, by, origin, term, index,
                       {n[0]: NodeCopy(*n[1:]) for n in nodes}, bool(aborted), kind, deadline_s,
                       bool(rollback), rollout_from_row(rollout), shadow_cycles, watch_cycles,
-                      applied)  # fmt: skip
+                      applied, before)  # fmt: skip
 
 
 def view(d: Deployment) -> dict[str, Any]:

@@ -100,8 +100,11 @@ def test_a_done_policy_deployment_is_applied_once_and_a_rollback_restores_the_ol
     state = deployed(state, "p2", "1.1.0")
     _, res = run(state, "deploy_apply", deployment_id="p1", values={"import_limit_kw": 40.0})
     assert res.ok  # p1 was applied; the newest due is p2
-    state, res = run(state, "deploy_apply", deployment_id="p2", values={"import_limit_kw": 30.0})
-    assert res.ok and state.policy.import_limit_kw == 30.0
+    state, res = run(
+        state, "deploy_apply", deployment_id="p2", values={"import_limit_kw": 30.0, "margin_kw": 1.0}
+    )
+    assert res.ok and (state.policy.import_limit_kw, state.policy.margin_kw) == (30.0, 1.0)
+    assert state.deployments["p2"].before == {"import_limit_kw": 45.0, "margin_kw": 2.0}
 
     state, res = run(
         state, "deploy_rollback", deployment_id="p3", name="site-policy", to_version="", by="cli"
@@ -112,7 +115,8 @@ def test_a_done_policy_deployment_is_applied_once_and_a_rollback_restores_the_ol
     state = verified(state, "p3")
     assert policy_due(state) is state.deployments["p3"]
     state, res = run(state, "deploy_apply", deployment_id="p3", values={"import_limit_kw": 40.0})
-    assert res.ok and state.policy.import_limit_kw == 40.0
+    # the older file again; margin_kw, which only the newer file set, goes back to its value before
+    assert res.ok and (state.policy.import_limit_kw, state.policy.margin_kw) == (40.0, 2.0)
     assert restore(snapshot(state)).deployments == state.deployments  # applied kept through a snapshot
 
 
