@@ -49,16 +49,25 @@ def test_a_full_disk_stops_the_node_cleanly_and_it_catches_up_once_there_is_room
         c.wait_leader()
         wait_until(lambda: status_of(c, "n1")["devices"] >= 2, what="declarations")
 
-        # a history of more than 1 MiB of entries, while n3 is away (ids and sources at their
-        # longest, 63 characters: ~190 bytes an entry, so half as many proposals)
+        # a history of more than 1 MiB of entries, while n3 is away: policies with every price
+        # list at its longest (~5.4 KiB an entry), so 250 proposals instead of thousands of
+        # small setpoints
+        start_s = 1_800_000_000.0 - 1_800_000_000 % 900
+
         def write(i: int) -> bool:
-            rid = f"h-{uuid.uuid4().hex}".ljust(63, "x")
-            data = commands.encode("set_setpoint", rid, device_id="n1-bat", kw=float(i % 50),
-                                   source="disk-full-test".ljust(63, "x"))  # fmt: skip
+            values = {
+                "import_price": [0.1 + i * 1e-4] * 96,
+                "export_price": [0.05 + k * 1e-4 for k in range(96)],
+                "price_series_start_s": start_s,
+                "import_price_series": [0.2 + k * 1e-4 for k in range(192)],
+                "export_price_series": [0.03 + k * 1e-4 for k in range(192)],
+            }
+            data = commands.encode("set_policy", f"h-{uuid.uuid4().hex}", values=values)
+            assert len(data) > 5 * 1024, len(data)
             return bool(c.client.propose(data, deadline_s=30)["ok"])
 
-        with ThreadPoolExecutor(32) as pool:  # many in flight: a journal sync serves many (raft.fsync)
-            assert all(pool.map(write, range(5200)))
+        with ThreadPoolExecutor(16) as pool:  # many in flight: a journal sync serves many (raft.fsync)
+            assert all(pool.map(write, range(250)))
         # n3's folder has room for its first 1 MiB of journal and not for the next step
         filler = small / "filler"
         with open(filler, "wb") as f:
