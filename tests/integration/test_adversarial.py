@@ -352,8 +352,8 @@ def test_garbage_on_the_raft_port_changes_no_term_and_no_leader(make_cluster) ->
 def test_repeated_graceful_follower_restarts_keep_the_term_and_the_leader(make_cluster) -> None:
     c = make_cluster()
     leader = c.wait_leader()
-    with ThreadPoolExecutor(4) as pool:  # a journal of a few thousand entries to replay
-        assert all(pool.map(lambda i: set_sp(c, "n1-bat", float(i % 40))["ok"], range(2000)))
+    with ThreadPoolExecutor(8) as pool:  # a journal of hundreds of entries to replay
+        assert all(pool.map(lambda i: set_sp(c, "n1-bat", float(i % 40))["ok"], range(800)))
     term = status_of(c, leader)["term"]
     followers = [n for n in ("n1", "n2", "n3") if n != leader]
     stop = threading.Event()
@@ -366,7 +366,7 @@ def test_repeated_graceful_follower_restarts_keep_the_term_and_the_leader(make_c
     background = threading.Thread(target=writer, daemon=True)
     background.start()
     try:
-        for i in range(6):  # three restarts of each follower
+        for i in range(4):  # two restarts of each follower
             follower = followers[i % 2]
             c.stop(follower)
             c.start(follower)
