@@ -11,6 +11,7 @@ and off in the same run (keys ending in `_fsync` / `_nofsync`); the failover tri
 unsuffixed keys use the first setting measured.
 
     python scripts/bench/raft_bench.py [--quick] [--json] [--trials 10] [--fsync on|off|both]
+        [--reuse-clusters] [--seq 1000] [--pipe 20000]
 """
 
 from __future__ import annotations
@@ -44,14 +45,19 @@ class Cluster:
         self.procs: dict[str, Any] = {}
         self.conns: dict[str, Any] = {}
 
-    def start(self, node_id: str) -> None:
-        parent, child = self.ctx.Pipe()
-        p = self.ctx.Process(target=worker, args=(self.kind, self.cfg, node_id, child), daemon=True)
-        p.start()
-        if not parent.poll(30):
-            raise RuntimeError(f"{self.kind} worker {node_id} did not start")
-        parent.recv()
-        self.procs[node_id], self.conns[node_id] = p, parent
+    def start(self, *node_ids: str) -> None:
+        """Start workers side by side (their imports overlap), then wait until each is up."""
+        started = []
+        for node_id in node_ids:
+            parent, child = self.ctx.Pipe()
+            p = self.ctx.Process(target=worker, args=(self.kind, self.cfg, node_id, child), daemon=True)
+            p.start()
+            started.append((node_id, p, parent))
+        for node_id, p, parent in started:
+            if not parent.poll(30):
+                raise RuntimeError(f"{self.kind} worker {node_id} did not start")
+            parent.recv()
+            self.procs[node_id], self.conns[node_id] = p, parent
 
     def ask(self, node_id: str, *msg: Any, timeout: float = 120) -> Any:
         conn = self.conns[node_id]
@@ -85,12 +91,13 @@ class Cluster:
 
 
 def measure_cluster(
-    kind: str, folder: Path, port: int, n_seq: int, n_pipe: int, fsync: bool = True
+    kind: str, folder: Path, port: int, n_seq: int, n_pipe: int, fsync: bool = True, then: Any = None
 ) -> dict[str, Any]:
+    """The commit latency and throughput rows of one cluster; `then(c)`, when given, runs on
+    the same cluster afterwards (--reuse-clusters), its result under the key "then"."""
     c = Cluster(kind, folder, port, fsync)
     try:
-        for n in NODES:
-            c.start(n)
+        c.start(*NODES)
         leader = c.leader()
         follower = next(n for n in NODES if n != leader)
         if kind == "meshems":
@@ -112,6 +119,7 @@ def measure_cluster(
                 time.sleep(0.05)
             replicas_equal = len(seen) == 1
         return {
+            "then": then(c) if then else None,
             "replicas_equal": replicas_equal,
             "p50_leader": statistics.median(lat_l),
             "p99_leader": pct(lat_l, 99),
@@ -139,44 +147,49 @@ def failover_and_stepdown(
     folder: Path, port: int, trials: int, stepdowns: int, kind: str = "meshems", fsync: bool = True
 ) -> dict[str, Any]:
     c = Cluster(kind, folder, port, fsync)
-    fail_ms: list[float] = []
-    step_ms: list[float] = []
     try:
-        for n in NODES:
-            c.start(n)
+        c.start(*NODES)
         if kind == "meshems":
             declare(c, c.leader())
-        for t in range(trials):
-            leader = c.leader()
-            survivor = next(n for n in NODES if n != leader)
-            c.ask(survivor, "seq", 5)
-            t0 = time.monotonic()
-            c.kill(leader)
-            t_ok, _ = c.ask(survivor, "until_commit", 10.0)
-            if t_ok is not None:
-                fail_ms.append((t_ok - t0) * 1000)
-            c.start(leader)  # restart from its journal for the next trial
-            c.ask(leader, "seq", 3)
-            print(
-                f"  {kind} failover trial {t + 1}/{trials}: {fail_ms[-1] if t_ok else float('nan'):.0f} ms",
-                file=sys.stderr,
-            )
-        for t in range(stepdowns):
-            leader = c.leader()
-            others = [n for n in NODES if n != leader]
-            t0 = time.monotonic()
-            for n in others:
-                os.kill(c.procs[n].pid, signal.SIGSTOP)
-            end = t0 + 10
-            while time.monotonic() < end and c.ask(leader, "role", timeout=5) == "leader":
-                time.sleep(0.005)
-            step_ms.append((time.monotonic() - t0) * 1000)
-            for n in others:
-                os.kill(c.procs[n].pid, signal.SIGCONT)
-            c.leader()
-            print(f"  step-down trial {t + 1}/{stepdowns}: {step_ms[-1]:.0f} ms", file=sys.stderr)
+        return failovers(c, trials, stepdowns)
     finally:
         c.stop()
+
+
+def failovers(c: Cluster, trials: int, stepdowns: int) -> dict[str, Any]:
+    """Kill -9 the leader `trials` times, then isolate it `stepdowns` times, on a running cluster."""
+    kind = c.kind
+    fail_ms: list[float] = []
+    step_ms: list[float] = []
+    for t in range(trials):
+        leader = c.leader()
+        survivor = next(n for n in NODES if n != leader)
+        c.ask(survivor, "seq", 5)
+        t0 = time.monotonic()
+        c.kill(leader)
+        t_ok, _ = c.ask(survivor, "until_commit", 10.0)
+        if t_ok is not None:
+            fail_ms.append((t_ok - t0) * 1000)
+        c.start(leader)  # restart from its journal for the next trial
+        c.ask(leader, "seq", 3)
+        print(
+            f"  {kind} failover trial {t + 1}/{trials}: {fail_ms[-1] if t_ok else float('nan'):.0f} ms",
+            file=sys.stderr,
+        )
+    for t in range(stepdowns):
+        leader = c.leader()
+        others = [n for n in NODES if n != leader]
+        t0 = time.monotonic()
+        for n in others:
+            os.kill(c.procs[n].pid, signal.SIGSTOP)
+        end = t0 + 10
+        while time.monotonic() < end and c.ask(leader, "role", timeout=5) == "leader":
+            time.sleep(0.005)
+        step_ms.append((time.monotonic() - t0) * 1000)
+        for n in others:
+            os.kill(c.procs[n].pid, signal.SIGCONT)
+        c.leader()
+        print(f"  step-down trial {t + 1}/{stepdowns}: {step_ms[-1]:.0f} ms", file=sys.stderr)
     return {"failover": fail_ms, "stepdown": step_ms, "failover_missing": trials - len(fail_ms)}
 
 
@@ -188,30 +201,53 @@ def main() -> int:
     ap.add_argument(
         "--fsync", choices=("on", "off", "both"), default=None, help="raft.fsync (default both; --quick: on)"
     )
+    ap.add_argument("--seq", type=int, help="sequential writes timed per node (default 1000; --quick 200)")
+    ap.add_argument(
+        "--pipe", type=int, help="writes with 100 in flight per node (default 20000; --quick 2000)"
+    )
+    ap.add_argument(
+        "--reuse-clusters",
+        action="store_true",
+        help="run the failover and step-down trials on the clusters just measured instead of fresh"
+        " ones (6 worker starts fewer; for smoke tests)",
+    )
     args = ap.parse_args()
     modes = {"on": [True], "off": [False], "both": [True, False]}[
         args.fsync or ("on" if args.quick else "both")
     ]
     n_seq, n_pipe = (200, 2000) if args.quick else (1000, 20000)
+    n_seq, n_pipe = args.seq or n_seq, args.pipe or n_pipe
     trials = args.trials or (3 if args.quick else 10)
     stepdowns = 2 if args.quick else 5
     folder = Path(tempfile.mkdtemp(prefix="meshems-bench-"))
     # below the ephemeral range (32768-60999 here): a fixed base there can collide with clients
     base = 20000 + (os.getpid() % 40) * 300
     try:
+        reuse = args.reuse_clusters
         print("bench: bare pysyncobj ReplDict cluster...", file=sys.stderr)
-        bare = measure_cluster("bare", folder / "bare", base, n_seq, n_pipe)
+        # the same kills against bare pysyncobj: what pre-vote and the transport guards cost
+        bare = measure_cluster(
+            "bare",
+            folder / "bare",
+            base,
+            n_seq,
+            n_pipe,
+            then=(lambda c: failovers(c, trials, 0)) if reuse else None,
+        )
         runs: dict[bool, dict[str, Any]] = {}
         for i, fsync in enumerate(modes):
             print(f"bench: meshems cluster, fsync {'on' if fsync else 'off'}...", file=sys.stderr)
+            then = (lambda c: failovers(c, trials, stepdowns)) if reuse and i == 0 else None
             runs[fsync] = measure_cluster(
-                "meshems", folder / f"mesh{i}", base + 100 + 20 * i, n_seq, n_pipe, fsync
+                "meshems", folder / f"mesh{i}", base + 100 + 20 * i, n_seq, n_pipe, fsync, then=then
             )
         mesh = runs[modes[0]]
-        print("bench: failover and step-down...", file=sys.stderr)
-        fo = failover_and_stepdown(folder / "fo", base + 200, trials, stepdowns, fsync=modes[0])
-        # the same kills against bare pysyncobj: what pre-vote and the transport guards cost
-        fo_bare = failover_and_stepdown(folder / "fo-bare", base + 250, trials, 0, kind="bare")
+        if reuse:
+            fo, fo_bare = mesh["then"], bare["then"]
+        else:
+            print("bench: failover and step-down...", file=sys.stderr)
+            fo = failover_and_stepdown(folder / "fo", base + 200, trials, stepdowns, fsync=modes[0])
+            fo_bare = failover_and_stepdown(folder / "fo-bare", base + 250, trials, 0, kind="bare")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     out = {

@@ -28,11 +28,10 @@ RAFT_KEYS = {
 
 def test_raft_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/raft_bench.py"), "--quick", "--json", "--trials", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [sys.executable, str(ROOT / "scripts/bench/raft_bench.py"), "--quick", "--json", "--trials", "2",
+         "--reuse-clusters", "--seq", "100", "--pipe", "500"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(result) >= RAFT_KEYS
