@@ -1,7 +1,7 @@
 """Tests that start processes, brokers or namespaces are marked and live in tests/integration/
 or tests/lab/: `scripts/test` collects only those folders for its second part, so a marked
-test anywhere else would never run there (and an unmarked one in them is still collected
-by the first part)."""
+test anywhere else would never run there; its first part skips tests/integration, so every
+test file there must be marked."""
 
 from __future__ import annotations
 
@@ -43,3 +43,8 @@ def test_every_process_test_lives_in_integration_or_lab() -> None:
         if not any(home in p.parents for home in HOMES) and p != Path(__file__) and marks_in(p)
     ]
     assert stray == [], f"marked integration/lab outside tests/integration and tests/lab: {stray}"
+
+
+def test_every_test_file_in_integration_is_marked() -> None:
+    unmarked = [p.name for p in sorted((TESTS / "integration").glob("test_*.py")) if not marks_in(p)]
+    assert unmarked == [], f"tests/integration files without an integration or lab mark: {unmarked}"
