@@ -16,7 +16,7 @@ poller's rate and CPU against simulated SDM630s. Rows marked L repeat a size (de
 against one light responder process (`modbus_responder.py`) instead of ten pymodbus servers,
 which at 2,000 requests/s take the 2 cores from what is measured. Never asserts on time.
 
-    python scripts/bench/poll_bench.py [--quick] [--json]
+    python scripts/bench/poll_bench.py [--quick] [--json] [--side-by-side]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ UNITS_PER_SERVER = 200
 #: SILENT_SETTLE_S more, --silent-settle-s)
 WARMUP_S = 3.0
 SILENT_SETTLE_S = 2.0
+#: --side-by-side: the rows that are not the poller's own measurement run at the same time
+SIDE_BY_SIDE = False
+
+
+def together(*fns: Any) -> list[Any]:
+    """Each fn's result, in order: one after another, or at once with --side-by-side."""
+    if not SIDE_BY_SIDE:
+        return [fn() for fn in fns]
+    with ThreadPoolExecutor(len(fns)) as pool:
+        return [f.result() for f in [pool.submit(fn) for fn in fns]]
 
 
 # --- simulators (separate processes) ------------------------------------------------------
@@ -374,9 +385,11 @@ def measure_size(
     try:
         spec = poll_spec(sims, concurrency, measure_s)
         poller = in_worker("poller", spec)
-        naive = in_worker("naive", spec)
-        bare = in_worker("bare", {**spec, "measure_s": min(5.0, measure_s)})
-        paced = in_worker("paced", spec)
+        naive, bare, paced = together(
+            lambda: in_worker("naive", spec),
+            lambda: in_worker("bare", {**spec, "measure_s": min(5.0, measure_s)}),
+            lambda: in_worker("paced", spec),
+        )
     finally:
         sims.stop()
     return {
@@ -391,11 +404,13 @@ def measure_size(
 
 def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
     """100 devices on ONE shared bus (one connection): others' rate with and without a silent one."""
-    results = {}
-    for silent in (False, True):
-        sims = Sims(folder, 100, per_server=100)
+
+    def one(silent: bool) -> dict[str, Any]:
+        sub = folder / ("silent" if silent else "clean")
+        sub.mkdir()
+        sims = Sims(sub, 100, per_server=100)
         if silent:  # a silent device from the start, via the site file's faults
-            site_file = folder / "site0.yaml"
+            site_file = sub / "site0.yaml"
             doc = yaml.safe_load(site_file.read_text())
             doc["faults"] = [{"server": "s", "unit_id": 1, "kind": "silent"}]
             site_file.write_text(yaml.safe_dump(doc))
@@ -404,9 +419,11 @@ def measure_silent(folder: Path, measure_s: float) -> dict[str, Any]:
             spec = poll_spec(
                 sims, 1, measure_s, warmup_s=WARMUP_S + SILENT_SETTLE_S, silent_unit=1 if silent else None
             )
-            results["silent" if silent else "clean"] = in_worker("poller", spec)
+            return in_worker("poller", spec)
         finally:
             sims.stop()
+
+    results = dict(zip(("clean", "silent"), together(lambda: one(False), lambda: one(True)), strict=True))
     clean, dirty = results["clean"]["others_rate_hz"], results["silent"]["others_rate_hz"]
     return {**results, "rate_change_pct": 100 * (dirty - clean) / clean}
 
@@ -439,13 +456,18 @@ def main() -> int:
     )
     ap.add_argument("--silent-settle-s", type=float, default=2.0,
                     help="extra warm-up seconds of the silent-device rows (default 2)")  # fmt: skip
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="run the naive, bare and paced clients at the same time (after the poller alone), "
+                    "and the two silent-device rows and the 60-point row at the same time: a shorter "
+                    "run whose baseline figures share the cores (for smoke tests)")  # fmt: skip
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.spec)
         return 0
-    global WARMUP_S, SILENT_SETTLE_S
+    global WARMUP_S, SILENT_SETTLE_S, SIDE_BY_SIDE
+    SIDE_BY_SIDE = args.side_by_side
     WARMUP_S = max(0.5, args.warmup_s)
     SILENT_SETTLE_S = max(0.0, args.silent_settle_s)
     sizes = (100, 500) if args.quick else (100, 500, 2000)
@@ -465,17 +487,21 @@ def main() -> int:
             folder = Path(tmp) / f"n{n}-light"
             folder.mkdir()
             rows.append(measure_size(folder, n, measure_s, args.concurrency, light=True))
-        print("bench: silent device on a shared bus...", file=sys.stderr)
-        folder = Path(tmp) / "silent"
-        folder.mkdir()
-        silent = measure_silent(folder, measure_s)
-        meter60: dict[str, Any] | None = None
-        if args.meter60:
+        (Path(tmp) / "silent").mkdir()
+        (Path(tmp) / "meter60").mkdir()
+        meters = min(50, args.meter60) if args.quick else args.meter60
+
+        def silent_rows() -> dict[str, Any]:
+            print("bench: silent device on a shared bus...", file=sys.stderr)
+            return measure_silent(Path(tmp) / "silent", measure_s)
+
+        def meter60_row() -> dict[str, Any] | None:
+            if not args.meter60:
+                return None
             print(f"bench: {args.meter60} x 60-point meter (SDM630)...", file=sys.stderr)
-            folder = Path(tmp) / "meter60"
-            folder.mkdir()
-            meters = min(50, args.meter60) if args.quick else args.meter60
-            meter60 = measure_meter60(folder, meters, measure_s, args.concurrency)
+            return measure_meter60(Path(tmp) / "meter60", meters, measure_s, args.concurrency)
+
+        silent, meter60 = together(silent_rows, meter60_row)
     out: dict[str, Any] = {
         "sizes": rows,
         "silent": silent,

@@ -52,7 +52,8 @@ POLL_KEYS = {
 def test_poll_bench_quick_json() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts/bench/poll_bench.py"), "--quick", "--sizes", "100", "--json",
-         "--measure-s", "1", "--warmup-s", "0.5", "--silent-settle-s", "0.5", "--meter60", "10"],
+         "--measure-s", "1", "--warmup-s", "0.5", "--silent-settle-s", "0.5", "--meter60", "10",
+         "--side-by-side"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
