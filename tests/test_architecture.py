@@ -70,7 +70,9 @@ ADAPTER_PAIRS = {
 }  # fmt: skip
 
 
+@cache
 def modules() -> dict[str, Path]:
+    """meshems' modules by dotted name (read once: the checks ask for it per import)."""
     out = {}
     for p in sorted(PKG.rglob("*.py")):
         parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
