@@ -11,7 +11,7 @@ cluster idle in the same run. Real node processes on 127.0.0.1; the attacker con
 Prints a table (medians, p99, ratios to idle); never asserts on time. `--json` prints one
 JSON object, `--quick` a smaller run.
 
-    python scripts/bench/probe_bench.py [--quick] [--json]
+    python scripts/bench/probe_bench.py [--quick] [--json] [--restarts N] [--flood-s S] [--requests N]
 """
 
 from __future__ import annotations
@@ -151,10 +151,12 @@ def leader_and_terms(c: LocalCluster) -> tuple[str, dict[str, int]]:
     return c.wait_leader(), {n: status(c, n)["term"] for n in NODES}
 
 
-def run(quick: bool) -> dict[str, Any]:
-    n_req = 100 if quick else 400
-    flood_s = 3.0 if quick else 10.0
-    restarts = 3 if quick else 10
+def run(
+    quick: bool, restarts: int | None = None, flood_s: float | None = None, n_req: int | None = None
+) -> dict[str, Any]:
+    n_req = n_req or (100 if quick else 400)
+    flood_s = flood_s or (3.0 if quick else 10.0)
+    restarts = restarts or (3 if quick else 10)
     folder = Path(tempfile.mkdtemp(prefix="meshems-probe-"))
     try:
         path = write_config(folder)
@@ -241,8 +243,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--restarts", type=int, help="graceful follower restarts (default 10; --quick 3)")
+    ap.add_argument("--flood-s", type=float, help="seconds of each flood (default 10; --quick 3)")
+    ap.add_argument("--requests", type=int, help="timed requests per phase (default 400; --quick 100)")
     args = ap.parse_args()
-    out = run(args.quick)
+    out = run(args.quick, args.restarts, args.flood_s, args.requests)
     rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
     if args.json:
         print(json.dumps(rounded))
