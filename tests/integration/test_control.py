@@ -55,11 +55,13 @@ def test_zone_import_stays_under_the_limit_through_a_leader_kill(make_cluster) -
     assert zone_import(c) > 0  # the sites do import
     base = control(c, leader)["last_dispatch"]["inputs"]["base_kw"]
     assert base > LIMIT_KW + 5, f"the test needs a zone that would exceed the limit (base {base})"
-    time.sleep(4.0)
-    before = sample(lambda: zone_import(c), 4.0)
+    time.sleep(2.0)
+    before = sample(lambda: zone_import(c), 3.0)
     assert max(before) <= LIMIT_KW + 1.0, before
     c.kill(leader)
-    during = sample(lambda: zone_import(c), 8.0)
+    # the leader change and the dead battery's 3 s revert timeout (printed, not judged: the
+    # control bench measures it), then the new leader's control
+    during = sample(lambda: zone_import(c), 4.5)
     after = sample(lambda: zone_import(c), 4.0)
     new_leader = c.wait_leader(exclude={leader})
     assert new_leader != leader
