@@ -10,7 +10,7 @@
    node every 5 s over HTTPS with a read token, and without again. Target: <= 1 % of a core
    more. Never asserts on time.
 
-    python scripts/bench/metrics_bench.py [--quick] [--json]
+    python scripts/bench/metrics_bench.py [--quick] [--json] [--window S] [--settle-s S]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def cpu_pct(pid: int, window_s: float) -> float:
     return 100 * (cpu_s(pid) - c0) / (time.monotonic() - t0)
 
 
-def measure_cpu(window_s: float) -> dict[str, Any]:
+def measure_cpu(window_s: float, settle_s: float | None = None) -> dict[str, Any]:
     from meshems.adapters.config_file import load_config
     from meshems.adapters.secret import init_secret, read_secret
     from meshems.ops.http_exchange import exchange
@@ -92,8 +93,10 @@ def measure_cpu(window_s: float) -> dict[str, Any]:
         init_secret(cfg.secret_path)
         c = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), folder / "logs")
         try:
-            c.start_sims()
+            sims = threading.Thread(target=c.start_sims)  # beside the nodes (they retry their buses)
+            sims.start()
             c.start_all()
+            sims.join()
             leader = c.wait_leader()
             res = subprocess.run(
                 [sys.executable, "-m", "meshems", "token", "create", "--config", str(path), "--role", "read",
@@ -102,7 +105,7 @@ def measure_cpu(window_s: float) -> dict[str, Any]:
             token = json.loads(res.stdout)["token"]
             follower = next(n.id for n in cfg.nodes if n.initial and n.id != leader)
             pid = c.procs[follower].pid
-            time.sleep(min(10.0, window_s / 2))  # settle after start-up
+            time.sleep(min(10.0, window_s / 2) if settle_s is None else settle_s)  # settle after start-up
             before = cpu_pct(pid, window_s)
             assert shutil.which("prometheus"), "prometheus missing (Debian prometheus; scripts/setup)"
             prom = Prometheus(c, token, folder, scrape_s=SCRAPE_S)
@@ -145,6 +148,11 @@ def main() -> int:
         "--scrape-s", type=float, default=SCRAPE_S, help="Prometheus' scrape interval (default 5)"
     )
     ap.add_argument("--renders", type=int, help="renders timed per size (default 200; --quick 20)")
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        help="seconds from the cluster's start to the first window (default window / 2, <= 10)",
+    )
     args = ap.parse_args()
     SCRAPE_S = args.scrape_s
     n, window_s = (20, 10.0) if args.quick else (200, 60.0)
@@ -155,7 +163,7 @@ def main() -> int:
     print(
         f"bench: node CPU, {window_s:.0f} s windows without / with Prometheus / without...", file=sys.stderr
     )
-    cpu = measure_cpu(window_s)
+    cpu = measure_cpu(window_s, args.settle_s)
     out = {
         "render": render,
         "render_2000_p50_ms": render[-1]["render_p50_ms"],
