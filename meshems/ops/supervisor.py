@@ -64,6 +64,9 @@ class LocalCluster:
     def start_sim(self, node_id: str, site_file: str | None = None, timeout_s: float = 20.0) -> dict:
         """Start `meshems sim` for a node's simulated site; wait until it serves. Returns the
         sim's ready info (bound ports)."""
+        return self._wait_sim(node_id, self._launch_sim(node_id, site_file), timeout_s)
+
+    def _launch_sim(self, node_id: str, site_file: str | None = None) -> Path:
         node = self.cfg.node(node_id)
         site = site_file or node.sim_site
         if site is None:
@@ -77,6 +80,11 @@ class LocalCluster:
                "--ready-file", str(ready)]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[key], self._logs[key] = proc, log
+        return ready
+
+    def _wait_sim(self, node_id: str, ready: Path, timeout_s: float) -> dict:
+        key = f"sim-{node_id}"
+        proc = self.procs[key]
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if ready.exists() and ready.stat().st_size:
@@ -86,10 +94,11 @@ class LocalCluster:
             time.sleep(0.05)
         raise TimeoutError(f"sim for {node_id} not serving within {timeout_s} s")
 
-    def start_sims(self) -> None:
-        for n in self.cfg.nodes:
-            if n.initial and n.sim_site:
-                self.start_sim(n.id)
+    def start_sims(self, timeout_s: float = 20.0) -> None:
+        """Start every initial node's sim at once (they start in parallel), then wait for each."""
+        ready = {n.id: self._launch_sim(n.id) for n in self.cfg.nodes if n.initial and n.sim_site}
+        for node_id, path in ready.items():
+            self._wait_sim(node_id, path, timeout_s)
 
     def start_all(self) -> None:
         for n in self.cfg.nodes:
