@@ -15,7 +15,7 @@
 A subscriber checks every seq: lost (never arrived) and undetectable duplicates (same seq,
 different payload). Never asserts on time.
 
-    python scripts/bench/cloud_bench.py [--quick] [--json]
+    python scripts/bench/cloud_bench.py [--quick] [--json] [--records N] [--writes N] [--idle-s S]
 """
 
 from __future__ import annotations
@@ -188,14 +188,21 @@ def live(folder: Path, broker: MosquittoBroker, pki_dir: Path, writes: int, rate
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     cfg = load_config(path)
     init_secret(cfg.secret_path)
-    rec = Recorder(broker, f"meshems/{ZONE}/setpoints", folder, keep_payloads=True)
     lc = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), folder / "logs")
     acks: dict[str, tuple[float, float]] = {}
     errors = 0
+    rec: Recorder | None = None
     try:
         lc.start_all()
+        # subscribed while the nodes start (no setpoint is written before it is)
+        rec = Recorder(broker, f"meshems/{ZONE}/setpoints", folder, keep_payloads=True)
         leader = cfg.node(lc.wait_leader(20))
-        time.sleep(1.0)
+        end = time.monotonic() + 10  # the leader's link to the broker up (it publishes)
+        while time.monotonic() < end:
+            cloud = lc.client.request(leader, "GET", "/v1/status")[1].get("cloud") or {}
+            if cloud.get("publishing") and str(cloud.get("link", "")).startswith("connected"):
+                break
+            time.sleep(0.05)
         t_next = time.monotonic()
         for i in range(writes):
             t_next += 1.0 / rate
@@ -213,9 +220,10 @@ def live(folder: Path, broker: MosquittoBroker, pki_dir: Path, writes: int, rate
         rec.finish(idle_s=IDLE_S or 2.0)
         status = lc.client.status_all()
     finally:
-        if rec.proc.poll() is None:
+        if rec is not None and rec.proc.poll() is None:
             rec.proc.kill()
         lc.stop_all()
+    assert rec is not None
     by_rid: dict[str, float] = {}
     for t, _, _, _, payload in rec.rows:
         rid = telemetry.parse_payload(payload)["data"].get("rid")
@@ -394,11 +402,15 @@ def main() -> int:
         help="seconds without a message before the subscriber stops counting "
         "(default 2 s after the live writes, 5 s after the raw loop and the drain)",
     )
+    ap.add_argument(
+        "--records", type=int, help="backlog drained, and raw messages (default 360,000; quick 5,000)"
+    )
+    ap.add_argument("--writes", type=int, help="live setpoint writes at 20/s (default 600; quick 40)")
     args = ap.parse_args()
     global IDLE_S
     IDLE_S = args.idle_s
-    n = 5_000 if args.quick else 360_000
-    writes, rate = (40, 20.0) if args.quick else (600, 20.0)
+    n = args.records or (5_000 if args.quick else 360_000)
+    writes, rate = (args.writes or (40 if args.quick else 600)), 20.0
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     folder = Path(tempfile.mkdtemp(prefix="meshems-cloud-bench-"))
     pki_dir = folder / "pki"

@@ -68,11 +68,10 @@ def test_poll_bench_quick_json() -> None:
 
 def test_cloud_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/cloud_bench.py"), "--quick", "--json", "--idle-s", "1"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+        [sys.executable, str(ROOT / "scripts/bench/cloud_bench.py"), "--quick", "--json", "--idle-s", "1",
+         "--records", "2000", "--writes", "20"],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     keys = {"live_p99_ms", "drain_msgs_s", "drain_ratio_vs_raw", "lost", "undetectable_duplicates"}
