@@ -7,7 +7,7 @@ through the leader's API, throughput with 100 writes in flight, and failover (ki
 leader -> first committed write through another node) median/max over N trials. The veth
 RTT between two namespaces (no tunnel) is printed for reference. Never asserts on time.
 
-    sudo .venv/bin/python scripts/bench/overlay_bench.py [--quick] [--json] [--trials 10]
+    sudo .venv/bin/python scripts/bench/overlay_bench.py [--quick] [--json] [--trials 10] [--seq N] [--pipe N]
 """
 
 from __future__ import annotations
@@ -207,11 +207,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--trials", type=int, default=None, help="failover trials (default 10)")
+    ap.add_argument("--seq", type=int, help="sequential writes timed per setup (default 1000; --quick 150)")
+    ap.add_argument(
+        "--pipe", type=int, help="writes with 100 in flight per setup (default 5000; --quick 600)"
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("overlay_bench needs root (network namespaces, wireguard-go)", file=sys.stderr)
         return 2
     n_seq, n_pipe, n_rtt = (150, 600, 500) if args.quick else (1000, 5000, 5000)
+    n_seq, n_pipe = args.seq or n_seq, args.pipe or n_pipe
     trials = args.trials or (3 if args.quick else 10)
     folder = Path(tempfile.mkdtemp(prefix="meshems-overlay-bench-"))
     ports = free_ports(7)

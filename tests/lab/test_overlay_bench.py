@@ -17,11 +17,10 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 def test_overlay_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/overlay_bench.py"), "--quick", "--json", "--trials", "1"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+        [sys.executable, str(ROOT / "scripts/bench/overlay_bench.py"), "--quick", "--json", "--trials", "1",
+         "--seq", "50", "--pipe", "200"],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"overlay_rtt_us", "overlay_commit_p99_ms", "overlay_failover_max_ms"} <= set(result)
