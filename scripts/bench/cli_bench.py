@@ -10,7 +10,7 @@ installed meshems has its .pyc files), warmed by one call. Prints a table (media
 ratio to `python -c pass`) and the top imports of `python -X importtime`; never asserts on
 time. `--json` prints one JSON object, `--quick` a smaller run.
 
-    python scripts/bench/cli_bench.py [--quick] [--json] [--calls 30]
+    python scripts/bench/cli_bench.py [--quick] [--json] [--calls 30] [--no-warm]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def stats(prefix: str, lat: list[float]) -> dict[str, float]:
     return {f"{prefix}_p50_ms": statistics.median(lat), f"{prefix}_p99_ms": pct(lat, 99)}
 
 
-def run(quick: bool, calls: int | None) -> dict[str, Any]:
+def run(quick: bool, calls: int | None, warm: bool = True) -> dict[str, Any]:
     n = calls or (8 if quick else 30)
     folder = Path(tempfile.mkdtemp(prefix="meshems-cli-bench-"))
     try:
@@ -117,14 +117,14 @@ def run(quick: bool, calls: int | None) -> dict[str, Any]:
                 if time.monotonic() > end:
                     raise TimeoutError("devices were not declared within 15 s")
                 time.sleep(0.05)
-            return measure(c, str(path), folder, n)
+            return measure(c, str(path), folder, n, warm)
         finally:
             c.stop_all()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def measure(c: LocalCluster, config: str, folder: Path, n: int) -> dict[str, Any]:
+def measure(c: LocalCluster, config: str, folder: Path, n: int, warm: bool = True) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env |= {"MESHEMS_CACHE_DIR": str(folder / "cache"), "PYTHONPYCACHEPREFIX": str(folder / "pyc")}
     no_cache = env | {"MESHEMS_CACHE_DIR": "off"}
@@ -140,7 +140,7 @@ def measure(c: LocalCluster, config: str, folder: Path, n: int) -> dict[str, Any
         "setpoint_set_no_pyc": ([*cli, "setpoint", "set", "--config", config, "n1-bat", "-2.5"], no_pyc),
     }
     out: dict[str, Any] = {"calls": n, "errors": 0}
-    for cmd, e in cmds.values():  # warm: bytecode, config cache, page cache
+    for cmd, e in cmds.values() if warm else ():  # warm: bytecode, config cache, page cache
         subprocess.run(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"bench: {n} sequential calls each...", file=sys.stderr)
     for name, (cmd, e) in cmds.items():
@@ -191,8 +191,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small run for a smoke test")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--calls", type=int, help="sequential calls per command (default 30, quick 8)")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="skip each command's untimed warm-up call (the first timed calls then pay for "
+                    "bytecode and the config cache; for smoke tests)")  # fmt: skip
     args = ap.parse_args()
-    out = run(args.quick, args.calls)
+    out = run(args.quick, args.calls, warm=not args.no_warm)
     if args.json:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
         return 0

@@ -110,7 +110,8 @@ CLI_KEYS = {
 
 def test_cli_bench_quick_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench/cli_bench.py"), "--quick", "--json", "--calls", "3"],
+        [sys.executable, str(ROOT / "scripts/bench/cli_bench.py"), "--quick", "--json", "--calls", "3",
+         "--no-warm"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
