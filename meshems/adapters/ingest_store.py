@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS zones (
 """
 #: SQLite's bound-parameter limit is 32766 since 3.32; stay well below it
 CHUNK = 500
+#: page cache per connection (KiB): a batch from 1,000 zones dirties pages all over the trees
+CACHE_KIB = 65536
+#: a reading as stored: json.dumps(reading, sort_keys=True) without an encoder per call
+_READING = json.JSONEncoder(sort_keys=True, check_circular=False)
 
 
 class SqliteStore:
@@ -63,10 +67,14 @@ class SqliteStore:
             self.db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             msg = f"{self.path}: cannot open the ingest store: {exc}"
             raise StoreError(msg, path=str(self.path)) from None
+        #: zone -> (stored text, its ledger): the text is read in every transaction (the file is
+        #: authoritative, other workers write it too) but decoded only when it changed
+        self._decoded: dict[str, tuple[str, ZoneLedger]] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -84,8 +92,11 @@ class SqliteStore:
                 ledgers = self._ledgers(zones)
                 stored = self._digests(records)
                 out = admit(ledgers, [r.arrival for r in records], stored, gaps)
-                self._write(records, out)
+                written: list[tuple[str, str, ZoneLedger]] = []
+                self._write(records, out, written)
                 self.db.execute("COMMIT")
+                for zone, text, led in written:  # only once committed: a rollback keeps the old texts
+                    self._decoded[zone] = (text, led)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -100,7 +111,10 @@ class SqliteStore:
             marks = ",".join("?" * len(part))
             q = f"SELECT zone, ledger FROM zones WHERE zone IN ({marks})"
             for zone, text in self.db.execute(q, part):
-                out[zone] = ledger_from_json(zone, text)
+                known = self._decoded.get(zone)
+                if known is None or known[0] != text:
+                    known = self._decoded[zone] = (text, ledger_from_json(zone, text))
+                out[zone] = known[1]
         return out
 
     def _digests(self, records: Sequence[Incoming]) -> dict[tuple[str, int], str]:
@@ -117,7 +131,9 @@ class SqliteStore:
                 out[(zone, seq)] = dig
         return out
 
-    def _write(self, records: Sequence[Incoming], out: Admitted) -> None:
+    def _write(
+        self, records: Sequence[Incoming], out: Admitted, written: list[tuple[str, str, ZoneLedger]]
+    ) -> None:
         rows, readings = [], []
         for r in admitted_records(records, out):
             a = r.arrival
@@ -125,20 +141,22 @@ class SqliteStore:
                          r.payload))  # fmt: skip
             for device, state, reading in reading_rows(r):
                 readings.append(
-                    (a.zone, device, a.seq, r.node, a.received_s, state, json.dumps(reading, sort_keys=True))
+                    (a.zone, device, a.seq, r.node, a.received_s, state, _READING.encode(reading))
                 )
         self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
         self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?)", readings)
+        zones = []
+        for zone, led in out.ledgers.items():
+            text = ledger_to_json(led)
+            tally = out.per_zone.get(zone, {})
+            zones.append((zone, text, tally.get("duplicates", 0), tally.get("conflicts", 0)))
+            written.append((zone, text, led))
         self.db.executemany(
             "INSERT INTO zones (zone, ledger, duplicates, conflicts) VALUES (?,?,?,?) "
             "ON CONFLICT (zone) DO UPDATE SET ledger = excluded.ledger, "
             "duplicates = duplicates + excluded.duplicates, conflicts = conflicts + excluded.conflicts",
-            [
-                (zone, ledger_to_json(led), out.per_zone.get(zone, {}).get("duplicates", 0),
-                 out.per_zone.get(zone, {}).get("conflicts", 0))
-                for zone, led in out.ledgers.items()
-            ],
-        )  # fmt: skip
+            zones,
+        )
 
     # -- reading -------------------------------------------------------------------------
 

@@ -114,6 +114,11 @@ def add(ranges: Sequence[Range], first: int, last: int) -> tuple[Range, ...]:
     """`ranges` with first..last added (merged with overlapping and adjacent ranges)."""
     if first > last:
         return tuple(ranges)
+    if ranges and first > ranges[-1][1]:  # past every range (the common case): extend or append
+        a, b = ranges[-1]
+        if first == b + 1:
+            return (*ranges[:-1], (a, last))
+        return (*ranges, (first, last))
     out: list[Range] = []
     placed = False
     for a, b in ranges:
@@ -180,12 +185,13 @@ def receive(ledger: ZoneLedger, arrival: Arrival) -> ZoneLedger:
     """The ledger with `arrival`'s seq received (a seq already received changes nothing but
     the arrival time's maximum)."""
     top = arrival.seq > ledger.last_seq
-    return replace(
-        ledger,
-        received=add(ledger.received, arrival.seq, arrival.seq),
-        last_seq=max(ledger.last_seq, arrival.seq),
-        publisher=arrival.publisher if top else ledger.publisher,
-        last_received_s=max(ledger.last_received_s, arrival.received_s),
+    return ZoneLedger(  # not dataclasses.replace: this runs once per record
+        ledger.zone,
+        add(ledger.received, arrival.seq, arrival.seq),
+        ledger.announced,
+        arrival.seq if top else ledger.last_seq,
+        arrival.publisher if top else ledger.publisher,
+        max(ledger.last_received_s, arrival.received_s),
     )
 
 

@@ -40,8 +40,13 @@ class Incoming:
         return got if isinstance(got, dict) else {}
 
 
+#: json.dumps(doc, sort_keys=True, separators=(",", ":")) without building an encoder per call
+#: (a decoded payload cannot be circular, so the check is off; the text is the same)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+
+
 def digest(doc: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(doc).encode()).hexdigest()
 
 
 def decode(

@@ -91,3 +91,23 @@ def test_zones_query_and_twin(store: SqliteStore) -> None:
     assert twin["n2-meter"]["values"] == {"power_kw": 2.0}
     with pytest.raises(ConfigError):
         store.twin("nope")
+
+
+def test_a_ledger_another_connection_changed_is_read_again(tmp_path: Path) -> None:
+    """The store keeps decoded ledgers, but the file stays authoritative: a worker that wrote
+    a zone, then saw another worker extend it, continues from the other's ledger."""
+    path = tmp_path / "ingest.sqlite3"
+    a, b = SqliteStore(path), SqliteStore(path)
+    try:
+        a.ingest([rec(1), rec(2)])
+        b.ingest([rec(3), rec(4)], [GapNotice("z1", 6, 6)])
+        a.ingest([rec(5), rec(8)])
+        for s in (a, b):
+            led = s.ledger("z1")
+            assert led.received == ((1, 5), (8, 8)) and led.announced == ((6, 6),)
+            assert led.missing == ((7, 7),) and s.count("z1") == 6
+        a.ingest([rec(7)])
+        assert b.ingest([rec(9)]).ledgers["z1"].watermark == 9
+    finally:
+        a.close()
+        b.close()

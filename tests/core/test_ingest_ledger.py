@@ -8,6 +8,7 @@ announced; the missing ranges are exactly the rest below the highest seq seen.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 
@@ -85,8 +86,18 @@ def test_range_helpers() -> None:
     assert add(((1, 2), (6, 7)), 3, 5) == ((1, 7),)
     assert add(((1, 2), (9, 9)), 5, 6) == ((1, 2), (5, 6), (9, 9))
     assert add((), 3, 2) == ()
+    assert add(((1, 2), (5, 6)), 7, 7) == ((1, 2), (5, 7))  # past every range: extends the last
+    assert add(((1, 2), (5, 6)), 8, 9) == ((1, 2), (5, 6), (8, 9))  # or appends after it
     assert from_seqs([5, 1, 2, 3, 7]) == ((1, 3), (5, 5), (7, 7))
     assert complement(((2, 3), (6, 6)), 8) == ((1, 1), (4, 5), (7, 8))
+
+
+@PROPS
+@given(st.sets(st.integers(1, 60), max_size=40), st.integers(1, 70), st.integers(0, 5))
+def test_add_is_set_union(seqs: set[int], first: int, width: int) -> None:
+    assert add(from_seqs(seqs), first, first + width) == from_seqs(
+        seqs | set(range(first, first + width + 1))
+    )
 
 
 events = st.lists(
@@ -155,6 +166,8 @@ def test_decode_a_record_and_its_digest_is_format_free() -> None:
     assert got.readings == {"m1": {"state": "ok"}}
     as_json = decode("meshems/zone-a/telemetry/node/n1", _record(7, "json"), props, "meshems", 6.0)
     assert isinstance(as_json, Incoming) and as_json.arrival.digest == got.arrival.digest
+    canonical = json.dumps(got.doc, sort_keys=True, separators=(",", ":")).encode()  # what stored digests are
+    assert got.arrival.digest == hashlib.sha256(canonical).hexdigest()
 
 
 def test_decode_a_gap_notice() -> None:
