@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -234,6 +235,8 @@ def run(
             }
             return out
         finally:
+            for node_id in list(c.procs):  # all at once: their shutdowns overlap
+                c.signal(node_id, signal.SIGTERM)
             c.stop_all()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
