@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,6 +120,8 @@ def run(quick: bool, calls: int | None, warm: bool = True) -> dict[str, Any]:
                 time.sleep(0.05)
             return measure(c, str(path), folder, n, warm)
         finally:
+            for node_id in list(c.procs):  # all at once: their shutdowns overlap
+                c.signal(node_id, signal.SIGTERM)
             c.stop_all()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
