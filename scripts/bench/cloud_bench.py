@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,8 @@ def live(folder: Path, broker: MosquittoBroker, pki_dir: Path, writes: int, rate
     finally:
         if rec is not None and rec.proc.poll() is None:
             rec.proc.kill()
+        for node_id in list(lc.procs):  # all at once: their shutdowns overlap
+            lc.signal(node_id, signal.SIGTERM)
         lc.stop_all()
     assert rec is not None
     by_rid: dict[str, float] = {}
