@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def measure_cpu(window_s: float, settle_s: float | None = None) -> dict[str, Any
                                     c.client.ssl_context)  # fmt: skip
             assert status == 200, (status, body[:200])
         finally:
+            for node_id in list(c.procs):  # all at once: their shutdowns overlap
+                c.signal(node_id, signal.SIGTERM)
             c.stop_all()
     finally:
         if prom is not None:
