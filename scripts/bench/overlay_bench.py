@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -239,6 +240,8 @@ def main() -> int:
                 Target(lc.client, cfg, lc.wait_leader, lc.kill, restart_local), n_seq, n_pipe, trials
             )
         finally:
+            for node_id in list(lc.procs):  # all at once: their shutdowns overlap
+                lc.signal(node_id, signal.SIGTERM)
             lc.stop_all()
         say("bench: lab over wireguard-go...")
         lab = Lab.create(folder / "lab", nodes=3, sims=False, progress=say)
