@@ -135,7 +135,7 @@ PAYLOAD_KEYS = {
 def test_payload_bench_quick_json() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts/bench/payload_bench.py"), "--quick", "--json",
-         "--cycles", "100"], capture_output=True, text=True, timeout=120,
+         "--cycles", "100", "--rollout-cycle-s", "0.25"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
