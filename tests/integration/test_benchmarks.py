@@ -91,7 +91,7 @@ PROBE_KEYS = {
 def test_probe_bench_quick_json() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts/bench/probe_bench.py"), "--quick", "--json", "--restarts", "1",
-         "--flood-s", "1.5", "--requests", "50"],
+         "--flood-s", "1", "--requests", "30"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
