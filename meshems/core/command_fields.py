@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshems.core.policy import policy_problems
+
 MAX_ID_LEN = 63
 
 
@@ -41,3 +43,15 @@ def number(cmd: Mapping[str, Any], key: str) -> float:
     if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val):
         raise Invalid("E_CMD_MALFORMED", f"field {key!r} must be a finite number")
     return float(val)
+
+
+def policy_values(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    """A command's `values`: a non-empty map of policy fields that pass `policy_problems`
+    (`set_policy` and `deploy_apply` take the same)."""
+    values = cmd.get("values")
+    if not isinstance(values, dict) or not values:
+        raise Invalid("E_CMD_MALFORMED", "field 'values' must be a non-empty map of policy fields")
+    problems = policy_problems(values)
+    if problems:
+        raise Invalid("E_POLICY", "; ".join(problems))
+    return values

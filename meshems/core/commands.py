@@ -16,12 +16,11 @@ import msgpack
 
 from meshems.core import downlink, rollout_commands
 from meshems.core.access import ROLES
-from meshems.core.command_fields import Invalid, Rejection
+from meshems.core.command_fields import Invalid, Rejection, policy_values
 from meshems.core.command_fields import number as _num
 from meshems.core.command_fields import text as _str
 from meshems.core.ids import parse_load
 from meshems.core.plan_commands import node_forecast, plan
-from meshems.core.policy import policy_problems
 
 SCHEMA_VERSION = 1
 #: below pysyncobj's append_entries batch (64 KiB): an entry that size or larger takes its
@@ -127,13 +126,7 @@ def _report(cmd: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _set_policy(cmd: Mapping[str, Any]) -> dict[str, Any]:
-    values = cmd.get("values")
-    if not isinstance(values, dict) or not values:
-        raise Invalid("E_CMD_MALFORMED", "field 'values' must be a non-empty map of policy fields")
-    problems = policy_problems(values)
-    if problems:
-        raise Invalid("E_POLICY", "; ".join(problems))
-    return {"values": values}
+    return {"values": policy_values(cmd)}
 
 
 def _map_list(

@@ -12,12 +12,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from meshems.core.command_fields import Invalid, text
+from meshems.core.command_fields import Invalid, policy_values, text
 from meshems.core.errors import PayloadError
 from meshems.core.ids import NAME_RE
 from meshems.core.payload_checks import parse_signatures
 from meshems.core.payload_manifest import CYCLE_BOUNDS, MAX_TOTAL_BYTES, from_canonical, manifest_digest
-from meshems.core.policy import policy_problems
 
 #: a deploy command carries its manifest through Raft: it must fit one entry (60 KiB) with its
 #: signatures and fields; a bundle of a few hundred files of long names does not
@@ -111,13 +110,7 @@ def deploy_status(cmd: Mapping[str, Any]) -> dict[str, Any]:
 def deploy_apply(cmd: Mapping[str, Any]) -> dict[str, Any]:
     """A policy payload's file made the zone's policy (`core.data_handlers`): the same checks
     as `set_policy`."""
-    values = cmd.get("values")
-    if not isinstance(values, dict) or not values:
-        raise Invalid("E_CMD_MALFORMED", "field 'values' must be a non-empty map of policy fields")
-    problems = policy_problems(values)
-    if problems:
-        raise Invalid("E_POLICY", "; ".join(problems))
-    return {"deployment_id": deployment_id(cmd), "values": values}
+    return {"deployment_id": deployment_id(cmd), "values": policy_values(cmd)}
 
 
 def deploy_abort(cmd: Mapping[str, Any]) -> dict[str, Any]:

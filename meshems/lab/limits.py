@@ -7,8 +7,9 @@ clock, no I/O (`lab.meters` samples the simulated sites' meters and batteries).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 #: the longest a coverable excess may last (the issue's "under 2 s at a time")
 GATE_S = 2.0
@@ -44,7 +45,6 @@ class LimitReport:
     samples: int = 0
     violations: list[Stretch] = field(default_factory=list)  # the stretches longer than GATE_S
     stretches: int = 0  # every coverable over-limit stretch, short ones too
-    longest_s: float = 0.0
     longest: Stretch | None = None
     excluded_s: float = 0.0  # coverable only by batteries whose gateway was down
     uncoverable_s: float = 0.0  # over the limit with no battery headroom left
@@ -53,6 +53,10 @@ class LimitReport:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+    @property
+    def longest_s(self) -> float:
+        return self.longest.duration_s if self.longest else 0.0
 
 
 def battery_headroom_kw(
@@ -63,6 +67,17 @@ def battery_headroom_kw(
     if soc_pct <= soc_min_pct:
         return 0.0
     return max(0.0, max_discharge_kw - power_kw)
+
+
+def site_headroom_kw(status: Mapping[str, Any]) -> float:
+    """A simulated site's battery headroom from its status (`GET /v1/site` of `meshems sim`;
+    no battery: 0)."""
+    b = status.get("battery")
+    return (
+        battery_headroom_kw(b["power_kw"], b["max_discharge_kw"], b["soc_pct"], b["soc_min_pct"])
+        if b
+        else 0.0
+    )
 
 
 def _coverable(s: LimitSample, tolerance_kw: float, headroom_kw: float) -> bool:
@@ -105,7 +120,7 @@ def over_limit(
 
 def _close(rep: LimitReport, stretch: Stretch, gate_s: float) -> None:
     rep.stretches += 1
-    if stretch.duration_s > rep.longest_s or rep.longest is None:
-        rep.longest_s, rep.longest = stretch.duration_s, stretch
+    if rep.longest is None or stretch.duration_s > rep.longest.duration_s:
+        rep.longest = stretch
     if stretch.duration_s > gate_s:
         rep.violations.append(stretch)

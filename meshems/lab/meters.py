@@ -19,7 +19,7 @@ from typing import Any
 from meshems.core.errors import UnreachableError
 from meshems.lab.gateways import Lab
 from meshems.lab.labconfig import SIM_CONTROL_PORT
-from meshems.lab.limits import NO_LIMIT_KW, LimitSample, battery_headroom_kw
+from meshems.lab.limits import NO_LIMIT_KW, LimitSample, site_headroom_kw
 
 
 def read_site(address: str, timeout_s: float = 0.4) -> dict[str, Any]:
@@ -66,9 +66,7 @@ class MeterSampler:
         all_up = True
         for n, site in zip(nodes, sites, strict=True):
             imp += float(site["site"]["grid_kw"])
-            b = site.get("battery")
-            room = 0.0 if not b else battery_headroom_kw(b["power_kw"], b["max_discharge_kw"], b["soc_pct"],
-                                                         b["soc_min_pct"])  # fmt: skip
+            room = site_headroom_kw(site)
             headroom += room
             if self.lab.running(n):  # a paused gateway counts: it runs, and must be covered for
                 controllable += room

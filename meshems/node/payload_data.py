@@ -89,6 +89,17 @@ def proposes_apply(node_id: str, view: RaftChanged, dep: Deployment, stored: boo
     return bool(verified) and verified[0] == node_id
 
 
+async def repeat(step: Callable[[], Awaitable[object]], every_s: float = EVERY_S) -> None:
+    """Run a data duty's `step` every `every_s` until cancelled; a failure (a disk error) is
+    logged as E_PAYLOAD_APPLY and tried again, never the end of the duty."""
+    while True:
+        try:
+            await step()
+        except Exception as exc:
+            log("error", "E_PAYLOAD_APPLY", f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(every_s)
+
+
 class PolicyApply:
     """Apply the zone's due policy payload: read its file here, propose it through Raft."""
 
@@ -103,12 +114,7 @@ class PolicyApply:
         self.node_id, self.store, self.state, self.view, self.commit = node_id, store, state, view, commit
 
     async def loop(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except Exception as exc:  # a disk error must not end the duty: logged, tried again
-                log("error", "E_PAYLOAD_APPLY", f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(EVERY_S)
+        await repeat(self.step)
 
     async def step(self) -> dict[str, Any] | None:
         """Propose the due policy once (None: nothing due here); the zone's answer."""

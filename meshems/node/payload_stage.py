@@ -26,9 +26,8 @@ from meshems.core.forecast_model import ForecastModel
 from meshems.core.node import Node
 from meshems.core.node_spec import forecast_spec
 from meshems.logs import log
-from meshems.node.payload_data import entry_file
+from meshems.node.payload_data import entry_file, repeat
 
-EVERY_S = 1.0
 MARKER = "forecast-applied"
 
 
@@ -50,12 +49,7 @@ class PayloadStage:
         self.node_id, self.data_dir, self.store, self.state, self.swap = node_id, data_dir, store, state, swap
 
     async def loop(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except Exception as exc:  # a disk error must not end the duty: logged, tried again
-                log("error", "E_PAYLOAD_APPLY", f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(EVERY_S)
+        await repeat(self.step)
 
     async def step(self) -> str | None:
         """List the profiles held here; apply a forecast model not applied yet (its deployment id)."""

@@ -8,62 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from meshems.adapters import payload_bundle as pb
-from meshems.adapters import pki
-from meshems.adapters.config_file import load_config
-from meshems.adapters.secret import init_secret, read_secret
 from meshems.cli import main
-from meshems.core import downlink
-from meshems.ops.supervisor import LocalCluster
-from tests.conftest import write_config
 from tests.integration.test_deploy import EXAMPLE
-from tests.integration.test_downlink import _session_held, wait
+from tests.integration.test_downlink import ZONE, _session_held, wait, zone
 from tests.mqtt_broker import MosquittoBroker, Subscriber
 
 pytestmark = pytest.mark.integration
-ZONE = "zone-t"
-
-
-@contextmanager
-def zone(
-    tmp_path: Path, broker: MosquittoBroker, release_key: str
-) -> Iterator[tuple[LocalCluster, Path, Subscriber]]:
-    """The zone of tests/integration/test_downlink.py, trusting `release_key` for payloads."""
-    _, public = pb.keygen(tmp_path / "cloud" / "command.key")
-    crt, key = broker.client_files("cloud")
-    cloud_yaml = tmp_path / "cloud" / "cloud.yaml"
-    cloud_yaml.write_text(yaml.safe_dump({
-        "broker_host": broker.host, "broker_port": broker.port, "ca_file": str(broker.ca_file),
-        "cert_file": str(crt), "key_file": str(key), "client_id": "cloud",
-    }))  # fmt: skip
-    path = write_config(tmp_path, nodes=3)
-    doc = yaml.safe_load(path.read_text())
-    for n in doc["nodes"]:
-        pki.issue(broker.pki_folder, n["id"], "node")
-    doc["zone"] = ZONE
-    doc["cloud"] = {"broker_host": broker.host, "broker_port": broker.port,
-                    "ca_file": str(broker.pki_folder / "ca.crt"), "cert_dir": str(broker.pki_folder),
-                    "outbox_dir": "outbox", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
-                    "command_keys": [public]}  # fmt: skip
-    doc["payloads"] = {"trusted_keys": [release_key], "threshold": 1}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    cfg = load_config(path)
-    init_secret(cfg.secret_path)
-    lc = LocalCluster(cfg, str(path), read_secret(cfg.secret_path), tmp_path / "logs")
-    try:
-        with broker.subscribe(downlink.results_topic("meshems", ZONE)) as results:
-            lc.start_all()
-            yield lc, cloud_yaml, results
-    finally:
-        lc.stop_all()
 
 
 def results_of(results: Subscriber) -> list[dict[str, Any]]:
@@ -77,7 +33,9 @@ def test_a_cloud_deploy_becomes_a_deployment_and_an_untrusted_bundle_is_refused(
     pb.keygen(tmp_path / "rogue.key")
     good = pb.build(EXAMPLE, [tmp_path / "release.key"], tmp_path / "peak-guard.mpkg", time.time())
     rogue = pb.build(EXAMPLE, [tmp_path / "rogue.key"], tmp_path / "rogue.mpkg", time.time())
-    with zone(tmp_path, broker, trusted) as (lc, cloud_yaml, results):
+    payloads = {"payloads": {"trusted_keys": [trusted], "threshold": 1}}
+    with zone(tmp_path, broker, payloads) as z:
+        lc, cloud_yaml, results = z.lc, tmp_path / "cloud" / "cloud.yaml", z.results
         leader = lc.wait_leader(20)
         wait(lambda: _session_held(broker), 5, "the leader holds the zone's command session")
 

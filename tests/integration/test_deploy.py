@@ -16,10 +16,25 @@ import pytest
 import yaml
 
 from meshems.adapters import payload_bundle as pb
+from meshems.ops.supervisor import LocalCluster
 from tests.integration.conftest import ClusterFactory, meshems_cli
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "cluster-configs" / "payloads" / "peak-guard"
+
+
+def start_trusting(cluster: LocalCluster, key: str, sims: bool = False) -> None:
+    """Start a cluster made with `start=False` whose config pins the release key `key`
+    (threshold 1), its sims first with `sims`; back once every API is up and a leader leads."""
+    doc = yaml.safe_load(Path(cluster.config_path).read_text())
+    doc["payloads"] = {"trusted_keys": [key], "threshold": 1}
+    Path(cluster.config_path).write_text(yaml.safe_dump(doc))
+    if sims:
+        cluster.start_sims()
+    cluster.start_all()
+    for n in cluster.cfg.nodes:
+        cluster.wait_api(n.id)
+    cluster.wait_leader()
 
 
 def deployments(cluster: Any) -> list[dict[str, Any]]:
@@ -46,13 +61,7 @@ def test_a_deploy_reaches_every_node_and_a_tampered_bundle_is_refused(
     _, key = pb.keygen(tmp_path / "release.key")
     built = pb.build(EXAMPLE, [tmp_path / "release.key"], tmp_path / "peak-guard.mpkg", time.time())
     cluster = make_cluster(start=False)
-    doc = yaml.safe_load(Path(cluster.config_path).read_text())
-    doc["payloads"] = {"trusted_keys": [key], "threshold": 1}
-    Path(cluster.config_path).write_text(yaml.safe_dump(doc))
-    cluster.start_all()
-    for n in cluster.cfg.nodes:
-        cluster.wait_api(n.id)
-    cluster.wait_leader()
+    start_trusting(cluster, key)
 
     bad = meshems_cli("deploy", "--config", cluster.config_path, "--manifest",
                       str(tampered(built.path, tmp_path / "bad.mpkg")), "--zone")  # fmt: skip

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from meshems.adapters import payload_bundle as pb
 from tests.integration.conftest import ClusterFactory, meshems_cli
+from tests.integration.test_deploy import start_trusting
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +51,7 @@ def test_a_policy_bundle_sets_the_zone_policy_and_a_rollback_restores_it(
 ) -> None:
     _, key = pb.keygen(tmp_path / "release.key")
     cluster = make_cluster(nodes=2, start=False, policy={"import_limit_kw": 50.0})
-    doc = yaml.safe_load(Path(cluster.config_path).read_text())
-    doc["payloads"] = {"trusted_keys": [key], "threshold": 1}
-    Path(cluster.config_path).write_text(yaml.safe_dump(doc))
-    cluster.start_all()
-    for n in cluster.cfg.nodes:
-        cluster.wait_api(n.id)
-    cluster.wait_leader()
+    start_trusting(cluster, key)
     c = cluster.config_path
 
     def deploy(version: str, policy: str, dep_id: str) -> None:

@@ -77,7 +77,9 @@ def wait(predicate: Any, timeout_s: float, what: str) -> Any:
 
 
 @contextmanager
-def zone(tmp_path: Path, broker: MosquittoBroker) -> Iterator[Zone]:
+def zone(tmp_path: Path, broker: MosquittoBroker, extra: dict[str, Any] | None = None) -> Iterator[Zone]:
+    """A 3-node zone with a cloud link to `broker` and the cloud's command key (in
+    TMP/cloud/, beside TMP/cloud/cloud.yaml) pinned; `extra`: more top-level config keys."""
     key_file = tmp_path / "cloud" / "command.key"
     _, public = keygen(key_file)
     crt, key = broker.client_files("cloud")
@@ -95,6 +97,7 @@ def zone(tmp_path: Path, broker: MosquittoBroker) -> Iterator[Zone]:
                     "ca_file": str(broker.pki_folder / "ca.crt"), "cert_dir": str(broker.pki_folder),
                     "outbox_dir": "outbox", "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
                     "command_keys": [public]}  # fmt: skip
+    doc.update(extra or {})
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     cfg = load_config(path)
     init_secret(cfg.secret_path)

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from meshems.adapters import payload_bundle as pb
 from meshems.ops.supervisor import LocalCluster
 from tests.integration.conftest import ClusterFactory, meshems_cli
-from tests.integration.test_deploy import EXAMPLE, deployments
+from tests.integration.test_deploy import EXAMPLE, deployments, start_trusting
 from tests.integration.zone_meter import ZoneMeter
 
 pytestmark = pytest.mark.integration
@@ -46,14 +45,7 @@ def zone(make_cluster: ClusterFactory, tmp_path: Path, folder: Path) -> tuple[Lo
     _, key = pb.keygen(tmp_path / "release.key")
     built = pb.build(folder, [tmp_path / "release.key"], tmp_path / f"{folder.name}.mpkg", time.time())
     cluster = make_cluster(wired=True, policy=POLICY, start=False)
-    doc = yaml.safe_load(Path(cluster.config_path).read_text())
-    doc["payloads"] = {"trusted_keys": [key], "threshold": 1}
-    Path(cluster.config_path).write_text(yaml.safe_dump(doc))
-    cluster.start_sims()
-    cluster.start_all()
-    for n in cluster.cfg.nodes:
-        cluster.wait_api(n.id)
-    cluster.wait_leader()
+    start_trusting(cluster, key, sims=True)
     return cluster, built.path
 
 

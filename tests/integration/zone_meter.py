@@ -10,7 +10,7 @@ import time
 import urllib.request
 from typing import Any
 
-from meshems.lab.limits import TOLERANCE_KW, LimitReport, LimitSample, battery_headroom_kw, over_limit
+from meshems.lab.limits import TOLERANCE_KW, LimitReport, LimitSample, over_limit, site_headroom_kw
 from meshems.ops.supervisor import LocalCluster
 
 
@@ -38,10 +38,7 @@ class ZoneMeter:
                 continue
             st = read_site(self.cluster, n.id)
             imp += float(st["site"]["grid_kw"])
-            b = st.get("battery")
-            if b:
-                kw, top = b["power_kw"], b["max_discharge_kw"]
-                head += battery_headroom_kw(kw, top, b["soc_pct"], b["soc_min_pct"])
+            head += site_headroom_kw(st)
         return LimitSample(t, imp, self.limit_kw, head)
 
     def _run(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from meshems.lab.checker import Verdict
 from meshems.lab.faults import RunResult, limit_failures, summary_table
-from meshems.lab.limits import LimitSample, battery_headroom_kw, over_limit
+from meshems.lab.limits import LimitSample, battery_headroom_kw, over_limit, site_headroom_kw
 
 
 def _series(import_kw: list[float], headroom_kw: float = 40.0, limit_kw: float = 60.0, step_s: float = 0.5):
@@ -95,3 +95,10 @@ def test_a_zone_without_an_import_limit_reports_not_applicable() -> None:
     assert d["ok"] and d["limit_violations_over_2s"] is None and d["longest_over_limit_s"] is None
     assert "n/a (no import limit)" in summary_table(res)
     assert d["peak_zone_import_kw"] == 500.0 and not limit_failures(d)
+
+
+def test_a_sites_headroom_comes_from_its_battery_status() -> None:
+    battery = {"power_kw": 10.0, "max_discharge_kw": 50.0, "soc_pct": 60.0, "soc_min_pct": 10.0}
+    assert site_headroom_kw({"site": {}, "battery": battery}) == 40.0
+    assert site_headroom_kw({"site": {}, "battery": {**battery, "soc_pct": 10.0}}) == 0.0
+    assert site_headroom_kw({"site": {}, "battery": None}) == 0.0
