@@ -45,3 +45,15 @@ def test_control_bench_quick_json() -> None:
         assert row["opt_peak_kw"] <= row["peak_kw"] + 1e-6 <= row["none_peak_kw"] + 2e-6, row
         assert row["tariff_cost"] >= row["opt_cost"] - 0.01, row  # perfect foresight is cheapest
         assert row["plans"] >= 96  # one plan per quarter-hour at least
+
+
+def test_ingest_store_bench_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench/ingest_store_bench.py"), "--records", "2000",
+         "--zones", "100", "--runs", "1", "--json"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # the benchmark's own check: every record stored once, each zone's watermark at its last seq
+    assert result["stored_once"] is True and result["records"] == 2000
+    assert result["store_msgs_s"] > 0 and result["store_cpu_us_per_msg"] > 0
