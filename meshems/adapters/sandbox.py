@@ -26,6 +26,7 @@ from typing import Any
 from meshems.adapters import sandbox_worker as worker
 from meshems.adapters.sandbox_worker import MAX_REPLY_BYTES, MAX_REQUEST_BYTES, ProtocolError
 from meshems.core.errors import (
+    PayloadCpuError,
     PayloadCrashError,
     PayloadFailedError,
     PayloadSandboxError,
@@ -40,7 +41,18 @@ WORKER = Path(worker.__file__).resolve()
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
 RECYCLE_AT = 0.9  # of the CPU-time rlimit: a worker that used this much is replaced, calmly
 TIMES_KEPT = 1000  # round trips the percentiles are taken over
-SYSTEMD = "not used: rlimits and a network namespace (a transient unit with MemoryMax, CPUQuota is not done)"
+SYSTEMD = "not used: rlimits, a network namespace and a CPU share watched from /proc (no transient unit)"
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds the kernel counts for `pid`, None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,8 @@ class SandboxSpec:
     memory_mb: int = 128  # RLIMIT_AS of the whole worker, interpreter included
     cycle_budget_ms: int = 100
     cpu_s: int = 600  # RLIMIT_CPU of one worker's life; recycled at RECYCLE_AT of it
+    cpu_pct: int = 100  # the share of one CPU it may use, over cpu_window_s
+    cpu_window_s: float = 10.0
     user: str | None = "nobody"  # who the worker becomes when started as root (None: stays root)
     isolate_net: bool = True
     start_timeout_s: float = 5.0
@@ -65,7 +79,7 @@ class SandboxSpec:
         if manifest.kind != "controller" or manifest.entry_point is None:
             raise PayloadSandboxError(f"{manifest.name} is a {manifest.kind} payload, not a controller")
         return cls(manifest.name, Path(folder), manifest.entry_point, manifest.limits.memory_mb,
-                   manifest.cycle_budget_ms, **options)  # fmt: skip
+                   manifest.cycle_budget_ms, cpu_pct=manifest.limits.cpu_pct, **options)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +113,10 @@ class Sandbox:
         self._failures = 0  # in a row, for the backoff
         self._next_start_s = float("-inf")
         self.counts = dict.fromkeys(
-            ("cycles", "ok", "errors", "timeouts", "crashes", "starts", "start_failures", "recycled"), 0
-        )
+            ("cycles", "ok", "errors", "timeouts", "crashes", "cpu_overruns", "starts", "start_failures",
+             "recycled"), 0,
+        )  # fmt: skip
+        self._cpu_marks: deque[tuple[float, float]] = deque()  # (clock s, CPU s) since the start
         self._times: deque[float] = deque(maxlen=TIMES_KEPT)
         self.net = self.user = self.last_error = ""
         self.start_ms = 0.0
@@ -193,6 +209,23 @@ class Sandbox:
             raise PayloadSandboxError(f"{self.spec.name}: the worker did not start: {problem}"[:600])
         self.net, self.user = str(msg.get("net", "")), str(msg.get("user", ""))
         self.start_ms = (time.perf_counter() - t0) * 1000
+        self._cpu_marks.clear()  # the interpreter's start is not the payload's share
+        self._cpu_share_pct()
+
+    def _cpu_share_pct(self) -> float | None:
+        """Mark the worker's CPU time now; its share of one CPU (%) over the last cpu_window_s
+        once it has run that long, else None."""
+        cpu = process_cpu_s(self._proc.pid) if self._proc is not None else None
+        if cpu is None:
+            return None
+        now, marks, window = self.clock(), self._cpu_marks, self.spec.cpu_window_s
+        marks.append((now, cpu))
+        while len(marks) > 2 and marks[1][0] <= now - window:
+            marks.popleft()  # keep the newest mark at least a window old as the base
+        t0, cpu0 = marks[0]
+        if now - t0 < window:
+            return None
+        return (cpu - cpu0) / (now - t0) * 100
 
     def _exit_text(self) -> str:
         """How the worker ended (waits up to a second for it)."""
@@ -278,6 +311,13 @@ class Sandbox:
             msg = f"a {kind!r} reply to cycle {reply.get('n')!r}, expected decisions for {self._seq}"
             return self._failed("crash", PayloadCrashError.code, msg, elapsed_ms)
         self._times.append(elapsed_ms)
+        share = self._cpu_share_pct()
+        if share is not None and share > self.spec.cpu_pct:
+            self.counts["crashes"] += 1
+            self.counts["cpu_overruns"] += 1
+            msg = (f"used {share:.0f} % of a CPU over {self.spec.cpu_window_s:g} s, past its cpu_pct of "
+                   f"{self.spec.cpu_pct} %: the worker was killed")  # fmt: skip
+            return self._failed("crash", PayloadCpuError.code, msg, elapsed_ms)
         decisions = reply.get("decisions")
         if kind == "error" or not isinstance(decisions, list):
             self.counts["errors"] += 1

@@ -161,6 +161,13 @@ class PayloadCrashError(PayloadError):
     code = "E_PAYLOAD_CRASH"
 
 
+class PayloadCpuError(PayloadError):
+    """A controller payload's worker used more of a CPU than the manifest's `cpu_pct` allows,
+    measured over a window of cycles: its worker was killed."""
+
+    code = "E_PAYLOAD_CPU"
+
+
 class PayloadFailedError(PayloadError):
     """A controller payload's decide() raised, ran out of memory or returned no decisions."""
 

@@ -270,3 +270,50 @@ def test_the_payload_modules_import_one_another_from_memory(tmp_path: Path) -> N
         pid = sb.pid
         assert out.status == "ok" and out.decisions[0]["kw"] == 4.0, out
     assert gone(pid)
+
+
+BURN = """import time
+
+def burn(ms):
+    end = time.process_time() + ms / 1000
+    while time.process_time() < end:
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    "source",
+    [  # CPU inside decide(), within its cycle budget; CPU between cycles, from a timer signal
+        BURN + "\ndef decide(image, policy):\n    burn(30)\n    return {'decisions': []}\n",
+        BURN + "\nimport _signal as signal  # signal.py is out of reach, the builtin is not\n"
+        "signal.signal(signal.SIGALRM, lambda *_: burn(20))\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.03, 0.03)\n\n"
+        "def decide(image, policy):\n    return {'decisions': []}\n",
+    ],
+    ids=["in-decide", "between-cycles"],
+)
+def test_a_worker_past_its_cpu_share_is_killed_and_one_within_it_keeps_running(make, source: str) -> None:
+    def run(sb: Sandbox, cycles: int) -> list:
+        outs = []
+        for _ in range(cycles):
+            outs.append(sb.cycle(IMAGE, POLICY))
+            if outs[-1].status != "ok":
+                break
+            time.sleep(0.05)
+        return outs
+
+    greedy = make(source, cpu_pct=5, cpu_window_s=0.4)
+    greedy.start()
+    pid = greedy.pid
+    outs = run(greedy, 40)
+    last = outs[-1]
+    assert last.status == "crash" and last.code == "E_PAYLOAD_CPU", [o.status for o in outs]
+    assert "past its cpu_pct of 5 %" in last.message and gone(pid)
+    st = greedy.status()
+    assert st["cpu_overruns"] == 1 and st["crashes"] == 1 and st["state"] == "backoff"
+    v = verdict([shadow_cycle(o.status, o.elapsed_ms, None, message=o.message) for o in outs], 30, 200)
+    assert v.state == "failed" and "E_PAYLOAD_CPU" not in v.reasons[0] and "cpu_pct" in v.reasons[0]
+
+    calm = make(source, cpu_pct=95, cpu_window_s=0.4)
+    outs = run(calm, 12)
+    assert [o.status for o in outs] == ["ok"] * 12 and calm.status()["cpu_overruns"] == 0
