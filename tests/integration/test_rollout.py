@@ -1,7 +1,8 @@
 """Rollouts on a real 3-node zone: the example controller payload (with a small shadow and
 watch count) rolls out node by node to all three, ends done and then drives the leader's
-dispatch, and the same version again is refused (E_PAYLOAD_ROLLBACK); a payload that crashes
-fails its first shadow, the rollout ends failed and the built-in controllers keep dispatching."""
+dispatch, and the same version again is refused (E_PAYLOAD_ROLLBACK); payloads that crash,
+hang or answer past a device limit each fail their first shadow, the rollout ends failed and
+the built-in controllers keep dispatching with no gap and the zone under its import limit."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ POLICY = {"import_limit_kw": 30.0, "cycle_s": 0.5}
 CRASHING = "def decide(image, policy):\n    import os\n\n    os._exit(3)\n"
 
 
-def payload(tmp_path: Path, name: str, controller: str | None = None) -> Path:
+def payload(tmp_path: Path, folder_name: str, controller: str | None = None, name: str = "") -> Path:
     """The example folder with 2 shadow and 2 watch cycles and a roomy budget (a busy test
-    machine), optionally with another controller.py."""
-    folder = tmp_path / name
+    machine), optionally with another controller.py and payload name."""
+    folder = tmp_path / folder_name
     shutil.copytree(EXAMPLE, folder)
     manifest = (folder / "manifest.yaml").read_text()
+    if name:
+        manifest = re.sub(r"^name: .*$", f"name: {name}", manifest, flags=re.M)
     manifest = re.sub(
         r"health: \{.*\}", "health: {shadow_cycles: 2, watch_cycles: 2, max_timeouts: 0}", manifest
     )
@@ -41,12 +44,15 @@ def payload(tmp_path: Path, name: str, controller: str | None = None) -> Path:
     return folder
 
 
-def zone(make_cluster: ClusterFactory, tmp_path: Path, folder: Path) -> tuple[LocalCluster, Path]:
+def zone(make_cluster: ClusterFactory, tmp_path: Path, *folders: Path) -> tuple[LocalCluster, Any]:
+    """A started zone that trusts a new release key, and each folder's bundle signed by it (the
+    one bundle's path for one folder, else a list)."""
     _, key = pb.keygen(tmp_path / "release.key")
-    built = pb.build(folder, [tmp_path / "release.key"], tmp_path / f"{folder.name}.mpkg", time.time())
+    paths = [pb.build(f, [tmp_path / "release.key"], tmp_path / f"{f.name}.mpkg", time.time()).path
+             for f in folders]  # fmt: skip
     cluster = make_cluster(wired=True, policy=POLICY, start=False)
     start_trusting(cluster, key, sims=True)
-    return cluster, built.path
+    return cluster, paths[0] if len(paths) == 1 else paths
 
 
 def deploy(cluster: LocalCluster, bundle: Path, dep_id: str, *more: str) -> None:
@@ -55,8 +61,9 @@ def deploy(cluster: LocalCluster, bundle: Path, dep_id: str, *more: str) -> None
     assert ok.returncode == 0, ok.stderr
 
 
-def the_deployment(cluster: LocalCluster) -> dict[str, Any]:
-    """The one deployment as the leader tells it (a node that just returned may lag behind)."""
+def the_deployment(cluster: LocalCluster, dep_id: str = "") -> dict[str, Any]:
+    """The one deployment (or the one of `dep_id`) as the leader tells it (a node that just
+    returned may lag behind)."""
     end = time.monotonic() + 15
     while True:
         try:
@@ -64,6 +71,8 @@ def the_deployment(cluster: LocalCluster) -> dict[str, Any]:
             _, body = cluster.client.request(
                 cluster.cfg.node(leader), "GET", "/v1/deployments", timeout_s=1.0
             )
+            if dep_id:
+                return next(d for d in body["deployments"] if d["id"] == dep_id)
             [dep] = body["deployments"]
             return dep
         except Exception:
@@ -136,23 +145,51 @@ def test_the_example_payload_rolls_out_node_by_node_to_all_three(
     assert deps["pg-again"]["state"] == "failed" and deps["pg-again"]["code"] == "E_PAYLOAD_ROLLBACK"
 
 
-def test_a_crashing_payload_fails_its_shadow_and_the_builtin_controller_keeps_dispatching(
+#: (name, controller.py, the code the rollout fails with): each fails its first shadow phase
+FAULTY = (
+    ("crasher", CRASHING, "E_PAYLOAD_CRASH"),
+    ("hanger", "def decide(image, policy):\n    while True:\n        pass\n", "E_PAYLOAD_TIMEOUT"),
+    ("overreach", "def decide(image, policy):\n    return {'decisions': [{'device_id': b['id'], "
+     "'kw': 999.0, 'reason': 'past the limit'} for b in image['batteries']]}\n", "E_LIMIT"),
+)  # fmt: skip
+
+
+def test_a_payload_that_crashes_hangs_or_goes_past_a_device_limit_fails_its_shadow_and_nothing_stops(
     make_cluster: ClusterFactory, tmp_path: Path
 ) -> None:
-    cluster, bundle = zone(make_cluster, tmp_path, payload(tmp_path, "crasher", CRASHING))
-    deploy(cluster, bundle, "crash-1")
-    dep, _ = ended(cluster, 20)
-    assert dep["state"] == "failed" and dep["code"] == "E_PAYLOAD_CRASH", dep
-    assert dep["nodes"]["n1"]["phase"] == "failed" and dep["nodes"]["n1"]["figures"]["crashes"] >= 1
-    assert {dep["nodes"][n]["phase"] for n in ("n2", "n3")} == {"waiting"}
+    folders = [payload(tmp_path, name, source, name=name) for name, source, _ in FAULTY]
+    cluster, bundles = zone(make_cluster, tmp_path, *folders)
     leader = cluster.wait_leader()
-    _, before = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/control")
-    time.sleep(1.5)
-    _, after = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/control")
-    assert after["last_dispatch"]["cycle"] > before["last_dispatch"]["cycle"]
+    cycles: list[tuple[float, int]] = []  # (when, the leader's last dispatch cycle)
+    with ZoneMeter(cluster, POLICY["import_limit_kw"]) as meter:
+        for (name, _, code), bundle in zip(FAULTY, bundles, strict=True):
+            deploy(cluster, bundle, f"{name}-1")
+            end = time.monotonic() + 20
+            while (dep := the_deployment(cluster, f"{name}-1"))["state"] == "active":
+                assert time.monotonic() < end, dep
+                _, body = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/control")
+                cycles.append((time.monotonic(), body["last_dispatch"]["cycle"]))
+                time.sleep(0.2)
+            assert dep["state"] == "failed" and dep["code"] == code, dep
+            first = dep["nodes"]["n1"]
+            assert first["phase"] == "failed", dep
+            assert {dep["nodes"][n]["phase"] for n in ("n2", "n3")} == {"waiting"}
+    assert dep["nodes"]["n1"]["figures"]["refused"] >= 1  # the last one: its setpoints were refused
+    # the built-in controllers dispatched on, with no gap: the leader's cycle advanced at least
+    # once in every 1.5 s (0.5 s cycles) while the three payloads failed, and never a payload
+    assert len(cycles) >= 6
+    last_change = cycles[0]
+    for t, c in cycles[1:]:
+        assert t - last_change[0] < 1.5 or c > last_change[1], (last_change, (t, c))
+        if c > last_change[1]:
+            last_change = (t, c)
     assert not any(c.startswith("payload") for c in controllers(cluster)), controllers(cluster)
+    limits = meter.report(tolerance_kw=1.0)
+    print(f"faulty payloads: peak {limits.peak_import_kw:.1f} kW, longest {limits.longest_s:.1f} s, "
+          f"{limits.samples} samples, {len(cycles)} dispatch reads")  # fmt: skip
+    assert limits.samples >= 6 and limits.ok, (limits.violations, limits.peak_import_kw)
     table = meshems_cli("deploy", "status", "--config", cluster.config_path)
-    assert "failed" in table.stdout and "E_PAYLOAD_CRASH" in table.stdout, table.stdout
+    assert "failed" in table.stdout and "E_LIMIT" in table.stdout, table.stdout
 
 
 def test_a_rolling_deploy_resumes_and_completes_after_the_leader_is_killed_in_the_middle(
@@ -170,10 +207,19 @@ def test_a_rolling_deploy_resumes_and_completes_after_the_leader_is_killed_in_th
     assert list(phases.values()).count("active") == 1 and the_deployment(cluster)["state"] == "active", phases
     first = next(n for n, p in phases.items() if p == "active")
     old = cluster.wait_leader()
-    cluster.kill(old)
-    new = cluster.wait_leader(exclude={old})
-    cluster.start(old)  # back as a follower: a target of the rollout too
-    dep, seen = ended(cluster, 30)
+    with ZoneMeter(cluster, POLICY["import_limit_kw"]) as meter:
+        meter.down.add(old)  # its battery's headroom is nobody's to use while it is down
+        cluster.kill(old)
+        new = cluster.wait_leader(exclude={old})
+        cluster.start(old)  # back as a follower: a target of the rollout too
+        time.sleep(1.0)
+        meter.down.discard(old)
+        dep, seen = ended(cluster, 30)
+    # from the kill to the end, the zone stayed under its limit by the fault lab's rule
+    limits = meter.report(tolerance_kw=1.0)
+    print(f"leader kill: peak {limits.peak_import_kw:.1f} kW, longest {limits.longest_s:.1f} s, "
+          f"excluded {limits.excluded_s:.1f} s, {limits.samples} samples")  # fmt: skip
+    assert limits.samples >= 6 and limits.ok, (limits.violations, limits.peak_import_kw, limits.excluded_s)
     assert dep["state"] == "done", (dep, seen)
     assert {n: c["phase"] for n, c in dep["nodes"].items()} == dict.fromkeys(("n1", "n2", "n3"), "active")
     assert all(p[first] == "active" for p in seen), seen  # nothing done before the kill was undone

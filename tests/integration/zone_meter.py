@@ -27,19 +27,23 @@ class ZoneMeter:
         self.cluster, self.limit_kw, self.period_s = cluster, limit_kw, period_s
         self.samples: list[LimitSample] = []
         self.missed = 0
+        #: gateways the test stopped: their batteries' headroom is not the EMS's to use
+        self.down: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _one(self) -> LimitSample:
         t = time.monotonic()
-        imp = head = 0.0
+        imp = head = ctl = 0.0
+        down = set(self.down)
         for n in self.cluster.cfg.nodes:
             if not n.initial or not n.sim_site:
                 continue
             st = read_site(self.cluster, n.id)
             imp += float(st["site"]["grid_kw"])
             head += site_headroom_kw(st)
-        return LimitSample(t, imp, self.limit_kw, head)
+            ctl += 0.0 if n.id in down else site_headroom_kw(st)
+        return LimitSample(t, imp, self.limit_kw, head, ctl if down else None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
