@@ -17,7 +17,7 @@ from pathlib import Path
 
 from meshems.adapters.modbus import FieldError, ModbusLink
 from meshems.adapters.mqtt_link import MqttLink
-from meshems.adapters.profiles import load_profile
+from meshems.adapters.payload_profiles import load_device_profile
 from meshems.adapters.sunspec import find_base
 from meshems.core import diagnosis as dx
 from meshems.core.config import BusConfig, ClusterConfig, DeviceConfig, NodeConfig
@@ -47,7 +47,7 @@ def serial_check(bus: BusConfig) -> dx.Check:
     return dx.ok(name, f"{port} readable and writable")
 
 
-async def _probe(link: ModbusLink, cfg: ClusterConfig, dev: DeviceConfig) -> dx.Check:
+async def _probe(link: ModbusLink, cfg: ClusterConfig, dev: DeviceConfig, data_dir: Path) -> dx.Check:
     bus = link.bus
     timeout_s = dev.timeout_s or bus.timeout_s
     where = f"{link.bus.serial_port or f'{bus.host}:{bus.port}'} unit {dev.unit_id}"
@@ -63,7 +63,7 @@ async def _probe(link: ModbusLink, cfg: ClusterConfig, dev: DeviceConfig) -> dx.
                 base = await find_base(read)
                 detail = f"SunS marker at {base}"
             else:
-                point = load_profile(dev.profile or "", cfg.path(".")).points[0]
+                point = load_device_profile(dev.profile or "", cfg.path("."), data_dir).points[0]
                 await read(point.address, point.count, point.table)
                 detail = f"point {point.name}"
     except FieldError as exc:
@@ -78,10 +78,12 @@ async def _probe(link: ModbusLink, cfg: ClusterConfig, dev: DeviceConfig) -> dx.
     return dx.Check(check.name, check.status, f"{check.detail}, {detail}", check.hint)
 
 
-async def _probe_bus(cfg: ClusterConfig, bus: BusConfig, devices: Sequence[DeviceConfig]) -> list[dx.Check]:
+async def _probe_bus(
+    cfg: ClusterConfig, bus: BusConfig, devices: Sequence[DeviceConfig], data_dir: Path
+) -> list[dx.Check]:
     link = ModbusLink(bus)
     try:
-        return [await _probe(link, cfg, dev) for dev in devices]
+        return [await _probe(link, cfg, dev, data_dir) for dev in devices]
     finally:
         await link.close()
 
@@ -102,7 +104,7 @@ def check_devices(cfg: ClusterConfig, nodes: Sequence[NodeConfig], explicit: boo
                 if serial.status == "fail":
                     continue
             if devices:
-                checks += asyncio.run(_probe_bus(cfg, bus, devices))
+                checks += asyncio.run(_probe_bus(cfg, bus, devices, cfg.data_dir(node.id)))
         devices_seen = [c for c in checks if c.name.startswith("device ")]
         if not explicit and devices_seen and all(c.status == "fail" for c in devices_seen):
             out.append(dx.warn(f"devices {node.id}", f"none of {len(devices_seen)} answers from here",

@@ -1,6 +1,7 @@
 """`ops.doctor` probes on local files and processes: key modes, clock offsets from status
 bodies, chrony's tracking through a stand-in `chronyc` on PATH, and devices of nodes not
-wired here (a warning without --node, failures with it)."""
+wired here (a warning without --node, failures with it), and a device whose profile comes
+from a profiles payload (`payload:NAME`) probed by the one the node holds."""
 
 from __future__ import annotations
 
@@ -101,3 +102,26 @@ def test_overlay_handshakes_are_read_from_wg_show(tmp_path: Path, monkeypatch: p
     fake.write_text("#!/bin/sh\necho 'Unable to access interface: No such device' >&2\nexit 1\n")
     [down] = doctor.check_overlay(cfg, "n1")
     assert down.status == "fail" and "overlay up" in down.hint
+
+
+def test_a_device_on_a_payload_profile_is_probed_by_the_profile_the_node_holds(tmp_path: Path) -> None:
+    from meshems.adapters.payload_profiles import write_held
+
+    cfg = load_config(write_config(tmp_path, nodes=1, wired=True, profiles={"battery": "payload:site-bat"}))
+    checks = {c.name: c for c in doctor_field.check_devices(cfg, [cfg.node("n1")], explicit=True)}
+    [bat] = [c for n, c in checks.items() if "bat" in n]
+    assert (
+        bat.status == "fail"
+        and "no profiles payload in effect on this node holds site-bat.yaml" in bat.detail
+    )
+    assert "held: none" in bat.detail
+    data = cfg.data_dir("n1")
+    files = data / "payloads" / ("d" * 64) / "files" / "vendor"
+    files.mkdir(parents=True)
+    (files / "site-bat.yaml").write_text(
+        (Path(doctor.__file__).parents[1] / "profiles/battery.yaml").read_text()
+    )
+    write_held(data, {"site-profiles": {"id": "p-1", "version": "1.0.0", "digest": "d" * 64}})
+    checks = {c.name: c for c in doctor_field.check_devices(cfg, [cfg.node("n1")], explicit=True)}
+    [bat] = [c for n, c in checks.items() if "bat" in n]
+    assert bat.status == "fail" and "E_CONNECT" in bat.detail, bat  # the profile loaded; nothing listens
