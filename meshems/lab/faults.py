@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from meshems.core.errors import UnreachableError
 from meshems.lab.checker import Op, Verdict, Window, check
 from meshems.lab.gateways import LIBFAKETIME, Lab
 from meshems.lab.limits import GATE_S, LimitReport, over_limit
-from meshems.lab.meters import MeterSampler, import_limit_kw
+from meshems.lab.meters import LAB_POLICY, MeterSampler, hold_limit, import_limit_kw
 from meshems.lab.powerloss import lossy_ready
 from meshems.lab.schedule import KINDS, Fault, clock_jump_s, loss_percent, make_schedule, split
 
@@ -92,8 +93,15 @@ def _limit_figures(lim: LimitReport | None, res: RunResult) -> dict[str, Any]:
 
 
 class Workload:
-    """Client threads: each op writes a unique value to a battery through one random node,
-    once (no retry on another node, so the answer tells which node committed it)."""
+    """Client threads: each op writes a setpoint (a unique entry: its request id) through one
+    random node, once (no retry on another node, so the answer tells which node committed it).
+
+    It writes the PV limits, at their rating (100 %, no curtailment), not the batteries:
+    dispatch owns every battery (and a lab value there would push the import wherever it
+    says, whatever the limit), and with no export limit its own PV decision is that same
+    100 %, so these writes leave the import alone while each node still actuates them (the
+    newest committed token each time the device is free), fenced against dispatch's tokens
+    on the same device: the checker's actuation traces see both writers."""
 
     def __init__(self, lab: Lab, seed: int, threads: int = 3, pause_s: float = 0.02) -> None:
         self.lab = lab
@@ -105,15 +113,14 @@ class Workload:
         self._next = 0
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
-        self.devices = sorted(d.id for n in lab.cfg.nodes for d in n.devices if d.kind == "battery")
+        self.devices = sorted((d.id, d.max_kw) for n in lab.cfg.nodes for d in n.devices if d.kind == "pv")
 
     def _one(self) -> None:
         with self._lock:
             op_id = self._next
             self._next += 1
             node = self.rng.choice(self.lab.plan.nodes)
-            device = self.rng.choice(self.devices)
-        kw = round(-49.0 + (op_id % 98_000) * 0.001, 3)  # unique within limits
+            device, kw = self.rng.choice(self.devices)
         data = commands.encode(
             "set_setpoint", f"lab-{self.lab.plan.tag}-{op_id}", device_id=device, kw=kw, source="lab"
         )
@@ -257,9 +264,11 @@ def run_faults(
     nodes: int = 3,
     kinds: tuple[str, ...] | None = None,
     say: Any = print,
+    policy: Mapping[str, Any] | None = LAB_POLICY,
 ) -> RunResult:
-    """Build a lab, run the workload under the seeded schedule, heal, check, tear down.
-    Without libfaketime there are no clock faults, without FUSE no blackouts (said once)."""
+    """Build a lab, commit `policy` (its import limit is the run's gate; None: no policy, no
+    dispatch), run the workload under the seeded schedule, heal, check, tear down. Without
+    libfaketime there are no clock faults, without FUSE no blackouts (said once)."""
     kinds = kinds or KINDS
     clocks = "clock_jump" in kinds and LIBFAKETIME.exists()
     if "clock_jump" in kinds and not clocks:
@@ -274,6 +283,8 @@ def run_faults(
     started = time.monotonic()
     try:
         say(f"leader: {lab.wait_leader(30)}; {len(schedule)} faults over {duration_s:.0f} s (seed {seed})")
+        if policy is not None:
+            hold_limit(lab, policy, say)
         workload = Workload(lab, seed)
         injector = Injector(lab, say)
         meters = MeterSampler(lab) if lab.cfg.node(lab.plan.nodes[0]).sim_site else None
