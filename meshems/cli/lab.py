@@ -127,10 +127,11 @@ def run_lab(args: Any) -> int:
         return 0
     if sub == "down":
         if args.all:
+            from meshems.lab.diskfull import unmount_disks
             from meshems.lab.netlab import teardown_all
             from meshems.lab.powerloss import unmount_stale
 
-            removed = teardown_all() + unmount_stale()
+            removed = teardown_all() + unmount_stale() + unmount_disks()
             if (folder / "lab-state.json").exists():
                 (folder / "lab-state.json").unlink()
         else:

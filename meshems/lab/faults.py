@@ -22,6 +22,7 @@ from meshems.adapters.journal import frame
 from meshems.core import commands
 from meshems.core.errors import UnreachableError
 from meshems.lab.checker import Op, Verdict, Window, check
+from meshems.lab.diskfull import disk_full
 from meshems.lab.gateways import LIBFAKETIME, Lab
 from meshems.lab.limits import GATE_S, LimitReport, over_limit
 from meshems.lab.meters import LAB_POLICY, MeterSampler, hold_limit, import_limit_kw
@@ -45,12 +46,14 @@ class RunResult:
     limits: LimitReport | None = None
     import_limit_kw: float | None = None
     meter_rounds_missed: int = 0
+    #: what the disk_full faults found (an acknowledgement beyond the journal, a corrupt one)
+    disk_problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         v = self.verdict
         lim = self.limits if self.import_limit_kw is not None else None
         return {
-            "ok": v.ok and self.converged and (lim is None or lim.ok),
+            "ok": v.ok and self.converged and (lim is None or lim.ok) and not self.disk_problems,
             "seed": self.seed,
             "duration_s": round(self.duration_s, 1),
             "operations": v.operations,
@@ -68,7 +71,8 @@ class RunResult:
             "converged": self.converged,
             "faults": dict(self.faults),
             "injected": self.injected,
-            "problems": v.problems,
+            "problems": v.problems + self.disk_problems,
+            "disk_full_problems": len(self.disk_problems),
             **_limit_figures(lim, self),
         }
 
@@ -172,6 +176,7 @@ class Injector:
         self.windows: list[Window] = []
         self.log: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
+        self.disk_problems: list[str] = []
 
     def run(self, fault: Fault) -> None:
         lab, nodes = self.lab, self.lab.plan.nodes
@@ -182,6 +187,8 @@ class Injector:
             return
         followers = [n for n in nodes if n != leader]
         anyone = nodes[fault.pick % len(nodes)]
+        peer = followers[fault.pick % len(followers)] if followers else leader
+        first = (fault.pick >> 8) % 2 == 0  # a one-way cut's direction, a full disk's node
         entry: dict[str, Any] = {"kind": fault.kind, "at": round(time.time(), 3), "leader": leader}
         if fault.kind == "kill_leader":
             lab.kill(leader)
@@ -197,7 +204,6 @@ class Injector:
             lab.restart(anyone)
             entry["target"] = anyone
         elif fault.kind == "cut_link":
-            peer = followers[fault.pick % len(followers)] if followers else leader
             lab.cut(leader, peer)
             entry["target"] = f"{leader}<->{peer}"
             time.sleep(fault.hold_s)
@@ -220,9 +226,11 @@ class Injector:
             lost = sum(d["bytes"] for d in dropped.values())
             entry["target"] = f"{','.join(targets)} power cut, {lost} unsynced bytes dropped"
             entry["dropped"] = dropped
+        elif fault.kind == "disk_full":
+            entry.update(disk_full(lab, peer if first else leader, leader, fault.hold_s))
+            self.disk_problems += entry["problems"]
         elif fault.kind == "oneway_cut":
-            peer = followers[fault.pick % len(followers)] if followers else leader
-            src, dst = (leader, peer) if (fault.pick >> 8) % 2 == 0 else (peer, leader)
+            src, dst = (leader, peer) if first else (peer, leader)
             lab.cut_oneway(src, dst)
             entry["target"] = f"{src}->{dst}"
             time.sleep(fault.hold_s)
@@ -268,7 +276,8 @@ def run_faults(
 ) -> RunResult:
     """Build a lab, commit `policy` (its import limit is the run's gate; None: no policy, no
     dispatch), run the workload under the seeded schedule, heal, check, tear down. Without
-    libfaketime there are no clock faults, without FUSE no blackouts (said once)."""
+    libfaketime there are no clock faults, without FUSE no blackouts (said once); with
+    disk_full every node's data lives on its own small tmpfs (lab.diskfull)."""
     kinds = kinds or KINDS
     clocks = "clock_jump" in kinds and LIBFAKETIME.exists()
     if "clock_jump" in kinds and not clocks:
@@ -279,7 +288,10 @@ def run_faults(
         say("no blackouts: they need /dev/fuse, fusermount3 (Debian fuse3) and mfusepy (scripts/setup)")
         kinds = tuple(k for k in kinds if not k.startswith("blackout_"))
     schedule = make_schedule(seed, duration_s, kinds)
-    lab = Lab.create(folder, nodes=nodes, sims=True, progress=say, clocks=clocks, blackout=blackout)
+    disks = "disk_full" in kinds
+    lab = Lab.create(
+        folder, nodes=nodes, sims=True, progress=say, clocks=clocks, blackout=blackout, disks=disks
+    )
     started = time.monotonic()
     try:
         say(f"leader: {lab.wait_leader(30)}; {len(schedule)} faults over {duration_s:.0f} s (seed {seed})")
@@ -303,6 +315,8 @@ def run_faults(
                 time.sleep(rest)
         finally:
             lab.heal()
+            for n in lab.plan.nodes if disks else ():
+                lab.disk(n).free()
             for n in lab.plan.nodes if clocks else ():
                 lab.set_clock(n, 0)
             for n in lab.plan.nodes:
@@ -317,9 +331,8 @@ def run_faults(
         converged, final = converge(lab)
         traces = {n: read_trace(folder / "traces" / f"{n}.jsonl") for n in lab.plan.nodes}
         verdict = check(workload.ops, traces, injector.windows, final)
-        res = RunResult(
-            seed, time.monotonic() - started, verdict, injector.counts, injector.log, converged, final
-        )
+        res = RunResult(seed, time.monotonic() - started, verdict, injector.counts, injector.log, converged,
+                        final, disk_problems=injector.disk_problems)  # fmt: skip
         if meters is not None:
             res.import_limit_kw = import_limit_kw(lab)
             res.limits = over_limit(meters.samples(res.import_limit_kw or float("inf")))
@@ -346,6 +359,7 @@ def summary_table(res: RunResult) -> str:
         f"  {'entries checked':<28}{d['entries_checked']:>8}",
         f"  {'actuations checked':<28}{d['actuations_checked']:>8}",
         f"  {'converged after heal':<28}{'yes' if d['converged'] else 'NO':>8}",
+        f"  {'disk-full problems':<28}{d['disk_full_problems']:>8}",
         *limit_lines(d),
         "  faults by kind:",
         *[f"    {k:<26}{n:>8}" for k, n in sorted(d["faults"].items())],

@@ -28,6 +28,8 @@ from meshems.adapters.secret import init_secret, read_secret
 from meshems.adapters.wireguard import keygen
 from meshems.core.config import ClusterConfig
 from meshems.lab import netlab
+from meshems.lab.diskfull import PREFIX as DISK_PREFIX
+from meshems.lab.diskfull import SmallDisk, unmount_disks
 from meshems.lab.labconfig import API_PORT as API_PORT
 from meshems.lab.labconfig import MODBUS_PORT as MODBUS_PORT
 from meshems.lab.labconfig import RAFT_PORT as RAFT_PORT
@@ -53,6 +55,7 @@ class Lab:
         pids: dict[str, int],
         clocks: bool = False,
         blackout: bool = False,
+        disks: bool = False,
     ) -> None:
         self.folder = folder
         self.plan = plan
@@ -60,6 +63,7 @@ class Lab:
         self.pids = pids
         self.clocks = clocks  # nodes run under libfaketime with a clock file each (set_clock)
         self.lossy_data = blackout  # every node's data folder is a lossyfs mount (blackout)
+        self.disks = disks  # every node's data on its own small tmpfs (diskfull: the fault fills it)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         ensure_zone_pki(cfg)  # the lab's zone CA and node certificates (HTTPS API)
@@ -77,10 +81,11 @@ class Lab:
         clocks: bool = False,
         blackout: bool = False,
         fsync: bool = True,
+        disks: bool = False,
     ) -> Lab:
         """Build a lab; `clocks`: nodes under libfaketime, so `set_clock` can move their clocks;
         `blackout`: every node's data folder on its own lossyfs mount, so `blackout` can cut power;
-        `fsync`: the nodes' `raft.fsync`."""
+        `fsync`: the nodes' `raft.fsync`; `disks`: every node's data on its own tmpfs (`disk`)."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, wireguard-go, nft)")
         if not 1 <= nodes <= 9:
@@ -98,7 +103,7 @@ class Lab:
             raise LabError(f"clock faults need libfaketime ({LIBFAKETIME}; Debian faketime, scripts/setup)")
         if blackout and not lossy_ready():
             raise LabError("blackouts need /dev/fuse, fusermount3 (Debian fuse3) and mfusepy (scripts/setup)")
-        lab = cls(folder, plan, cfg, {}, clocks, blackout)
+        lab = cls(folder, plan, cfg, {}, clocks, blackout, disks)
         for n in plan.nodes if clocks else ():
             lab.set_clock(n, 0)
         lab._save()  # before anything exists outside the folder, so `lab down` can undo it all
@@ -111,6 +116,8 @@ class Lab:
                 if out.returncode != 0:
                     raise LabError(f"overlay up on {n} failed: {out.stderr.strip()}")
             progress(f"lab {plan.tag}: wireguard-go mesh up (10.77.{plan.octet}.0/24)")
+            for n in plan.nodes if disks else ():
+                lab.disk(n).mount()  # under the lossyfs (its backing), so it fills the synced data
             for n in plan.nodes if blackout else ():
                 lab.start_lossyfs(n)
             if blackout:
@@ -135,7 +142,8 @@ class Lab:
         plan = NetPlan(**state["plan"])
         cfg = load_config(folder / "lab.yaml")
         pids = {k: int(v) for k, v in state.get("pids", {}).items()}
-        return cls(folder, plan, cfg, pids, bool(state.get("clocks")), bool(state.get("blackout")))
+        flags = (bool(state.get(k)) for k in ("clocks", "blackout", "disks"))
+        return cls(folder, plan, cfg, pids, *flags)
 
     def _save(self) -> None:
         state = {
@@ -143,6 +151,7 @@ class Lab:
             "pids": self.pids,
             "clocks": self.clocks,
             "blackout": self.lossy_data,
+            "disks": self.disks,
         }
         tmp = self.folder / (STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -197,6 +206,7 @@ class Lab:
     def start_node(self, node: str) -> None:
         if self.running(node):
             raise LabError(f"{node} is already running (pid {self.pids[node]})")
+        self._reap(node)  # it may have stopped on its own (E_DISK_FULL)
         trace = self.folder / "traces" / f"{node}.jsonl"
         # the lab runs as root (namespaces, tunnels): the node is told it may
         self._spawn(node, node, "node", "run", "--config", str(self.cfg.source), "--node", node,
@@ -206,6 +216,11 @@ class Lab:
 
     def mount(self, node: str) -> LossyMount:
         return LossyMount.of(self.folder, self.plan.tag, node, self.cfg.data_dir(node))
+
+    def disk(self, node: str) -> SmallDisk:
+        """`node`'s journal filesystem (`disks` labs): its lossyfs backing, or its data folder."""
+        where = self.mount(node).backing if self.lossy_data else self.cfg.data_dir(node)
+        return SmallDisk.of(self.plan.tag, node, where)
 
     def start_lossyfs(self, node: str) -> None:
         """Mount `node`'s data folder on its own lossyfs (in the root namespace: the node's
@@ -362,7 +377,9 @@ class Lab:
                 self.stop(key, grace_s=3.0)
             except (LabError, ProcessLookupError):
                 self._reap(key)
-        removed = [*unmount_stale(f"lossyfs-{self.plan.tag}-"), *netlab.teardown(self.plan)]
+        tag = self.plan.tag
+        removed = [*unmount_stale(f"lossyfs-{tag}-"), *unmount_disks(f"{DISK_PREFIX}{tag}-")]
+        removed += netlab.teardown(self.plan)
         (self.folder / STATE).unlink(missing_ok=True)
         return removed
 

@@ -96,6 +96,7 @@ class LossyFS:
         f = self.files.pop(ino, None)
         if f is None:
             return
+        self.held -= len(f.pages) * PAGE  # a failed sync (ENOSPC) loses them, as Linux's may
         for p in sorted(f.pages):
             start = p * PAGE
             chunk = f.pages[p][: max(0, min(PAGE, f.size - start))]
@@ -103,7 +104,6 @@ class LossyFS:
             self.counters["synced_bytes"] += len(chunk)
         if os.fstat(fd).st_size != f.size:
             os.ftruncate(fd, f.size)
-        self.held -= len(f.pages) * PAGE
         self.counters["syncs"] += 1
 
     def _page(self, fd: int, p: int) -> bytearray:

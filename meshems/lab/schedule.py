@@ -23,6 +23,7 @@ KINDS: tuple[str, ...] = (
     "clock_jump",  # a node's clocks jump 2-10 s forward or back, and back after the hold
     "blackout_node",  # power cut of any node: kill -9, its unsynced writes dropped, restart
     "blackout_all",  # power cut of every node at the same instant (a site blackout)
+    "disk_full",  # a follower's or the leader's journal filesystem full (lab.diskfull), then room
 )
 
 #: the share of packets a lossy_links fault drops, chosen by its pick

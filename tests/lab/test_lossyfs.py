@@ -1,6 +1,7 @@
 """The lab's lossy filesystem (real FUSE mounts, root and /dev/fuse): what was fsync'd or
 fdatasync'd survives a `drop`, nothing else does; metadata is applied at once; dirty memory
-is capped; SIGTERM unmounts. Every mount is unmounted and every folder removed in teardown."""
+is capped; over a full disk (lab.diskfull) a sync is ENOSPC; SIGTERM unmounts. Every mount
+is unmounted and every folder removed in teardown."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from meshems.adapters.atomic_write import write_atomic
+from meshems.lab.diskfull import SmallDisk, disk_mounts, unmount_disks
 from meshems.lab.powerloss import LossyMount, control, lossy_mounts, lossy_ready, unmount, unmount_stale
 
 pytestmark = pytest.mark.lab
@@ -208,3 +210,37 @@ def test_a_mount_left_by_a_killed_lossyfs_is_found_and_unmounted_by_its_name() -
     finally:
         _stop(m, proc)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_over_a_full_disk_a_sync_fails_with_enospc_and_preallocated_space_still_syncs() -> None:
+    """The disk_full fault's stack (lab.diskfull): lossyfs over a small tmpfs the fault fills.
+    Writes into space reserved before (the journal's posix_fallocate) still sync; a sync of
+    new space is ENOSPC and frees its memory; once the filler is gone a sync works again."""
+    root = Path(tempfile.mkdtemp(prefix="lossyfs-full-"))
+    tag = uuid.uuid4().hex[:6]
+    disk = SmallDisk.of(f"t{tag}", "n1", root / "backing" / "n1")
+    disk.mount(size_mib=4)
+    m, proc = _start(root)  # LossyMount.of puts its backing at root/backing/n1: the tmpfs
+    try:
+        fd = os.open(m.mount / "journal", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, 64 << 10)
+            assert disk.fill() > 3 << 20 and disk.free_bytes() == 0
+            os.pwrite(fd, b"j" * 8192, 0)
+            os.fdatasync(fd)  # into reserved space: no new blocks needed
+            os.pwrite(fd, b"k" * 4096, 1 << 20)  # past the reservation: held in memory...
+            with pytest.raises(OSError) as exc:
+                os.fdatasync(fd)  # ...and the sync cannot place it
+            assert exc.value.errno == errno.ENOSPC and m.stats()["dirty_bytes"] == 0
+            disk.free()
+            os.pwrite(fd, b"k" * 4096, 1 << 20)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        assert (disk.path / "journal").read_bytes()[:8192] == b"j" * 8192
+        assert (disk.path / "journal").stat().st_size == (1 << 20) + 4096
+    finally:
+        _stop(m, proc)
+        assert unmount_disks(disk.name) == [str(disk.path)]
+        shutil.rmtree(root, ignore_errors=True)
+    assert not disk_mounts(disk.name)
