@@ -30,6 +30,8 @@ from meshems.core.errors import AuthError, ConfigError, MeshemsError, TimeoutErr
 
 #: how long connect_once's probe listens after the TLS handshake for the broker's verdict
 TLS_PROBE_WAIT_S = 2.0
+#: MQTT v5 PUBACK reason 0x10: accepted, but no subscription matched (nobody will get it)
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 class _State:
@@ -80,11 +82,12 @@ class MqttLink:
     `start()` connects in the background and keeps reconnecting (delay doubling from
     `reconnect_min_s` to `reconnect_max_s`); `publish()` returns paho's message id and the id
     comes back through `drain_acks()` once the broker acknowledged it (QoS 1) or it was
-    written to the socket (QoS 0). While disconnected, QoS 1 messages wait in paho's RAM
-    queue (lost with the process) and QoS 0 messages are dropped. `last_error` holds the
-    last failure with a stable code: E_AUTH_FAIL (own certificate expired or refused, TLS
-    handshake failed, broker said not authorized), E_UNREACHABLE (no TCP connection or the
-    broker went away), E_TIMEOUT."""
+    written to the socket (QoS 0); `drain_ack_codes()` also tells the PUBACK's reason code
+    (NO_MATCHING_SUBSCRIBERS: accepted, but nobody subscribed). While disconnected, QoS 1
+    messages wait in paho's RAM queue (lost with the process) and QoS 0 messages are dropped.
+    `last_error` holds the last failure with a stable code: E_AUTH_FAIL (own certificate
+    expired or refused, TLS handshake failed, broker said not authorized), E_UNREACHABLE (no
+    TCP connection or the broker went away), E_TIMEOUT."""
 
     def __init__(
         self,
@@ -106,7 +109,7 @@ class MqttLink:
         self.keepalive_s = keepalive_s
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self._state = _State()
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()  # (mid, reason code)
         self._rejects: queue.SimpleQueue[Reject] = queue.SimpleQueue()
         self._client: mqtt.Client | None = None
 
@@ -287,7 +290,12 @@ class MqttLink:
 
     def drain_acks(self) -> list[int]:
         """Message ids acknowledged since the last call (never blocks)."""
-        out: list[int] = []
+        return [mid for mid, _ in self.drain_ack_codes()]
+
+    def drain_ack_codes(self) -> list[tuple[int, int]]:
+        """(message id, PUBACK reason code) acknowledged since the last call: 0 delivered,
+        NO_MATCHING_SUBSCRIBERS accepted by a broker that had no subscriber for it."""
+        out: list[tuple[int, int]] = []
         while True:
             try:
                 out.append(self._acks.get_nowait())
@@ -354,7 +362,7 @@ class MqttLink:
         if reason.is_failure:
             self._rejects.put(Reject(mid, str(reason), reason.value))
         else:
-            self._acks.put(mid)
+            self._acks.put((mid, reason.value))
 
     def _on_log(self, client: mqtt.Client, state: _State, level: int, text: str) -> None:
         if level in (mqtt.MQTT_LOG_ERR, mqtt.MQTT_LOG_WARNING):

@@ -126,6 +126,12 @@ class CloudConfig(Frozen):
         default="drop_oldest", description="when the outbox is full: drop the oldest entries or refuse new"
     )
     payload_format: Literal["msgpack", "json"] = Field(default="msgpack", description="telemetry encoding")
+    hold_unsubscribed: bool = Field(
+        default=True,
+        description="a record the broker accepts with 'no matching subscribers' is not delivered: keep "
+        "it and offer it again every second until a subscriber takes it (the ingest's shared "
+        "subscription may be gone after a broker restart); false: count it as delivered",
+    )
     reconnect_min_s: float = Field(default=1.0, gt=0, le=3600, description="first reconnect delay")
     reconnect_max_s: float = Field(
         default=120.0, gt=0, le=3600, description="reconnect delay cap (doubling from reconnect_min_s)"

@@ -51,7 +51,9 @@ class CloudSync:
     in-flight window (`live_share`) goes to records derived in the last few seconds, so live
     telemetry is not stuck behind an hour of backlog. Full outbox: the configured policy
     applies, every dropped seq range is counted, alarmed (A_CLOUD_BACKLOG_FULL in status) and
-    announced on the zone's `gaps` topic.
+    announced on the zone's `gaps` topic. No subscriber: a record the broker accepts with
+    "no matching subscribers" is not counted as delivered (`hold_unsubscribed`); the stream
+    holds and offers one record every second until a subscriber takes it.
     """
 
     def __init__(
@@ -151,8 +153,7 @@ class CloudSync:
                 if now - last_caps >= 1.0:
                     last_caps = now
                     assert self.outbox is not None
-                    self._dropped(self.outbox.enforce_caps(now))
-                    self.outbox.prune_through(self.state().cloud_acked)
+                    self._enforce_caps(now)
                 self._lead_or_follow()
                 if self._publishing and self.link.connected:
                     self._acks()
@@ -201,6 +202,16 @@ class CloudSync:
             log("info", "I_CLOUD_OUTBOX_OK", "outbox writable again; held records stored")
         self._dropped(res.drops)
 
+    def _enforce_caps(self, now: float) -> None:
+        """Prune what is delivered, then apply the caps: a record the broker acknowledged to
+        this leader (its `cloud_ack` not committed yet) is pruned here, never counted as dropped."""
+        assert self.outbox is not None
+        delivered = self.state().cloud_acked
+        if self._publishing:
+            delivered = max(delivered, self.publisher.acked_through)
+        self.outbox.prune_through(delivered)
+        self._dropped(self.outbox.enforce_caps(now))
+
     def _dropped(self, drops: DropReport) -> None:
         if not drops:
             return
@@ -229,6 +240,7 @@ class CloudSync:
                 self._status["link"] = f"error: {exc}"
                 raise
             self._publishing = True
+            self.publisher.new_link()
             self._reset_cursor()
             log("info", "I_CLOUD_LEAD", f"leader: publishing telemetry from seq {self.publisher.cursor + 1}",
                 broker=self.link.endpoint)  # fmt: skip
@@ -291,6 +303,8 @@ class CloudSync:
             link = "standby (not leader)"
         elif self.link.connected:
             link = f"connected ({self.link.tls_version or 'TLS'})"
+            if self.publisher.probing:
+                link += ", no subscriber: holding the stream"
         else:
             link = f"down: {err}" if err else "connecting"
         backlog = max(0, self.derived_seq - acked)
@@ -312,6 +326,7 @@ class CloudSync:
             ),
             "published": self.stats.published,
             "acknowledged": self.stats.acknowledged,
+            "unsubscribed": self.stats.unsubscribed,
             "dropped": self.stats.dropped,
             "gap_notices": self.stats.gap_notices,
             "alarms": list(self.stats.alarms),

@@ -1,7 +1,8 @@
 """The leader's publishing of the zone telemetry stream: the link's in-flight window split into
 a stream lane (seq order from the watermark) and a live lane (fresh records overtaking a backlog),
-the acknowledged-through watermark and gap notices. Owns that bookkeeping only: the outbox, the
-leadership and the Raft watermark commit are `node.cloud.CloudSync`'s (one worker thread).
+the acknowledged-through watermark, gap notices, and the hold while the broker has no subscriber
+for the stream. Owns that bookkeeping only: the outbox, the leadership and the Raft watermark
+commit are `node.cloud.CloudSync`'s (one worker thread).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from meshems.adapters.mqtt_link import MqttLink
+from meshems.adapters.mqtt_link import NO_MATCHING_SUBSCRIBERS, MqttLink
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_records import Record
 from meshems.core import telemetry
@@ -18,12 +19,16 @@ from meshems.logs import log
 
 #: a record derived less than this long ago is "live" (may overtake the backlog)
 LIVE_AGE_S = 5.0
+#: after the broker said nobody subscribed, the stream waits this long, then offers one record
+HOLD_S = 1.0
 
 
 @dataclass
 class CloudStats:
     published: int = 0
     acknowledged: int = 0
+    #: acknowledged with "no matching subscribers" (held and sent again when `hold_unsubscribed`)
+    unsubscribed: int = 0
     republished_after_reconnect: int = 0
     gap_notices: int = 0
     dropped: int = 0
@@ -49,6 +54,9 @@ class Publisher:
         self.acked_through = 0
         self.gaps: list[tuple[int, int, str]] = []  # gap notices not published yet
         self.announced: list[tuple[int, int]] = []  # seq ranges announced as gaps
+        self.gaps_inflight: dict[int, tuple[int, int, str]] = {}  # mid -> a notice not acknowledged
+        #: no subscriber: nothing goes out before `hold_until`, then one record at a time (`probing`)
+        self.hold_until, self.probing = 0.0, False
         self._tokens, self._tokens_at = 0.0, 0.0
 
     def reset(self, acked: int) -> None:
@@ -61,35 +69,68 @@ class Publisher:
         self.outstanding.clear()
         self.live_sent.clear()
 
+    def new_link(self) -> None:
+        """The link is a new client (this node took the lead): the notices the old one had
+        not got acknowledged went with it, so they are published again."""
+        self.gaps[:0] = sorted(self.gaps_inflight.values())
+        self.gaps_inflight.clear()
+
     def take_acks(self, now: float) -> bool:
-        """Account for the link's acknowledgements; True when the broker refused a record of
-        the stream, which is then sent again from the watermark (the caller resets)."""
-        for mid in self.link.drain_acks():
+        """Account for the link's acknowledgements; True when the stream is sent again from
+        the watermark (the caller resets): the broker refused a record, or (with
+        `hold_unsubscribed`) accepted one with no subscriber, which nobody will get: a broker
+        restart can lose a shared subscription until its workers come back. Then the stream
+        holds for HOLD_S and offers one record at a time until one is delivered."""
+        unrouted = False
+        for mid, code in self.link.drain_ack_codes():
+            nobody = code == NO_MATCHING_SUBSCRIBERS and self.cc.hold_unsubscribed
             sent = self.inflight.pop(mid, None)
-            if sent is not None:
-                seq, lane, created_s = sent
-                self.lane_inflight[lane] -= 1
-                self.outstanding.discard(seq)
-                self.stats.acknowledged += 1
-                if lane == "live":
-                    self.stats.live_ack_ms.append((now - created_s) * 1000)
+            if sent is None:
+                notice = self.gaps_inflight.pop(mid, None)
+                if notice is not None and nobody:
+                    self.gaps.append(notice)  # announced again after the hold
+                    unrouted = True
+                continue
+            seq, lane, created_s = sent
+            self.lane_inflight[lane] -= 1
+            self.stats.acknowledged += 1
+            if nobody:  # stays outstanding: the watermark stops below it
+                self.stats.unsubscribed += 1
+                unrouted = True
+                continue
+            self.outstanding.discard(seq)
+            if self.probing:
+                self.probing = False
+                log("info", "I_CLOUD_SUBSCRIBER", "the broker delivers the telemetry again: holding ended")
+            if lane == "live":
+                self.stats.live_ack_ms.append((now - created_s) * 1000)
+        low = min(self.outstanding) - 1 if self.outstanding else self.cursor
+        self.acked_through = max(self.acked_through, min(self.cursor, low))
+        if unrouted:
+            if not self.probing:
+                log("warning", "W_CLOUD_NO_SUBSCRIBER", "the broker has no subscriber for the zone's "
+                    f"telemetry: holding it, offering one record every {HOLD_S:g} s")  # fmt: skip
+            self.hold_until, self.probing = now + HOLD_S, True
+            return True
         for rej in self.link.drain_rejects():
             sent = self.inflight.pop(rej.mid, None)
             seq = sent[0] if sent else None
             log("warning", "W_CLOUD_REJECTED", f"broker refused telemetry {seq}: {rej.reason}")
-            if sent is not None:  # sent again from the watermark
+            if sent is not None:  # sent again from the watermark (which stopped below it)
                 self.outstanding.discard(sent[0])
                 return True
-        low = min(self.outstanding) - 1 if self.outstanding else self.cursor
-        self.acked_through = max(self.acked_through, min(self.cursor, low))
         return False
 
     def publish(self, now: float, outbox: Outbox, derived_seq: int) -> None:
         """Fill the in-flight window: the stream lane in seq order from the cursor, within
         (1 - live_share) of the window; when the stream is behind, fresh records overtake
         it in the live lane, within the rest, so live data never waits for a backlog."""
-        total = self.link.max_inflight
-        live_cap = max(1, int(total * self.cc.live_share)) if self.cc.live_share > 0 else 0
+        if now < self.hold_until:
+            return
+        total = 1 if self.probing else self.link.max_inflight
+        live_cap = (
+            max(1, int(total * self.cc.live_share)) if self.cc.live_share > 0 and not self.probing else 0
+        )
         stream_room = total - live_cap - self.lane_inflight["stream"]
         cap = self.cc.drain_max_msgs_s
         if cap > 0:  # token bucket, half a second of burst
@@ -171,11 +212,12 @@ class Publisher:
         while self.gaps:
             first, last, reason = self.gaps.pop(0)
             body = telemetry.gap_notice(self.zone, first, last, reason, self.cc.outbox_full_policy)
-            self.link.publish(
+            mid = self.link.publish(
                 telemetry.topic(self.cc.topic_prefix, self.zone, "gaps"),
                 body,
                 [("first", str(first)), ("last", str(last)), ("reason", reason)],
                 expiry_s=self.cc.message_expiry_s,
                 qos=1,
             )
+            self.gaps_inflight[mid] = (first, last, reason)
             self.stats.gap_notices += 1

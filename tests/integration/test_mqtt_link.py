@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from meshems.adapters import pki
-from meshems.adapters.mqtt_link import MqttLink
+from meshems.adapters.mqtt_link import NO_MATCHING_SUBSCRIBERS, MqttLink
 from meshems.core.errors import AuthError
 from tests.mqtt_broker import MosquittoBroker
 
@@ -111,8 +111,8 @@ def test_node_connects_over_tls13_and_user_properties_arrive(
         assert link.tls_version == "TLSv1.3"
         props = [("schema", "1"), ("node", "n1"), ("term", "7")]
         mid = link.publish("meshems/test/zone-a/telemetry", b"\x81\xa2kw\xcb@", props, expiry_s=600)
-        acks: list[int] = []
-        assert wait_until(lambda: bool(acks.extend(link.drain_acks()) or mid in acks), 5)
+        acks: list[tuple[int, int]] = []
+        assert wait_until(lambda: bool(acks.extend(link.drain_ack_codes()) or (mid, 0) in acks), 5), acks
         got = sub.wait_for(1, 5)
         assert len(got) == 1
         assert got[0].topic == "meshems/test/zone-a/telemetry"
@@ -121,6 +121,10 @@ def test_node_connects_over_tls13_and_user_properties_arrive(
         assert got[0].expiry_s is not None and 590 <= got[0].expiry_s <= 600
         assert link.last_error is None
     assert "as n1 (p5" in broker.log_text() and "u'n1'" in broker.log_text()  # CN = MQTT username
+    # the subscriber's session ended: the broker accepts, and says nobody will get it
+    lone = link.publish("meshems/test/zone-a/telemetry", b"nobody", props, expiry_s=600)
+    assert wait_until(lambda: bool(acks.extend(link.drain_ack_codes()) or lone in dict(acks)), 5), acks
+    assert dict(acks)[lone] == NO_MATCHING_SUBSCRIBERS
 
 
 def test_a_client_without_a_certificate_is_refused(broker: MosquittoBroker, links: list[MqttLink]) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from meshems.adapters.config_file import load_config
 from meshems.adapters.journal import frame
-from meshems.adapters.mqtt_link import Reject
+from meshems.adapters.mqtt_link import NO_MATCHING_SUBSCRIBERS, Reject
 from meshems.adapters.outbox import Outbox
 from meshems.adapters.outbox_records import DropReport, Record, SeqRange
 from meshems.core import telemetry
@@ -36,7 +36,7 @@ from meshems.core.commands import Command, decode, encode
 from meshems.core.config import ClusterConfig
 from meshems.core.zone_records import Result
 from meshems.node.cloud import ACK_PERIOD_S, CloudSync
-from meshems.node.cloud_publisher import LIVE_AGE_S
+from meshems.node.cloud_publisher import HOLD_S, LIVE_AGE_S
 
 ZONE = "zone-a"
 TERM = 3
@@ -78,7 +78,7 @@ class FakeLink:
         self.starts = 0
         self.stops = 0
         self.sent: list[Sent] = []
-        self._acks: list[int] = []
+        self._acks: list[tuple[int, int]] = []  # (mid, PUBACK reason code)
         self._rejects: list[Reject] = []
 
     def start(self) -> None:
@@ -105,7 +105,7 @@ class FakeLink:
         self.sent.append(Sent(mid, topic, payload, dict(user_props), expiry_s, qos, self.connects))
         return mid
 
-    def drain_acks(self) -> list[int]:
+    def drain_ack_codes(self) -> list[tuple[int, int]]:
         out, self._acks = self._acks, []
         return out
 
@@ -120,10 +120,14 @@ class FakeLink:
 
     def ack(self, *seqs: int) -> None:
         """The broker acknowledges the newest publication of each seq."""
-        self._acks += [self.last_mid(seq) for seq in seqs]
+        self._acks += [(self.last_mid(seq), 0) for seq in seqs]
 
-    def ack_mid(self, mid: int) -> None:
-        self._acks.append(mid)
+    def ack_unsubscribed(self, *seqs: int) -> None:
+        """The broker accepts the newest publication of each seq with "no matching subscribers"."""
+        self._acks += [(self.last_mid(seq), NO_MATCHING_SUBSCRIBERS) for seq in seqs]
+
+    def ack_mid(self, mid: int, code: int = 0) -> None:
+        self._acks.append((mid, code))
 
     def reject(self, seq: int, reason: str = "not authorized") -> None:
         self._rejects.append(Reject(self.last_mid(seq), reason, 135))
@@ -499,6 +503,98 @@ def test_a_rejected_publish_is_sent_again_from_the_watermark(rig: Rig) -> None:
     assert rig.cs.publisher.acked_through == 2
 
 
+def test_a_record_nobody_subscribed_to_is_held_then_offered_one_at_a_time(rig: Rig) -> None:
+    """A broker restart can lose the ingest's shared subscription (mosquitto < 2.0.19): until a
+    worker is back, the broker accepts telemetry with "no matching subscribers" and gives it to
+    nobody. The watermark stops below it; the stream waits, then offers one record at a time."""
+    rig.add(5)
+    rig.store()
+    rig.lead()
+    rig.step(time.time())
+    rig.link.ack(1, 2)
+    rig.link.ack_unsubscribed(3)
+    rig.link.ack(4, 5)
+    rig.step(time.time())
+    pub = rig.cs.publisher
+    assert (pub.acked_through, rig.cs.stats.unsubscribed, pub.probing) == (2, 1, True)
+    assert [s for s, _ in rig.link.telemetry()] == [1, 2, 3, 4, 5]  # holding: nothing more
+    assert rig.status(time.time())["link"] == "connected (TLSv1.3), no subscriber: holding the stream"
+    assert rig.status(time.time())["unsubscribed"] == 1
+    rig.step(time.time() + HOLD_S + 0.1)  # the hold is over: one record in flight at most
+    rig.step(time.time() + HOLD_S + 0.2)
+    assert [s for s, _ in rig.link.telemetry()][5:] == [3]
+    rig.link.ack_unsubscribed(3)  # still nobody: held again
+    rig.step(time.time())
+    assert [s for s, _ in rig.link.telemetry()][5:] == [3]
+    rig.step(time.time() + HOLD_S + 0.1)
+    assert [s for s, _ in rig.link.telemetry()][5:] == [3, 3]
+    rig.link.ack(3)  # a worker is back: delivered, the whole window again
+    rig.step(time.time() + HOLD_S + 0.2)
+    assert [s for s, _ in rig.link.telemetry()][5:] == [3, 3, 4, 5] and not pub.probing
+    rig.link.ack(4, 5)
+    rig.cs._acks()
+    assert pub.acked_through == 5
+    assert rig.status(time.time())["link"] == "connected (TLSv1.3)"
+
+
+def test_a_record_the_broker_acknowledged_is_pruned_not_dropped_when_it_ages(rigs: RigFactory) -> None:
+    """Delivered, its cloud_ack not committed yet: past the age cap it is pruned, not counted,
+    alarmed or announced as dropped unsent (only the undelivered one is)."""
+    r = rigs(max_age_s=60.0)
+    r.add(3)
+    r.store()
+    r.lead()
+    r.step(later())
+    r.link.ack(1, 2)
+    r.cs._acks()
+    assert (r.cs.publisher.acked_through, r.zone.cloud_acked) == (2, 0)
+    r.cs._enforce_caps(time.time() + 1000.0)
+    assert r.cs.stats.dropped == 1 and r.cs.publisher.gaps == [(3, 3, "age")]
+    assert r.outbox.stats(time.time()).depth == 0
+
+
+def test_without_hold_unsubscribed_no_subscriber_counts_as_delivered(rigs: RigFactory) -> None:
+    r = rigs(hold_unsubscribed=False)
+    r.add(3)
+    r.store()
+    r.lead()
+    r.step(time.time())
+    r.link.ack_unsubscribed(1, 2, 3)
+    r.step(time.time())
+    assert (r.cs.publisher.acked_through, r.cs.publisher.probing, r.cs.stats.unsubscribed) == (3, False, 0)
+
+
+def test_a_gap_notice_nobody_got_is_announced_again_also_by_a_new_link(rigs: RigFactory) -> None:
+    r = rigs(max_age_s=60.0)
+    r.add(3)
+    r.store(time.time() + 1000.0)  # dropped: announced when this node leads
+    r.add(2)
+    r.store()
+    r.lead()
+    r.step(time.time())
+    assert r.link.gaps() == [(1, 3, "age")]
+    r.link.ack_mid(r.link.sent[0].mid, NO_MATCHING_SUBSCRIBERS)
+    r.step(time.time())
+    assert r.link.gaps() == [(1, 3, "age")]  # holding
+    r.step(time.time() + HOLD_S + 0.1)
+    assert r.link.gaps() == [(1, 3, "age")] * 2
+    r.leader = False  # the lead goes away before the broker answered, and comes back: a new client
+    r.lead()
+    r.leader = True
+    r.lead()
+    r.step(time.time() + HOLD_S + 0.2)
+    assert r.link.gaps() == [(1, 3, "age")] * 3
+    notice = next(m for m in reversed(r.link.sent) if m.topic == GAPS_TOPIC)
+    r.link.ack_mid(notice.mid)  # delivered: never again
+    r.cs._acks()
+    r.leader = False
+    r.lead()
+    r.leader = True
+    r.lead()
+    r.step(time.time() + HOLD_S + 0.3)
+    assert r.link.gaps() == [(1, 3, "age")] * 3
+
+
 def test_losing_the_lead_stops_the_link_and_retaking_it_resumes_from_the_watermark(rig: Rig) -> None:
     rig.add(4)
     rig.store()
@@ -803,6 +899,7 @@ def test_status_of_a_publishing_leader(rig: Rig) -> None:
         "oldest_unsent_age_s": 12.3,
         "published": 5,
         "acknowledged": 3,
+        "unsubscribed": 0,
         "dropped": 0,
         "gap_notices": 0,
         "alarms": [],
