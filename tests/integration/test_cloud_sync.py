@@ -1,11 +1,15 @@
 """Cloud sync against a real mosquitto (TLS 1.3, client certificates) and real node
 processes with simulated sites: the subscriber sees every telemetry sequence number, in
 order after de-duplication, through a broker outage, a leader kill during the outage, a
-restart of every node with a backlog, and an outbox cap (counted, alarmed, announced)."""
+restart of every node with a backlog, and an outbox cap (counted, alarmed, announced). A
+`meshems cloud ingest` worker as the only subscriber stores the stream through a leader kill
+and a broker restart: contiguous after the drain, the gap notices in its ledger."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +25,11 @@ import yaml
 from meshems.adapters import pki
 from meshems.adapters.config_file import load_config
 from meshems.adapters.secret import init_secret, read_secret
+from meshems.cli import main
 from meshems.core.telemetry import parse_payload
 from meshems.ops.supervisor import LocalCluster
 from tests.conftest import write_config
+from tests.integration.test_cloud_ingest import Worker
 from tests.mqtt_broker import MosquittoBroker, Received
 
 pytestmark = pytest.mark.integration
@@ -58,7 +64,47 @@ def cloud_cluster(
         lc.start_all()
         yield lc
     finally:
+        for node_id in list(lc.procs):  # all at once: their shutdowns overlap
+            if lc.running(node_id):
+                lc.signal(node_id, signal.SIGTERM)
         lc.stop_all()
+
+
+@contextmanager
+def ingest(tmp_path: Path, broker: MosquittoBroker) -> Iterator[tuple[Path, Worker]]:
+    """A `meshems cloud ingest` worker into SQLite, subscribed (its session held on the broker)
+    before the zone publishes; yields its cloud.yaml and the worker."""
+    crt, key = broker.client_files("ingest")
+    cfg = tmp_path / "cloud.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "broker_host": broker.host, "broker_port": broker.port, "ca_file": str(broker.ca_file),
+        "cert_file": str(crt), "key_file": str(key), "share_group": "ingest", "topic_prefix": "meshems",
+        "store": "ingest.sqlite3", "session_expiry_s": 300,
+    }))  # fmt: skip
+    worker = Worker(cfg, "ingest-1", tmp_path)
+    try:
+        worker.start()
+        yield cfg, worker
+    finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            os.kill(worker.proc.pid, signal.SIGCONT)
+        stats = worker.stop()
+    assert stats.get("bad", 0) == 0 and stats.get("conflicts", 0) == 0, stats
+
+
+def stored_zone(cfg: Path, through: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """The zone's row of `meshems cloud zones -o json` once the store is contiguous through
+    `through` with nothing missing, or the last row seen after 10 s."""
+    last: dict[str, Any] = {}
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        capsys.readouterr()
+        assert main(["cloud", "zones", "--config", str(cfg), "-o", "json"]) == 0
+        last = next((r for r in json.loads(capsys.readouterr().out) if r["zone"] == "zone-t"), {})
+        if last and last["contiguous_through"] >= through and not last["missing"]:
+            break
+        time.sleep(0.1)
+    return last
 
 
 def rows(lc: LocalCluster) -> dict[str, dict[str, Any]]:
@@ -219,3 +265,51 @@ def test_an_expired_node_certificate_is_reported_with_its_date(
             lambda: "E_AUTH_FAIL" in (c := leader_cloud(lc)).get("link", "") and c["link"], 15, "E_AUTH_FAIL"
         )
         assert "n1.crt" in link and past.strftime("%Y-%m-%d") in link, link
+
+
+def held_or_queued(cloud: dict[str, Any]) -> bool:
+    """The leader is connected, and holds the stream (no subscriber) or the broker took it all."""
+    up = cloud.get("link", "").startswith("connected")
+    return up and (cloud["unsubscribed"] > 0 or cloud["acked_through"] >= cloud["stream_seq"])
+
+
+def test_ingest_through_a_leader_kill_and_a_broker_restart_is_contiguous(
+    tmp_path: Path, broker: MosquittoBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ingest worker is the zone's only subscriber. mosquitto before 2.0.19 keeps no shared
+    subscription over a restart: until the worker subscribes again it accepts the leader's
+    records with "no matching subscribers", and the leader holds them (hold_unsubscribed)."""
+    aged = cloud_cluster(tmp_path, broker, outbox_max_age_s=1.0)
+    with ingest(tmp_path, broker) as (cloud, worker), aged as lc:
+        leader = lc.wait_leader(20)
+        assert stored_zone(cloud, 1, capsys).get("contiguous_through", 0) >= 1, "the first record stored"
+        lc.kill(leader)  # mid-stream, kill -9
+        new = lc.wait_leader(15, exclude={leader})
+        assert worker.proc is not None
+        os.kill(worker.proc.pid, signal.SIGSTOP)  # a slow worker: back only after the leader
+        broker.stop()
+        wait(lambda: leader_cloud(lc).get("dropped", 0) >= 1, 15, "an age-cap drop while the broker is away")
+        started = time.monotonic()
+        broker.start()
+        # the shared subscription is gone: the leader holds the stream (a broker that kept it
+        # has queued the records for the worker instead)
+        wait(lambda: held_or_queued(leader_cloud(lc)), 10, "the leader connected, holding the stream")
+        held = leader_cloud(lc)
+        os.kill(worker.proc.pid, signal.SIGCONT)
+        through = max(r["telemetry_seq"] for r in rows(lc).values())
+        zone = stored_zone(cloud, through, capsys)
+        drained_s = time.monotonic() - started
+        assert zone["contiguous_through"] >= through and zone["missing"] == [], zone
+        assert zone["conflicts"] == 0 and zone["publisher"] == new, zone
+
+        def reconciled() -> dict[str, Any]:
+            """The ledger once its announced ranges are the ones the leader logged as dropped."""
+            lines = [json.loads(x) for x in lc.log_text(new).splitlines() if x.startswith("{")]
+            drops = [range(e["first"], e["last"] + 1) for e in lines if e["code"] == "A_CLOUD_BACKLOG_FULL"]
+            row = stored_zone(cloud, through, capsys)
+            told = {s for a, b in row["announced"] for s in range(a, b + 1)}
+            return row if told and told == {s for r in drops for s in r} else {}
+
+        zone = wait(reconciled, 5, "the announced ranges are the dropped ones")
+        assert zone["missing"] == [] and zone["contiguous_through"] >= through, zone
+        print(f"drained through {through} in {drained_s:.1f} s; held: {held}; zone: {zone}", file=sys.stderr)

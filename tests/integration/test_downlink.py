@@ -1,12 +1,14 @@
 """Signed commands from the cloud to a real 3-node zone through a real mosquitto (TLS 1.3,
 client certificates): a signed policy command is applied and answered; a tampered, an expired
 and a replayed one are refused with their codes and never applied; a command in flight while
-the leader is killed is applied exactly once."""
+the leader is killed is applied exactly once; commands sent while the zone is offline are
+applied once when it is back, unless they expired meanwhile."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from meshems.adapters.mqtt_subscriber import MqttSubscriber
 from meshems.adapters.payload_bundle import keygen
 from meshems.adapters.secret import init_secret, read_secret
 from meshems.cli import main
-from meshems.cloud.downlink import make_record
+from meshems.cloud.downlink import make_record, send
 from meshems.core import downlink
 from meshems.core.cloud_config import CloudIngestConfig, parse_cloud_config
 from meshems.ops.supervisor import LocalCluster
@@ -112,6 +114,9 @@ def zone(tmp_path: Path, broker: MosquittoBroker, extra: dict[str, Any] | None =
             yield Zone(lc, cloud, command_signing.load_private_key(key_file), results, sender)
     finally:
         sender.stop()
+        for node_id in list(lc.procs):  # all at once: their shutdowns overlap
+            if lc.running(node_id):
+                lc.signal(node_id, signal.SIGTERM)
         lc.stop_all()
 
 
@@ -174,13 +179,35 @@ def test_commands_across_a_leader_kill_apply_exactly_once(tmp_path: Path, broker
         wait(lambda: _session_held(broker), 5, "the leader holds the zone's command session")
         base = int(time.time() * 1000)
         a, a_data = signed(z, base, 45.0)  # in flight as the leader dies
-        b, b_data = signed(z, base + 1, 46.0)  # sent while there is no leader: queued in the session
+        b, b_data = signed(z, base + 1, 46.0)  # sent while the zone is offline: queued in the session
         z.publish(a_data)
+        others = [n.id for n in z.lc.cfg.nodes if n.id != leader]
+        for n in others:  # the zone offline: no node takes the lead, none holds the session
+            z.lc.signal(n, signal.SIGSTOP)
         z.lc.kill(leader)
         z.publish(b_data)
+        # two that lapse while the zone is offline: `cloud send` gives the broker the command's
+        # expiry, so it drops the first; the second has no message expiry: the zone refuses it
+        # (the policy is never 47 or 48: every live node ends with b's 46 kW, checked below)
+        dropped, _ = send(z.cloud, ZONE, "set_policy", {"values": {"import_limit_kw": 47.0}}, 1)
+        now = time.time()
+        lapsed, lapsed_data = signed(z, base + 2, 48.0, expires_at_s=int(now) + 1)
+        z.publish(lapsed_data)
+        lapse = max(dropped.expires_at_s, lapsed.expires_at_s, now + 1.0) + 0.1
+        wait(lambda: time.time() > lapse, 3, "both lapsed")
+        for n in others:
+            z.lc.signal(n, signal.SIGCONT)
         new = z.lc.wait_leader(10, exclude={leader})
         answers = {c.command_id: z.answer(c.command_id, timeout_s=10) for c in (a, b)}
+        assert z.answer(lapsed.command_id)[0]["code"] == "E_CMD_EXPIRED"
         time.sleep(0.5)  # a repeat answer (a redelivery to the new leader) would arrive by now
+        # the broker dropped it, or (its expiry counts in whole seconds) the zone refused it
+        late = [
+            json.loads(m.payload)
+            for m in list(z.results.messages)
+            if dropped.command_id in m.payload.decode()
+        ]
+        assert all(x["code"] == "E_CMD_EXPIRED" for x in late), late
         for c in (a, b):
             got = z.answer(c.command_id)
             assert all(x["ok"] for x in got), got
