@@ -146,10 +146,13 @@ def _follow(
     if follow.mode == "self_consumption" or (follow.mode == "peak" and plan.base_kw < 0):
         return plan.base_kw, f"{tag}: self-consumption: net load {plan.base_kw:.1f} kW", "plan"
     if follow.mode == "peak":
-        # from the grid only up to today's planned peak, less a tracking margin (the load
-        # moves before the next cycle); the planner bills each day on its own, so it never
-        # plans today's charging above today's peak for tomorrow's
-        cap = upper - min(policy.margin_kw, 0.1 * abs(upper))
+        # from the grid only up to today's planned peak (lower after minutes of this quarter
+        # over it, so its mean ends at the peak), less a tracking margin of 3 % (the load moves
+        # before the next cycle; 10 % left the battery short at the peak on measured days);
+        # the planner bills each day on its own, so it never plans today's charging above
+        # today's peak for tomorrow's
+        held = upper if follow.track_kw is None else min(upper, follow.track_kw)
+        cap = held - min(policy.margin_kw, 0.03 * abs(upper))
         if planned < 0 and cap - plan.base_kw > 0:
             kw = min(-planned, cap - plan.base_kw)
             return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {cap:.1f})", "plan"

@@ -80,3 +80,22 @@ def test_forecasting_load_and_pv_apart_beats_one_model_of_the_net() -> None:
         joint += float(np.abs(g.kw - actual).sum())
         naive += float(np.abs(net[n - 7 * QH : n - 6 * QH] - actual).sum())
     assert split < joint and split < 0.8 * naive, (split, joint, naive)
+
+
+def test_a_cloudy_morning_lowers_the_hours_ahead_but_hardly_tomorrow() -> None:
+    days = np.concatenate([bell(10.0)] * 14)
+    start = 14 * QH + 40  # 10:00 of a day whose morning ran at 30 % of the clear sky
+    today = bell(10.0)[:40] * 0.3
+    kw, basis = pv_forecast(history(np.concatenate([days, today]), start), start * STEP, QH + 8)  # type: ignore[misc]
+    clear = bell(10.0)
+    assert "last 3 h x 0.30" in basis
+    # the next hour near the morning's clearness, noon between it and the days' clearness
+    assert kw[0] == pytest.approx(0.3 * clear[40], rel=0.05)
+    assert 0.3 * clear[48] < kw[8] < clear[48]
+    # tomorrow's same hour is back at the days' clearness (the morning weighs e^-6 there)
+    days_clearness = float(basis.split(" x ")[1].split()[0])
+    assert days_clearness > 0.9 and kw[QH] == pytest.approx(days_clearness * clear[40], rel=0.01)
+    # at night nothing is seen: the days' clearness alone
+    night = 14 * QH + 2
+    _, basis = pv_forecast(history(np.concatenate([days, bell(10.0)[:2]]), night), night * STEP, QH)  # type: ignore[misc]
+    assert "last" not in basis
