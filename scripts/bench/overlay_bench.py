@@ -6,8 +6,14 @@ Per setup: TCP RTT (1-byte ping-pong, median), commit latency p50/p99 of a setpo
 through the leader's API, throughput with 100 writes in flight, and failover (kill -9 of the
 leader -> first committed write through another node) median/max over N trials. The veth
 RTT between two namespaces (no tunnel) is printed for reference. Never asserts on time.
+`--fsync both` (the default of a full run; `--quick` measures only `on`) measures commits
+and throughput with `raft.fsync` on and off in the same run, on the same cluster restarted
+with the other setting (keys ending in `_fsync` / `_nofsync`, and the on/off ratios); the
+failover trials and the unsuffixed keys use the first setting measured. The journals are
+on the machine's disk (the lab without lossyfs), so fsync costs what it costs there.
 
     sudo .venv/bin/python scripts/bench/overlay_bench.py [--quick] [--json] [--trials 10] [--seq N] [--pipe N]
+        [--fsync on|off|both]
 """
 
 from __future__ import annotations
@@ -98,12 +104,12 @@ def rtt_us(server_prefix: list[str], client_prefix: list[str], host: str, port: 
         srv.wait(timeout=5)
 
 
-def loopback_config(folder: Path, ports: list[int]) -> ClusterConfig:
+def loopback_config(folder: Path, ports: list[int], fsync: bool = True) -> ClusterConfig:
     folder.mkdir(parents=True, exist_ok=True)
     doc = {
         "cluster": "bench",
         "zone": "bench",
-        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data"},
+        "raft": {"secret_file": "secret/raft.secret", "data_dir": "data", "fsync": fsync},
         # 100 writes in flight from one address, each closing and reconnecting: a connection
         # counts until the node has seen it close, so allow twice that and some
         "api": {"max_connections_per_peer": 256},
@@ -125,14 +131,28 @@ def loopback_config(folder: Path, ports: list[int]) -> ClusterConfig:
     return cfg
 
 
+def set_fsync(path: Path, fsync: bool) -> None:
+    """Rewrite a cluster config's raft.fsync (the nodes read it when they next start)."""
+    doc = yaml.safe_load(path.read_text())
+    doc["raft"]["fsync"] = fsync
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 class Target:
     """What the measurements need from a cluster: a client, a leader, kill and restart."""
 
     def __init__(
-        self, client: NodeClient, cfg: ClusterConfig, wait_leader: Any, kill: Any, start: Any
+        self,
+        client: NodeClient,
+        cfg: ClusterConfig,
+        wait_leader: Any,
+        kill: Any,
+        start: Any,
+        restart_all: Any,
     ) -> None:
         self.client, self.cfg = client, cfg
         self.wait_leader, self.kill, self.start = wait_leader, kill, start
+        self.restart_all = restart_all  # every node stopped at once, then started (a new raft.fsync)
 
     def write(self, node: NodeConfig, kw: float, timeout_s: float = 3.0) -> dict[str, Any]:
         data = commands.encode("set_setpoint", uuid.uuid4().hex, device_id="n1-bat", kw=kw, source="bench")
@@ -156,7 +176,8 @@ class Target:
         raise TimeoutError(f"cluster did not catch up within {timeout_s} s: {seen}")
 
 
-def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
+def commits(t: Target, n_seq: int, n_pipe: int) -> dict[str, Any]:
+    """Commit latency of sequential writes and throughput with 100 in flight, via the leader."""
     leader = t.cfg.node(t.wait_leader(30))
     t.wait_caught_up()
     for i in range(50):  # warm connections and code paths
@@ -174,6 +195,17 @@ def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
         tput = n_pipe / (time.perf_counter() - s)
     errors += sum(not r.get("ok") for r in results)
     codes.update(r.get("code") for r in results if not r.get("ok"))
+    return {
+        "p50": statistics.median(lat),
+        "p99": pct(lat, 99),
+        "tput": tput,
+        "errors": errors,
+        "codes": codes,
+    }
+
+
+def failovers(t: Target, trials: int) -> dict[str, Any]:
+    """kill -9 of the leader -> the first write committed through another node, `trials` times."""
     failover, missing = [], 0
     for _ in range(trials):
         t.wait_caught_up()
@@ -192,15 +224,22 @@ def measure(t: Target, n_seq: int, n_pipe: int, trials: int) -> dict[str, Any]:
             time.sleep(0.005)
         missing += not done
         t.start(old)
-    return {
-        "p50": statistics.median(lat),
-        "p99": pct(lat, 99),
-        "tput": tput,
-        "failover": failover,
-        "failover_missing": missing,
-        "errors": errors,
-        "error_codes": {k: v for k, v in codes.items() if v},
-    }
+    return {"failover": failover, "failover_missing": missing}
+
+
+def measure(t: Target, n_seq: int, n_pipe: int, trials: int, modes: list[bool]) -> dict[str, Any]:
+    """Commits and throughput per raft.fsync setting (the cluster restarted for each after the
+    first), failover with the first; the first setting's figures also unsuffixed."""
+    runs: dict[bool, dict[str, Any]] = {}
+    for i, fsync in enumerate(modes):
+        if i:
+            t.restart_all(fsync)
+        runs[fsync] = commits(t, n_seq, n_pipe)
+        if i == 0:
+            runs[fsync] |= failovers(t, trials)
+    codes = sum((r["codes"] for r in runs.values()), Counter())
+    return {**runs[modes[0]], "runs": runs, "errors": sum(r["errors"] for r in runs.values()),
+            "error_codes": {k: v for k, v in codes.items() if v}}  # fmt: skip
 
 
 def main() -> int:
@@ -212,7 +251,12 @@ def main() -> int:
     ap.add_argument(
         "--pipe", type=int, help="writes with 100 in flight per setup (default 5000; --quick 600)"
     )
+    ap.add_argument(
+        "--fsync", choices=("on", "off", "both"), default=None, help="raft.fsync (default both; --quick: on)"
+    )
     args = ap.parse_args()
+    fsync_arg = args.fsync or ("on" if args.quick else "both")
+    modes = {"on": [True], "off": [False], "both": [True, False]}[fsync_arg]
     if os.geteuid() != 0:
         print("overlay_bench needs root (network namespaces, wireguard-go)", file=sys.stderr)
         return 2
@@ -227,8 +271,14 @@ def main() -> int:
     try:
         say("bench: loopback cluster...")
         rtts["loopback"] = rtt_us([], [], "127.0.0.1", ports[6], n_rtt)
-        cfg = loopback_config(folder / "loop", ports)
+        cfg = loopback_config(folder / "loop", ports, modes[0])
         lc = LocalCluster(cfg, str(cfg.source), read_secret(cfg.secret_path), folder / "loop" / "logs")
+
+        def stop_local() -> None:
+            for node_id in list(lc.procs):  # all at once: their shutdowns overlap
+                lc.signal(node_id, signal.SIGTERM)
+            lc.stop_all()
+
         try:
             lc.start_all()
 
@@ -236,15 +286,27 @@ def main() -> int:
                 lc.stop(node)
                 lc.start(node)
 
-            results["loopback"] = measure(
-                Target(lc.client, cfg, lc.wait_leader, lc.kill, restart_local), n_seq, n_pipe, trials
-            )
+            def reconfigure_local(fsync: bool) -> None:
+                stop_local()
+                set_fsync(Path(cfg.source), fsync)
+                lc.start_all()
+
+            target = Target(lc.client, cfg, lc.wait_leader, lc.kill, restart_local, reconfigure_local)
+            results["loopback"] = measure(target, n_seq, n_pipe, trials, modes)
         finally:
-            for node_id in list(lc.procs):  # all at once: their shutdowns overlap
-                lc.signal(node_id, signal.SIGTERM)
-            lc.stop_all()
+            stop_local()
         say("bench: lab over wireguard-go...")
-        lab = Lab.create(folder / "lab", nodes=3, sims=False, progress=say)
+        lab = Lab.create(folder / "lab", nodes=3, sims=False, progress=say, fsync=modes[0])
+
+        def reconfigure_lab(fsync: bool) -> None:
+            for n in lab.plan.nodes:  # all at once: their shutdowns overlap
+                os.kill(lab.pids[n], signal.SIGTERM)
+            for n in lab.plan.nodes:
+                lab.stop(n)
+            set_fsync(Path(lab.cfg.source), fsync)
+            for n in lab.plan.nodes:
+                lab.start_node(n)
+
         try:
             a, b = lab.plan.nodes[0], lab.plan.nodes[1]
             rtts["veth"] = rtt_us(lab.ns_cmd(b), lab.ns_cmd(a), lab.plan.underlay(b), 7001, n_rtt)
@@ -253,9 +315,8 @@ def main() -> int:
             def wait_lab(timeout_s: float) -> str:
                 return lab.wait_leader(timeout_s)
 
-            results["overlay"] = measure(
-                Target(lab.client, lab.cfg, wait_lab, lab.kill, lab.start_node), n_seq, n_pipe, trials
-            )
+            target = Target(lab.client, lab.cfg, wait_lab, lab.kill, lab.start_node, reconfigure_lab)
+            results["overlay"] = measure(target, n_seq, n_pipe, trials, modes)
         finally:
             lab.down()
     finally:
@@ -286,11 +347,27 @@ def main() -> int:
         "failover_missing": lo["failover_missing"] + ov["failover_missing"],
         "errors": lo["errors"] + ov["errors"],
         "error_codes": {"loopback": lo["error_codes"], "overlay": ov["error_codes"]},
+        "fsync": fsync_arg,
     }
+    for setup, res in results.items():
+        for fsync, r in res["runs"].items():
+            sfx = "fsync" if fsync else "nofsync"
+            out |= {
+                f"{setup}_commit_p50_ms_{sfx}": round(r["p50"], 3),
+                f"{setup}_commit_p99_ms_{sfx}": round(r["p99"], 3),
+                f"{setup}_throughput_ops_s_{sfx}": round(r["tput"]),
+                f"{setup}_errors_{sfx}": r["errors"],
+            }
+        if len(res["runs"]) == 2:
+            on, off = res["runs"][True], res["runs"][False]
+            out[f"{setup}_fsync_p50_ratio"] = round(on["p50"] / off["p50"], 3)
+            out[f"{setup}_fsync_p99_ratio"] = round(on["p99"] / off["p99"], 3)
+            out[f"{setup}_fsync_throughput_ratio"] = round(on["tput"] / off["tput"], 3)
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{'metric':<44}{'loopback':>12}{'overlay':>12}{'ratio':>8}")
+    first = "on" if modes[0] else "off"
+    print(f"{'metric':<44}{'loopback':>12}{'overlay':>12}{'ratio':>8}  (raft.fsync {first})")
     rows = [
         ("TCP RTT, median (us)", rtts["loopback"], rtts["overlay"]),
         ("commit p50 via the leader's API (ms)", lo["p50"], ov["p50"]),
@@ -303,8 +380,21 @@ def main() -> int:
     ]  # fmt: skip
     for name, a_, b_ in rows:
         print(f"{name:<44}{a_:>12.2f}{b_:>12.2f}{b_ / a_:>8.2f}")
+    if len(modes) == 2:
+        side = f"{'off':>9}{'on/off':>8}"
+        print(f"\n{'raft.fsync':<44}{'loopback on':>13}{side}{'overlay on':>13}{side}")
+        for name, key in (("commit p50 via the leader's API (ms)", "p50"),
+                          ("commit p99 via the leader's API (ms)", "p99"),
+                          ("throughput, 100 in flight (ops/s)", "tput")):  # fmt: skip
+            cells = ""
+            for setup in ("loopback", "overlay"):
+                on, off = results[setup]["runs"][True][key], results[setup]["runs"][False][key]
+                cells += f"{on:>13.2f}{off:>9.2f}{on / off:>8.2f}"
+            print(f"{name:<44}{cells}")
+        print()
     print(f"veth RTT between two namespaces, no tunnel (us): {rtts['veth']:.1f}")
-    print(f"failover trials: {trials} per setup, missing: {out['failover_missing']}; errors: {out['errors']}")
+    errors = f"{out['errors']} {out['error_codes']}" if out["errors"] else "0"
+    print(f"failover trials: {trials} per setup, missing: {out['failover_missing']}; errors: {errors}")
     return 0
 
 
