@@ -147,12 +147,12 @@ def _follow(
         return plan.base_kw, f"{tag}: self-consumption: net load {plan.base_kw:.1f} kW", "plan"
     if follow.mode == "peak":
         # from the grid only up to today's planned peak (lower after minutes of this quarter
-        # over it, so its mean ends at the peak), less a tracking margin of 3 % (the load moves
+        # over it, so its mean ends at the peak), less a tracking margin of 1 % (the load moves
         # before the next cycle; 10 % left the battery short at the peak on measured days);
         # the planner bills each day on its own, so it never plans today's charging above
         # today's peak for tomorrow's
         held = upper if follow.track_kw is None else min(upper, follow.track_kw)
-        cap = held - min(policy.margin_kw, 0.03 * abs(upper))
+        cap = held - min(policy.margin_kw, 0.01 * abs(upper))
         if planned < 0 and cap - plan.base_kw > 0:
             kw = min(-planned, cap - plan.base_kw)
             return -kw, f"{tag}: charging {kw:.1f} kW for the coming peak (import under {cap:.1f})", "plan"

@@ -248,6 +248,7 @@ def _problem(req: PlanRequest) -> lp.Problem:
         peak_weight=PEAK_WEIGHT * scale,
         peak_floor_kw=np.array([float(req.peak_floor_kw)]),
         day_of_step=billing_days(req.start_s, req.step_s, n),
+        peak_day_weight=day_weights(req.start_s, req.step_s, n),
     )
 
 
@@ -255,6 +256,18 @@ def billing_days(start_s: float, step_s: float, n: int) -> np.ndarray:
     """(n,) each step's billing day (a UTC day), 0 for the day of `start_s`."""
     t = start_s + np.arange(n) * step_s
     return (np.floor(t / DAY_S) - math.floor(start_s / DAY_S)).astype(np.int64)
+
+
+def day_weights(start_s: float, step_s: float, n: int) -> np.ndarray:
+    """(D,) what a kW of each billing day's peak is worth in the plan: today's 1; a later day
+    the share of it the horizon covers. A day seen only in part has its peak still ahead
+    unseen: its few hours of night would otherwise weigh as much as today's whole peak, and
+    the plan would spend today's energy shaving them (its peak crept up at every replan)."""
+    days = billing_days(start_s, step_s, n)
+    per_day = round(DAY_S / step_s)
+    w = np.bincount(days).astype(np.float64) / per_day
+    w[0] = 1.0
+    return np.minimum(w, 1.0)
 
 
 def energy_cost(req: PlanRequest, import_kw: np.ndarray) -> float:

@@ -57,6 +57,8 @@ class Problem:
     #: billing day of the horizon, which `day_of_step` (N,) indexes (empty: one day)
     peak_floor_kw: np.ndarray = field(default_factory=lambda: np.zeros(1))
     day_of_step: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: (D,) what a kW of each day's peak counts for (empty: 1 each); see `day_weights`
+    peak_day_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dispose: bool = False  # energy may vanish from storage (the aggregated fleet's relaxation)
 
     def days(self) -> np.ndarray:
@@ -67,6 +69,12 @@ class Problem:
 
     def n_days(self) -> int:
         return int(self.days().max(initial=0)) + 1
+
+    def day_weights(self) -> np.ndarray:
+        """(D,) the weight of each billing day's peak in their sum (1 each unless given)."""
+        d = self.n_days() if self.peak else 1
+        w = np.asarray(self.peak_day_weight, dtype=np.float64).reshape(-1)
+        return w[:d] if w.size >= d else np.ones(d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +158,9 @@ def build(p: Problem, peak_cap_kw: float = _INF) -> tuple[highspy.HighsLp, _Layo
     tk, tb = kb // b, kb % b
     parts.append((r3 + kb, lay.e + tb * n + p.target_step[tk], np.ones(k * b)))
     parts.append((r3 + kb, lay.st + kb, np.ones(k * b)))
-    # the peaks' excess over the bound: sum(P) - Q <= cap
+    # the peaks' excess over the bound: sum(w P) - Q <= cap
     r4 = r3 + k * b
-    parts.append((np.full(days + 1, r4), np.arange(lay.p, lay.q + 1), np.r_[np.ones(days), -1.0]))
+    parts.append((np.full(days + 1, r4), np.arange(lay.p, lay.q + 1), np.r_[p.day_weights(), -1.0]))
     for lo, hi in ((lay.c, lay.ch), (lay.d, lay.dh)):  # the upper halves: the same coefficients
         halves = [(r, c, v, (c >= lo) & (c < lo + b * n)) for r, c, v in parts]
         parts += [(r[m], c[m] - lo + hi, v[m]) for r, c, v, m in halves if m.any()]
@@ -265,12 +273,12 @@ def fleet_peak(p: Problem) -> float:
     merged = Problem(**{**{f: getattr(p, f) for f in Problem.__dataclass_fields__}, **one})
     lp, lay = build(merged)
     cost = np.zeros(lay.cols)
-    cost[lay.p : lay.q] = 1.0  # the peaks only: the export cap's slack is free here
+    cost[lay.p : lay.q] = p.day_weights()  # the peaks only: the export cap's slack is free here
     lp.col_cost_ = cost
     s = _solver()
     if _run(s, lp) is not None:
         return math.nan
-    return float(np.sum(np.asarray(s.getSolution().col_value)[lay.p : lay.q]))
+    return float(np.dot(p.day_weights(), np.asarray(s.getSolution().col_value)[lay.p : lay.q]))
 
 
 def solve(p: Problem) -> Solution:
@@ -286,7 +294,8 @@ def solve(p: Problem) -> Solution:
     """
     cap = _INF
     if p.peak:
-        floors = float(np.sum(p.peak_floor_kw))
+        given = np.asarray(p.peak_floor_kw, dtype=np.float64).reshape(-1)[: p.n_days()]
+        floors = float(np.dot(p.day_weights()[: given.size], given))
         bound = fleet_peak(p)  # nan when its solve failed: then price all the peaks above the floors
         cap = max(bound, floors) if math.isfinite(bound) else floors
         cap += PEAK_TOLERANCE_KW + PEAK_TOLERANCE_REL * abs(cap)

@@ -17,7 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshems.core import planner_lp
-from meshems.core.planner import BatteryModel, PlanRequest, SocTarget, ZonePlan, plan, plan_problems
+from meshems.core.planner import (
+    BatteryModel,
+    PlanRequest,
+    SocTarget,
+    ZonePlan,
+    day_weights,
+    plan,
+    plan_problems,
+)
 
 ETA2 = 0.92  # round trip
 ETA = math.sqrt(ETA2)
@@ -104,6 +112,24 @@ def test_each_day_has_its_own_peak_today_is_not_charged_up_to_tomorrow_s() -> No
     assert imports[today].max() == pytest.approx(20.0, abs=1e-3)  # today's peak is its own load's
     assert imports[~today].max() < 40.0  # and tomorrow's is shaved, from a charge after midnight
     assert np.all(series(p, "battery_kw")[today] > -1e-6)
+
+
+def test_a_day_the_horizon_sees_only_in_part_does_not_draw_today_s_energy() -> None:
+    """From 02:00, a battery that cannot charge: today peaks at 30 kW in the evening; the
+    horizon's last 2 hours are tomorrow's night at 10 kW. Weighed as much as today's whole
+    peak, shaving those 2 hours (2 kWh a kW) would beat shaving today's evening (3 kWh a
+    kW): today would stay at 30 kW, and its plan would rise at every replan as more of
+    tomorrow's night came in. At 2/24 of a day they weigh 2/24."""
+    start = 86400.0 * 100 + 7200.0
+    hours = (np.arange(96) + 0.5) / 4 + 2
+    base = np.where((hours >= 18) & (hours < 21), 30.0, 10.0)
+    b = battery(soc_pct=50.0, capacity_kwh=20.0, max_charge_kw=0.0, max_discharge_kw=10.0)  # no charging
+    p = plan(PlanRequest(start, tuple(base.tolist()), (b,)))
+    imports = np.array(p.import_kw)
+    today = hours < 24
+    alone = plan(PlanRequest(start, tuple(base[today].tolist()), (b,)))  # today without tomorrow
+    assert imports[today].max() == pytest.approx(max(alone.import_kw), abs=0.05)
+    assert day_weights(start, 900.0, 96).tolist() == pytest.approx([1.0, 8 / 96])
 
 
 def test_peak_floor_stops_shaving_below_a_peak_already_reached() -> None:
