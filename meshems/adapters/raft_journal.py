@@ -137,6 +137,8 @@ class MeshemsJournal(Journal):
         self.syncs = 0
         self._entries: list[tuple[bytes, int, int]] = []
         self._starts: list[int] = []
+        #: entries pysyncobj deleted from the end that the file still holds (`deleteEntriesFrom`)
+        self._tail: list[tuple[tuple[bytes, int, int], int]] = []
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         size = os.fstat(self._fd).st_size
         if size == 0:
@@ -203,7 +205,15 @@ class MeshemsJournal(Journal):
             raise self.failed from None
 
     def add(self, command: bytes, idx: int, term: int) -> None:
-        record = _record(to_bytes(command), idx, term)
+        entry = (to_bytes(command), idx, term)
+        if self._tail and self._tail[0][0] == entry:  # the same entry again: already on disk
+            _, start = self._tail.pop(0)
+            self._entries.append(entry)
+            self._starts.append(start)
+            self._offset = start + len(entry[0]) + RECORD_OVERHEAD
+            return
+        self._tail = []  # a different entry: what followed in the file goes (a real conflict)
+        record = _record(entry[0], idx, term)
         start = self._offset
 
         def write() -> None:
@@ -213,7 +223,7 @@ class MeshemsJournal(Journal):
 
         self._guard(write)  # on disk first: memory only holds what the file holds
         self._unsynced = self.fsync
-        self._entries.append((to_bytes(command), idx, term))
+        self._entries.append(entry)
         self._starts.append(start)
         self._offset = start + len(record)
 
@@ -222,16 +232,18 @@ class MeshemsJournal(Journal):
         self._sync_dump()
         self._guard(lambda: self._pwrite(struct.pack("<I", FIRST_RECORD_OFFSET), LAST_RECORD_OFFSET_OFFSET))
         self._unsynced = self.fsync
-        self._entries, self._starts, self._offset = [], [], FIRST_RECORD_OFFSET
+        self._entries, self._starts, self._offset, self._tail = [], [], FIRST_RECORD_OFFSET, []
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
+        """pysyncobj deletes all after an appendEntries' prevLogIdx, matching entries too, so a
+        shorter resend would shrink the file past what it acknowledged. They leave memory; the
+        file keeps them (`_tail`) until `add` puts a different entry in their place. After a
+        restart they are back, as if the node stopped before that message (a legal Raft log)."""
         if entryFrom >= len(self._entries):
             return
-        end = self._starts[entryFrom]
-        self._guard(lambda: self._pwrite(struct.pack("<I", end), LAST_RECORD_OFFSET_OFFSET))
-        self._unsynced = self.fsync
+        self._tail = list(zip(self._entries[entryFrom:], self._starts[entryFrom:], strict=True)) + self._tail
+        self._offset = self._starts[entryFrom]
         del self._entries[entryFrom:], self._starts[entryFrom:]
-        self._offset = end
 
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Compaction: write the kept entries to a new file and rename it over this one."""
@@ -259,7 +271,7 @@ class MeshemsJournal(Journal):
             self._fd, self._allocated = fd, max(len(blob), MIN_GROWTH_BYTES)
 
         self._guard(rewrite)
-        self._entries, self._starts, self._offset = [], [], FIRST_RECORD_OFFSET
+        self._entries, self._starts, self._offset, self._tail = [], [], FIRST_RECORD_OFFSET, []
         for command, idx, term in kept:
             self._starts.append(self._offset)
             self._entries.append((command, idx, term))

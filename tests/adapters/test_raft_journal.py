@@ -61,6 +61,33 @@ def test_truncation_and_compaction_survive_a_reopen(tmp_path: Path) -> None:
     again._destroy()
 
 
+def test_a_resend_of_fewer_entries_never_shrinks_the_file_past_what_it_held(tmp_path: Path) -> None:
+    """pysyncobj deletes every entry after a message's prevLogIdx, matching ones too; a resend
+    of 5 entries after prevLogIdx 30 would leave the file at 36 of the 51 it acknowledged."""
+    path = tmp_path / "raft.journal"
+    j = MeshemsJournal(str(path))
+    fill(j, 50)  # indexes 1..51
+    j.deleteEntriesFrom(30)  # after index 30
+    assert len(j) == 30 and j[-1][1] == 30  # what pysyncobj sees: its own truncation
+    for i in range(30, 35):  # the same entries again: taken back from the file, not written
+        j.add(entry(i - 1), i + 1, 1)
+    assert len(j) == 35 and j[-1] == (entry(33), 35, 1)
+    j._destroy()
+    again = MeshemsJournal(str(path))
+    assert [e[1] for e in again] == list(range(1, 52))  # all 51 survive a stop
+    report = check_journal(path)
+    assert again[-1] == (entry(49), 51, 1) and report is not None and report.last_index == 51
+    # a different entry in their place is a real conflict: what followed goes, on disk too
+    again.deleteEntriesFrom(40)
+    again.add(entry(99), 41, 2)
+    again.add(entry(100), 42, 2)
+    again._destroy()
+    third = MeshemsJournal(str(path))
+    assert [e[1] for e in third] == list(range(1, 43)) and third[-1] == (entry(100), 42, 2)
+    assert third[39] == (entry(38), 40, 1)
+    third._destroy()
+
+
 def test_term_and_vote_are_stored_before_the_call_returns(tmp_path: Path) -> None:
     j = MeshemsJournal(str(tmp_path / "raft.journal"))
     j.setCurrentTerm(7, "127.0.0.1:9001")

@@ -51,7 +51,9 @@ def test_a_batch_of_appends_costs_one_fdatasync(tmp_path: Path, calls: list[tupl
     j.sync()
     assert calls == [("fdatasync", j._fd)] and not j.needs_sync
     j.sync()  # nothing new: no second sync
-    j.deleteEntriesFrom(40)  # a follower's truncation is a change to sync too
+    j.deleteEntriesFrom(40)  # pysyncobj's truncation leaves the file as it is: nothing to sync
+    assert not j.needs_sync
+    j.add(entry(99), 41, 2)  # a different entry in the deleted ones' place is a change
     assert j.needs_sync
     j.sync()
     assert [c[0] for c in calls] == ["fdatasync", "fdatasync"] and j.syncs == 3
