@@ -55,6 +55,7 @@ ADAPTER_PAIRS = {
     ("raft_journal", "journal"), ("preflight", "raft_journal"),  # the journal format, free space
     ("mqtt_link", "mqtt_failures"), ("mqtt_link", "pki"),
     ("mqtt_subscriber", "mqtt_failures"), ("mqtt_subscriber", "mqtt_link"),  # the ingest's TLS
+    ("mqtt_subscriber", "mqtt_fastpath"),  # paho's read path without its Properties
     ("outbox", "outbox_file"), ("outbox", "outbox_records"),
     ("pki", "atomic_write"), ("secret", "atomic_write"), ("wireguard", "atomic_write"),
     ("actuation_fence", "atomic_write"),  # the newest tokens written, durably

@@ -1,9 +1,11 @@
 """The cloud side's MQTT v5 subscriber: TLS 1.3 only, a client certificate, a persistent
 session (clean start off, a session expiry) and manual acknowledgements.
 
-Owns one paho-mqtt 2.x client: its network thread queues every message; the owner acks a
-message only once it is stored (`ack`), so a worker killed mid-batch gets it again when its
-session resumes. paho's callbacks run under paho's locks: they only assign and enqueue.
+Owns one paho-mqtt 2.x client (`mqtt_fastpath.FastClient`: PUBLISH packets decoded without
+paho's `Properties`): its network thread queues every message; the owner acks messages only
+once they are stored (`ack`, one write for a batch), so a worker killed mid-batch gets them
+again when its session resumes. paho's callbacks run under paho's locks: they only assign and
+enqueue.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from meshems.adapters.mqtt_failures import classify, reason_error
+from meshems.adapters.mqtt_fastpath import FastClient, UserProps
 from meshems.adapters.mqtt_link import check_client_certificate, client_tls_context
 from meshems.core.errors import AuthError, MeshemsError
 
@@ -71,7 +74,7 @@ class MqttSubscriber:
         self.connected = False
         self.connects = 0
         self.last_error: MeshemsError | None = None
-        self._client: mqtt.Client | None = None
+        self._client: FastClient | None = None
 
     @property
     def endpoint(self) -> str:
@@ -86,9 +89,10 @@ class MqttSubscriber:
     def start(self) -> None:
         """Check the own certificate (AuthError when expired), then connect in paho's thread."""
         self.check_certificate()
-        client = mqtt.Client(
+        client = FastClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5
         )
+        client.sink = self._on_publish
         try:
             client.tls_set_context(self.tls_context())
         except (OSError, ValueError) as exc:
@@ -99,7 +103,7 @@ class MqttSubscriber:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        client.on_message = self._on_message  # what paho's own path decodes (QoS 2)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
         props.ReceiveMaximum = self.receive_maximum
@@ -133,12 +137,14 @@ class MqttSubscriber:
         return out
 
     def ack(self, messages: Sequence[Message]) -> None:
-        """Acknowledge stored messages (PUBACK); the broker sends them again otherwise."""
+        """Acknowledge stored messages (their QoS 1 PUBACKs in one write); the broker sends
+        them again otherwise."""
         client = self._client
         if client is None:
             return
+        client.puback([m.mid for m in messages if m.qos == 1])
         for m in messages:
-            if m.qos > 0:
+            if m.qos == 2:
                 client.ack(m.mid, m.qos)
 
     def publish(self, topic: str, payload: bytes, expiry_s: int | None = None) -> mqtt.MQTTMessageInfo:
@@ -179,6 +185,9 @@ class MqttSubscriber:
             self.last_error = AuthError(
                 f"broker {self.endpoint} refused the subscription {self.topic_filter}"
             )
+
+    def _on_publish(self, topic: str, payload: bytes, user: UserProps, mid: int, qos: int) -> None:
+        self.messages.put(Message(topic, payload, user, mid, qos))
 
     def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         props = getattr(msg.properties, "UserProperty", None) or []

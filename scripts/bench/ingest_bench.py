@@ -5,9 +5,12 @@ PostgreSQL (a throw-away cluster, fsync on), both started here, in one run.
 1. Throughput: a backlog of N telemetry records from 1,000 zones is queued on the broker for
    K offline sessions of one shared subscription; then K worker processes resume them and
    drain it: the real `IngestWorker` into SQLite, into PostgreSQL, and a raw paho subscriber
-   loop (receive and acknowledge, nothing else) as the baseline, K = 1 and 2. Rate = records /
-   (last commit - the workers' connect); per worker = rate / K; database rows/s counts the
-   records and readings rows written. `--quick` runs K = 1 only.
+   loop (receive and acknowledge, nothing else; plain paho: its own PUBLISH decoding and a
+   PUBACK per message, where the worker's `mqtt_fastpath` decodes and acks its own way) as
+   the baseline, K = 1 and 2. Rate = records / (last commit - the workers' connect); per
+   worker = rate / K; database rows/s counts the records and readings rows written; CPU µs
+   per message = the workers' process CPU time from `go` to their stop / records (a figure
+   the shared machine's load moves less). `--quick` runs K = 1 only.
 2. Lag: 1,000 zones x 1 msg/s published live for a while to 2 workers per store;
    end-to-end lag = the batch's commit - the record's publish time, p50/p99.
 Every record is checked stored exactly once. Never asserts on time.
@@ -71,11 +74,12 @@ def worker_main(args: argparse.Namespace) -> int:
     worker = IngestWorker(cfg, make_subscriber(cfg, args.client_id), store=lambda: timed)
     print("ready", flush=True)
     sys.stdin.readline()
-    timed.first = time.time()  # from `go`: the connection's setup counts, as for the raw loop
+    timed.first, cpu0 = time.time(), time.process_time()  # from `go`: setup counts, as for raw
     stop = threading.Event()
     threading.Thread(target=steer, args=(lambda: timed.stored, stop, args.max_s), daemon=True).start()
     stats = worker.run(stop)
-    Path(args.out).write_text(json.dumps({**timed.figures(), "stats": stats.__dict__}))
+    out = {**timed.figures(), "cpu_s": time.process_time() - cpu0, "stats": stats.__dict__}
+    Path(args.out).write_text(json.dumps(out))
     return 0
 
 
@@ -148,13 +152,14 @@ def raw_worker(cfg: Any, args: argparse.Namespace) -> int:
     props.ReceiveMaximum = cfg.receive_maximum
     print("ready", flush=True)
     sys.stdin.readline()
-    seen["first"] = time.time()
+    seen["first"], cpu0 = time.time(), time.process_time()
     c.connect(cfg.broker_host, cfg.broker_port, clean_start=False, properties=props)
     c.loop_start()
     steer(lambda: seen["n"], threading.Event(), args.max_s)
     c.disconnect()
     c.loop_stop()
-    out = {"first": seen["first"], "last": seen["last"], "stored": seen["n"], "rows": 0, "lags_ms": []}
+    out = {"first": seen["first"], "last": seen["last"], "stored": seen["n"], "rows": 0, "lags_ms": [],
+           "cpu_s": time.process_time() - cpu0}  # fmt: skip
     Path(args.out).write_text(json.dumps(out))
     return 0
 
@@ -267,8 +272,9 @@ class Bench:
         took = max(last - first, 1e-6)
         stored = sum(r["stored"] for r in res)
         rows = sum(r["rows"] for r in res)
+        cpu_us = sum(r["cpu_s"] for r in res) / max(stored, 1) * 1e6
         return {"msgs_s": stored / took, "per_worker": stored / took / workers, "stored": stored,
-                "rows_s": rows / took, "shares": [r["stored"] for r in res]}  # fmt: skip
+                "rows_s": rows / took, "shares": [r["stored"] for r in res], "cpu_us": cpu_us}  # fmt: skip
 
     def lag(self, kind: str, workers: int, zones: int, seconds: float) -> dict[str, Any]:
         self.runs += 1
@@ -438,6 +444,7 @@ def main() -> int:
         ("msgs/s per worker, 2 workers", "ingest_per_worker_{}_2_workers", out["raw_per_worker_2_workers"]),
         ("scaling 2 / 1 workers", "scaling_2_vs_1_{}", out["scaling_2_vs_1_raw"]),
         ("ratio to raw (1 worker)", "ratio_vs_raw_{}", "1.00"),
+        ("worker CPU µs per message (1 worker)", "cpu_us_per_msg_{}", out["raw_cpu_us_per_msg"]),
         ("database rows/s (records + readings), 1 worker", "db_rows_s_{}", "-"),
         ("every seq stored once (1 and 2 workers)", "stored_once_{}", "-"),
         (f"lag p50 ms ({zones} zones x 1 msg/s, {counts[-1]} worker(s))", "lag_p50_ms_{}", "-"),
@@ -463,6 +470,7 @@ def figures(
         "records": n,
         "zones": zones,
         "raw_msgs_s": round(raw1["per_worker"]),
+        "raw_cpu_us_per_msg": round(raw1["cpu_us"], 1),
         "raw_msgs_s_2_workers": round(raw2["msgs_s"]) if raw2 else None,
         "raw_per_worker_2_workers": round(raw2["per_worker"]) if raw2 else None,
         "scaling_2_vs_1_raw": round(raw2["msgs_s"] / raw1["msgs_s"], 2) if raw2 else None,
@@ -474,6 +482,7 @@ def figures(
         one, two = tp[(kind, 1)], tp.get((kind, 2))
         out |= {
             f"ingest_msgs_s_{kind}": round(one["per_worker"]),
+            f"cpu_us_per_msg_{kind}": round(one["cpu_us"], 1),
             f"ingest_msgs_s_{kind}_2_workers": round(two["msgs_s"]) if two else None,
             f"ingest_per_worker_{kind}_2_workers": round(two["per_worker"]) if two else None,
             f"scaling_2_vs_1_{kind}": round(two["msgs_s"] / one["msgs_s"], 2) if two else None,

@@ -165,3 +165,5 @@ def test_ingest_bench_quick_json() -> None:
     assert result["lag_stored_sqlite"] == result["lag_sent_sqlite"] > 0
     assert result["lag_stored_postgres"] == result["lag_sent_postgres"] > 0
     assert result["ingest_msgs_s_sqlite"] > 0 and result["ingest_msgs_s_postgres"] > 0
+    cpu_keys = ("raw_cpu_us_per_msg", "cpu_us_per_msg_sqlite", "cpu_us_per_msg_postgres")
+    assert all(result[k] > 0 for k in cpu_keys)
