@@ -1,8 +1,7 @@
 """The Raft journal on disk: pysyncobj's file format, written so a full disk is an error.
 
-pysyncobj's FileJournal writes through a growing mmap: on a full filesystem the node dies
-of SIGBUS when it touches a page the disk cannot back (seen on tmpfs: exit 135 while
-catching up), and its meta file fails with tracebacks. This journal keeps the same
+pysyncobj's FileJournal writes through a growing mmap: on a full filesystem the node dies of
+SIGBUS (seen on tmpfs: exit 135), its meta file with tracebacks. This journal keeps the same
 on-disk format (so `adapters.journal` checks it and an existing journal stays readable)
 but writes with `pwrite` into space reserved ahead with `posix_fallocate`, so running out
 of space is an ENOSPC at a known point: the entry is not added, nothing is acknowledged,
@@ -235,10 +234,9 @@ class MeshemsJournal(Journal):
         self._entries, self._starts, self._offset, self._tail = [], [], FIRST_RECORD_OFFSET, []
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        """pysyncobj deletes all after an appendEntries' prevLogIdx, matching entries too, so a
-        shorter resend would shrink the file past what it acknowledged. They leave memory; the
-        file keeps them (`_tail`) until `add` puts a different entry in their place. After a
-        restart they are back, as if the node stopped before that message (a legal Raft log)."""
+        """pysyncobj deletes matching entries too (`raft_append` stops most): they leave memory,
+        the file keeps them (`_tail`) until `add` puts a different entry in their place; after
+        a restart they are back, as if the node stopped before that message (a Raft log)."""
         if entryFrom >= len(self._entries):
             return
         self._tail = list(zip(self._entries[entryFrom:], self._starts[entryFrom:], strict=True)) + self._tail
