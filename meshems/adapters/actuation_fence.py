@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from meshems.adapters.atomic_write import write_atomic
@@ -29,6 +30,9 @@ class ActuationFence:
         self.newest: dict[str, Token] = {}
         self.problem: str | None = None
         self.refused = 0
+        #: each device is written from its own thread: one writer of the file at a time (two
+        #: shared its temporary name, and one failed: E_FENCE_FILE in the 30-minute fault run)
+        self._lock = threading.Lock()
         if path.exists() and not journal.exists():
             os.replace(path, path.with_name(path.name + ".old"))
         try:
@@ -54,9 +58,10 @@ class ActuationFence:
 
     def record(self, device: str, token: Token) -> None:
         """Remember `token` as the newest for `device` (durably) when it is newer."""
-        if self.newest.get(device, (-1, -1)) >= token:
-            return
-        self.newest[device] = token
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({k: list(v) for k, v in sorted(self.newest.items())}).encode()
-        write_atomic(self.path, data)
+        with self._lock:
+            if self.newest.get(device, (-1, -1)) >= token:
+                return
+            self.newest[device] = token
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            data = json.dumps({k: list(v) for k, v in sorted(self.newest.items())}).encode()
+            write_atomic(self.path, data)

@@ -43,3 +43,27 @@ def test_without_a_journal_the_fence_starts_over(tmp_path: Path) -> None:
     f = fence(tmp_path, journal=False)
     assert f.newest == {} and f.allows("n1-bat", (1, 3)) and f.problem is None
     assert (tmp_path / "actuated.json.old").exists()
+
+
+def test_devices_written_from_their_own_threads_all_store_their_tokens(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "raft.journal").write_bytes(b"")
+    fence = ActuationFence.in_folder(tmp_path)
+    errors: list[BaseException] = []
+
+    def writer(device: str) -> None:
+        try:
+            for i in range(1, 101):
+                fence.record(device, (1, i))
+        except BaseException as exc:  # a shared temporary name: FileExistsError, FileNotFoundError
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"d{k}",)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    again = ActuationFence.in_folder(tmp_path)
+    assert again.newest == {f"d{k}": (1, 100) for k in range(6)}
