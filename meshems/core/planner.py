@@ -265,9 +265,9 @@ def day_weights(start_s: float, step_s: float, n: int) -> np.ndarray:
     the plan would spend today's energy shaving them (its peak crept up at every replan)."""
     days = billing_days(start_s, step_s, n)
     per_day = round(DAY_S / step_s)
-    w = np.bincount(days).astype(np.float64) / per_day
+    w = np.bincount(days).astype(np.float64) / per_day  # at most a day of steps each
     w[0] = 1.0
-    return np.minimum(w, 1.0)
+    return w
 
 
 def energy_cost(req: PlanRequest, import_kw: np.ndarray) -> float:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from meshems.adapters.raft_append import trim_append
 
 
@@ -53,3 +56,34 @@ def test_what_is_not_a_plain_append_of_held_entries_passes_as_it_is() -> None:
     assert trim_append(append(3, 1, []), []) is None
     compacted = log_of([1] * 5, first=6)  # 6..10 after a compaction
     assert trim_append(append(3, 1, []), compacted) is None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    first=st.integers(1, 5),
+    terms=st.lists(st.integers(1, 4), max_size=8).map(sorted),
+    prev=st.integers(0, 15),
+    prev_term=st.integers(0, 5),
+    new_terms=st.lists(st.integers(1, 5), max_size=5).map(sorted),
+    term=st.integers(1, 6),
+)
+def test_a_rewrite_only_skips_entries_the_log_holds(
+    first: int, terms: list[int], prev: int, prev_term: int, new_terms: list[int], term: int
+) -> None:
+    log = log_of(terms, first)
+    entries = [(b"c%d" % (prev + 1 + i), prev + 1 + i, t) for i, t in enumerate(new_terms)]
+    msg = append(prev, prev_term, entries, term)
+    out = trim_append(msg, log)
+    if out is None:
+        return
+    held = {(e[1], e[2]) for e in log}
+    skipped = [e for e in entries if e[1] <= out["prevLogIdx"]]
+    assert all((e[1], e[2]) in held for e in skipped)  # nothing dropped that the log lacks
+    assert out["entries"] == entries[len(skipped) :]  # the rest as sent
+    assert (out["prevLogIdx"], out["prevLogTerm"]) in held and out["prevLogIdx"] >= prev
+    beyond = [t for _, i, t in log if i > (entries[-1][1] if entries else prev)]
+    if out["prevLogIdx"] > (entries[-1][1] if entries else prev):  # moved past the message's end
+        assert all(t == term for t in beyond)  # only over entries of the sender's own term
+    assert {k: v for k, v in out.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")} == {
+        k: v for k, v in msg.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")
+    }

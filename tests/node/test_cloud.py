@@ -274,6 +274,13 @@ class Rig:
         self.cs._leader_checked = float("-inf")
         self.cs._lead_or_follow()
 
+    def published(self, n: int, now: float) -> None:
+        """Commit n records, store them, take the lead and publish them at `now`."""
+        self.add(n)
+        self.store()
+        self.lead()
+        self.step(now)
+
     def step(self, now: float) -> None:
         self.cs._acks()
         self.cs._publish(now)
@@ -404,10 +411,7 @@ def test_stream_publishes_in_seq_order_from_the_replicated_watermark(rig: Rig) -
 
 def test_the_stream_lane_keeps_the_live_share_of_the_window_free(rigs: RigFactory) -> None:
     r = rigs(max_inflight=4)  # live_share 0.25: one slot of four is the live lane's
-    r.add(10)
-    r.store()
-    r.lead()
-    r.step(later())
+    r.published(10, later())
     assert r.link.telemetry() == [(1, "stream"), (2, "stream"), (3, "stream")]
     r.step(later())  # nothing acknowledged: nothing more
     assert [s for s, _ in r.link.telemetry()] == [1, 2, 3]
@@ -418,10 +422,7 @@ def test_the_stream_lane_keeps_the_live_share_of_the_window_free(rigs: RigFactor
 
 
 def test_acks_advance_the_watermark_only_contiguously(rig: Rig) -> None:
-    rig.add(6)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(6, later())
     assert [s for s, _ in rig.link.telemetry()] == [1, 2, 3, 4, 5, 6]
     assert rig.cs.publisher.acked_through == 0
     rig.link.ack(1, 2, 4, 5)
@@ -439,10 +440,7 @@ def test_acks_advance_the_watermark_only_contiguously(rig: Rig) -> None:
 
 
 def test_a_reconnect_restarts_from_the_watermark_with_identical_duplicates(rig: Rig) -> None:
-    rig.add(10)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(10, later())
     assert rig.link.telemetry(connection=1) == [(s, "stream") for s in range(1, 7)]
     rig.link.ack(1, 2, 3)
     rig.cs._acks()
@@ -464,10 +462,7 @@ def test_a_reconnect_restarts_from_the_watermark_with_identical_duplicates(rig: 
 
 
 def test_a_reconnect_resumes_after_a_watermark_committed_elsewhere(rig: Rig) -> None:
-    rig.add(10)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(10, later())
     assert rig.apply(encode("cloud_ack", "ack-elsewhere", seq=6)).ok  # committed, acks not seen here
     rig.link.connect()
     rig.step(later())
@@ -475,10 +470,7 @@ def test_a_reconnect_resumes_after_a_watermark_committed_elsewhere(rig: Rig) -> 
 
 
 def test_user_properties_carry_the_records_own_position(rig: Rig) -> None:
-    rig.add(2)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(2, later())
     rig.apply(encode("barrier", "bar-later"))  # the log moves on
     rig.link.connect()
     rig.step(later())
@@ -490,10 +482,7 @@ def test_user_properties_carry_the_records_own_position(rig: Rig) -> None:
 
 
 def test_a_rejected_publish_is_sent_again_from_the_watermark(rig: Rig) -> None:
-    rig.add(5)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(5, later())
     rig.link.ack(1, 2)
     rig.cs._acks()
     rig.link.reject(4)
@@ -507,10 +496,7 @@ def test_a_record_nobody_subscribed_to_is_held_then_offered_one_at_a_time(rig: R
     """A broker restart can lose the ingest's shared subscription (mosquitto < 2.0.19): until a
     worker is back, the broker accepts telemetry with "no matching subscribers" and gives it to
     nobody. The watermark stops below it; the stream waits, then offers one record at a time."""
-    rig.add(5)
-    rig.store()
-    rig.lead()
-    rig.step(time.time())
+    rig.published(5, time.time())
     rig.link.ack(1, 2)
     rig.link.ack_unsubscribed(3)
     rig.link.ack(4, 5)
@@ -541,10 +527,7 @@ def test_a_record_the_broker_acknowledged_is_pruned_not_dropped_when_it_ages(rig
     """Delivered, its cloud_ack not committed yet: past the age cap it is pruned, not counted,
     alarmed or announced as dropped unsent (only the undelivered one is)."""
     r = rigs(max_age_s=60.0)
-    r.add(3)
-    r.store()
-    r.lead()
-    r.step(later())
+    r.published(3, later())
     r.link.ack(1, 2)
     r.cs._acks()
     assert (r.cs.publisher.acked_through, r.zone.cloud_acked) == (2, 0)
@@ -555,10 +538,7 @@ def test_a_record_the_broker_acknowledged_is_pruned_not_dropped_when_it_ages(rig
 
 def test_without_hold_unsubscribed_no_subscriber_counts_as_delivered(rigs: RigFactory) -> None:
     r = rigs(hold_unsubscribed=False)
-    r.add(3)
-    r.store()
-    r.lead()
-    r.step(time.time())
+    r.published(3, time.time())
     r.link.ack_unsubscribed(1, 2, 3)
     r.step(time.time())
     assert (r.cs.publisher.acked_through, r.cs.publisher.probing, r.cs.stats.unsubscribed) == (3, False, 0)
@@ -568,10 +548,7 @@ def test_a_gap_notice_nobody_got_is_announced_again_also_by_a_new_link(rigs: Rig
     r = rigs(max_age_s=60.0)
     r.add(3)
     r.store(time.time() + 1000.0)  # dropped: announced when this node leads
-    r.add(2)
-    r.store()
-    r.lead()
-    r.step(time.time())
+    r.published(2, time.time())
     assert r.link.gaps() == [(1, 3, "age")]
     r.link.ack_mid(r.link.sent[0].mid, NO_MATCHING_SUBSCRIBERS)
     r.step(time.time())
@@ -596,10 +573,7 @@ def test_a_gap_notice_nobody_got_is_announced_again_also_by_a_new_link(rigs: Rig
 
 
 def test_losing_the_lead_stops_the_link_and_retaking_it_resumes_from_the_watermark(rig: Rig) -> None:
-    rig.add(4)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(4, later())
     rig.leader = False
     rig.lead()
     assert (rig.cs._publishing, rig.link.stops) == (False, 1)
@@ -650,10 +624,7 @@ def test_the_watermark_is_committed_through_raft_at_most_every_period(
     rig: Rig, loop: asyncio.AbstractEventLoop
 ) -> None:
     rig.cs.bridge.bind(loop)
-    rig.add(6)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(6, later())
     rig.cs._commit_watermark(100.0)
     assert rig.proposals == []  # nothing acknowledged yet
     rig.link.ack(1, 2, 3, 5)
@@ -735,10 +706,7 @@ def test_records_older_than_the_live_age_stay_in_the_stream(rig: Rig) -> None:
 
 
 def test_the_live_lane_is_idle_while_the_stream_keeps_up(rig: Rig) -> None:
-    rig.add(3)
-    rig.store()
-    rig.lead()
-    rig.step(time.time())
+    rig.published(3, time.time())
     assert rig.link.telemetry() == [(1, "stream"), (2, "stream"), (3, "stream")]
 
 
@@ -777,10 +745,7 @@ def as_tuple(m: Sent) -> tuple[Any, ...]:
 
 def test_records_never_derived_here_are_announced_once(rig: Rig) -> None:
     rig.add(5, notify=False)  # this node joined from a snapshot at seq 5
-    rig.add(3)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(3, later())
     assert as_tuple(rig.link.sent[0]) == gap_message(1, 5, "not_on_this_node")
     assert [(m.seq, m.props.get("lane")) for m in rig.link.sent[1:]] == [
         (6, "stream"),
@@ -1076,10 +1041,7 @@ def test_acks_not_yet_committed_are_committed_after_a_reconnect(
     rig: Rig, loop: asyncio.AbstractEventLoop
 ) -> None:
     rig.cs.bridge.bind(loop)
-    rig.add(6)
-    rig.store()
-    rig.lead()
-    rig.step(later())
+    rig.published(6, later())
     rig.link.ack(1, 2, 3)
     rig.cs._acks()
     assert rig.cs.publisher.acked_through == 3 and rig.proposals == []  # acknowledged, not committed yet
