@@ -52,7 +52,6 @@ ADAPTER_PAIRS = {
     ("config_cache", "config_file"),  # the cache keys on the reader's own code
     ("consensus", "journal"), ("consensus", "prevote"), ("consensus", "raft_transport"),
     ("consensus", "raft_journal"),  # the Raft member is built from its parts
-    ("raft_transport", "raft_append"),  # appendEntries as Raft applies them, before pysyncobj
     ("raft_journal", "journal"), ("preflight", "raft_journal"),  # the journal format, free space
     ("mqtt_link", "mqtt_failures"), ("mqtt_link", "pki"),
     ("mqtt_subscriber", "mqtt_failures"), ("mqtt_subscriber", "mqtt_link"),  # the ingest's TLS

@@ -234,7 +234,7 @@ class MeshemsJournal(Journal):
         self._entries, self._starts, self._offset, self._tail = [], [], FIRST_RECORD_OFFSET, []
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        """pysyncobj deletes matching entries too (`raft_append` stops most): they leave memory,
+        """pysyncobj deletes matching entries too (not only from a conflict): they leave memory,
         the file keeps them (`_tail`) until `add` puts a different entry in their place; after
         a restart they are back, as if the node stopped before that message (a Raft log)."""
         if entryFrom >= len(self._entries):

@@ -15,8 +15,7 @@ authentication without a word. `GuardedTransport` (given to SyncObj as its
 Nothing here decides anything about Raft; it only decides which bytes reach pysyncobj.
 
 `GroupCommitTransport` (a mixin before it) decides when our replies and votes leave: not
-before the journal is durable (group commit, see `raft_journal`); and hands pysyncobj each
-appendEntries in the form that keeps the entries it matches (`raft_append`).
+before the journal is durable (group commit, see `raft_journal`).
 """
 
 from __future__ import annotations
@@ -32,8 +31,6 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
-
-from meshems.adapters.raft_append import trim_append
 
 #: The largest frame an authenticated peer may send. The largest legitimate one is an
 #: append_entries batch (APPEND_BATCH_BYTES plus one entry of at most 60 KiB) or a
@@ -287,8 +284,6 @@ class GroupCommitTransport(TCPTransport):
         self._held_for: set[Any] = set()
         #: messages held and then sent after a sync, and the releases that synced
         self.held_sent = 0
-        #: appendEntries rewritten so pysyncobj keeps the entries they match (`raft_append`)
-        self.trimmed = 0
         super().__init__(syncObj, selfNode, otherNodes)
 
     def _journal(self) -> Any:
@@ -322,14 +317,6 @@ class GroupCommitTransport(TCPTransport):
         for node, message in held:
             super().send(node, message)
         self.held_sent += len(held)
-
-    def _onMessageReceived(self, node: Any, message: Any) -> None:
-        log = self._journal()
-        trimmed = trim_append(message, log) if log is not None else None
-        if trimmed is not None:
-            message = trimmed
-            self.trimmed += 1
-        super()._onMessageReceived(node, message)
 
     def _onTick(self) -> None:  # pysyncobj calls it just before its poll
         self.release()
