@@ -87,6 +87,10 @@ class Views:
                 for k, r in state.forecasts.items()
             },
             "forecast_basis": self.machine.forecast_basis,
+            "node_forecasts": {  # the committed forecasts the leader plans from
+                k: {"start_s": f.start_s, "basis": f.basis, "index": f.index}
+                for k, f in state.node_forecasts.items()
+            },
             "zone_reports": {
                 r.node_id: {"seq": r.seq, "term": r.term, "index": r.index, "devices": len(r.readings)}
                 for r in state.reports.values()

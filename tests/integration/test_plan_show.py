@@ -81,8 +81,14 @@ def test_plan_show_prints_the_leaders_plan_made_from_the_nodes_forecasts(make_cl
     # once every node reports gives a plan of the whole zone.
     print(f"plan v1 listed {sorted(b['id'] for b in first['batteries'])}")
     assert first["version"] == 1 and {b["id"] for b in first["batteries"]} <= BATTERIES
-    wait_until(lambda: len(c.client.request(c.cfg.node(leader), "GET", "/v1/status")[1]["zone_reports"]) == 3,
-               10, "every node reporting")  # fmt: skip
+
+    def leader_status() -> dict:
+        return c.client.request(c.cfg.node(leader), "GET", "/v1/status")[1]
+
+    # the replan below must see every node's report and committed forecast: a forecast that
+    # commits after it is only planned from at the next quarter-hour
+    wait_until(lambda: len(leader_status()["zone_reports"]) == 3, 10, "every node reporting")
+    wait_until(lambda: set(leader_status()["node_forecasts"]) == set(NODES), 15, "every node's forecast")
     out = meshems_cli("policy", "set", "--config", c.config_path, "margin_kw=2.5")
     assert out.returncode == 0, out.stderr
     wait_until(
