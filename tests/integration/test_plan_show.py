@@ -19,7 +19,7 @@ from meshems.ops.http_exchange import exchange
 from meshems.ops.supervisor import LocalCluster
 from meshems.sim.load_data import synthetic_year
 from tests.integration.conftest import meshems_cli
-from tests.integration.test_cluster import wait_until
+from tests.integration.test_cluster import status_of, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 POLICY = {"import_limit_kw": 20.0, "shed_order": ["n1-relays:4", "n2-relays:4", "n3-relays:4"]}
@@ -82,13 +82,10 @@ def test_plan_show_prints_the_leaders_plan_made_from_the_nodes_forecasts(make_cl
     print(f"plan v1 listed {sorted(b['id'] for b in first['batteries'])}")
     assert first["version"] == 1 and {b["id"] for b in first["batteries"]} <= BATTERIES
 
-    def leader_status() -> dict:
-        return c.client.request(c.cfg.node(leader), "GET", "/v1/status")[1]
-
     # the replan below must see every node's report and committed forecast: a forecast that
     # commits after it is only planned from at the next quarter-hour
-    wait_until(lambda: len(leader_status()["zone_reports"]) == 3, 10, "every node reporting")
-    wait_until(lambda: set(leader_status()["node_forecasts"]) == set(NODES), 15, "every node's forecast")
+    wait_until(lambda: len(status_of(c, leader)["zone_reports"]) == 3, 10, "every node reporting")
+    wait_until(lambda: set(status_of(c, leader)["node_forecasts"]) == set(NODES), 15, "every node's forecast")
     out = meshems_cli("policy", "set", "--config", c.config_path, "margin_kw=2.5")
     assert out.returncode == 0, out.stderr
     wait_until(

@@ -14,7 +14,8 @@ import pytest
 
 from meshems.lab.gateways import Lab
 from meshems.lab.powerloss import lossy_mounts
-from tests.lab.test_lab_cluster import _propose, _setpoints
+from tests.integration.test_cluster import wait_until
+from tests.lab.test_lab_cluster import _propose, _rows, _setpoints
 from tests.lab.test_lossyfs import needs_fuse
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures(needs_fuse.__name__)]
@@ -42,14 +43,14 @@ def test_a_blackout_of_every_gateway_keeps_acknowledged_writes_only_when_synced(
         held = sum(d["bytes"] for d in dropped.values())
         if fsync:
             leader = lab.wait_leader(30)
+
             # a new leader applies the old log only once its own first entry commits: read
             # after it has applied through the last acknowledged write (a lost one is then gone)
-            row: dict = {}
-            end = time.monotonic() + 15
-            while time.monotonic() < end and row.get("applied_index", 0) < acked:
-                row = lab.client.request(lab.cfg.node(leader), "GET", "/v1/status")[1]
-                time.sleep(0.1)
-            assert row["applied_index"] >= acked, row
+            def caught_up() -> dict | None:
+                row = _rows(lab)[leader]
+                return row if row.get("applied_index", 0) >= acked else None
+
+            row = wait_until(caught_up, 15, f"{leader} to apply through index {acked}")
             assert _setpoints(lab, leader).get("n2-bat") == 9.0, (dropped, row)
             return
         assert all(d["bytes"] > 0 for d in dropped.values()), dropped
