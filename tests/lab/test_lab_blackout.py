@@ -15,7 +15,7 @@ import pytest
 from meshems.lab.gateways import Lab
 from meshems.lab.powerloss import lossy_mounts
 from tests.integration.test_cluster import wait_until
-from tests.lab.test_lab_cluster import _propose, _rows, _setpoints
+from tests.lab.test_lab_cluster import _propose, _propose_acked, _rows, _setpoints
 from tests.lab.test_lossyfs import needs_fuse
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures(needs_fuse.__name__)]
@@ -35,9 +35,9 @@ def test_a_blackout_of_every_gateway_keeps_acknowledged_writes_only_when_synced(
         while time.monotonic() < end and _propose(lab, leader, "n2-bat", -1.0)["code"] == "E_UNKNOWN_DEVICE":
             time.sleep(0.2)
         for i in range(10):
-            body = _propose(lab, leader, "n2-bat", float(i))
+            body = _propose_acked(lab, "n2-bat", float(i))
             assert body["ok"], body
-        acked = body["index"]
+        acked, leader = body["index"], lab.wait_leader(30)
         assert _setpoints(lab, leader)["n2-bat"] == 9.0
         dropped = lab.blackout(list(lab.plan.nodes))
         held = sum(d["bytes"] for d in dropped.values())
