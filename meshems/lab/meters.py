@@ -91,6 +91,9 @@ class MeterSampler:
         self.lab = lab
         self.period_s = period_s
         self.rounds: list[tuple[float, float, float, float, bool]] = []  # t, import, headroom, ctl, all up
+        #: per round, each site's grid import, battery power and whether its battery's setpoint
+        #: reverted (its watchdog: no write for its revert timeout): to trace a violation
+        self.sites: list[dict[str, tuple[float, float, bool]]] = []
         self.missed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="meter-sampler")
@@ -106,8 +109,11 @@ class MeterSampler:
             return
         imp = headroom = controllable = 0.0
         all_up = True
+        seen: dict[str, tuple[float, float, bool]] = {}
         for n, site in zip(nodes, sites, strict=True):
             imp += float(site["site"]["grid_kw"])
+            b = site.get("battery") or {}
+            seen[n] = (float(site["site"]["grid_kw"]), float(b.get("power_kw", 0.0)), bool(b.get("reverted")))
             room = site_headroom_kw(site)
             headroom += room
             if self.lab.running(n):  # a paused gateway counts: it runs, and must be covered for
@@ -115,6 +121,7 @@ class MeterSampler:
             else:
                 all_up = False
         self.rounds.append((t, imp, headroom, controllable, all_up))
+        self.sites.append(seen)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -131,9 +138,13 @@ class MeterSampler:
         self._pool.shutdown(wait=False)
 
     def save(self, path: Path) -> None:
-        """The rounds as JSON lines (t_s, import_kw, headroom_kw, controllable_kw, all_up)."""
+        """The rounds as JSON lines (t_s, import_kw, headroom_kw, controllable_kw, all_up, and
+        sites: per node [grid_kw, battery_kw, reverted])."""
         keys = ("t_s", "import_kw", "headroom_kw", "controllable_kw", "all_up")
-        path.write_text("".join(json.dumps(dict(zip(keys, r, strict=True))) + "\n" for r in self.rounds))
+        path.write_text("".join(
+            json.dumps({**dict(zip(keys, r, strict=True)), "sites": s}) + "\n"
+            for r, s in zip(self.rounds, self.sites, strict=True)
+        ))  # fmt: skip
 
     def samples(self, limit_kw: float) -> list[LimitSample]:
         return [

@@ -170,6 +170,13 @@ def test_short_fault_schedule_passes_the_checker(tmp_path: Path) -> None:
     assert d["limit_samples"] > 52 and d["meter_rounds_missed"] < 10, d
     assert d["limit_violations_over_2s"] == 0 and d["longest_over_limit_s"] <= GATE_S, out.stderr[-2000:]
     assert d["peak_zone_import_kw"] > 0
+    # meters.jsonl keeps every round with each site's grid import, battery power and revert
+    # flag (what a violation is traced by); the sites add up to the zone import judged
+    (saved,) = tmp_path.glob("*/meters.jsonl")
+    rounds = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert len(rounds) == d["limit_samples"], (len(rounds), d["limit_samples"])
+    assert all(sorted(r["sites"]) == ["n1", "n2", "n3"] for r in rounds), rounds[0]
+    assert all(abs(sum(s[0] for s in r["sites"].values()) - r["import_kw"]) < 1e-6 for r in rounds)
     assert out.returncode == 0
 
 
