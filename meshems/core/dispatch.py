@@ -67,7 +67,7 @@ def dispatch(
     plan's step now (`core.plan_inputs.plan_step`; None: no fresh plan, the reactive rules)."""
     if overridden:
         policy = replace(policy, shed_order=tuple(x for x in policy.shed_order if x not in overridden))
-    base = image.grid_kw + sum(b.power_kw for b in image.batteries if b.ok)
+    base = image.base_kw
     plan = c.Plan(base_kw=base)
     plan = c.import_limit(image, policy, plan, follow)
     plan = c.export_limit(image, policy, plan)

@@ -69,7 +69,7 @@ def plan_request(
         t = start + i * STEP_S
         base.append(flat + sum(_forecast_at(f.kw, f.start_s, t) or 0.0 for f in forecasts))
     # the step under way is what the meters see now, not what was forecast for it
-    base[0] = image.grid_kw + sum(b.power_kw for b in image.batteries if b.ok)
+    base[0] = image.base_kw
     targets = []
     for at, pct in policy.soc_targets:
         minute = soc_target_minute(at)

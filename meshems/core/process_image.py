@@ -66,6 +66,15 @@ class ProcessImage:
         return sum(n.grid_kw for n in self.nodes if n.meter_ok)
 
     @property
+    def base_kw(self) -> float:
+        """The zone import with every battery at 0: each node's meter, by its last reading even
+        when that is not fresh, plus the power of every battery whose reading is ok (one that
+        is not keeps its setpoint, which its node's meter shows). A node that resumes after a
+        pause reports its old readings as stale: leaving its meter out as well would aim the
+        rest of the zone at the whole limit while that node still imports."""
+        return sum(n.grid_kw for n in self.nodes) + sum(b.power_kw for b in self.batteries if b.ok)
+
+    @property
     def complete(self) -> bool:
         """Every node's meter is readable (otherwise the zone import is not known)."""
         return all(n.meter_ok for n in self.nodes)

@@ -477,15 +477,35 @@ def test_restored_and_kept_off_relays_carry_expected_kw() -> None:
     assert relays(dispatch(img, pol, shed_kw={"r1:1": 30.0})) == {"r1:1": (False, "restore", 30.0)}
 
 
+@pytest.mark.parametrize("state", ["stale", "defective"])
+def test_a_node_reporting_old_readings_keeps_its_import_in_the_zone_base(state: str) -> None:
+    """Three sites of 17 kW base load, each battery at 7 kW, the zone at 30 kW under a limit
+    of 30 (margin 2). n2 resumes from a pause and reports its old meter and battery readings
+    as stale: its battery gets no setpoint and keeps its 7 kW, its site still imports 10 kW.
+    The others must cover what the zone needs beyond that. (Leaving n2's meter out of the base
+    as well made them aim at the whole 28 kW: the zone then imported 38, found in a 30-minute
+    fault run.)"""
+    img = image(
+        meter("m1", 10.0, node="n1"), battery("b1", 60, node="n1", kw=7.0),
+        meter("m2", 10.0, node="n2", state=state), battery("b2", 60, node="n2", kw=7.0, state=state),
+        meter("m3", 10.0, node="n3"), battery("b3", 60, node="n3", kw=7.0),
+    )  # fmt: skip
+    assert img.base_kw == 44.0 and not img.complete  # 51 kW of load less b2's 7 that it keeps
+    sp = setpoints(dispatch(img, P30))
+    assert set(sp) == {"b1", "b3"}
+    zone_import = 51.0 - sp["b1"][0] - sp["b3"][0] - 7.0  # b2 holds its 7 kW
+    assert zone_import == pytest.approx(28.0, abs=0.01)
+
+
 def test_inputs_record_what_dispatch_used() -> None:
     img = image(meter("m", 30.0), battery("b1", 60, kw=10.0), meter("m2", 1.0, node="n2", state="stale"))
     result = dispatch(img, P30, reserve_kwh=3.25)
     assert result.inputs == {
         "zone_import_kw": 30.0,  # n2's meter is not ok
-        "base_kw": 40.0,
+        "base_kw": 41.0,  # but its last reading is the best guess of n2's import
         "import_limit_kw": 30.0,
         "export_limit_kw": 1e9,
-        "battery_kw": 12.0,
+        "battery_kw": 13.0,
         "reserve_kwh": 3.25,
         "complete": 0.0,
     }
@@ -698,7 +718,7 @@ def check_import_target(cycle: Cycle, result: DispatchResult) -> None:
     so each may fall short by up to 1 W: with a tolerance of 1e-6 alone this fails (e.g. 3
     batteries sharing 0.01 kW get 0.003 each)."""
     img, policy, *_ = cycle
-    base = img.grid_kw + sum(b.power_kw for b in img.batteries if b.ok)
+    base = img.base_kw
     upper = policy.import_limit_kw - policy.margin_kw
     battery_ids = {b.id for b in img.batteries}
     battery_sum = sum(kw for d, kw, *_ in result.setpoints if d in battery_ids)
