@@ -107,11 +107,10 @@ class MeterSampler:
         except (OSError, ValueError):
             self.missed += 1
             return
-        imp = headroom = controllable = 0.0
+        headroom = controllable = 0.0
         all_up = True
         seen: dict[str, tuple[float, float, bool]] = {}
         for n, site in zip(nodes, sites, strict=True):
-            imp += float(site["site"]["grid_kw"])
             b = site.get("battery") or {}
             seen[n] = (float(site["site"]["grid_kw"]), float(b.get("power_kw", 0.0)), bool(b.get("reverted")))
             room = site_headroom_kw(site)
@@ -120,6 +119,7 @@ class MeterSampler:
                 controllable += room
             else:
                 all_up = False
+        imp = sum(grid for grid, _, _ in seen.values())
         self.rounds.append((t, imp, headroom, controllable, all_up))
         self.sites.append(seen)
 

@@ -293,7 +293,7 @@ class SimSite:
         battery = None if b is None else {
             "power_kw": b.power_kw, "soc_pct": b.soc_pct, "soc_min_pct": b.soc_min_pct,
             "max_discharge_kw": b.max_discharge_kw, "max_charge_kw": b.max_charge_kw,
-            "setpoint_kw": b.setpoint_kw, "reverted": b.reverted,
+            "reverted": b.reverted,
         }  # fmt: skip
         return {
             "site": self.site.summary(),

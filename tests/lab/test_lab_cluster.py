@@ -39,24 +39,10 @@ def _setpoints(lab: Lab, node: str) -> dict[str, float]:
     return {sp["device_id"]: sp["kw"] for sp in body["setpoints"]}
 
 
-def _propose(lab: Lab, node: str, device: str, kw: float, request_id: str | None = None) -> dict:
-    rid = request_id or uuid.uuid4().hex
-    data = commands.encode("set_setpoint", rid, device_id=device, kw=kw, source="test")
+def _propose(lab: Lab, node: str, device: str, kw: float) -> dict:
+    data = commands.encode("set_setpoint", uuid.uuid4().hex, device_id=device, kw=kw, source="test")
     _, body = lab.client.request(lab.cfg.node(node), "POST", "/v1/propose", data, timeout_s=6.0)
     return body
-
-
-def _propose_acked(lab: Lab, device: str, kw: float, timeout_s: float = 30.0) -> dict:
-    """Propose until a leader acknowledges it: a leader can lose its term between two writes
-    (an election on a loaded machine), so an E_QUORUM/E_NOT_LEADER answer is retried on
-    whoever leads next, with the same request id (applied once even if the first try did
-    commit). Any other refusal, or no acknowledgement within `timeout_s`, is returned."""
-    request_id, end = uuid.uuid4().hex, time.monotonic() + timeout_s
-    while True:
-        body = _propose(lab, lab.wait_leader(max(1.0, end - time.monotonic())), device, kw, request_id)
-        if body["ok"] or body.get("code") not in ("E_QUORUM", "E_NOT_LEADER") or time.monotonic() > end:
-            return body
-        time.sleep(0.2)
 
 
 def test_cluster_over_wireguard_elects_replicates_fails_over_and_rejoins(tmp_path: Path) -> None:
