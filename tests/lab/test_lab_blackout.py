@@ -8,6 +8,7 @@ the fault really drops what was not synced). Root and /dev/fuse; `lab.down` in `
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from meshems.core import commands
 from meshems.lab.gateways import Lab
 from meshems.lab.powerloss import lossy_mounts
 from tests.integration.test_cluster import wait_until
-from tests.lab.test_lab_cluster import _propose, _rows, _setpoints
+from tests.lab.test_lab_cluster import _rows, _setpoints
 from tests.lab.test_lossyfs import needs_fuse
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures(needs_fuse.__name__)]
@@ -31,10 +32,19 @@ def test_a_blackout_of_every_gateway_keeps_acknowledged_writes_only_when_synced(
     tag = lab.plan.tag
     try:
         assert len(lossy_mounts(f"lossyfs-{tag}-")) == 3
-        leader = lab.wait_leader(30)
-        end = time.monotonic() + 20  # the nodes declare their devices just after the election
-        while time.monotonic() < end and _propose(lab, leader, "n2-bat", -1.0)["code"] == "E_UNKNOWN_DEVICE":
+        lab.wait_leader(30)
+
+        # the nodes declare their devices just after the election: wait until a write to n2's
+        # battery commits (on whoever leads; an election in between only delays it)
+        def n2_declared() -> bool:
+            rid = uuid.uuid4().hex
+            probe = commands.encode("set_setpoint", rid, device_id="n2-bat", kw=-1.0, source="test")
+            if lab.client.propose(probe, deadline_s=20)["ok"]:
+                return True
             time.sleep(0.2)
+            return False
+
+        wait_until(n2_declared, 60, "n2 to declare n2-bat")
         for i in range(10):
             # a leader can lose its term between two writes on a loaded machine: the client
             # retries the same bytes (request id) on whoever leads next, applied once
