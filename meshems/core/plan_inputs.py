@@ -21,6 +21,8 @@ STEP_S = 900.0
 DAY_S = 86400.0
 #: a battery this far (SoC percentage points) from its planned SoC asks for a new plan
 SOC_BAND_PCT = 8.0
+#: the share of the step under way's base load taken from the meters now (the rest: the forecast)
+STEP0_READING_WEIGHT = 0.5
 
 
 def _forecast_at(values: tuple[float, ...], start_s: float, t_s: float) -> float | None:
@@ -68,8 +70,15 @@ def plan_request(
     for i in range(n):
         t = start + i * STEP_S
         base.append(flat + sum(_forecast_at(f.kw, f.start_s, t) or 0.0 for f in forecasts))
-    # the step under way is what the meters see now, not what was forecast for it
-    base[0] = image.base_kw
+    # the step under way: the meters now and its forecast weigh equally. A reading is one
+    # sample of a load with minute-scale noise, and peak mode bills the quarter's mean: from the
+    # reading alone, a high sample at a step the batteries can only just cover raised the
+    # plan's (and so the day's) peak; from the forecast alone, a load that just changed is missed
+    now = [_forecast_at(f.kw, f.start_s, start) for f in forecasts]
+    if all(v is not None for v in now):
+        base[0] = STEP0_READING_WEIGHT * image.base_kw + (1.0 - STEP0_READING_WEIGHT) * base[0]
+    else:
+        base[0] = image.base_kw
     targets = []
     for at, pct in policy.soc_targets:
         minute = soc_target_minute(at)

@@ -16,8 +16,14 @@ from tests.core.test_dispatch import KW, battery, image, meter
 T0 = 1_790_000_000.0 // 86400 * 86400  # a UTC midnight
 
 
-def step(mode: str = "peak", peak: float = 20.0, kw: float = 0.0, track: float | None = None) -> PlanStep:
-    return PlanStep(3, mode, "optimal", peak, peak, {"b1": kw}, track)
+def step(
+    mode: str = "peak",
+    peak: float = 20.0,
+    kw: float = 0.0,
+    track: float | None = None,
+    target: float | None = None,
+) -> PlanStep:
+    return PlanStep(3, mode, "optimal", peak if target is None else target, peak, {"b1": kw}, track)
 
 
 def battery_kw(result: object) -> tuple[float, str, str]:
@@ -35,20 +41,35 @@ def test_peak_mode_holds_the_planned_peak_without_a_margin_below_it() -> None:
     assert result.inputs["plan_version"] == 3 and result.inputs["plan_ceiling_kw"] == 20.0
 
 
-def test_peak_mode_charges_as_planned_but_never_above_the_peak_less_a_tracking_margin() -> None:
+def test_peak_mode_charges_to_the_plans_import_but_never_above_the_peak_less_a_tracking_margin() -> None:
     img = image(meter("m", 10.0), battery("b1", 30, 10))
-    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0)))
-    assert (kw, ctl) == (pytest.approx(-6.0, abs=KW), "plan")  # as fast as the plan, no faster
+    # the plan: 6 kW of charging at a forecast 10 kW, an import of 16 kW
+    kw, ctl, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-6.0, target=16.0)))
+    assert (kw, ctl) == (pytest.approx(-6.0, abs=KW), "plan") and "import at 16.0" in why
+    # the load's minute noise: charging follows it both ways, so it averages the plan's power
+    low = image(meter("m", 8.0), battery("b1", 30, 10))
+    assert battery_kw(dispatch(low, Policy(), follow=step(kw=-6.0, target=16.0)))[0] == pytest.approx(
+        -8.0, abs=KW
+    )
+    high = image(meter("m", 14.0), battery("b1", 30, 10))
+    assert battery_kw(dispatch(high, Policy(), follow=step(kw=-6.0, target=16.0)))[0] == pytest.approx(
+        -2.0, abs=KW
+    )
+    # a load already over the plan's import: hold, never discharge in a charging step
+    over = image(meter("m", 17.0), battery("b1", 30, 10))
+    kw, ctl, why = battery_kw(dispatch(over, Policy(), follow=step(kw=-6.0, target=16.0)))
+    assert (kw, ctl) == (0.0, "plan") and "hold" in why
+    # never above the peak less 1 % (< the 2 kW margin), whatever the plan's import
     kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0)))
-    assert kw == pytest.approx(-9.8, abs=KW) and "import under 19.8" in why  # 20 less 1 % (< 2 kW margin)
+    assert kw == pytest.approx(-9.8, abs=KW) and "import at 19.8" in why
     kw, _, why = battery_kw(dispatch(img, Policy(margin_kw=0.1), follow=step(kw=-15.0)))
-    assert kw == pytest.approx(-9.9, abs=KW) and "import under 19.9" in why  # the margin, when smaller
+    assert kw == pytest.approx(-9.9, abs=KW) and "import at 19.9" in why  # the margin, when smaller
     # a quarter-hour with room left (track above the peak) does not charge faster
     kw, _, _ = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, track=30.0)))
     assert kw == pytest.approx(-9.8, abs=KW)
     # one whose minutes so far were over the peak charges less, so its mean ends at the peak
     kw, _, why = battery_kw(dispatch(img, Policy(), follow=step(kw=-15.0, track=18.0)))
-    assert kw == pytest.approx(-7.8, abs=KW) and "import under 17.8" in why
+    assert kw == pytest.approx(-7.8, abs=KW) and "import at 17.8" in why
 
 
 def test_peak_mode_holds_the_quarter_hour_mean_not_every_instant() -> None:

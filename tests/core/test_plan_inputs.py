@@ -1,5 +1,6 @@
 """The planner's request from the zone state (`core.plan_inputs.plan_request`): prices from the
-dated series where it covers a step, else the daily profile; the peak so far as its floor."""
+dated series where it covers a step, else the daily profile; the peak so far as its floor; the
+step under way from the meters and its forecast."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def zone() -> ZoneState:
     return state
 
 
-def image():  # type: ignore[no-untyped-def]
+def image(meter_kw: float = 3.0):  # type: ignore[no-untyped-def]
     bat = {
         "power_kw": 0.0,
         "soc_pct": 50.0,
@@ -38,7 +39,7 @@ def image():  # type: ignore[no-untyped-def]
         "max_charge_kw": 5.0,
         "max_discharge_kw": 5.0,
     }
-    return image_from_readings(DEVICES, {"m": ("ok", {"power_kw": 3.0}), "b": ("ok", bat)})
+    return image_from_readings(DEVICES, {"m": ("ok", {"power_kw": meter_kw}), "b": ("ok", bat)})
 
 
 def test_dated_prices_win_where_they_cover_a_step_and_the_profile_fills_the_rest() -> None:
@@ -62,3 +63,13 @@ def test_the_peak_so_far_is_the_request_s_floor() -> None:
     assert req is not None and req.peak_floor_kw == 4.5 and req.import_price == ()
     req, _ = plan_request(zone(), image(), Policy(), T0 + 10.0, peak_so_far_kw=float("nan"))
     assert req is not None and req.peak_floor_kw == 0.0
+
+
+def test_the_step_under_way_weighs_the_meters_now_and_its_forecast_equally() -> None:
+    # a reading of 7 kW (one sample of a noisy load) where 3 kW was forecast: the step under way
+    # counts 5 kW, the steps after it the forecast
+    req, _ = plan_request(zone(), image(7.0), Policy(), T0 + 10.0)
+    assert req is not None and req.base_kw[0] == pytest.approx(5.0) and req.base_kw[1] == 3.0
+    # a forecast that does not cover the step yet (it starts next quarter-hour): the reading
+    req, _ = plan_request(zone(), image(7.0), Policy(), T0 - 890.0)
+    assert req is not None and req.base_kw[0] == pytest.approx(7.0) and req.base_kw[1] == 3.0
