@@ -25,7 +25,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "cluster-configs" / "payloads" /
 
 def start_trusting(cluster: LocalCluster, key: str, sims: bool = False) -> None:
     """Start a cluster made with `start=False` whose config pins the release key `key`
-    (threshold 1), its sims first with `sims`; back once every API is up and a leader leads."""
+    (threshold 1), its sims first with `sims`; back once every API is up, a leader leads and
+    every node is a member of the zone."""
     doc = yaml.safe_load(Path(cluster.config_path).read_text())
     doc["payloads"] = {"trusted_keys": [key], "threshold": 1}
     Path(cluster.config_path).write_text(yaml.safe_dump(doc))
@@ -34,7 +35,17 @@ def start_trusting(cluster: LocalCluster, key: str, sims: bool = False) -> None:
     cluster.start_all()
     for n in cluster.cfg.nodes:
         cluster.wait_api(n.id)
-    cluster.wait_leader()
+    # a `--zone` deploy targets the zone's members when it commits: wait until every node has
+    # declared itself, or a node killed at once (or a slow one) is left out of the targets
+    ids = {n.id for n in cluster.cfg.nodes if n.initial}
+    end = time.monotonic() + 20
+    while True:
+        leader = cluster.wait_leader()
+        _, body = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/status", timeout_s=2.0)
+        if ids <= set(body.get("members") or ()):
+            return
+        assert time.monotonic() < end, f"members {body.get('members')}, not all of {sorted(ids)}"
+        time.sleep(0.1)
 
 
 def deployments(cluster: Any) -> list[dict[str, Any]]:
