@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,19 +63,33 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self.db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            msg = f"{self.path}: cannot open the ingest store: {exc}"
-            raise StoreError(msg, path=str(self.path)) from None
+        end = time.monotonic() + busy_timeout_s
+        for attempt in range(10_000):  # bounded by the deadline
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
+                self._prepare()
+                break
+            except (OSError, sqlite3.Error) as exc:
+                if hasattr(self, "db"):
+                    self.db.close()
+                # two workers opening a new file at once: switching it to WAL or creating the
+                # schema can answer "database is locked" without waiting (SQLite skips the busy
+                # handler where waiting could deadlock): try again until the deadline
+                busy = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if not busy or time.monotonic() > end:
+                    msg = f"{self.path}: cannot open the ingest store: {exc}"
+                    raise StoreError(msg, path=str(self.path)) from None
+                time.sleep(min(0.5, 0.01 * (attempt + 1)))
         #: zone -> (stored text, its ledger): the text is read in every transaction (the file is
         #: authoritative, other workers write it too) but decoded only when it changed
         self._decoded: dict[str, tuple[str, ZoneLedger]] = {}
+
+    def _prepare(self) -> None:
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         self.db.close()

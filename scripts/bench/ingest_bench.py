@@ -206,10 +206,12 @@ class Bench:
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 )  # fmt: skip
             procs.append((p, out))
-        for p, _ in procs:
+        for (p, _), cid in zip(procs, ids, strict=True):
             assert p.stdout is not None
             if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"a {kind} worker did not start")
+                p.wait(timeout=10)
+                err = (self.folder / f"{cid}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"a {kind} worker ({cid}) did not start (exit {p.returncode}):\n{err}")
         return procs
 
     def go(self, procs: list[tuple[Any, Path]]) -> list[int]:

@@ -3,11 +3,14 @@
 A batch is stored once per (zone, seq); repeats with the same payload change nothing, a
 repeat that differs is counted as a conflict and never replaces the stored record; the
 ledger survives reopening; two connections (two processes' worth) interleave batches on
-one file; zones, query and twin read back what was stored.
+one file; a new file another worker is writing opens once it lets go; zones, query and
+twin read back what was stored.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from meshems.core import telemetry
 from meshems.core.errors import ConfigError
 from meshems.core.ingest_ledger import GapNotice
 from meshems.core.ingest_records import Incoming, decode
+from meshems.core.ingest_rows import StoreError
 
 
 def rec(seq: int, node: str = "n1", kw: float = 1.0, zone: str = "z1", at: float = 100.0) -> Incoming:
@@ -75,6 +79,41 @@ def test_two_connections_interleave_on_one_file(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_new_file_another_worker_is_writing_opens_once_it_lets_go(tmp_path: Path) -> None:
+    """Two workers starting at once on a new file: while one writes, switching the file to
+    WAL answers "database is locked" at once (no busy wait, SQLite's deadlock rule); the store
+    tries again until its busy timeout instead of failing the worker's start."""
+    path = tmp_path / "ingest.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t(a)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        s = SqliteStore(path, busy_timeout_s=10.0)
+        s.ingest([rec(1)])
+        assert s.count("z1") == 1
+        s.close()
+    finally:
+        release.join()
+        other.close()
+
+
+def test_a_file_locked_past_the_busy_timeout_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE t(a)")
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(
+            StoreError, match=r"ingest\.sqlite3: cannot open the ingest store: database is locked"
+        ):
+            SqliteStore(path, busy_timeout_s=0.2)
+    finally:
+        other.close()
 
 
 def test_zones_query_and_twin(store: SqliteStore) -> None:
