@@ -99,9 +99,9 @@ def measure_cluster(
     try:
         c.start(*NODES)
         leader = c.leader()
-        follower = next(n for n in NODES if n != leader)
         if kind == "meshems":
-            declare(c, leader)
+            leader = declare(c, leader)
+        follower = next(n for n in NODES if n != leader)
         c.ask(leader, "seq", 50)  # warm-up
         lat_l, err_l = c.ask(leader, "seq", n_seq)
         lat_f, err_f = c.ask(follower, "seq", n_seq)
@@ -134,13 +134,21 @@ def measure_cluster(
         c.stop()
 
 
-def declare(c: Cluster, via: str) -> None:
-    """Declare the device the benchmark writes target (meshems refuses unknown devices)."""
+def declare(c: Cluster, via: str) -> str:
+    """Declare the device the benchmark writes target (meshems refuses unknown devices);
+    returns the leader that committed it."""
     from meshems.core.node_spec import declaration
 
-    res = c.ask(via, "raw", declaration(c.cfg.node("n1")))
-    if not isinstance(res, dict) or not res.get("ok"):
-        raise RuntimeError(f"declare failed: {res}")
+    data = declaration(c.cfg.node("n1"))  # the same request id on every try: applied once
+    end = time.monotonic() + 15
+    while True:
+        res = c.ask(via, "raw", data)
+        if isinstance(res, dict) and res.get("ok"):
+            return via
+        if time.monotonic() > end:
+            raise RuntimeError(f"declare failed: {res}")
+        time.sleep(0.2)  # an election right after the start (E_QUORUM, not leader): ask who leads now
+        via = c.leader()
 
 
 def failover_and_stepdown(
