@@ -57,6 +57,20 @@ CACHE_KIB = 65536
 _READING = json.JSONEncoder(sort_keys=True, check_circular=False)
 
 
+def _open(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection to `path` in WAL mode with the schema in place (closed again on failure)."""
+    db = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.executescript(SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class SqliteStore:
     """`SqliteStore(path)`: the file is created with its folder (0700) on first use. Use one
     instance per thread; several processes may share the file."""
@@ -64,15 +78,13 @@ class SqliteStore:
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         end = time.monotonic() + busy_timeout_s
-        for attempt in range(10_000):  # bounded by the deadline
+        wait_s = 0.01
+        while True:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                self.db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
-                self._prepare()
+                self.db = _open(self.path, busy_timeout_s)
                 break
             except (OSError, sqlite3.Error) as exc:
-                if hasattr(self, "db"):
-                    self.db.close()
                 # two workers opening a new file at once: switching it to WAL or creating the
                 # schema can answer "database is locked" without waiting (SQLite skips the busy
                 # handler where waiting could deadlock): try again until the deadline
@@ -80,16 +92,11 @@ class SqliteStore:
                 if not busy or time.monotonic() > end:
                     msg = f"{self.path}: cannot open the ingest store: {exc}"
                     raise StoreError(msg, path=str(self.path)) from None
-                time.sleep(min(0.5, 0.01 * (attempt + 1)))
+                time.sleep(wait_s)
+                wait_s = min(0.5, wait_s + 0.01)
         #: zone -> (stored text, its ledger): the text is read in every transaction (the file is
         #: authoritative, other workers write it too) but decoded only when it changed
         self._decoded: dict[str, tuple[str, ZoneLedger]] = {}
-
-    def _prepare(self) -> None:
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         self.db.close()

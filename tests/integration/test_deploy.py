@@ -18,6 +18,7 @@ import yaml
 from meshems.adapters import payload_bundle as pb
 from meshems.ops.supervisor import LocalCluster
 from tests.integration.conftest import ClusterFactory, meshems_cli
+from tests.integration.test_cluster import status_of, wait_until
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "cluster-configs" / "payloads" / "peak-guard"
@@ -38,14 +39,8 @@ def start_trusting(cluster: LocalCluster, key: str, sims: bool = False) -> None:
     # a `--zone` deploy targets the zone's members when it commits: wait until every node has
     # declared itself, or a node killed at once (or a slow one) is left out of the targets
     ids = {n.id for n in cluster.cfg.nodes if n.initial}
-    end = time.monotonic() + 20
-    while True:
-        leader = cluster.wait_leader()
-        _, body = cluster.client.request(cluster.cfg.node(leader), "GET", "/v1/status", timeout_s=2.0)
-        if ids <= set(body.get("members") or ()):
-            return
-        assert time.monotonic() < end, f"members {body.get('members')}, not all of {sorted(ids)}"
-        time.sleep(0.1)
+    wait_until(lambda: ids <= set(status_of(cluster, cluster.wait_leader())["members"]), 20,
+               what=f"every node of {sorted(ids)} a member")  # fmt: skip
 
 
 def deployments(cluster: Any) -> list[dict[str, Any]]:
