@@ -1,7 +1,7 @@
 """`meshems demo --deploy`: a controller payload rolled out in the demo. A throw-away release
 key in the demo's data folder, a copy of the demo's config beside it that also trusts that key
 (the nodes run from the copy, so its relative paths stay the same), the payload built with the
-key and deployed to the zone once it has a leader, and its rollout per node for the view.
+key and deployed to the zone once every node is a member, and its rollout per node for the view.
 Owns no checks: the nodes verify and roll it out as for `meshems deploy`.
 """
 
@@ -51,20 +51,23 @@ def trusting_config(cfg: ClusterConfig, config_path: str) -> tuple[str, Path]:
 
 
 class DemoDeploy:
-    """Build and deploy the payload once the zone has a leader, then follow its deployment."""
+    """Build and deploy the payload once every node is a member of the zone (a `--zone` deploy
+    targets the members when it commits), then follow its deployment."""
 
     def __init__(self, cluster: LocalCluster, key: Path, folder: Path, cycles: int = DEMO_CYCLES) -> None:
         self.cluster, self.key, self.folder, self.cycles = cluster, key, folder, cycles
         self.dep_id = ""
-        self.note = f"payload {folder.name}: deployed once the zone has a leader"
+        self.note = f"payload {folder.name}: deployed once every node is a member"
         self.dep: dict[str, Any] | None = None
 
     def step(self, rows: list[dict[str, Any]]) -> None:
         """One round of the demo: deploy when due, then read the deployment's state."""
-        leader = next((r["id"] for r in rows if r.get("reachable") and r.get("role") == "leader"), None)
-        if leader is None:
+        row = next((r for r in rows if r.get("reachable") and r.get("role") == "leader"), None)
+        if row is None:
             return
-        if not self.dep_id:
+        leader = row["id"]
+        ids = {n.id for n in self.cluster.cfg.nodes if n.initial}
+        if not self.dep_id and ids <= set(row.get("members") or ()):  # the deploy targets the members
             self._deploy(leader)
         if self.dep_id:
             self.dep = self._read(leader) or self.dep

@@ -156,6 +156,25 @@ class LocalCluster:
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout_s} s")
 
+    def wait_members(self, timeout_s: float = 20.0) -> str:
+        """Wait until the leader lists every initial node as a member of the zone (a node is
+        declared after the cluster has a leader; a `--zone` deploy targets the members when it
+        commits). Returns the leader."""
+        ids = {n.id for n in self.cfg.nodes if n.initial}
+        end = time.monotonic() + timeout_s
+        members: list[str] = []
+        while time.monotonic() < end:
+            leader = self.wait_leader(max(0.1, end - time.monotonic()))
+            try:
+                _, body = self.client.request(self.cfg.node(leader), "GET", "/v1/status", timeout_s=1.0)
+                members = list(body.get("members") or ())
+            except Exception:  # an election or a slow answer: ask again
+                members = []
+            if ids <= set(members):
+                return leader
+            time.sleep(0.05)
+        raise TimeoutError(f"members {members} within {timeout_s} s, not all of {sorted(ids)}")
+
     def wait_api(self, node_id: str, timeout_s: float = 15.0) -> None:
         node = self.cfg.node(node_id)
         end = time.monotonic() + timeout_s

@@ -88,7 +88,7 @@ def measure_rollout(
         c.start_all()
         for n in cfg.nodes:
             c.wait_api(n.id)
-        leader = c.wait_leader()
+        leader = c.wait_members()  # the deploy targets the zone's members when it commits
         t0 = time.monotonic()
         res = push(c.client, cfg.raft.commit_timeout_s, built.path, via=leader, shadow_cycles=shadow,
                    watch_cycles=watch)  # fmt: skip

@@ -18,7 +18,6 @@ import yaml
 from meshems.adapters import payload_bundle as pb
 from meshems.ops.supervisor import LocalCluster
 from tests.integration.conftest import ClusterFactory, meshems_cli
-from tests.integration.test_cluster import status_of, wait_until
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "cluster-configs" / "payloads" / "peak-guard"
@@ -36,11 +35,7 @@ def start_trusting(cluster: LocalCluster, key: str, sims: bool = False) -> None:
     cluster.start_all()
     for n in cluster.cfg.nodes:
         cluster.wait_api(n.id)
-    # a `--zone` deploy targets the zone's members when it commits: wait until every node has
-    # declared itself, or a node killed at once (or a slow one) is left out of the targets
-    ids = {n.id for n in cluster.cfg.nodes if n.initial}
-    wait_until(lambda: ids <= set(status_of(cluster, cluster.wait_leader())["members"]), 20,
-               what=f"every node of {sorted(ids)} a member")  # fmt: skip
+    cluster.wait_members()  # a `--zone` deploy targets the members when it commits
 
 
 def deployments(cluster: Any) -> list[dict[str, Any]]:
