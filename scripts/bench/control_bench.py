@@ -384,8 +384,9 @@ def main() -> int:
     print(
         "\nrealistic days (billing peak = highest quarter-hour mean import; red = peak reduction as a share"
         "\nof the perfect-foresight optimum's; fixed = with a limit the battery cannot hold; react = the"
-        "\nreactive rules under that limit; tariff costs under a time-of-use tariff; * a holiday, listed"
-        "\nin the policy's days_off; the optimum ends the day with at least the run's SoC):"
+        "\nreactive rules under that limit; tariff costs under a time-of-use tariff (perf: its ratio with"
+        "\na perfect forecast); * a holiday, in the policy's days_off; the optimum ends the day with at"
+        "\nleast the run's SoC):"
     )
     plan_days.print_table(rows)
     print(f"medians: peak reduction {summ['peak_reduction_vs_optimum']:.3f} "
@@ -394,7 +395,8 @@ def main() -> int:
           f"{summ['peak_reduction_unreachable_limit_reactive']:.3f}), days with a charging-induced peak "
           f"{summ['charging_peak_days']}, tariff cost vs optimum {summ['tariff_cost_vs_optimum']:.3f} "
           f"(max {summ['tariff_cost_vs_optimum_max']:.3f}), with a perfect forecast "
-          f"{summ['peak_reduction_oracle']:.3f}")  # fmt: skip
+          f"{summ['peak_reduction_oracle']:.3f} (tariff max "
+          f"{summ['tariff_cost_vs_optimum_oracle_max']:.3f})")  # fmt: skip
     print("forecast MAE vs same time last week (base load = load model - PV clear-sky, refit weekly): "
           + ", ".join(f"{k} {v:.3f}" for k, v in mae.items()))  # fmt: skip
     return 0

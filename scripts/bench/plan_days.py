@@ -281,6 +281,8 @@ def bench_days(
             )
             ctrl_tariff = run_day(spec, year, day, tariff, model)
             opt_tariff = optimum(spec, year, day, tariff, end_soc=ctrl_tariff["end_soc"])
+            oracle_tariff = run_day(spec, year, day, tariff, model, oracle=True)
+            opt_oracle_tariff = optimum(spec, year, day, tariff, end_soc=oracle_tariff["end_soc"])
             idle_cost = cost(year[first : first + QH], day)
 
             def reduction(peak: float, best: float, none_peak: float = none_peak) -> float:
@@ -298,6 +300,8 @@ def bench_days(
                 "reactive_fixed_reduction": reduction(float(reactive["qh"].max()), opt_fixed.peak_kw),
                 "idle_cost": idle_cost, "tariff_cost": cost(ctrl_tariff["qh"], day),
                 "opt_cost": cost(np.array(opt_tariff.import_kw), day),
+                "oracle_tariff_vs_optimum": cost(oracle_tariff["qh"], day)
+                / cost(np.array(opt_oracle_tariff.import_kw), day),
                 "plans": ctrl["plans"],
             })  # fmt: skip
     for r in rows:
@@ -319,16 +323,18 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
         "charging_peak_days": sum(r["charging_peak_over_none_kw"] > 0.05 for r in rows),
         "tariff_cost_vs_optimum": round(med(r["tariff_cost_vs_optimum"] for r in rows), 4),
         "tariff_cost_vs_optimum_max": round(max(r["tariff_cost_vs_optimum"] for r in rows), 4),
+        "tariff_cost_vs_optimum_oracle_max": round(max(r["oracle_tariff_vs_optimum"] for r in rows), 4),
         "days": len(rows),
     }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'site':<10}{'day':>5}{'none':>7}{'opt':>7}{'ctrl':>7}{'red':>6}{'limit':>7}{'fixed':>7}"
-          f"{'red':>6}{'react':>6}{'idle €':>8}{'tariff':>8}{'opt €':>8}{'ratio':>7}")  # fmt: skip
+          f"{'red':>6}{'react':>6}{'idle €':>8}{'tariff':>8}{'opt €':>8}{'ratio':>7}{'perf':>7}")  # fmt: skip
     for r in rows:
         day = f"{r['day']}{'*' if r.get('holiday') else ''}"
         print(f"{r['site']:<10}{day:>5}{r['none_peak_kw']:>7.1f}{r['opt_peak_kw']:>7.1f}{r['peak_kw']:>7.1f}"
               f"{r['peak_reduction']:>6.2f}{r['limit_kw']:>7.1f}{r['fixed_peak_kw']:>7.1f}{r['fixed_reduction']:>6.2f}"
               f"{r['reactive_fixed_reduction']:>6.2f}{r['idle_cost']:>8.2f}{r['tariff_cost']:>8.2f}"
-              f"{r['opt_cost']:>8.2f}{r['tariff_cost_vs_optimum']:>7.3f}")  # fmt: skip
+              f"{r['opt_cost']:>8.2f}{r['tariff_cost_vs_optimum']:>7.3f}"
+              f"{r['oracle_tariff_vs_optimum']:>7.3f}")  # fmt: skip
